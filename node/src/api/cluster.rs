@@ -1,0 +1,165 @@
+//! `collective.v1.Cluster`: status and membership changes (etcd's `member` commands).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use collective_proto::v1 as pb;
+use collective_proto::v1::cluster_server::Cluster;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use crate::node::Node;
+
+/// Serves cluster administration.
+pub struct ClusterService {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+impl ClusterService {
+    fn members(&self) -> pb::MemberListResponse {
+        let (voters, nodes) = self.node.members();
+        let members = nodes
+            .into_iter()
+            .map(|(id, node)| pb::Member {
+                id,
+                addr: node.addr,
+                role: if voters.contains(&id) { "voter" } else { "learner" }.to_string(),
+            })
+            .collect();
+        pb::MemberListResponse { members }
+    }
+
+    fn require_leader(&self) -> Result<(), ApiError> {
+        match self.node.leader() {
+            Some((leader, _)) if leader == self.node.id => Ok(()),
+            leader => {
+                Err(ApiError::NotLeader { leader_id: leader.as_ref().map(|l| l.0), leader_addr: leader.map(|l| l.1) })
+            }
+        }
+    }
+}
+
+fn membership_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> ApiError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ApiError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ApiError::Rejected(collective_statemachine::Rejection::precondition("member", e.to_string()))
+        }
+        RaftError::Fatal(fatal) => ApiError::Unavailable(fatal.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _request: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        let metrics = self.node.raft.metrics().borrow().clone();
+        let leader = self.node.leader();
+        Ok(Response::new(pb::ClusterStatus {
+            id: self.node.id,
+            leader_id: leader.as_ref().map(|l| l.0).unwrap_or(0),
+            leader_addr: leader.map(|l| l.1).unwrap_or_default(),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            revision: self.node.shared.revision(),
+            state: format!("{:?}", metrics.state),
+            members: self.members().members,
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        _request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        Ok(Response::new(self.members()))
+    }
+
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let request = request.into_inner();
+        if request.id == 0 {
+            return Err(ApiError::invalid("id", "member ids start at 1").into());
+        }
+        request
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| ApiError::invalid("addr", format!("{:?} is not host:port ({e})", request.addr)))?;
+        self.require_leader()?;
+        if self.node.members().1.contains_key(&request.id) {
+            return Err(
+                ApiError::Rejected(collective_statemachine::Rejection::exists("member", "id", request.id)).into()
+            );
+        }
+        // Blocking: returns once the learner has caught up with the log.
+        self.node
+            .raft
+            .add_learner(request.id, BasicNode { addr: request.addr }, true)
+            .await
+            .map_err(membership_error)?;
+        Ok(Response::new(self.members()))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberIdRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let id = request.into_inner().id;
+        self.require_leader()?;
+        let (voters, nodes) = self.node.members();
+        if !nodes.contains_key(&id) {
+            return Err(ApiError::Rejected(collective_statemachine::Rejection::not_found("member", id)).into());
+        }
+        if voters.contains(&id) {
+            return Err(ApiError::Rejected(collective_statemachine::Rejection::precondition(
+                "id",
+                format!("member {id} is already a voter"),
+            ))
+            .into());
+        }
+        self.node
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(Response::new(self.members()))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberIdRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let id = request.into_inner().id;
+        self.require_leader()?;
+        let (voters, nodes) = self.node.members();
+        if !nodes.contains_key(&id) {
+            return Err(ApiError::Rejected(collective_statemachine::Rejection::not_found("member", id)).into());
+        }
+        if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(ApiError::Rejected(collective_statemachine::Rejection::precondition(
+                    "id",
+                    "cannot remove the last voter",
+                ))
+                .into());
+            }
+            self.node
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+        }
+        self.node
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(Response::new(self.members()))
+    }
+}

@@ -1,0 +1,222 @@
+//! Conversions between the wire types (`collective_proto::v1`) and the domain types. Decoding
+//! happens once, here at the edge; the domain never sees an `Option` it does not mean.
+
+use collective_proto::v1 as pb;
+use collective_statemachine::{self as sm, Event, EventRecord, State, StatusGroup};
+
+use super::error::ApiError;
+
+/// A site as clients see it: everything but the password hash.
+pub fn site(site: &sm::Site) -> pb::Site {
+    pb::Site {
+        id: site.id,
+        name: site.name.clone(),
+        phone: site.phone.clone(),
+        note_id_dial_string: site.note_id_dial_string.clone(),
+        active: site.active,
+        servers: site.servers.clone(),
+        trusted_access: Some(trusted_access(site.trusted_access)),
+    }
+}
+
+fn trusted_access(access: sm::TrustedAccess) -> pb::TrustedAccess {
+    pb::TrustedAccess {
+        publish_handlers: access.publish_handlers,
+        manage_handlers: access.manage_handlers,
+        master_administrator: access.master_administrator,
+    }
+}
+
+/// A user with its derived fields (workgroup names, spanning).
+pub fn user(state: &State, user: &sm::User) -> pb::User {
+    pb::User {
+        username: user.username.clone(),
+        display_name: user.display_name.clone(),
+        email: user.email.clone(),
+        home_site: user.home_site,
+        extension: user.extension.clone(),
+        skills: user.skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        licences: user.licences.iter().cloned().collect(),
+        workgroups: user
+            .workgroups
+            .iter()
+            .map(|wg| state.workgroups.get(wg).map(|w| w.name.clone()).unwrap_or_else(|| wg.clone()))
+            .collect(),
+        spanning: state.is_spanning(&sm::user::key_of(&user.username)),
+    }
+}
+
+/// A user as it appears inside an event (derived fields from the fact only).
+fn event_user(user: &sm::User) -> pb::User {
+    pb::User {
+        username: user.username.clone(),
+        display_name: user.display_name.clone(),
+        email: user.email.clone(),
+        home_site: user.home_site,
+        extension: user.extension.clone(),
+        skills: user.skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        licences: user.licences.iter().cloned().collect(),
+        workgroups: user.workgroups.iter().cloned().collect(),
+        spanning: false,
+    }
+}
+
+/// A workgroup with member usernames as created.
+pub fn workgroup(state: &State, workgroup: &sm::Workgroup) -> pb::Workgroup {
+    pb::Workgroup {
+        name: workgroup.name.clone(),
+        spans_sites: workgroup.spans_sites,
+        members: workgroup
+            .members
+            .iter()
+            .map(|key| state.users.get(key).map(|u| u.username.clone()).unwrap_or_else(|| key.clone()))
+            .collect(),
+        required_skills: workgroup.required_skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    }
+}
+
+/// A catalog entry.
+pub fn status_def(def: &sm::StatusDef) -> pb::StatusDef {
+    pb::StatusDef {
+        key: def.key.clone(),
+        message: def.message.clone(),
+        group: def.group.as_str().to_string(),
+        user_selectable: def.user_selectable,
+        persistent: def.persistent,
+        do_not_disturb: def.do_not_disturb,
+        requires_date: def.requires_date,
+        requires_time: def.requires_time,
+        acd_available: def.acd_available,
+    }
+}
+
+/// A presence, with the username it belongs to.
+pub fn presence(state: &State, username: &str, presence: &sm::Presence) -> pb::Presence {
+    pb::Presence {
+        username: username.to_string(),
+        status_key: presence.status_key.clone(),
+        status_group: state.catalog.get(&presence.status_key).map(|d| d.group.as_str().to_string()).unwrap_or_default(),
+        until_ms: presence.until_ms,
+        detail: presence.detail.clone(),
+        on_phone: presence.on_phone(),
+        interactions: presence.interactions.iter().cloned().collect(),
+        logged_on_server: presence.logon.as_ref().map(|l| l.server.clone()).unwrap_or_default(),
+        current_site: presence.logon.as_ref().map(|l| l.site).unwrap_or(0),
+        since_ms: presence.since_ms,
+        revision: presence.revision,
+    }
+}
+
+/// An event record.
+pub fn event(record: &EventRecord) -> pb::Event {
+    use pb::event::Body;
+    let body = match &record.event {
+        Event::SiteAdded(s) => Body::SiteAdded(site(s)),
+        Event::SiteActiveChanged { site, active } => {
+            Body::SiteActiveChanged(pb::SiteActiveChanged { site: *site, active: *active })
+        }
+        Event::UserAdded(u) => Body::UserAdded(event_user(u)),
+        Event::UserUpdated(u) => Body::UserUpdated(event_user(u)),
+        Event::UserDeleted { username } => Body::UserDeleted(pb::UserRef { username: username.clone() }),
+        Event::WorkgroupAdded(w) => Body::WorkgroupAdded(pb::Workgroup {
+            name: w.name.clone(),
+            spans_sites: w.spans_sites,
+            members: w.members.iter().cloned().collect(),
+            required_skills: w.required_skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }),
+        Event::WorkgroupDeleted { name } => Body::WorkgroupDeleted(pb::WorkgroupRef { name: name.clone() }),
+        Event::UserAddedToWorkgroup { workgroup, username } => {
+            Body::UserAddedToWorkgroup(pb::Membership { workgroup: workgroup.clone(), username: username.clone() })
+        }
+        Event::UserRemovedFromWorkgroup { workgroup, username } => {
+            Body::UserRemovedFromWorkgroup(pb::Membership { workgroup: workgroup.clone(), username: username.clone() })
+        }
+        Event::UserStartedSpanning { username } => {
+            Body::UserStartedSpanning(pb::UserRef { username: username.clone() })
+        }
+        Event::UserStoppedSpanning { username } => {
+            Body::UserStoppedSpanning(pb::UserRef { username: username.clone() })
+        }
+        Event::StatusDefined(def) => Body::StatusDefined(status_def(def)),
+        Event::StatusChanged { username, status_key, until_ms, detail } => Body::StatusChanged(pb::StatusChanged {
+            username: username.clone(),
+            status_key: status_key.clone(),
+            until_ms: *until_ms,
+            detail: detail.clone(),
+        }),
+        Event::UserLoggedOn { username, site, server } => {
+            Body::UserLoggedOn(pb::UserLoggedOn { username: username.clone(), site: *site, server: server.clone() })
+        }
+        Event::UserLoggedOff { username, site, reason } => {
+            Body::UserLoggedOff(pb::UserLoggedOff { username: username.clone(), site: *site, reason: reason.clone() })
+        }
+        Event::InteractionStarted { username, interaction_id } => Body::InteractionStarted(pb::InteractionRef {
+            username: username.clone(),
+            interaction_id: interaction_id.clone(),
+        }),
+        Event::InteractionEnded { username, interaction_id } => Body::InteractionEnded(pb::InteractionRef {
+            username: username.clone(),
+            interaction_id: interaction_id.clone(),
+        }),
+    };
+    pb::Event {
+        revision: record.revision,
+        at_ms: record.at_ms,
+        principal: record.principal.to_string(),
+        body: Some(body),
+    }
+}
+
+/// Decodes the fields of a user a caller supplies.
+pub fn user_spec(user: Option<pb::User>) -> Result<sm::UserSpec, ApiError> {
+    let user = user.ok_or_else(|| ApiError::invalid("user", "is required"))?;
+    Ok(sm::UserSpec {
+        username: user.username,
+        display_name: user.display_name,
+        email: user.email,
+        home_site: user.home_site,
+        extension: user.extension,
+        skills: user.skills.into_iter().collect(),
+        licences: user.licences.into_iter().collect(),
+    })
+}
+
+/// Decodes a catalog entry a caller supplies.
+pub fn status_def_spec(def: Option<pb::StatusDef>) -> Result<sm::StatusDef, ApiError> {
+    let def = def.ok_or_else(|| ApiError::invalid("status", "is required"))?;
+    let group = StatusGroup::parse(&def.group).ok_or_else(|| {
+        ApiError::invalid(
+            "status.group",
+            format!("{:?} is not one of Available, Unavailable, Break, Training, FollowUp", def.group),
+        )
+    })?;
+    Ok(sm::StatusDef {
+        key: def.key,
+        message: def.message,
+        group,
+        user_selectable: def.user_selectable,
+        persistent: def.persistent,
+        do_not_disturb: def.do_not_disturb,
+        requires_date: def.requires_date,
+        requires_time: def.requires_time,
+        acd_available: def.acd_available,
+    })
+}
+
+/// Decodes an optional status group filter.
+pub fn status_group_filter(text: &str) -> Result<Option<StatusGroup>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    StatusGroup::parse(text).map(Some).ok_or_else(|| {
+        ApiError::invalid(
+            "status_group",
+            format!("{text:?} is not one of Available, Unavailable, Break, Training, FollowUp"),
+        )
+    })
+}
+
+/// The response of a write.
+pub fn write_response(applied: crate::raft_types::Applied) -> pb::WriteResponse {
+    pb::WriteResponse { revision: applied.revision, events: applied.events.iter().map(event).collect() }
+}

@@ -1,0 +1,256 @@
+//! `collective.v1.Directory`: sites, users, workgroups, the status catalog, search and
+//! extension resolution.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use collective_proto::v1 as pb;
+use collective_proto::v1::directory_server::Directory;
+use collective_statemachine::{limits, user::key_of, Command, SearchQuery, SiteSpec, TrustedAccess};
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::ApiError;
+use super::{principal, read};
+use crate::node::Node;
+
+/// Serves the directory.
+pub struct DirectoryService {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+impl DirectoryService {
+    async fn write(&self, command: Command) -> Reply<pb::WriteResponse> {
+        let applied = self.node.write(principal(), command).await?;
+        Ok(Response::new(convert::write_response(applied)))
+    }
+}
+
+/// Hashes a site password with Argon2id and a random salt. Runs at the edge, before proposal:
+/// hashing is random, so `apply` must never do it.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    if password.is_empty() {
+        return Err(ApiError::invalid("password", "must not be empty"));
+    }
+    if password.len() > limits::PASSWORD_BYTES_MAX {
+        return Err(ApiError::invalid("password", format!("longer than {} bytes", limits::PASSWORD_BYTES_MAX)));
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| ApiError::Internal(format!("hashing: {e}")))
+}
+
+#[tonic::async_trait]
+impl Directory for DirectoryService {
+    async fn add_site(&self, request: Request<pb::AddSiteRequest>) -> Reply<pb::WriteResponse> {
+        let request = request.into_inner();
+        let site = request.site.ok_or_else(|| ApiError::invalid("site", "is required"))?;
+        collective_statemachine::validate::site_id("site.id", site.id).map_err(ApiError::from)?;
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&request.password))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let access = site.trusted_access.unwrap_or_default();
+        self.write(Command::AddSite(SiteSpec {
+            id: site.id,
+            name: site.name,
+            phone: site.phone,
+            password_hash,
+            note_id_dial_string: site.note_id_dial_string,
+            active: site.active,
+            servers: site.servers,
+            trusted_access: TrustedAccess {
+                publish_handlers: access.publish_handlers,
+                manage_handlers: access.manage_handlers,
+                master_administrator: access.master_administrator,
+            },
+        }))
+        .await
+    }
+
+    async fn set_site_active(&self, request: Request<pb::SetSiteActiveRequest>) -> Reply<pb::WriteResponse> {
+        let request = request.into_inner();
+        self.write(Command::SetSiteActive { site: request.id, active: request.active }).await
+    }
+
+    async fn get_site(&self, request: Request<pb::GetSiteRequest>) -> Reply<pb::Site> {
+        let request = request.into_inner();
+        let site = read(&self.node, request.serializable, |state| Ok(convert::site(state.site(request.id)?))).await?;
+        Ok(Response::new(site))
+    }
+
+    async fn list_sites(&self, request: Request<pb::ListSitesRequest>) -> Reply<pb::ListSitesResponse> {
+        let request = request.into_inner();
+        let response = read(&self.node, request.serializable, |state| {
+            Ok(pb::ListSitesResponse {
+                sites: state.sites.values().map(convert::site).collect(),
+                revision: state.revision,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn check_site(&self, request: Request<pb::CheckSiteRequest>) -> Reply<pb::CheckSiteResponse> {
+        let request = request.into_inner();
+        collective_statemachine::validate::site_id("id", request.id).map_err(ApiError::from)?;
+        let site = read(&self.node, false, |state| Ok(state.sites.get(&request.id).cloned())).await?;
+        let Some(site) = site else {
+            return Ok(Response::new(pb::CheckSiteResponse {
+                exists: false,
+                password_ok: false,
+                active: false,
+                message: format!("site {} does not exist", request.id),
+            }));
+        };
+        let hash = site.password_hash.clone();
+        let password = request.password;
+        let password_ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let message = match (password_ok, site.active) {
+            (false, _) => format!("site {} exists but the password is wrong", site.id),
+            (true, false) => format!("site {} exists and the password is right, but the site is not active", site.id),
+            (true, true) => format!("site {} exists, the password is right and the site is active", site.id),
+        };
+        Ok(Response::new(pb::CheckSiteResponse { exists: true, password_ok, active: site.active, message }))
+    }
+
+    async fn add_user(&self, request: Request<pb::UserRequest>) -> Reply<pb::WriteResponse> {
+        self.write(Command::AddUser(convert::user_spec(request.into_inner().user)?)).await
+    }
+
+    async fn update_user(&self, request: Request<pb::UserRequest>) -> Reply<pb::WriteResponse> {
+        self.write(Command::UpdateUser(convert::user_spec(request.into_inner().user)?)).await
+    }
+
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Reply<pb::DirectoryEntry> {
+        let request = request.into_inner();
+        let entry = read(&self.node, request.serializable, |state| {
+            let user = state.user(&request.username)?;
+            let presence = &state.presence[&key_of(&user.username)];
+            Ok(pb::DirectoryEntry {
+                user: Some(convert::user(state, user)),
+                presence: Some(convert::presence(state, &user.username, presence)),
+            })
+        })
+        .await?;
+        Ok(Response::new(entry))
+    }
+
+    async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Reply<pb::WriteResponse> {
+        self.write(Command::DeleteUser { username: request.into_inner().username }).await
+    }
+
+    async fn add_workgroup(&self, request: Request<pb::AddWorkgroupRequest>) -> Reply<pb::WriteResponse> {
+        let workgroup = request.into_inner().workgroup.ok_or_else(|| ApiError::invalid("workgroup", "is required"))?;
+        self.write(Command::AddWorkgroup {
+            name: workgroup.name,
+            spans_sites: workgroup.spans_sites,
+            required_skills: workgroup.required_skills.into_iter().collect(),
+        })
+        .await
+    }
+
+    async fn delete_workgroup(&self, request: Request<pb::DeleteWorkgroupRequest>) -> Reply<pb::WriteResponse> {
+        self.write(Command::DeleteWorkgroup { name: request.into_inner().name }).await
+    }
+
+    async fn list_workgroups(&self, request: Request<pb::ListWorkgroupsRequest>) -> Reply<pb::ListWorkgroupsResponse> {
+        let request = request.into_inner();
+        let response = read(&self.node, request.serializable, |state| {
+            Ok(pb::ListWorkgroupsResponse {
+                workgroups: state.workgroups.values().map(|w| convert::workgroup(state, w)).collect(),
+                revision: state.revision,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn add_workgroup_member(&self, request: Request<pb::WorkgroupMemberRequest>) -> Reply<pb::WriteResponse> {
+        let request = request.into_inner();
+        self.write(Command::AddWorkgroupMember { workgroup: request.workgroup, username: request.username }).await
+    }
+
+    async fn remove_workgroup_member(&self, request: Request<pb::WorkgroupMemberRequest>) -> Reply<pb::WriteResponse> {
+        let request = request.into_inner();
+        self.write(Command::RemoveWorkgroupMember { workgroup: request.workgroup, username: request.username }).await
+    }
+
+    async fn list_statuses(&self, request: Request<pb::ListStatusesRequest>) -> Reply<pb::ListStatusesResponse> {
+        let request = request.into_inner();
+        let response = read(&self.node, request.serializable, |state| {
+            Ok(pb::ListStatusesResponse { statuses: state.catalog.values().map(convert::status_def).collect() })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn put_status(&self, request: Request<pb::PutStatusRequest>) -> Reply<pb::WriteResponse> {
+        self.write(Command::PutStatusDef(convert::status_def_spec(request.into_inner().status)?)).await
+    }
+
+    async fn search(&self, request: Request<pb::SearchRequest>) -> Reply<pb::SearchResponse> {
+        let request = request.into_inner();
+        let none_if_empty = |text: String| if text.is_empty() { None } else { Some(text) };
+        let none_if_zero = |id: u32| if id == 0 { None } else { Some(id) };
+        let query = SearchQuery {
+            name: none_if_empty(request.name),
+            extension: none_if_empty(request.extension),
+            email: none_if_empty(request.email),
+            visible_at_site: none_if_zero(request.visible_at_site),
+            home_site: none_if_zero(request.home_site),
+            workgroup: none_if_empty(request.workgroup),
+            skill: none_if_empty(request.skill),
+            status_group: convert::status_group_filter(&request.status_group)?,
+            logged_on: request.logged_on,
+            limit: request.limit,
+        };
+        let response = read(&self.node, request.serializable, |state| {
+            let entries = state
+                .search(&query)
+                .into_iter()
+                .map(|entry| pb::DirectoryEntry {
+                    user: Some(convert::user(state, entry.user)),
+                    presence: Some(convert::presence(state, &entry.user.username, entry.presence)),
+                })
+                .collect();
+            Ok(pb::SearchResponse { entries, revision: state.revision })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn resolve_extension(
+        &self,
+        request: Request<pb::ResolveExtensionRequest>,
+    ) -> Reply<pb::ResolveExtensionResponse> {
+        let request = request.into_inner();
+        collective_statemachine::validate::site_id("from_site", request.from_site).map_err(ApiError::from)?;
+        if request.extension.is_empty() {
+            return Err(ApiError::invalid("extension", "must not be empty").into());
+        }
+        let response = read(&self.node, request.serializable, |state| {
+            let resolution = state.resolve_extension(&request.extension, request.from_site)?;
+            Ok(pb::ResolveExtensionResponse {
+                user: Some(convert::user(state, resolution.user)),
+                current_site: resolution.current_site,
+                logged_on: resolution.logged_on,
+                dial_string: resolution.dial_string,
+                tie_line_dial_string: resolution.tie_line_dial_string,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,115 @@
+//! `ApiError` and the one place that maps errors to gRPC status codes with rich details
+//! (`ErrorInfo` with a machine reason, `BadRequest` field violations).
+
+use collective_statemachine::Rejection;
+use serde::{Deserialize, Serialize};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::raft_types::NodeId;
+
+/// Domain of every `ErrorInfo` we send.
+pub const ERROR_DOMAIN: &str = "collective";
+
+/// Every error a client can get. Serializable so a leader can return it to a forwarding follower.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    /// The state machine (or edge validation) refused the command.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// This node is not the leader and could not forward.
+    #[error("not the leader; the leader is node {leader_id:?} at {leader_addr:?}")]
+    NotLeader {
+        /// The leader, if known.
+        leader_id: Option<NodeId>,
+        /// Its address, if known.
+        leader_addr: Option<String>,
+    },
+    /// The cluster cannot serve now (no quorum, shutting down, timeout).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A watch asked for a revision that is no longer retained.
+    #[error("revision {requested} is compacted; the oldest retained revision is {oldest}")]
+    Compacted {
+        /// What was asked.
+        requested: u64,
+        /// The oldest revision a watch may start at.
+        oldest: u64,
+    },
+    /// A bug or storage failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// An `InvalidArgument` rejection for a field.
+    pub fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+        ApiError::Rejected(Rejection::invalid(field, reason))
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> tonic::Status {
+        let message = error.to_string();
+        let info = |reason: &str, metadata: Vec<(String, String)>| {
+            ErrorDetails::with_error_info(
+                reason,
+                ERROR_DOMAIN,
+                metadata.into_iter().collect::<std::collections::HashMap<_, _>>(),
+            )
+        };
+        let (code, details) = match &error {
+            ApiError::Rejected(rejection) => match rejection {
+                Rejection::InvalidArgument { field, reason } => {
+                    (tonic::Code::InvalidArgument, ErrorDetails::with_bad_request_violation(field, reason))
+                }
+                Rejection::NotFound { kind, key } => (
+                    tonic::Code::NotFound,
+                    info("NOT_FOUND", vec![("kind".into(), kind.clone()), ("key".into(), key.clone())]),
+                ),
+                Rejection::AlreadyExists { kind, field, .. } => (
+                    tonic::Code::AlreadyExists,
+                    info("ALREADY_EXISTS", vec![("kind".into(), kind.clone()), ("field".into(), field.clone())]),
+                ),
+                Rejection::ExtensionConflict { other_user, other_site, suggestion, .. } => (
+                    tonic::Code::FailedPrecondition,
+                    info(
+                        "EXTENSION_CONFLICT",
+                        vec![
+                            ("other_user".into(), other_user.clone()),
+                            ("other_site".into(), other_site.to_string()),
+                            ("suggestion".into(), suggestion.clone()),
+                        ],
+                    ),
+                ),
+                Rejection::FailedPrecondition { field, .. } => (
+                    tonic::Code::FailedPrecondition,
+                    info("FAILED_PRECONDITION", vec![("field".into(), field.clone())]),
+                ),
+                Rejection::PermissionDenied { .. } => {
+                    (tonic::Code::PermissionDenied, info("PERMISSION_DENIED", vec![]))
+                }
+                Rejection::LimitReached { what, limit } => (
+                    tonic::Code::ResourceExhausted,
+                    info("LIMIT_REACHED", vec![("what".into(), what.clone()), ("limit".into(), limit.to_string())]),
+                ),
+            },
+            ApiError::NotLeader { leader_id, leader_addr } => (
+                tonic::Code::Unavailable,
+                info(
+                    "NOT_LEADER",
+                    vec![
+                        ("leader_id".into(), leader_id.map(|id| id.to_string()).unwrap_or_default()),
+                        ("leader_addr".into(), leader_addr.clone().unwrap_or_default()),
+                    ],
+                ),
+            ),
+            ApiError::Unavailable(_) => (tonic::Code::Unavailable, info("UNAVAILABLE", vec![])),
+            ApiError::Compacted { oldest, .. } => (
+                tonic::Code::OutOfRange,
+                info("REVISION_COMPACTED", vec![("compact_revision".into(), oldest.to_string())]),
+            ),
+            ApiError::Internal(_) => (tonic::Code::Internal, info("INTERNAL", vec![])),
+        };
+        tonic::Status::with_error_details(code, message, details)
+    }
+}

@@ -1,0 +1,228 @@
+//! `collective.v1.Presences`: status, logon, interactions, reads and the watch stream.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use collective_proto::v1 as pb;
+use collective_proto::v1::presences_server::Presences;
+use collective_statemachine::{user::key_of, Command, EventRecord, SearchQuery, State};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::ApiError;
+use super::{principal, read};
+use crate::node::Node;
+
+/// Most concurrent watch streams per node.
+pub const WATCHERS_MAX: usize = 10_000;
+/// Events buffered per watch stream before the sender waits for the client.
+pub const WATCH_BUFFER_EVENTS: usize = 1_024;
+/// Events a watcher copies out of the history per lock.
+const WATCH_READ_BATCH_EVENTS: usize = 512;
+/// Most usernames in one `GetPresence`.
+pub const GET_PRESENCE_USERS_MAX: usize = 10_000;
+
+/// Serves presence.
+pub struct PresenceService {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Limits concurrent watchers.
+    pub watchers: Arc<Semaphore>,
+}
+
+impl PresenceService {
+    /// A presence service with the watcher limit.
+    pub fn new(node: Arc<Node>) -> PresenceService {
+        PresenceService { node, watchers: Arc::new(Semaphore::new(WATCHERS_MAX)) }
+    }
+
+    async fn write(&self, command: Command) -> Result<Response<pb::WriteResponse>, Status> {
+        let applied = self.node.write(principal(), command).await?;
+        Ok(Response::new(convert::write_response(applied)))
+    }
+}
+
+/// What a watcher wants to see; empty sets match everything.
+struct WatchFilter {
+    usernames: BTreeSet<String>,
+    workgroups: BTreeSet<String>,
+    sites: BTreeSet<u32>,
+    kinds: BTreeSet<String>,
+}
+
+impl WatchFilter {
+    fn matches(&self, state: &State, record: &EventRecord) -> bool {
+        let event = &record.event;
+        (self.kinds.is_empty() || self.kinds.contains(event.kind()))
+            && (self.usernames.is_empty() || event.username().is_some_and(|u| self.usernames.contains(&key_of(u))))
+            && (self.sites.is_empty() || event.site().is_some_and(|s| self.sites.contains(&s)))
+            && (self.workgroups.is_empty()
+                || event.username().is_some_and(|u| {
+                    state
+                        .users
+                        .get(&key_of(u))
+                        .is_some_and(|user| user.workgroups.iter().any(|wg| self.workgroups.contains(wg)))
+                }))
+    }
+}
+
+type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Presences for PresenceService {
+    async fn set_status(&self, request: Request<pb::SetStatusRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        self.write(Command::SetStatus {
+            username: request.username,
+            status_key: request.status_key,
+            until_ms: request.until_ms,
+            detail: request.detail,
+        })
+        .await
+    }
+
+    async fn get_presence(
+        &self,
+        request: Request<pb::GetPresenceRequest>,
+    ) -> Result<Response<pb::PresenceList>, Status> {
+        let request = request.into_inner();
+        if request.usernames.len() > GET_PRESENCE_USERS_MAX {
+            return Err(ApiError::invalid("usernames", format!("at most {GET_PRESENCE_USERS_MAX} per request")).into());
+        }
+        let list = read(&self.node, request.serializable, |state| {
+            let mut presences = Vec::with_capacity(request.usernames.len());
+            for username in &request.usernames {
+                let user = state.user(username)?;
+                presences.push(convert::presence(state, &user.username, &state.presence[&key_of(&user.username)]));
+            }
+            Ok(pb::PresenceList { presences, revision: state.revision })
+        })
+        .await?;
+        Ok(Response::new(list))
+    }
+
+    async fn list_presence(
+        &self,
+        request: Request<pb::ListPresenceRequest>,
+    ) -> Result<Response<pb::PresenceList>, Status> {
+        let request = request.into_inner();
+        let query = SearchQuery {
+            workgroup: (!request.workgroup.is_empty()).then(|| request.workgroup.clone()),
+            visible_at_site: (request.site != 0).then_some(request.site),
+            status_group: convert::status_group_filter(&request.status_group)?,
+            limit: request.limit,
+            ..SearchQuery::default()
+        };
+        let list = read(&self.node, request.serializable, |state| {
+            if let Some(workgroup) = &query.workgroup {
+                state.workgroup(workgroup)?;
+            }
+            let presences = state
+                .search(&query)
+                .into_iter()
+                .map(|entry| convert::presence(state, &entry.user.username, entry.presence))
+                .collect();
+            Ok(pb::PresenceList { presences, revision: state.revision })
+        })
+        .await?;
+        Ok(Response::new(list))
+    }
+
+    async fn log_on(&self, request: Request<pb::LogOnRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        self.write(Command::LogOn { username: request.username, site: request.site, server: request.server }).await
+    }
+
+    async fn log_off(&self, request: Request<pb::LogOffRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let reason = if request.reason.is_empty() {
+            collective_statemachine::state::LOGOFF_REASON_USER.to_string()
+        } else {
+            request.reason
+        };
+        self.write(Command::LogOff { username: request.username, reason }).await
+    }
+
+    async fn start_interaction(
+        &self,
+        request: Request<pb::InteractionRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        self.write(Command::StartInteraction { username: request.username, interaction_id: request.interaction_id })
+            .await
+    }
+
+    async fn end_interaction(
+        &self,
+        request: Request<pb::InteractionRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        self.write(Command::EndInteraction { username: request.username, interaction_id: request.interaction_id }).await
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Rejected(collective_statemachine::Rejection::LimitReached {
+                what: "watchers on this node".into(),
+                limit: WATCHERS_MAX as u64,
+            })
+        })?;
+        let filter = WatchFilter {
+            usernames: request.usernames.iter().map(|u| key_of(u)).collect(),
+            workgroups: request.workgroups.iter().map(|w| key_of(w)).collect(),
+            sites: request.sites.iter().copied().collect(),
+            kinds: request.kinds.iter().cloned().collect(),
+        };
+        let shared = self.node.shared.clone();
+        let mut revisions = shared.subscribe();
+        let current = shared.revision();
+        let mut next = if request.start_revision == 0 { current + 1 } else { request.start_revision };
+        // Fail fast, before the stream starts, when the start is already compacted.
+        if let Err(compacted) = shared.history.lock().expect("history lock").read_from(next, 0) {
+            return Err(ApiError::Compacted { requested: next, oldest: compacted.oldest_revision }.into());
+        }
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER_EVENTS);
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                let batch = shared.history.lock().expect("history lock").read_from(next, WATCH_READ_BATCH_EVENTS);
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(compacted) => {
+                        // The watcher fell behind the retained history (or a snapshot replaced it).
+                        let _ = tx
+                            .send(
+                                Err(ApiError::Compacted { requested: next, oldest: compacted.oldest_revision }.into()),
+                            )
+                            .await;
+                        return;
+                    }
+                };
+                if batch.is_empty() {
+                    tokio::select! {
+                        changed = revisions.changed() => if changed.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                    continue;
+                }
+                let events: Vec<pb::Event> = {
+                    let state = shared.state.read().expect("state lock");
+                    batch.iter().filter(|record| filter.matches(&state, record)).map(convert::event).collect()
+                };
+                next = batch.last().map(|record| record.revision + 1).unwrap_or(next);
+                for event in events {
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,814 @@
+//! The `collective` command line, etcdctl style: `serve` plus administrative subcommands that
+//! talk to a running cluster over gRPC. Every flag can also come from a `COLLECTIVE_*` variable.
+
+pub mod bench;
+pub mod client;
+pub mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use collective_proto::v1 as pb;
+use collective_proto::v1::cluster_client::ClusterClient;
+use collective_proto::v1::directory_client::DirectoryClient;
+use collective_proto::v1::presences_client::PresencesClient;
+use tokio_stream::StreamExt;
+
+use crate::config::{NodeConfig, Overrides};
+use client::Client;
+use output::{print, Format};
+
+/// collective: presence, directory and routing state shared by contact-center sites, replicated
+/// by Raft.
+#[derive(Parser, Debug)]
+#[command(name = "collective", version, about)]
+pub struct Cli {
+    /// Comma-separated gRPC endpoints of cluster members (host:port); the CLI fails over between them.
+    #[arg(
+        long,
+        global = true,
+        env = "COLLECTIVE_ENDPOINTS",
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+    )]
+    pub endpoints: String,
+    /// Output format.
+    #[arg(short = 'w', long = "output", global = true, env = "COLLECTIVE_OUTPUT", value_enum, default_value = "table")]
+    pub output: Format,
+    /// Deadline of each request, in milliseconds.
+    #[arg(long, global = true, env = "COLLECTIVE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Read from the contacted member without a quorum check (possibly stale).
+    #[arg(long, global = true, env = "COLLECTIVE_SERIALIZABLE")]
+    pub serializable: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a cluster member.
+    Serve(ServeArgs),
+    /// Cluster-wide status.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Membership: list, add (as learner), promote, remove.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Sites of the collective.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+    /// Users, and their logon.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Workgroups and their members.
+    Workgroup {
+        #[command(subcommand)]
+        command: WorkgroupCommand,
+    },
+    /// Presence: set, get, watch; the status catalog.
+    Status {
+        #[command(subcommand)]
+        command: StatusCommand,
+    },
+    /// Interactions that put a user on the phone.
+    Interaction {
+        #[command(subcommand)]
+        command: InteractionCommand,
+    },
+    /// Company-wide directory.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
+    /// Extensions.
+    Extension {
+        #[command(subcommand)]
+        command: ExtensionCommand,
+    },
+    /// Benchmarks against a running cluster.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+/// Flags of `serve`; each overrides the config file and `COLLECTIVE_*` variables.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "COLLECTIVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Member id (≥ 1).
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// RocksDB directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address (clients and peers).
+    #[arg(long)]
+    pub grpc_addr: Option<String>,
+    /// HTTP listen address (/livez, /readyz, /metrics).
+    #[arg(long)]
+    pub http_addr: Option<String>,
+    /// Initial members: 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// Events retained in memory for watchers.
+    #[arg(long)]
+    pub watch_history_events_max: Option<u64>,
+    /// Snapshot and compact the log after this many entries.
+    #[arg(long)]
+    pub snapshot_after_entries: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Leader, term, applied index and revision, members, as seen by the contacted member.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// List members.
+    List,
+    /// Add a member as a learner; it catches up before this returns.
+    Add { id: u64, addr: String },
+    /// Promote a learner to voter.
+    Promote { id: u64 },
+    /// Remove a member.
+    Remove { id: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SiteCommand {
+    /// Add a site. The password comes from --password-file or COLLECTIVE_SITE_PASSWORD.
+    Add {
+        #[arg(long)]
+        id: u32,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        phone: String,
+        /// File holding the site password (first line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Note-id dial string (default *90).
+        #[arg(long, default_value = "")]
+        note_id_dial_string: String,
+        /// Server host names (repeat or comma-separate).
+        #[arg(long = "server", value_delimiter = ',')]
+        servers: Vec<String>,
+        /// Create the site inactive.
+        #[arg(long)]
+        inactive: bool,
+        #[arg(long)]
+        publish_handlers: bool,
+        #[arg(long)]
+        manage_handlers: bool,
+        #[arg(long)]
+        master_administrator: bool,
+    },
+    /// List sites.
+    List,
+    /// Show one site.
+    Get { id: u32 },
+    /// Check a site's id and password (from --password-file or COLLECTIVE_SITE_PASSWORD).
+    Check {
+        id: u32,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Mark a site active or inactive.
+    SetActive {
+        id: u32,
+        #[arg(action = clap::ArgAction::Set)]
+        active: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UserFields {
+    #[arg(long)]
+    username: String,
+    #[arg(long)]
+    display_name: String,
+    #[arg(long)]
+    email: String,
+    #[arg(long)]
+    home_site: u32,
+    #[arg(long)]
+    extension: String,
+    /// Skills as name=level (repeat or comma-separate).
+    #[arg(long = "skill", value_delimiter = ',')]
+    skills: Vec<String>,
+    /// Licences (repeat or comma-separate).
+    #[arg(long = "licence", value_delimiter = ',')]
+    licences: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user.
+    Add(UserFields),
+    /// Replace a user's fields.
+    Update(UserFields),
+    /// Show a user with its presence.
+    Get { username: String },
+    /// List users (optionally those homed at a site).
+    List {
+        #[arg(long)]
+        site: Option<u32>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Delete a user everywhere.
+    Delete { username: String },
+    /// Log a user on at a site.
+    Logon {
+        username: String,
+        #[arg(long)]
+        site: u32,
+        #[arg(long, default_value = "")]
+        server: String,
+    },
+    /// Log a user off.
+    Logoff {
+        username: String,
+        #[arg(long, default_value = "user")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkgroupCommand {
+    /// Create a workgroup.
+    Add {
+        name: String,
+        #[arg(long)]
+        spans_sites: bool,
+        /// Required skills as name=level.
+        #[arg(long = "skill", value_delimiter = ',')]
+        skills: Vec<String>,
+    },
+    /// Delete a workgroup.
+    Delete { name: String },
+    /// Add a member.
+    AddMember { workgroup: String, username: String },
+    /// Remove a member.
+    RemoveMember { workgroup: String, username: String },
+    /// List workgroups.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StatusCommand {
+    /// Set a user's status.
+    Set {
+        username: String,
+        status_key: String,
+        /// End of the status in ms since the epoch (for statuses that require a date/time).
+        #[arg(long)]
+        until_ms: Option<u64>,
+        /// End of the status as minutes from now.
+        #[arg(long, conflicts_with = "until_ms")]
+        until_minutes: Option<u64>,
+        #[arg(long, default_value = "")]
+        detail: String,
+    },
+    /// Show users' presence.
+    Get { usernames: Vec<String> },
+    /// List presence by workgroup, site or status group.
+    List {
+        #[arg(long, default_value = "")]
+        workgroup: String,
+        #[arg(long, default_value_t = 0)]
+        site: u32,
+        #[arg(long, default_value = "")]
+        group: String,
+    },
+    /// Stream events from a revision (0: from now).
+    Watch {
+        #[arg(long, default_value_t = 0)]
+        from_revision: u64,
+        #[arg(long = "user", value_delimiter = ',')]
+        users: Vec<String>,
+        #[arg(long = "workgroup", value_delimiter = ',')]
+        workgroups: Vec<String>,
+        #[arg(long = "site", value_delimiter = ',')]
+        sites: Vec<u32>,
+        #[arg(long = "kind", value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// Stop after this many events (0: never).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// The status catalog.
+    Catalog,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InteractionCommand {
+    /// An interaction started (the user is on the phone).
+    Start { username: String, interaction_id: String },
+    /// An interaction ended.
+    End { username: String, interaction_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DirectoryCommand {
+    /// Search the company-wide directory.
+    Search {
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        extension: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        /// Only users visible in this site's directory view.
+        #[arg(long, default_value_t = 0)]
+        site: u32,
+        #[arg(long, default_value = "")]
+        workgroup: String,
+        #[arg(long, default_value = "")]
+        skill: String,
+        #[arg(long, default_value = "")]
+        group: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExtensionCommand {
+    /// Who an extension reaches from a site, and the dial string to the user's current site.
+    Resolve {
+        extension: String,
+        #[arg(long)]
+        from_site: u32,
+    },
+}
+
+fn parse_skills(skills: &[String]) -> anyhow::Result<std::collections::HashMap<String, u32>> {
+    skills
+        .iter()
+        .map(|skill| {
+            let (name, level) =
+                skill.split_once('=').ok_or_else(|| anyhow::anyhow!("--skill {skill:?}: expected name=level"))?;
+            Ok((
+                name.to_string(),
+                level.parse().map_err(|_| anyhow::anyhow!("--skill {skill:?}: level must be a number"))?,
+            ))
+        })
+        .collect()
+}
+
+fn read_password(file: &Option<PathBuf>) -> anyhow::Result<String> {
+    match file {
+        Some(path) => Ok(std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--password-file {}: {e}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()),
+        None => std::env::var("COLLECTIVE_SITE_PASSWORD").map_err(|_| {
+            anyhow::anyhow!("a site password is needed: --password-file FILE or COLLECTIVE_SITE_PASSWORD")
+        }),
+    }
+}
+
+fn user_of(fields: UserFields) -> anyhow::Result<pb::User> {
+    Ok(pb::User {
+        username: fields.username,
+        display_name: fields.display_name,
+        email: fields.email,
+        home_site: fields.home_site,
+        extension: fields.extension,
+        skills: parse_skills(&fields.skills)?,
+        licences: fields.licences,
+        workgroups: vec![],
+        spanning: false,
+    })
+}
+
+/// Formats a gRPC error for a person: the code, the message and the machine reason.
+pub fn describe(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(info) = details.error_info() {
+        text.push_str(&format!(" [{}]", info.reason));
+    }
+    if let Some(bad_request) = details.bad_request() {
+        for violation in &bad_request.field_violations {
+            text.push_str(&format!(" (field {})", violation.field));
+        }
+    }
+    text
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let format = cli.output;
+    let serializable = cli.serializable;
+    if let Command::Serve(args) = cli.command {
+        let overrides = Overrides {
+            id: args.id,
+            data_dir: args.data_dir,
+            grpc_addr: args.grpc_addr,
+            http_addr: args.http_addr,
+            initial_cluster: args.initial_cluster,
+            watch_history_events_max: args.watch_history_events_max,
+            snapshot_after_entries: args.snapshot_after_entries,
+        };
+        let config = NodeConfig::load(args.config.as_deref(), overrides)?;
+        return crate::server::serve(config).await;
+    }
+    let client = Client::new(&cli.endpoints, Duration::from_millis(cli.timeout_ms))?;
+    let result = dispatch(&client, cli.command, format, serializable).await;
+    result.map_err(|error| match error.downcast::<tonic::Status>() {
+        Ok(status) => anyhow::anyhow!(describe(&status)),
+        Err(other) => other,
+    })
+}
+
+async fn dispatch(client: &Client, command: Command, format: Format, serializable: bool) -> anyhow::Result<()> {
+    let dir = |c| DirectoryClient::new(c);
+    let pres = |c| PresencesClient::new(c);
+    let clu = |c| ClusterClient::new(c);
+    match command {
+        Command::Serve(_) => unreachable!("handled by run"),
+        Command::Cluster { command: ClusterCommand::Status } => {
+            let status =
+                client.call(|c| async move { clu(c).status(pb::ClusterStatusRequest {}).await }).await?.into_inner();
+            print(format, &status, None);
+        }
+        Command::Member { command } => {
+            let members = match command {
+                MemberCommand::List => {
+                    client.call(|c| async move { clu(c).member_list(pb::MemberListRequest {}).await }).await?
+                }
+                MemberCommand::Add { id, addr } => {
+                    client
+                        .call(|c| {
+                            let addr = addr.clone();
+                            async move { clu(c).member_add(pb::MemberAddRequest { id, addr }).await }
+                        })
+                        .await?
+                }
+                MemberCommand::Promote { id } => {
+                    client.call(|c| async move { clu(c).member_promote(pb::MemberIdRequest { id }).await }).await?
+                }
+                MemberCommand::Remove { id } => {
+                    client.call(|c| async move { clu(c).member_remove(pb::MemberIdRequest { id }).await }).await?
+                }
+            };
+            print(format, &members.into_inner(), Some("members"));
+        }
+        Command::Site { command } => match command {
+            SiteCommand::Add {
+                id,
+                name,
+                phone,
+                password_file,
+                note_id_dial_string,
+                servers,
+                inactive,
+                publish_handlers,
+                manage_handlers,
+                master_administrator,
+            } => {
+                let password = read_password(&password_file)?;
+                let request = pb::AddSiteRequest {
+                    site: Some(pb::Site {
+                        id,
+                        name,
+                        phone,
+                        note_id_dial_string,
+                        active: !inactive,
+                        servers,
+                        trusted_access: Some(pb::TrustedAccess {
+                            publish_handlers,
+                            manage_handlers,
+                            master_administrator,
+                        }),
+                    }),
+                    password,
+                };
+                let response = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { dir(c).add_site(r).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            SiteCommand::List => {
+                let response = client
+                    .call(|c| async move { dir(c).list_sites(pb::ListSitesRequest { serializable }).await })
+                    .await?;
+                print(format, &response.into_inner(), Some("sites"));
+            }
+            SiteCommand::Get { id } => {
+                let response = client
+                    .call(|c| async move { dir(c).get_site(pb::GetSiteRequest { id, serializable }).await })
+                    .await?;
+                print(format, &response.into_inner(), None);
+            }
+            SiteCommand::Check { id, password_file } => {
+                let password = read_password(&password_file)?;
+                let response = client
+                    .call(|c| {
+                        let password = password.clone();
+                        async move { dir(c).check_site(pb::CheckSiteRequest { id, password }).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), None);
+            }
+            SiteCommand::SetActive { id, active } => {
+                let response = client
+                    .call(|c| async move { dir(c).set_site_active(pb::SetSiteActiveRequest { id, active }).await })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+        },
+        Command::User { command } => match command {
+            UserCommand::Add(fields) => {
+                let user = user_of(fields)?;
+                let response = client
+                    .call(|c| {
+                        let user = user.clone();
+                        async move { dir(c).add_user(pb::UserRequest { user: Some(user) }).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            UserCommand::Update(fields) => {
+                let user = user_of(fields)?;
+                let response = client
+                    .call(|c| {
+                        let user = user.clone();
+                        async move { dir(c).update_user(pb::UserRequest { user: Some(user) }).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            UserCommand::Get { username } => {
+                let response = client
+                    .call(|c| {
+                        let username = username.clone();
+                        async move { dir(c).get_user(pb::GetUserRequest { username, serializable }).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), None);
+            }
+            UserCommand::List { site, limit } => {
+                let request =
+                    pb::SearchRequest { home_site: site.unwrap_or(0), limit, serializable, ..Default::default() };
+                let response = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { dir(c).search(r).await }
+                    })
+                    .await?
+                    .into_inner();
+                let users: Vec<pb::User> = response.entries.into_iter().filter_map(|e| e.user).collect();
+                print(format, &serde_json::json!({ "users": users, "revision": response.revision }), Some("users"));
+            }
+            UserCommand::Delete { username } => {
+                let response = client
+                    .call(|c| {
+                        let username = username.clone();
+                        async move { dir(c).delete_user(pb::DeleteUserRequest { username }).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            UserCommand::Logon { username, site, server } => {
+                let request = pb::LogOnRequest { username, site, server };
+                let response = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { pres(c).log_on(r).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            UserCommand::Logoff { username, reason } => {
+                let request = pb::LogOffRequest { username, reason };
+                let response = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { pres(c).log_off(r).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+        },
+        Command::Workgroup { command } => match command {
+            WorkgroupCommand::Add { name, spans_sites, skills } => {
+                let workgroup =
+                    pb::Workgroup { name, spans_sites, members: vec![], required_skills: parse_skills(&skills)? };
+                let response = client
+                    .call(|c| {
+                        let w = workgroup.clone();
+                        async move { dir(c).add_workgroup(pb::AddWorkgroupRequest { workgroup: Some(w) }).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            WorkgroupCommand::Delete { name } => {
+                let response = client
+                    .call(|c| {
+                        let name = name.clone();
+                        async move { dir(c).delete_workgroup(pb::DeleteWorkgroupRequest { name }).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            WorkgroupCommand::AddMember { workgroup, username } => {
+                let request = pb::WorkgroupMemberRequest { workgroup, username };
+                let response = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { dir(c).add_workgroup_member(r).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            WorkgroupCommand::RemoveMember { workgroup, username } => {
+                let request = pb::WorkgroupMemberRequest { workgroup, username };
+                let response = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { dir(c).remove_workgroup_member(r).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            WorkgroupCommand::List => {
+                let response = client
+                    .call(|c| async move { dir(c).list_workgroups(pb::ListWorkgroupsRequest { serializable }).await })
+                    .await?;
+                print(format, &response.into_inner(), Some("workgroups"));
+            }
+        },
+        Command::Status { command } => match command {
+            StatusCommand::Set { username, status_key, until_ms, until_minutes, detail } => {
+                let until_ms = until_ms.or_else(|| {
+                    until_minutes.map(|minutes| {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0)
+                            + minutes * 60_000
+                    })
+                });
+                let request = pb::SetStatusRequest { username, status_key, until_ms, detail };
+                let response = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { pres(c).set_status(r).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            StatusCommand::Get { usernames } => {
+                let response = client
+                    .call(|c| {
+                        let usernames = usernames.clone();
+                        async move { pres(c).get_presence(pb::GetPresenceRequest { usernames, serializable }).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("presences"));
+            }
+            StatusCommand::List { workgroup, site, group } => {
+                let request = pb::ListPresenceRequest { workgroup, site, status_group: group, limit: 0, serializable };
+                let response = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { pres(c).list_presence(r).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), Some("presences"));
+            }
+            StatusCommand::Watch { from_revision, users, workgroups, sites, kinds, count } => {
+                let request =
+                    pb::WatchRequest { start_revision: from_revision, usernames: users, workgroups, sites, kinds };
+                // A watch has no deadline: it runs until stopped.
+                let mut stream = client
+                    .call(|c| {
+                        let r = request.clone();
+                        async move { pres(c).watch(tonic::Request::new(r)).await }
+                    })
+                    .await?
+                    .into_inner();
+                let mut seen = 0u64;
+                while let Some(event) = stream.next().await {
+                    let event = event?;
+                    match format {
+                        Format::Json => println!("{}", serde_json::to_string(&event)?),
+                        Format::Table => {
+                            println!("{} {} {}", event.revision, event.principal, serde_json::to_string(&event.body)?)
+                        }
+                    }
+                    seen += 1;
+                    if count != 0 && seen >= count {
+                        break;
+                    }
+                }
+            }
+            StatusCommand::Catalog => {
+                let response = client
+                    .call(|c| async move { dir(c).list_statuses(pb::ListStatusesRequest { serializable }).await })
+                    .await?;
+                print(format, &response.into_inner(), Some("statuses"));
+            }
+        },
+        Command::Interaction { command } => {
+            let response = match command {
+                InteractionCommand::Start { username, interaction_id } => {
+                    let request = pb::InteractionRequest { username, interaction_id };
+                    client
+                        .call(|c| {
+                            let r = request.clone();
+                            async move { pres(c).start_interaction(r).await }
+                        })
+                        .await?
+                }
+                InteractionCommand::End { username, interaction_id } => {
+                    let request = pb::InteractionRequest { username, interaction_id };
+                    client
+                        .call(|c| {
+                            let r = request.clone();
+                            async move { pres(c).end_interaction(r).await }
+                        })
+                        .await?
+                }
+            };
+            print(format, &response.into_inner(), Some("events"));
+        }
+        Command::Directory {
+            command: DirectoryCommand::Search { name, extension, email, site, workgroup, skill, group, limit },
+        } => {
+            let request = pb::SearchRequest {
+                name,
+                extension,
+                email,
+                visible_at_site: site,
+                home_site: 0,
+                workgroup,
+                skill,
+                status_group: group,
+                logged_on: None,
+                limit,
+                serializable,
+            };
+            let response = client
+                .call(|c| {
+                    let r = request.clone();
+                    async move { dir(c).search(r).await }
+                })
+                .await?
+                .into_inner();
+            let rows: Vec<serde_json::Value> = response
+                .entries
+                .iter()
+                .map(|entry| {
+                    let user = entry.user.clone().unwrap_or_default();
+                    let presence = entry.presence.clone().unwrap_or_default();
+                    serde_json::json!({
+                        "username": user.username, "display_name": user.display_name, "extension": user.extension,
+                        "home_site": user.home_site, "spanning": user.spanning, "status": presence.status_key,
+                        "current_site": presence.current_site, "on_phone": presence.on_phone,
+                    })
+                })
+                .collect();
+            match format {
+                Format::Json => print(format, &response, None),
+                Format::Table => print(format, &serde_json::json!({ "entries": rows }), Some("entries")),
+            }
+        }
+        Command::Extension { command: ExtensionCommand::Resolve { extension, from_site } } => {
+            let request = pb::ResolveExtensionRequest { extension, from_site, serializable };
+            let response = client
+                .call(|c| {
+                    let r = request.clone();
+                    async move { dir(c).resolve_extension(r).await }
+                })
+                .await?;
+            print(format, &response.into_inner(), None);
+        }
+        Command::Bench { command } => bench::run(client, command, format).await?,
+    }
+    Ok(())
+}

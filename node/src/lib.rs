@@ -1,0 +1,24 @@
+//! The `collective` node: openraft over tonic with RocksDB storage, the gRPC services, the CLI
+//! and the benchmark, around the pure `collective-statemachine`.
+//!
+//! Reading order:
+//! - [`config`]: `NodeConfig`, layered and validated.
+//! - [`raft_types`]: the openraft type configuration.
+//! - [`shared`]: applied state and event history shared by Raft and the services.
+//! - [`store`]: RocksDB log store and state machine (durable appends, snapshots).
+//! - [`network`]: the Raft transport over tonic; [`raft_service`]: its server side.
+//! - [`node`]: one member: stamping, proposing, forwarding, read barriers, bootstrap.
+//! - [`api`]: the client gRPC services and the error mapping.
+//! - [`server`]: wiring gRPC, health, reflection, HTTP probes and metrics.
+//! - [`cli`]: the etcdctl-style command line and `bench`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod network;
+pub mod node;
+pub mod raft_service;
+pub mod raft_types;
+pub mod server;
+pub mod shared;
+pub mod store;

@@ -1,0 +1,149 @@
+//! The Raft transport over tonic: pooled lazy channels per peer address, a deadline on every RPC,
+//! and `Unreachable` on connection failures so openraft backs off before retrying.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use collective_proto::raft::raft_client::RaftClient;
+use collective_proto::raft::{Payload, SnapshotChunk};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::raft_types::{NodeId, TypeConfig};
+
+/// Largest gRPC message between nodes (a batch of entries or a snapshot chunk).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// How long establishing a connection to a peer may take.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Most cached peer channels (peers come and go with membership changes).
+pub const PEER_CHANNELS_MAX: usize = 64;
+
+/// One lazily connected channel per peer address, shared by the Raft transport and forwarding.
+/// A lazy tonic channel reconnects by itself on its next use after a failure.
+#[derive(Default)]
+pub struct Peers {
+    channels: Mutex<BTreeMap<String, Channel>>,
+}
+
+impl Peers {
+    /// The channel to `addr` (host:port), created on first use.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().expect("peers lock");
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        if channels.len() >= PEER_CHANNELS_MAX {
+            channels.clear();
+        }
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A Raft RPC client to `addr`.
+    pub fn client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+        Ok(RaftClient::new(self.channel(addr)?)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+    }
+}
+
+/// Builds a connection per target for openraft.
+#[derive(Clone)]
+pub struct Network {
+    /// Shared channel pool.
+    pub peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection { target, addr: node.addr.clone(), peers: self.peers.clone() }
+    }
+}
+
+/// The connection to one peer.
+pub struct Connection {
+    target: NodeId,
+    addr: String,
+    peers: Arc<Peers>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BasicNode, E> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl Connection {
+    fn client<E: std::error::Error>(&self) -> Result<RaftClient<Channel>, RPCError<NodeId, BasicNode, E>> {
+        self.peers.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    fn decode<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        payload: Payload,
+    ) -> RpcResult<T, E> {
+        let result: Result<T, RaftError<NodeId, E>> =
+            serde_json::from_slice(&payload.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn request<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(option.hard_ttl());
+    request
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Payload {
+    Payload { json: serde_json::to_vec(value).expect("openraft messages serialize") }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let mut client = self.client()?;
+        let response = client.append_entries(request(encode(&rpc), &option)).await.map_err(transport_error)?;
+        self.decode(response.into_inner())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let mut client = self.client()?;
+        // Snapshot bytes travel raw; only the small header is JSON.
+        let data = std::mem::take(&mut rpc.data);
+        let chunk = SnapshotChunk { header_json: serde_json::to_vec(&rpc).expect("openraft messages serialize"), data };
+        let response = client.install_snapshot(request(chunk, &option)).await.map_err(transport_error)?;
+        self.decode(response.into_inner())
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        let mut client = self.client()?;
+        let response = client.vote(request(encode(&rpc), &option)).await.map_err(transport_error)?;
+        self.decode(response.into_inner())
+    }
+}

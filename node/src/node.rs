@@ -1,0 +1,222 @@
+//! `Node`: one collective member. Owns the Raft instance, stamps and proposes commands, forwards
+//! writes and read-index requests to the leader, and bootstraps the initial cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use collective_statemachine::{validate::validate, Command, Envelope, Principal};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+
+use crate::api::error::ApiError;
+use crate::config::NodeConfig;
+use crate::network::{Network, Peers};
+use crate::raft_service::Forwarded;
+use crate::raft_types::{Applied, NodeId, Raft};
+use crate::shared::Shared;
+use crate::store;
+
+/// One running member.
+pub struct Node {
+    /// Member id.
+    pub id: NodeId,
+    /// The Raft instance.
+    pub raft: Raft,
+    /// Applied state and event history.
+    pub shared: Arc<Shared>,
+    /// Validated configuration.
+    pub config: NodeConfig,
+    /// Channels to peers (also used for forwarding).
+    pub peers: Arc<Peers>,
+    /// Last `at_ms` this node stamped, so stamps never go backwards on one leader.
+    last_stamp_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Node {
+    /// Opens storage and starts Raft. Serving gRPC is the caller's job (see `server`).
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", config.data_dir.display()))?;
+        let shared = Arc::new(Shared::new(config.watch_history_events_max as usize));
+        let (log_store, state_machine) = store::open(&config.data_dir, shared.clone()).await?;
+        let raft_config = openraft::Config {
+            cluster_name: "collective".into(),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: 1_000,
+            max_payload_entries: 1_000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate()?);
+        let peers = Arc::new(Peers::default());
+        let network = Network { peers: peers.clone() };
+        let raft = Raft::new(config.id, raft_config, network, log_store, state_machine).await?;
+        Ok(Arc::new(Node { id: config.id, raft, shared, config, peers, last_stamp_ms: AtomicU64::new(0) }))
+    }
+
+    /// Initialises the cluster from `initial_cluster` once every initial member answers, on the
+    /// member with the lowest id only (so exactly one node initialises), unless already done.
+    pub async fn bootstrap(self: Arc<Self>) -> anyhow::Result<()> {
+        let members = self.config.initial_members()?;
+        if members.is_empty() || self.raft.is_initialized().await? {
+            return Ok(());
+        }
+        if members.keys().next() != Some(&self.id) {
+            tracing::info!("waiting for member {} to initialise the cluster", members.keys().next().unwrap_or(&0));
+            return Ok(());
+        }
+        loop {
+            let mut missing = Vec::new();
+            for (id, addr) in &members {
+                if tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .map(|r| r.is_err())
+                    .unwrap_or(true)
+                {
+                    missing.push(*id);
+                }
+            }
+            if missing.is_empty() {
+                break;
+            }
+            tracing::info!(?missing, "initial members not reachable yet");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => tracing::info!("cluster initialised"),
+            Err(RaftError::APIError(error)) => {
+                tracing::info!(%error, "cluster already initialised")
+            }
+            Err(error) => return Err(error.into()),
+        }
+        Ok(())
+    }
+
+    /// The current leader and its address, as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let addr = metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone()).unwrap_or_default();
+        Some((leader, addr))
+    }
+
+    fn not_leader(&self) -> ApiError {
+        let leader = self.leader();
+        ApiError::NotLeader { leader_id: leader.as_ref().map(|l| l.0), leader_addr: leader.map(|l| l.1) }
+    }
+
+    /// Validates a command at the edge, then proposes it here or on the leader.
+    pub async fn write(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
+        validate(&command)?;
+        match self.leader() {
+            Some((leader, _)) if leader == self.id => self.write_as_leader(principal, command).await,
+            Some((_, addr)) if !addr.is_empty() => self.forward(&addr, principal, command).await,
+            _ => Err(self.not_leader()),
+        }
+    }
+
+    async fn forward(&self, addr: &str, principal: Principal, command: Command) -> Result<Applied, ApiError> {
+        let mut client =
+            self.peers.client(addr).map_err(|e| ApiError::Unavailable(format!("leader at {addr}: {e}")))?;
+        let payload = collective_proto::raft::Payload {
+            json: serde_json::to_vec(&Forwarded { principal, command })
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        };
+        let mut request = tonic::Request::new(payload);
+        request.set_timeout(Duration::from_millis(self.config.forward_timeout_ms));
+        metrics::counter!("collective_proposals_forwarded_total").increment(1);
+        let response = client.forward(request).await.map_err(|status| match status.code() {
+            tonic::Code::Unavailable => self.not_leader(),
+            _ => ApiError::Unavailable(format!("forwarding to the leader at {addr}: {}", status.message())),
+        })?;
+        serde_json::from_slice::<Result<Applied, ApiError>>(&response.into_inner().json)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    }
+
+    /// Stamps the command with the time and principal and proposes it; only valid on the leader.
+    pub async fn write_as_leader(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
+        validate(&command)?;
+        // Entry time never goes backwards: not on this leader, and not below what a previous
+        // leader stamped (the applied state's last time).
+        let floor = self.shared.state.read().expect("state lock").last_at_ms;
+        let at_ms = now_ms().max(floor);
+        let at_ms = self.last_stamp_ms.fetch_max(at_ms, Ordering::SeqCst).max(at_ms);
+        metrics::gauge!("collective_proposals_pending").increment(1.0);
+        let result = self.raft.client_write(Envelope { at_ms, principal, command }).await;
+        metrics::gauge!("collective_proposals_pending").decrement(1.0);
+        match result {
+            Ok(response) => {
+                metrics::counter!("collective_proposals_committed_total").increment(1);
+                Ok(response.data.outcome?)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader()),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ApiError::Internal(e.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(ApiError::Unavailable(fatal.to_string())),
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the log index a linearizable
+    /// read must see applied.
+    pub async fn leader_read_index(&self) -> Result<u64, ApiError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(read_log_id.map(|id| id.index).unwrap_or(0)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(self.not_leader()),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(ApiError::Unavailable(e.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(ApiError::Unavailable(fatal.to_string())),
+        }
+    }
+
+    /// Waits until a read here is linearizable (unless `serializable`): the leader confirms its
+    /// leadership and this node has applied everything committed before the read began.
+    pub async fn read_barrier(&self, serializable: bool) -> Result<(), ApiError> {
+        if serializable {
+            return Ok(());
+        }
+        let index = match self.leader() {
+            Some((leader, _)) if leader == self.id => self.leader_read_index().await?,
+            Some((_, addr)) if !addr.is_empty() => {
+                let mut client = self.peers.client(&addr).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                let mut request = tonic::Request::new(collective_proto::raft::ReadIndexRequest {});
+                request.set_timeout(Duration::from_millis(self.config.forward_timeout_ms));
+                client
+                    .read_index(request)
+                    .await
+                    .map_err(|status| {
+                        ApiError::Unavailable(format!("read index from the leader at {addr}: {}", status.message()))
+                    })?
+                    .into_inner()
+                    .index
+            }
+            _ => return Err(self.not_leader()),
+        };
+        self.raft
+            .wait(Some(Duration::from_millis(self.config.forward_timeout_ms)))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("waiting to apply index {index}: {e}")))?;
+        Ok(())
+    }
+
+    /// Voters and learners of the current membership.
+    pub fn members(&self) -> (BTreeSet<NodeId>, BTreeMap<NodeId, BasicNode>) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: BTreeMap<NodeId, BasicNode> = membership.nodes().map(|(id, node)| (*id, node.clone())).collect();
+        (voters, nodes)
+    }
+}

@@ -1,0 +1,66 @@
+//! The internal gRPC service peers call: Raft messages, leader forwarding and read index.
+
+use std::sync::Arc;
+
+use collective_proto::raft::raft_server::Raft as RaftRpc;
+use collective_proto::raft::{Payload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
+use collective_statemachine::{Command, Principal};
+use openraft::raft::InstallSnapshotRequest;
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::raft_types::TypeConfig;
+
+/// A client write forwarded by a follower: the leader stamps it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// Who asked.
+    pub principal: Principal,
+    /// What was asked.
+    pub command: Command,
+}
+
+/// Serves `collective.raft.v1.Raft` for one node.
+pub struct RaftService {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(payload).map_err(|e| Status::invalid_argument(format!("undecodable Raft payload: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Response<Payload> {
+    Response::new(Payload { json: serde_json::to_vec(value).expect("Raft responses serialize") })
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(&request.into_inner().json)?;
+        Ok(encode(&self.node.raft.append_entries(rpc).await))
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(&request.into_inner().json)?;
+        Ok(encode(&self.node.raft.vote(rpc).await))
+    }
+
+    async fn install_snapshot(&self, request: Request<SnapshotChunk>) -> Result<Response<Payload>, Status> {
+        let chunk = request.into_inner();
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&chunk.header_json)?;
+        rpc.data = chunk.data;
+        Ok(encode(&self.node.raft.install_snapshot(rpc).await))
+    }
+
+    async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let forwarded: Forwarded = decode(&request.into_inner().json)?;
+        Ok(encode(&self.node.write_as_leader(forwarded.principal, forwarded.command).await))
+    }
+
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let index = self.node.leader_read_index().await.map_err(Status::from)?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+}

@@ -1,0 +1,132 @@
+//! Serving: the gRPC server (client services, the internal Raft service, health, reflection),
+//! the HTTP server (`/livez`, `/readyz`, `/metrics`) and the metrics task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use collective_proto::raft::raft_server::RaftServer;
+use collective_proto::v1::cluster_server::ClusterServer;
+use collective_proto::v1::directory_server::DirectoryServer;
+use collective_proto::v1::presences_server::PresencesServer;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tonic_health::ServingStatus;
+
+use crate::api::cluster::ClusterService;
+use crate::api::directory::DirectoryService;
+use crate::api::presence::PresenceService;
+use crate::config::NodeConfig;
+use crate::network::PEER_MESSAGE_BYTES_MAX;
+use crate::node::Node;
+use crate::raft_service::RaftService;
+
+/// Most concurrent gRPC streams per connection.
+pub const GRPC_CONCURRENT_STREAMS_MAX: u32 = 1_024;
+
+/// Starts a node and serves it until the process ends.
+pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
+    let grpc_listener = tokio::net::TcpListener::bind(&config.grpc_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("grpc_addr {}: {e}", config.grpc_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("http_addr {}: {e}", config.http_addr))?;
+    let node = Node::start(config).await?;
+    tracing::info!(id = node.id, grpc = %node.config.grpc_addr, http = %node.config.http_addr, "collective node started");
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(collective_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(collective_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(GRPC_CONCURRENT_STREAMS_MAX)
+        .add_service(
+            RaftServer::new(RaftService { node: node.clone() })
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+        .add_service(DirectoryServer::new(DirectoryService { node: node.clone() }))
+        .add_service(PresencesServer::new(PresenceService::new(node.clone())))
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener));
+
+    tokio::spawn(report_metrics(node.clone(), health_reporter));
+    tokio::spawn(serve_http(http_listener, node.clone(), prometheus));
+    tokio::spawn(node.clone().bootstrap());
+    grpc.await?;
+    Ok(())
+}
+
+/// Keeps the Raft gauges and the gRPC health status current.
+async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthReporter) {
+    let mut metrics = node.raft.metrics();
+    let mut last_leader = None;
+    loop {
+        let snapshot = metrics.borrow_and_update().clone();
+        let has_leader = snapshot.current_leader.is_some();
+        metrics::gauge!("collective_server_has_leader").set(if has_leader { 1.0 } else { 0.0 });
+        metrics::gauge!("collective_server_is_leader").set(if snapshot.current_leader == Some(node.id) {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!("collective_raft_term").set(snapshot.current_term as f64);
+        metrics::gauge!("collective_raft_last_log_index").set(snapshot.last_log_index.unwrap_or(0) as f64);
+        metrics::gauge!("collective_raft_applied_index")
+            .set(snapshot.last_applied.map(|l| l.index).unwrap_or(0) as f64);
+        metrics::gauge!("collective_revision").set(node.shared.revision() as f64);
+        if snapshot.current_leader != last_leader && snapshot.current_leader.is_some() {
+            metrics::counter!("collective_leader_changes_seen_total").increment(1);
+            last_leader = snapshot.current_leader;
+        }
+        let status = if has_leader { ServingStatus::Serving } else { ServingStatus::NotServing };
+        health.set_service_status("", status).await;
+        health.set_service_status("collective.v1.Directory", status).await;
+        health.set_service_status("collective.v1.Presences", status).await;
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, node: Arc<Node>, prometheus: PrometheusHandle) {
+    let ready_node = node.clone();
+    let app = axum::Router::new()
+        // Liveness never depends on quorum: the process answers, that is all.
+        .route("/livez", get(|| async { "ok\n" }))
+        // Readiness needs a known leader and a linearizable read that completes.
+        .route(
+            "/readyz",
+            get(move || {
+                let node = ready_node.clone();
+                async move {
+                    match tokio::time::timeout(Duration::from_secs(2), node.read_barrier(false)).await {
+                        Ok(Ok(())) => (axum::http::StatusCode::OK, "ok\n".to_string()),
+                        Ok(Err(error)) => {
+                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {error}\n"))
+                        }
+                        Err(_) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: no quorum within 2 s\n".to_string(),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route("/metrics", get(move || std::future::ready(prometheus.render())));
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "http server stopped");
+    }
+}

@@ -1,0 +1,178 @@
+//! `StateMachineStore`: openraft's `RaftStateMachine`. The state lives in memory (`Shared`) and is
+//! persisted as a snapshot; on restart the snapshot is loaded and later entries are re-applied.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use rocksdb::{WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use super::CF_SNAPSHOT;
+use crate::raft_types::{Applied, ApplyResult, Entry, LogId, NodeId, StorageError, TypeConfig};
+pub use crate::shared::Shared;
+use collective_statemachine::State;
+
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// What a snapshot holds: the state and the Raft bookkeeping that goes with it.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    state: State,
+}
+
+/// A stored snapshot: its metadata and the encoded `SnapshotBody`.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The Raft state machine over `Shared`.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    shared: Arc<Shared>,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+}
+
+fn snapshot_error(
+    meta: Option<&SnapshotMeta<NodeId, BasicNode>>,
+    verb: ErrorVerb,
+    error: impl std::error::Error + 'static,
+) -> StorageError {
+    StorageIOError::new(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, openraft::AnyError::new(&error))
+        .into()
+}
+
+impl StateMachineStore {
+    pub(crate) async fn open(db: Arc<DB>, shared: Arc<Shared>) -> anyhow::Result<StateMachineStore> {
+        let mut store =
+            StateMachineStore { db, shared, last_applied: None, last_membership: StoredMembership::default() };
+        if let Some(stored) = store.read_stored()? {
+            let body: SnapshotBody = serde_json::from_slice(&stored.data)?;
+            store.restore(body);
+        }
+        Ok(store)
+    }
+
+    fn read_stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let cf = self.db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
+        let bytes = self.db.get_cf(cf, KEY_SNAPSHOT).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
+        bytes
+            .map(|bytes| serde_json::from_slice(&bytes).map_err(|e| snapshot_error(None, ErrorVerb::Read, e)))
+            .transpose()
+    }
+
+    fn write_stored(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        let cf = self.db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
+        let bytes = serde_json::to_vec(stored).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(cf, KEY_SNAPSHOT, bytes, &options)
+            .map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))
+    }
+
+    fn restore(&mut self, body: SnapshotBody) {
+        self.last_applied = body.last_applied;
+        self.last_membership = body.last_membership;
+        self.shared.reset(body.state);
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let state = self.shared.state.read().expect("state lock").clone();
+        let body =
+            SnapshotBody { last_applied: self.last_applied, last_membership: self.last_membership.clone(), state };
+        let data = serde_json::to_vec(&body).map_err(|e| snapshot_error(None, ErrorVerb::Write, e))?;
+        // The id only has to be unique per snapshot; the applied log id is.
+        let snapshot_id = match self.last_applied {
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
+            None => "empty".to_string(),
+        };
+        let meta =
+            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.last_membership.clone(), snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.write_stored(&stored)?;
+        metrics::gauge!("collective_snapshot_bytes").set(stored.data.len() as f64);
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut results = Vec::new();
+        let mut published = Vec::new();
+        {
+            let mut state = self.shared.state.write().expect("state lock");
+            for entry in entries {
+                self.last_applied = Some(entry.log_id);
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => Ok(Applied { revision: state.revision, events: vec![] }),
+                    EntryPayload::Membership(membership) => {
+                        self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                        Ok(Applied { revision: state.revision, events: vec![] })
+                    }
+                    EntryPayload::Normal(envelope) => {
+                        let outcome = state.apply(&envelope).map(|events| Applied { revision: state.revision, events });
+                        if let Ok(applied) = &outcome {
+                            published.extend(applied.events.iter().cloned());
+                        }
+                        metrics::counter!("collective_commands_applied_total", "command" => envelope.command.kind(), "outcome" => if outcome.is_ok() { "ok" } else { "rejected" }).increment(1);
+                        outcome
+                    }
+                };
+                results.push(ApplyResult { outcome });
+            }
+        }
+        metrics::counter!("collective_proposals_applied_total").increment(results.len() as u64);
+        self.shared.publish(published);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody =
+            serde_json::from_slice(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
+        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
+        self.restore(body);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self
+            .read_stored()?
+            .map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}

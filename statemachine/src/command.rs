@@ -1,0 +1,183 @@
+//! Commands: what a caller asks for, in the imperative. The leader stamps each with the time and
+//! the principal (an [`Envelope`]) before it enters the Raft log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::StatusDef;
+use crate::site::{SiteId, TrustedAccess};
+use crate::user::UserSpec;
+
+/// Who asked for a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Principal {
+    /// An administrator, by name.
+    Admin(String),
+    /// A site, authenticated by id and password.
+    Site(SiteId),
+    /// The collective itself (ticks, timers).
+    System,
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Admin(name) => write!(f, "admin:{name}"),
+            Principal::Site(id) => write!(f, "site:{id}"),
+            Principal::System => write!(f, "system"),
+        }
+    }
+}
+
+/// A command as it is stored in the log: stamped by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Leader time in ms since the epoch; `apply` uses only this clock.
+    pub at_ms: u64,
+    /// Who asked.
+    pub principal: Principal,
+    /// What was asked.
+    pub command: Command,
+}
+
+/// The fields of a site a caller supplies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSpec {
+    /// Site id 1..=999.
+    pub id: SiteId,
+    /// Unique name.
+    pub name: String,
+    /// Phone number as given; normalised by validation.
+    pub phone: String,
+    /// Argon2id PHC hash of the password, computed at the edge.
+    pub password_hash: String,
+    /// Note-id dial string (empty means the default `*90`).
+    pub note_id_dial_string: String,
+    /// Whether the site is active.
+    pub active: bool,
+    /// Server host names.
+    pub servers: Vec<String>,
+    /// Trusted access for roaming users.
+    pub trusted_access: TrustedAccess,
+}
+
+/// Every change the collective knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Add a new site.
+    AddSite(SiteSpec),
+    /// Mark a site active or inactive.
+    SetSiteActive {
+        /// The site.
+        site: SiteId,
+        /// New flag.
+        active: bool,
+    },
+    /// Add a new user.
+    AddUser(UserSpec),
+    /// Replace the fields of an existing user (matched by username).
+    UpdateUser(UserSpec),
+    /// Delete a user everywhere.
+    DeleteUser {
+        /// The user.
+        username: String,
+    },
+    /// Create a workgroup.
+    AddWorkgroup {
+        /// Unique name.
+        name: String,
+        /// Whether members span sites.
+        spans_sites: bool,
+        /// Required skills (name → minimum level).
+        required_skills: BTreeMap<String, u32>,
+    },
+    /// Delete a workgroup (its members stay).
+    DeleteWorkgroup {
+        /// The workgroup.
+        name: String,
+    },
+    /// Add a user to a workgroup.
+    AddWorkgroupMember {
+        /// The workgroup.
+        workgroup: String,
+        /// The user.
+        username: String,
+    },
+    /// Remove a user from a workgroup.
+    RemoveWorkgroupMember {
+        /// The workgroup.
+        workgroup: String,
+        /// The user.
+        username: String,
+    },
+    /// Add or replace a status catalog entry.
+    PutStatusDef(StatusDef),
+    /// Set a user's status.
+    SetStatus {
+        /// The user.
+        username: String,
+        /// Catalog key.
+        status_key: String,
+        /// End of the status, required iff the status requires a date or time.
+        until_ms: Option<u64>,
+        /// Free text.
+        detail: String,
+    },
+    /// Log a user on at a site (roaming: any active site).
+    LogOn {
+        /// The user.
+        username: String,
+        /// The site.
+        site: SiteId,
+        /// The server host name of that site (empty: its primary server).
+        server: String,
+    },
+    /// Log a user off.
+    LogOff {
+        /// The user.
+        username: String,
+        /// Why (`user`, `site-unreachable`, …).
+        reason: String,
+    },
+    /// An interaction started on the user's queue or logged-on station queue.
+    StartInteraction {
+        /// The user.
+        username: String,
+        /// Interaction id.
+        interaction_id: String,
+    },
+    /// An interaction ended.
+    EndInteraction {
+        /// The user.
+        username: String,
+        /// Interaction id.
+        interaction_id: String,
+    },
+    /// Nothing but the passage of time (timers fire on it).
+    Tick,
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::AddSite(_) => "AddSite",
+            Command::SetSiteActive { .. } => "SetSiteActive",
+            Command::AddUser(_) => "AddUser",
+            Command::UpdateUser(_) => "UpdateUser",
+            Command::DeleteUser { .. } => "DeleteUser",
+            Command::AddWorkgroup { .. } => "AddWorkgroup",
+            Command::DeleteWorkgroup { .. } => "DeleteWorkgroup",
+            Command::AddWorkgroupMember { .. } => "AddWorkgroupMember",
+            Command::RemoveWorkgroupMember { .. } => "RemoveWorkgroupMember",
+            Command::PutStatusDef(_) => "PutStatusDef",
+            Command::SetStatus { .. } => "SetStatus",
+            Command::LogOn { .. } => "LogOn",
+            Command::LogOff { .. } => "LogOff",
+            Command::StartInteraction { .. } => "StartInteraction",
+            Command::EndInteraction { .. } => "EndInteraction",
+            Command::Tick => "Tick",
+        }
+    }
+}

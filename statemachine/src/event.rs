@@ -1,0 +1,176 @@
+//! Events: past-tense facts produced by `apply`, each numbered by a collective-wide revision.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::StatusDef;
+use crate::command::Principal;
+use crate::site::{Site, SiteId};
+use crate::user::User;
+use crate::workgroup::Workgroup;
+
+/// An event with its place in history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Collective-wide revision, gap-free, starting at 1.
+    pub revision: u64,
+    /// Entry time of the command that produced it.
+    pub at_ms: u64,
+    /// Who asked for the command.
+    pub principal: Principal,
+    /// The fact.
+    pub event: Event,
+}
+
+/// Every fact the collective records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A site was added (the password hash is stored but never published in events' API form).
+    SiteAdded(Site),
+    /// A site's active flag changed.
+    SiteActiveChanged {
+        /// The site.
+        site: SiteId,
+        /// New flag.
+        active: bool,
+    },
+    /// A user was added.
+    UserAdded(User),
+    /// A user's fields changed (memberships unchanged).
+    UserUpdated(User),
+    /// A user was deleted everywhere.
+    UserDeleted {
+        /// The user.
+        username: String,
+    },
+    /// A workgroup was added.
+    WorkgroupAdded(Workgroup),
+    /// A workgroup was deleted.
+    WorkgroupDeleted {
+        /// The workgroup.
+        name: String,
+    },
+    /// A user joined a workgroup.
+    UserAddedToWorkgroup {
+        /// The workgroup.
+        workgroup: String,
+        /// The user.
+        username: String,
+    },
+    /// A user left a workgroup.
+    UserRemovedFromWorkgroup {
+        /// The workgroup.
+        workgroup: String,
+        /// The user.
+        username: String,
+    },
+    /// A user became visible at every site (joined its first spanning workgroup).
+    UserStartedSpanning {
+        /// The user.
+        username: String,
+    },
+    /// A user stopped being visible at sites other than its home (left its last spanning workgroup).
+    UserStoppedSpanning {
+        /// The user.
+        username: String,
+    },
+    /// A status catalog entry was added or replaced.
+    StatusDefined(StatusDef),
+    /// A user's status changed.
+    StatusChanged {
+        /// The user.
+        username: String,
+        /// New status key.
+        status_key: String,
+        /// End of the status.
+        until_ms: Option<u64>,
+        /// Free text.
+        detail: String,
+    },
+    /// A user logged on at a site.
+    UserLoggedOn {
+        /// The user.
+        username: String,
+        /// The site.
+        site: SiteId,
+        /// The server.
+        server: String,
+    },
+    /// A user logged off.
+    UserLoggedOff {
+        /// The user.
+        username: String,
+        /// The site it was logged on at.
+        site: SiteId,
+        /// Why.
+        reason: String,
+    },
+    /// An interaction started; the user is on the phone.
+    InteractionStarted {
+        /// The user.
+        username: String,
+        /// Interaction id.
+        interaction_id: String,
+    },
+    /// An interaction ended.
+    InteractionEnded {
+        /// The user.
+        username: String,
+        /// Interaction id.
+        interaction_id: String,
+    },
+}
+
+impl Event {
+    /// The event's kind, as watch filters name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::SiteAdded(_) => "SiteAdded",
+            Event::SiteActiveChanged { .. } => "SiteActiveChanged",
+            Event::UserAdded(_) => "UserAdded",
+            Event::UserUpdated(_) => "UserUpdated",
+            Event::UserDeleted { .. } => "UserDeleted",
+            Event::WorkgroupAdded(_) => "WorkgroupAdded",
+            Event::WorkgroupDeleted { .. } => "WorkgroupDeleted",
+            Event::UserAddedToWorkgroup { .. } => "UserAddedToWorkgroup",
+            Event::UserRemovedFromWorkgroup { .. } => "UserRemovedFromWorkgroup",
+            Event::UserStartedSpanning { .. } => "UserStartedSpanning",
+            Event::UserStoppedSpanning { .. } => "UserStoppedSpanning",
+            Event::StatusDefined(_) => "StatusDefined",
+            Event::StatusChanged { .. } => "StatusChanged",
+            Event::UserLoggedOn { .. } => "UserLoggedOn",
+            Event::UserLoggedOff { .. } => "UserLoggedOff",
+            Event::InteractionStarted { .. } => "InteractionStarted",
+            Event::InteractionEnded { .. } => "InteractionEnded",
+        }
+    }
+
+    /// The user the event is about, if any (for watch filters).
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Event::UserAdded(user) | Event::UserUpdated(user) => Some(&user.username),
+            Event::UserDeleted { username }
+            | Event::UserAddedToWorkgroup { username, .. }
+            | Event::UserRemovedFromWorkgroup { username, .. }
+            | Event::UserStartedSpanning { username }
+            | Event::UserStoppedSpanning { username }
+            | Event::StatusChanged { username, .. }
+            | Event::UserLoggedOn { username, .. }
+            | Event::UserLoggedOff { username, .. }
+            | Event::InteractionStarted { username, .. }
+            | Event::InteractionEnded { username, .. } => Some(username),
+            _ => None,
+        }
+    }
+
+    /// The site the event is about, if any (for watch filters).
+    pub fn site(&self) -> Option<SiteId> {
+        match self {
+            Event::SiteAdded(site) => Some(site.id),
+            Event::SiteActiveChanged { site, .. }
+            | Event::UserLoggedOn { site, .. }
+            | Event::UserLoggedOff { site, .. } => Some(*site),
+            Event::UserAdded(user) | Event::UserUpdated(user) => Some(user.home_site),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The pure, deterministic state machine of `collective`.
+//!
+//! A command, stamped by the Raft leader with the time and the principal ([`Envelope`]), is
+//! applied by [`State::apply`], which returns numbered events ([`EventRecord`]) or a typed
+//! [`Rejection`]. No I/O, clock, randomness or async runtime lives here (`tests/purity.rs`
+//! enforces it), so every replica that applies the same log reaches the same state.
+//!
+//! Reading order:
+//! - [`limits`]: every limit, named, units last.
+//! - [`site`], [`user`], [`workgroup`], [`catalog`], [`presence`]: the entities.
+//! - [`command`]: what callers ask for; [`event`]: the facts `apply` records.
+//! - [`rejection`]: why a command is refused.
+//! - [`validate`]: syntax and limits, checked at the edge before proposal.
+//! - [`state`]: the views, `apply` (decide, then fold) and `check_invariants`.
+//! - [`directory`]: read-only views: per-site visibility, search, extension resolution.
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod command;
+pub mod directory;
+pub mod event;
+pub mod limits;
+pub mod presence;
+pub mod rejection;
+pub mod site;
+pub mod state;
+pub mod user;
+pub mod validate;
+pub mod workgroup;
+
+pub use catalog::{StatusDef, StatusGroup};
+pub use command::{Command, Envelope, Principal, SiteSpec};
+pub use directory::{Entry, Resolution, SearchQuery};
+pub use event::{Event, EventRecord};
+pub use presence::{Logon, Presence};
+pub use rejection::Rejection;
+pub use site::{Site, SiteId, TrustedAccess};
+pub use state::State;
+pub use user::{User, UserSpec};
+pub use workgroup::Workgroup;

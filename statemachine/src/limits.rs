@@ -1,0 +1,61 @@
+//! Every limit of the domain, as named constants with their unit last.
+//!
+//! Hitting a limit is a clear error (`Rejection::InvalidArgument` or `Rejection::LimitReached`),
+//! never a silent truncation.
+
+/// Smallest valid site id.
+pub const SITE_ID_MIN: u32 = 1;
+/// Largest valid site id (the vendor's Multi-Site range).
+pub const SITE_ID_MAX: u32 = 999;
+/// Most sites one collective holds.
+pub const SITES_MAX: usize = 1_000;
+/// Most users one collective holds.
+pub const USERS_MAX: usize = 2_000_000;
+/// Most workgroups one collective holds.
+pub const WORKGROUPS_MAX: usize = 100_000;
+/// Most entries in the status catalog.
+pub const STATUSES_MAX: usize = 1_000;
+/// Longest site, workgroup or display name, in characters.
+pub const NAME_CHARS_MAX: usize = 128;
+/// Longest username, in characters.
+pub const USERNAME_CHARS_MAX: usize = 64;
+/// Longest email address, in characters.
+pub const EMAIL_CHARS_MAX: usize = 254;
+/// Shortest extension, in digits.
+pub const EXTENSION_DIGITS_MIN: usize = 2;
+/// Longest extension, in digits.
+pub const EXTENSION_DIGITS_MAX: usize = 15;
+/// Longest phone number after normalisation, in characters.
+pub const PHONE_CHARS_MAX: usize = 32;
+/// Longest note-id dial string, in characters.
+pub const DIAL_STRING_CHARS_MAX: usize = 16;
+/// Most server host names per site.
+pub const SITE_SERVERS_MAX: usize = 8;
+/// Longest host name, in characters.
+pub const HOST_CHARS_MAX: usize = 253;
+/// Longest presence detail text, in characters.
+pub const DETAIL_CHARS_MAX: usize = 256;
+/// Longest status key or display message, in characters.
+pub const STATUS_KEY_CHARS_MAX: usize = 64;
+/// Most skills per user or per workgroup requirement.
+pub const SKILLS_PER_USER_MAX: usize = 64;
+/// Longest skill name, in characters.
+pub const SKILL_NAME_CHARS_MAX: usize = 64;
+/// Lowest skill level.
+pub const SKILL_LEVEL_MIN: u32 = 1;
+/// Highest skill level.
+pub const SKILL_LEVEL_MAX: u32 = 100;
+/// Most licences per user.
+pub const LICENCES_PER_USER_MAX: usize = 32;
+/// Most workgroups one user belongs to.
+pub const WORKGROUPS_PER_USER_MAX: usize = 256;
+/// Most members in one workgroup.
+pub const MEMBERS_PER_WORKGROUP_MAX: usize = 100_000;
+/// Most concurrent interactions of one user.
+pub const INTERACTIONS_PER_USER_MAX: usize = 32;
+/// Longest interaction id, in characters.
+pub const INTERACTION_ID_CHARS_MAX: usize = 128;
+/// Longest password, in bytes (before hashing at the edge).
+pub const PASSWORD_BYTES_MAX: usize = 256;
+/// Most results one directory search or list returns.
+pub const SEARCH_RESULTS_MAX: usize = 10_000;

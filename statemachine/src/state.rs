@@ -1,0 +1,676 @@
+//! `State`: the materialised views of the collective and the pure `apply` that advances them.
+//!
+//! `apply` first *decides* (reads state, checks rules, produces events, changes nothing), then
+//! *folds* each event into the views. A rejected command therefore changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{seed_catalog, StatusDef, STATUS_INITIAL};
+use crate::command::{Command, Envelope, SiteSpec};
+use crate::event::{Event, EventRecord};
+use crate::limits::*;
+use crate::presence::{Logon, Presence};
+use crate::rejection::Rejection;
+use crate::site::{Site, SiteId, NOTE_ID_DIAL_STRING_DEFAULT};
+use crate::user::{key_of, User, UserSpec};
+use crate::validate::{normalize_phone, validate};
+use crate::workgroup::Workgroup;
+
+/// Reason recorded when a user logs off by request.
+pub const LOGOFF_REASON_USER: &str = "user";
+/// Reason recorded when a user is logged off because it logged on at another site.
+pub const LOGOFF_REASON_ROAMED: &str = "logged-on-elsewhere";
+
+/// The whole replicated state. Every map is a `BTreeMap` so iteration order never depends on
+/// hashing, and the snapshot bytes of equal states are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Revision of the last event; 0 before the first.
+    pub revision: u64,
+    /// Entry time of the last applied command.
+    pub last_at_ms: u64,
+    /// Sites by id.
+    pub sites: BTreeMap<SiteId, Site>,
+    /// Lowercase site name → id.
+    pub site_names: BTreeMap<String, SiteId>,
+    /// Users by lowercase username.
+    pub users: BTreeMap<String, User>,
+    /// Lowercase email → lowercase username.
+    pub emails: BTreeMap<String, String>,
+    /// Extension → lowercase usernames that have it.
+    pub extensions: BTreeMap<String, BTreeSet<String>>,
+    /// Workgroups by lowercase name.
+    pub workgroups: BTreeMap<String, Workgroup>,
+    /// Status catalog by key.
+    pub catalog: BTreeMap<String, StatusDef>,
+    /// Presence by lowercase username; exactly one per user.
+    pub presence: BTreeMap<String, Presence>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new()
+    }
+}
+
+impl State {
+    /// A new collective: no sites or users, the vendor's status catalog.
+    pub fn new() -> State {
+        State {
+            revision: 0,
+            last_at_ms: 0,
+            sites: BTreeMap::new(),
+            site_names: BTreeMap::new(),
+            users: BTreeMap::new(),
+            emails: BTreeMap::new(),
+            extensions: BTreeMap::new(),
+            workgroups: BTreeMap::new(),
+            catalog: seed_catalog().into_iter().map(|def| (def.key.clone(), def)).collect(),
+            presence: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one stamped command: the events it produced, numbered, or why it was refused.
+    pub fn apply(&mut self, envelope: &Envelope) -> Result<Vec<EventRecord>, Rejection> {
+        validate(&envelope.command)?;
+        let events = self.decide(envelope)?;
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            self.revision += 1;
+            self.fold(&event, envelope.at_ms);
+            records.push(EventRecord {
+                revision: self.revision,
+                at_ms: envelope.at_ms,
+                principal: envelope.principal.clone(),
+                event,
+            });
+        }
+        self.last_at_ms = self.last_at_ms.max(envelope.at_ms);
+        Ok(records)
+    }
+
+    /// Whether a user (by lowercase key) is a member of at least one spanning workgroup.
+    pub fn is_spanning(&self, user_key: &str) -> bool {
+        self.users
+            .get(user_key)
+            .is_some_and(|user| user.workgroups.iter().any(|wg| self.workgroups.get(wg).is_some_and(|w| w.spans_sites)))
+    }
+
+    /// The user with this username, case-insensitively.
+    pub fn user(&self, username: &str) -> Result<&User, Rejection> {
+        self.users.get(&key_of(username)).ok_or_else(|| Rejection::not_found("user", username))
+    }
+
+    /// The site with this id.
+    pub fn site(&self, id: SiteId) -> Result<&Site, Rejection> {
+        self.sites.get(&id).ok_or_else(|| Rejection::not_found("site", id))
+    }
+
+    /// The workgroup with this name, case-insensitively.
+    pub fn workgroup(&self, name: &str) -> Result<&Workgroup, Rejection> {
+        self.workgroups.get(&key_of(name)).ok_or_else(|| Rejection::not_found("workgroup", name))
+    }
+
+    fn decide(&self, envelope: &Envelope) -> Result<Vec<Event>, Rejection> {
+        let at_ms = envelope.at_ms;
+        match &envelope.command {
+            Command::AddSite(spec) => self.decide_add_site(spec),
+            Command::SetSiteActive { site, active } => {
+                let current = self.site(*site)?;
+                if current.active == *active {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::SiteActiveChanged { site: *site, active: *active }])
+            }
+            Command::AddUser(spec) => self.decide_add_user(spec),
+            Command::UpdateUser(spec) => self.decide_update_user(spec),
+            Command::DeleteUser { username } => {
+                let user = self.user(username)?;
+                Ok(vec![Event::UserDeleted { username: user.username.clone() }])
+            }
+            Command::AddWorkgroup { name, spans_sites, required_skills } => {
+                if self.workgroups.contains_key(&key_of(name)) {
+                    return Err(Rejection::exists("workgroup", "name", name));
+                }
+                if self.workgroups.len() >= WORKGROUPS_MAX {
+                    return Err(Rejection::LimitReached { what: "workgroups".into(), limit: WORKGROUPS_MAX as u64 });
+                }
+                Ok(vec![Event::WorkgroupAdded(Workgroup {
+                    name: name.clone(),
+                    spans_sites: *spans_sites,
+                    members: BTreeSet::new(),
+                    required_skills: required_skills.clone(),
+                })])
+            }
+            Command::DeleteWorkgroup { name } => {
+                let workgroup = self.workgroup(name)?;
+                let mut events = Vec::new();
+                for member in &workgroup.members {
+                    events.extend(self.removal_events(workgroup, &self.users[member]));
+                }
+                events.push(Event::WorkgroupDeleted { name: workgroup.name.clone() });
+                Ok(events)
+            }
+            Command::AddWorkgroupMember { workgroup, username } => {
+                let workgroup = self.workgroup(workgroup)?;
+                let user = self.user(username)?;
+                let user_key = key_of(&user.username);
+                if workgroup.members.contains(&user_key) {
+                    return Err(Rejection::exists("workgroup member", "username", &user.username));
+                }
+                if workgroup.members.len() >= MEMBERS_PER_WORKGROUP_MAX {
+                    return Err(Rejection::LimitReached {
+                        what: format!("members of workgroup {}", workgroup.name),
+                        limit: MEMBERS_PER_WORKGROUP_MAX as u64,
+                    });
+                }
+                if user.workgroups.len() >= WORKGROUPS_PER_USER_MAX {
+                    return Err(Rejection::LimitReached {
+                        what: format!("workgroups of user {}", user.username),
+                        limit: WORKGROUPS_PER_USER_MAX as u64,
+                    });
+                }
+                let mut events = vec![Event::UserAddedToWorkgroup {
+                    workgroup: workgroup.name.clone(),
+                    username: user.username.clone(),
+                }];
+                if workgroup.spans_sites && !self.is_spanning(&user_key) {
+                    self.check_extension(&user_key, &user.extension, user.home_site, true)?;
+                    events.push(Event::UserStartedSpanning { username: user.username.clone() });
+                }
+                Ok(events)
+            }
+            Command::RemoveWorkgroupMember { workgroup, username } => {
+                let workgroup = self.workgroup(workgroup)?;
+                let user = self.user(username)?;
+                if !workgroup.members.contains(&key_of(&user.username)) {
+                    return Err(Rejection::not_found("workgroup member", &user.username));
+                }
+                Ok(self.removal_events(workgroup, user))
+            }
+            Command::PutStatusDef(def) => {
+                if !self.catalog.contains_key(&def.key) && self.catalog.len() >= STATUSES_MAX {
+                    return Err(Rejection::LimitReached {
+                        what: "status catalog entries".into(),
+                        limit: STATUSES_MAX as u64,
+                    });
+                }
+                Ok(vec![Event::StatusDefined(def.clone())])
+            }
+            Command::SetStatus { username, status_key, until_ms, detail } => {
+                let user = self.user(username)?;
+                let def = self.catalog.get(status_key).ok_or_else(|| Rejection::not_found("status", status_key))?;
+                match (def.requires_until(), until_ms) {
+                    (true, None) => {
+                        return Err(Rejection::invalid(
+                            "until",
+                            format!("status {status_key:?} requires an until date/time"),
+                        ))
+                    }
+                    (false, Some(_)) => {
+                        return Err(Rejection::invalid(
+                            "until",
+                            format!("status {status_key:?} takes no until date/time"),
+                        ))
+                    }
+                    (true, Some(until)) if *until <= at_ms => {
+                        return Err(Rejection::invalid(
+                            "until",
+                            format!("{until} ms is not in the future (now {at_ms} ms)"),
+                        ))
+                    }
+                    _ => {}
+                }
+                Ok(vec![Event::StatusChanged {
+                    username: user.username.clone(),
+                    status_key: def.key.clone(),
+                    until_ms: *until_ms,
+                    detail: detail.clone(),
+                }])
+            }
+            Command::LogOn { username, site, server } => {
+                let user = self.user(username)?;
+                let target = self.site(*site)?;
+                if !target.active {
+                    return Err(Rejection::precondition("site", format!("site {site} is not active")));
+                }
+                let server = if server.is_empty() {
+                    target.servers.first().cloned().unwrap_or_default()
+                } else {
+                    server.clone()
+                };
+                if !target.servers.is_empty() && !target.servers.contains(&server) {
+                    return Err(Rejection::invalid("server", format!("{server:?} is not a server of site {site}")));
+                }
+                let presence = &self.presence[&key_of(&user.username)];
+                let mut events = Vec::new();
+                if let Some(logon) = &presence.logon {
+                    if logon.site == *site && logon.server == server {
+                        return Ok(vec![]);
+                    }
+                    events.extend(self.logoff_events(user, presence, logon, LOGOFF_REASON_ROAMED));
+                }
+                events.push(Event::UserLoggedOn { username: user.username.clone(), site: *site, server });
+                Ok(events)
+            }
+            Command::LogOff { username, reason } => {
+                let user = self.user(username)?;
+                let presence = &self.presence[&key_of(&user.username)];
+                let Some(logon) = &presence.logon else {
+                    return Err(Rejection::precondition(
+                        "username",
+                        format!("user {} is not logged on", user.username),
+                    ));
+                };
+                Ok(self.logoff_events(user, presence, logon, reason))
+            }
+            Command::StartInteraction { username, interaction_id } => {
+                let user = self.user(username)?;
+                let presence = &self.presence[&key_of(&user.username)];
+                if presence.interactions.contains(interaction_id) {
+                    return Err(Rejection::exists("interaction", "interaction_id", interaction_id));
+                }
+                if presence.interactions.len() >= INTERACTIONS_PER_USER_MAX {
+                    return Err(Rejection::LimitReached {
+                        what: format!("interactions of user {}", user.username),
+                        limit: INTERACTIONS_PER_USER_MAX as u64,
+                    });
+                }
+                Ok(vec![Event::InteractionStarted {
+                    username: user.username.clone(),
+                    interaction_id: interaction_id.clone(),
+                }])
+            }
+            Command::EndInteraction { username, interaction_id } => {
+                let user = self.user(username)?;
+                if !self.presence[&key_of(&user.username)].interactions.contains(interaction_id) {
+                    return Err(Rejection::not_found("interaction", interaction_id));
+                }
+                Ok(vec![Event::InteractionEnded {
+                    username: user.username.clone(),
+                    interaction_id: interaction_id.clone(),
+                }])
+            }
+            Command::Tick => Ok(vec![]),
+        }
+    }
+
+    fn decide_add_site(&self, spec: &SiteSpec) -> Result<Vec<Event>, Rejection> {
+        if self.sites.contains_key(&spec.id) {
+            return Err(Rejection::exists("site", "id", spec.id));
+        }
+        if let Some(other) = self.site_names.get(&key_of(&spec.name)) {
+            return Err(Rejection::AlreadyExists {
+                kind: "site".into(),
+                field: "name".into(),
+                key: format!("{} (site {other})", spec.name),
+            });
+        }
+        if self.sites.len() >= SITES_MAX {
+            return Err(Rejection::LimitReached { what: "sites".into(), limit: SITES_MAX as u64 });
+        }
+        Ok(vec![Event::SiteAdded(Site {
+            id: spec.id,
+            name: spec.name.clone(),
+            phone: normalize_phone(&spec.phone)?,
+            password_hash: spec.password_hash.clone(),
+            note_id_dial_string: if spec.note_id_dial_string.is_empty() {
+                NOTE_ID_DIAL_STRING_DEFAULT.to_string()
+            } else {
+                spec.note_id_dial_string.clone()
+            },
+            active: spec.active,
+            servers: spec.servers.clone(),
+            trusted_access: spec.trusted_access,
+        })])
+    }
+
+    fn decide_add_user(&self, spec: &UserSpec) -> Result<Vec<Event>, Rejection> {
+        let user_key = key_of(&spec.username);
+        if self.users.contains_key(&user_key) {
+            return Err(Rejection::exists("user", "username", &spec.username));
+        }
+        if self.users.len() >= USERS_MAX {
+            return Err(Rejection::LimitReached { what: "users".into(), limit: USERS_MAX as u64 });
+        }
+        self.check_user_fields(&user_key, spec, false)?;
+        Ok(vec![Event::UserAdded(User {
+            username: spec.username.clone(),
+            display_name: spec.display_name.clone(),
+            email: spec.email.clone(),
+            home_site: spec.home_site,
+            extension: spec.extension.clone(),
+            skills: spec.skills.clone(),
+            licences: spec.licences.clone(),
+            workgroups: BTreeSet::new(),
+        })])
+    }
+
+    fn decide_update_user(&self, spec: &UserSpec) -> Result<Vec<Event>, Rejection> {
+        let current = self.user(&spec.username)?;
+        let user_key = key_of(&current.username);
+        self.check_user_fields(&user_key, spec, self.is_spanning(&user_key))?;
+        let updated = User {
+            username: current.username.clone(),
+            display_name: spec.display_name.clone(),
+            email: spec.email.clone(),
+            home_site: spec.home_site,
+            extension: spec.extension.clone(),
+            skills: spec.skills.clone(),
+            licences: spec.licences.clone(),
+            workgroups: current.workgroups.clone(),
+        };
+        if &updated == current {
+            return Ok(vec![]);
+        }
+        Ok(vec![Event::UserUpdated(updated)])
+    }
+
+    /// Rules shared by add and update: the home site exists, the email is unique, the extension
+    /// dials unambiguously.
+    fn check_user_fields(&self, user_key: &str, spec: &UserSpec, spanning: bool) -> Result<(), Rejection> {
+        self.site(spec.home_site).map_err(|_| {
+            Rejection::precondition("user.home_site", format!("site {} does not exist", spec.home_site))
+        })?;
+        if let Some(owner) = self.emails.get(&key_of(&spec.email)) {
+            if owner != user_key {
+                return Err(Rejection::AlreadyExists {
+                    kind: "user".into(),
+                    field: "email".into(),
+                    key: format!("{} (user {})", spec.email, self.users[owner].username),
+                });
+            }
+        }
+        self.check_extension(user_key, &spec.extension, spec.home_site, spanning)
+    }
+
+    /// The extension rule: a spanning user's extension is unique among all users of all sites; a
+    /// non-spanning user's is unique within its home site and equals no spanning user's.
+    fn check_extension(
+        &self,
+        user_key: &str,
+        extension: &str,
+        home_site: SiteId,
+        spanning: bool,
+    ) -> Result<(), Rejection> {
+        let Some(holders) = self.extensions.get(extension) else {
+            return Ok(());
+        };
+        for other_key in holders.iter().filter(|other| other.as_str() != user_key) {
+            let other = &self.users[other_key];
+            if spanning || self.is_spanning(other_key) || other.home_site == home_site {
+                return Err(Rejection::ExtensionConflict {
+                    extension: extension.to_string(),
+                    other_user: other.username.clone(),
+                    other_site: other.home_site,
+                    suggestion: format!("{home_site}{extension}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn removal_events(&self, workgroup: &Workgroup, user: &User) -> Vec<Event> {
+        let mut events = vec![Event::UserRemovedFromWorkgroup {
+            workgroup: workgroup.name.clone(),
+            username: user.username.clone(),
+        }];
+        let wg_key = key_of(&workgroup.name);
+        let still_spanning = user.workgroups.iter().any(|wg| *wg != wg_key && self.workgroups[wg].spans_sites);
+        if workgroup.spans_sites && !still_spanning {
+            events.push(Event::UserStoppedSpanning { username: user.username.clone() });
+        }
+        events
+    }
+
+    fn logoff_events(&self, user: &User, presence: &Presence, logon: &Logon, reason: &str) -> Vec<Event> {
+        let mut events: Vec<Event> = presence
+            .interactions
+            .iter()
+            .map(|id| Event::InteractionEnded { username: user.username.clone(), interaction_id: id.clone() })
+            .collect();
+        events.push(Event::UserLoggedOff {
+            username: user.username.clone(),
+            site: logon.site,
+            reason: reason.to_string(),
+        });
+        let persistent = self.catalog.get(&presence.status_key).is_some_and(|def| def.persistent);
+        if !persistent && presence.status_key != presence.last_persistent_status {
+            events.push(Event::StatusChanged {
+                username: user.username.clone(),
+                status_key: presence.last_persistent_status.clone(),
+                until_ms: None,
+                detail: String::new(),
+            });
+        }
+        events
+    }
+
+    /// Folds one event into the views. Events are facts: folding never fails.
+    fn fold(&mut self, event: &Event, at_ms: u64) {
+        let revision = self.revision;
+        match event {
+            Event::SiteAdded(site) => {
+                self.site_names.insert(key_of(&site.name), site.id);
+                self.sites.insert(site.id, site.clone());
+            }
+            Event::SiteActiveChanged { site, active } => {
+                if let Some(site) = self.sites.get_mut(site) {
+                    site.active = *active;
+                }
+            }
+            Event::UserAdded(user) => {
+                let user_key = key_of(&user.username);
+                self.emails.insert(key_of(&user.email), user_key.clone());
+                self.extensions.entry(user.extension.clone()).or_default().insert(user_key.clone());
+                self.presence.insert(
+                    user_key.clone(),
+                    Presence {
+                        status_key: STATUS_INITIAL.to_string(),
+                        until_ms: None,
+                        detail: String::new(),
+                        interactions: BTreeSet::new(),
+                        logon: None,
+                        last_persistent_status: STATUS_INITIAL.to_string(),
+                        since_ms: at_ms,
+                        revision,
+                    },
+                );
+                self.users.insert(user_key, user.clone());
+            }
+            Event::UserUpdated(user) => {
+                let user_key = key_of(&user.username);
+                if let Some(old) = self.users.insert(user_key.clone(), user.clone()) {
+                    self.unindex_user(&user_key, &old);
+                }
+                self.emails.insert(key_of(&user.email), user_key.clone());
+                self.extensions.entry(user.extension.clone()).or_default().insert(user_key);
+            }
+            Event::UserDeleted { username } => {
+                let user_key = key_of(username);
+                if let Some(old) = self.users.remove(&user_key) {
+                    self.unindex_user(&user_key, &old);
+                    for wg in &old.workgroups {
+                        if let Some(workgroup) = self.workgroups.get_mut(wg) {
+                            workgroup.members.remove(&user_key);
+                        }
+                    }
+                }
+                self.presence.remove(&user_key);
+            }
+            Event::WorkgroupAdded(workgroup) => {
+                self.workgroups.insert(key_of(&workgroup.name), workgroup.clone());
+            }
+            Event::WorkgroupDeleted { name } => {
+                self.workgroups.remove(&key_of(name));
+            }
+            Event::UserAddedToWorkgroup { workgroup, username } => {
+                let (wg_key, user_key) = (key_of(workgroup), key_of(username));
+                if let Some(wg) = self.workgroups.get_mut(&wg_key) {
+                    wg.members.insert(user_key.clone());
+                }
+                if let Some(user) = self.users.get_mut(&user_key) {
+                    user.workgroups.insert(wg_key);
+                }
+            }
+            Event::UserRemovedFromWorkgroup { workgroup, username } => {
+                let (wg_key, user_key) = (key_of(workgroup), key_of(username));
+                if let Some(wg) = self.workgroups.get_mut(&wg_key) {
+                    wg.members.remove(&user_key);
+                }
+                if let Some(user) = self.users.get_mut(&user_key) {
+                    user.workgroups.remove(&wg_key);
+                }
+            }
+            // Spanning is derived from memberships; these events exist for watchers and sites.
+            Event::UserStartedSpanning { .. } | Event::UserStoppedSpanning { .. } => {}
+            Event::StatusDefined(def) => {
+                self.catalog.insert(def.key.clone(), def.clone());
+            }
+            Event::StatusChanged { username, status_key, until_ms, detail } => {
+                let persistent = self.catalog.get(status_key).is_some_and(|def| def.persistent);
+                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                    presence.status_key = status_key.clone();
+                    presence.until_ms = *until_ms;
+                    presence.detail = detail.clone();
+                    if persistent {
+                        presence.last_persistent_status = status_key.clone();
+                    }
+                    presence.since_ms = at_ms;
+                    presence.revision = revision;
+                }
+            }
+            Event::UserLoggedOn { username, site, server } => {
+                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                    presence.logon = Some(Logon { site: *site, server: server.clone() });
+                    presence.since_ms = at_ms;
+                    presence.revision = revision;
+                }
+            }
+            Event::UserLoggedOff { username, .. } => {
+                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                    presence.logon = None;
+                    presence.since_ms = at_ms;
+                    presence.revision = revision;
+                }
+            }
+            Event::InteractionStarted { username, interaction_id } => {
+                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                    presence.interactions.insert(interaction_id.clone());
+                    presence.since_ms = at_ms;
+                    presence.revision = revision;
+                }
+            }
+            Event::InteractionEnded { username, interaction_id } => {
+                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                    presence.interactions.remove(interaction_id);
+                    presence.since_ms = at_ms;
+                    presence.revision = revision;
+                }
+            }
+        }
+    }
+
+    fn unindex_user(&mut self, user_key: &str, old: &User) {
+        self.emails.remove(&key_of(&old.email));
+        if let Some(holders) = self.extensions.get_mut(&old.extension) {
+            holders.remove(user_key);
+            if holders.is_empty() {
+                self.extensions.remove(&old.extension);
+            }
+        }
+    }
+
+    /// Checks every invariant of the views; panics with the numbers that broke one. Tests and
+    /// simulations call it after every apply.
+    pub fn check_invariants(&self) {
+        assert_eq!(
+            self.site_names.len(),
+            self.sites.len(),
+            "site_names has {} entries for {} sites",
+            self.site_names.len(),
+            self.sites.len()
+        );
+        for (name, id) in &self.site_names {
+            assert_eq!(key_of(&self.sites[id].name), *name, "site_names maps {name:?} to site {id}");
+        }
+        assert_eq!(
+            self.presence.len(),
+            self.users.len(),
+            "{} presence entries for {} users",
+            self.presence.len(),
+            self.users.len()
+        );
+        assert_eq!(
+            self.emails.len(),
+            self.users.len(),
+            "{} email index entries for {} users",
+            self.emails.len(),
+            self.users.len()
+        );
+        let indexed: usize = self.extensions.values().map(BTreeSet::len).sum();
+        assert_eq!(indexed, self.users.len(), "{indexed} extension index entries for {} users", self.users.len());
+        for (user_key, user) in &self.users {
+            assert_eq!(*user_key, key_of(&user.username), "user key {user_key:?} for {:?}", user.username);
+            assert!(
+                self.sites.contains_key(&user.home_site),
+                "user {} homed at missing site {}",
+                user.username,
+                user.home_site
+            );
+            assert_eq!(self.emails.get(&key_of(&user.email)), Some(user_key), "email index of {}", user.username);
+            assert!(self.extensions[&user.extension].contains(user_key), "extension index of {}", user.username);
+            for wg in &user.workgroups {
+                assert!(
+                    self.workgroups.get(wg).is_some_and(|w| w.members.contains(user_key)),
+                    "user {} lists workgroup {wg} that lacks it",
+                    user.username
+                );
+            }
+            let presence = &self.presence[user_key];
+            assert!(
+                self.catalog.contains_key(&presence.status_key),
+                "user {} in unknown status {:?}",
+                user.username,
+                presence.status_key
+            );
+            assert!(
+                presence.revision <= self.revision,
+                "presence revision {} > state revision {}",
+                presence.revision,
+                self.revision
+            );
+            if let Some(logon) = &presence.logon {
+                assert!(
+                    self.sites.contains_key(&logon.site),
+                    "user {} logged on at missing site {}",
+                    user.username,
+                    logon.site
+                );
+            }
+            let spanning = self.is_spanning(user_key);
+            for other_key in self.extensions[&user.extension].iter().filter(|other| *other != user_key) {
+                let other = &self.users[other_key];
+                assert!(
+                    !(spanning || self.is_spanning(other_key) || other.home_site == user.home_site),
+                    "extension {} is ambiguous between {} (site {}) and {} (site {})",
+                    user.extension,
+                    user.username,
+                    user.home_site,
+                    other.username,
+                    other.home_site
+                );
+            }
+        }
+        for (wg_key, workgroup) in &self.workgroups {
+            for member in &workgroup.members {
+                assert!(
+                    self.users.get(member).is_some_and(|u| u.workgroups.contains(wg_key)),
+                    "workgroup {wg_key} lists member {member} that lacks it"
+                );
+            }
+        }
+    }
+}

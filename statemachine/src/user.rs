@@ -1,0 +1,53 @@
+//! A user of the collective: an agent or any other person with an extension.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::site::SiteId;
+
+/// A user as the collective stores it. Usernames are unique case-insensitively; the stored
+/// form keeps the case it was created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Unique username.
+    pub username: String,
+    /// Name shown in directories.
+    pub display_name: String,
+    /// Unique email address (Status Aggregator matched users by it).
+    pub email: String,
+    /// The site where the user is configured.
+    pub home_site: SiteId,
+    /// Extension, 2..=15 digits.
+    pub extension: String,
+    /// Skill name → level 1..=100.
+    pub skills: BTreeMap<String, u32>,
+    /// Licences (the home site's terms apply while roaming).
+    pub licences: BTreeSet<String>,
+    /// Workgroups the user is a member of, by lowercase name.
+    pub workgroups: BTreeSet<String>,
+}
+
+/// The fields a caller supplies to create or update a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSpec {
+    /// Unique username.
+    pub username: String,
+    /// Name shown in directories.
+    pub display_name: String,
+    /// Unique email address.
+    pub email: String,
+    /// Home site id.
+    pub home_site: SiteId,
+    /// Extension, 2..=15 digits.
+    pub extension: String,
+    /// Skill name → level 1..=100.
+    pub skills: BTreeMap<String, u32>,
+    /// Licences.
+    pub licences: BTreeSet<String>,
+}
+
+/// The canonical key of a case-insensitive name.
+pub fn key_of(name: &str) -> String {
+    name.to_lowercase()
+}
