@@ -1,0 +1,271 @@
+//! End-to-end tests over three real `collective serve` processes on loopback, through gRPC as a
+//! site server or desktop would call it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use collective_proto::v1 as pb;
+use common::{bad_field, reason, site, user, Cluster};
+use tokio_stream::StreamExt;
+
+async fn user_count(cluster: &Cluster, index: usize) -> usize {
+    let request = pb::SearchRequest { limit: 0, ..Default::default() };
+    cluster.directory(index).await.search(request).await.unwrap().into_inner().entries.len()
+}
+
+/// Retries a write on any surviving member until it is acknowledged (at most 15 s).
+async fn add_user_somewhere(cluster: &Cluster, members: &[usize], request: pb::UserRequest) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for &index in members {
+            match cluster.directory(index).await.add_user(request.clone()).await {
+                Ok(_) => return,
+                // A retry of a write that did commit before its answer was lost.
+                Err(status) if status.code() == tonic::Code::AlreadyExists => return,
+                Err(status) => assert!(Instant::now() < deadline, "write never acknowledged: {status:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_loses_no_acknowledged_write_and_restarted_node_catches_up() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.leader(0).await;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    // Writes through a follower are forwarded to the leader; reads from another node see them.
+    cluster.directory(follower).await.add_site(site(1, "Indianapolis")).await.unwrap();
+    for i in 0..20 {
+        cluster
+            .directory(follower)
+            .await
+            .add_user(user(&format!("agent{i}"), 1, &format!("{}", 1000 + i)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(user_count(&cluster, other).await, 20);
+
+    cluster.kill(leader);
+    let survivors = [follower, other];
+    let new_leader = cluster.wait_for_leader(&survivors).await;
+    assert_ne!(new_leader, leader);
+    for i in 20..30 {
+        add_user_somewhere(&cluster, &survivors, user(&format!("agent{i}"), 1, &format!("{}", 1000 + i))).await;
+    }
+    for index in survivors {
+        assert_eq!(user_count(&cluster, index).await, 30, "member {index} lost an acknowledged write");
+    }
+
+    cluster.restart(leader);
+    let target = cluster.status(new_leader).await.revision;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), cluster.status(leader)).await {
+            if status.revision == target && status.applied_index == cluster.status(new_leader).await.applied_index {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "restarted member never caught up to revision {target}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let serializable = pb::SearchRequest { limit: 0, serializable: true, ..Default::default() };
+    let entries = cluster.directory(leader).await.search(serializable).await.unwrap().into_inner().entries;
+    assert_eq!(entries.len(), 30);
+}
+
+/// The vendor's "Test workgroup member" checklist (seeds/cic-multi-site.txt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_checklist_spanning_workgroup_member() {
+    let cluster = Cluster::start(3, &[]).await;
+    let mut directory = cluster.directory(0).await;
+    let mut presence = cluster.presence(1).await;
+    for (id, name) in [(1, "Indianapolis"), (2, "Boca Raton"), (3, "Paris")] {
+        directory.add_site(site(id, name)).await.unwrap();
+    }
+    directory.add_user(user("pierre", 3, "38001")).await.unwrap();
+    directory.add_user(user("local", 1, "1500")).await.unwrap();
+    let workgroup = pb::Workgroup { name: "Support".into(), spans_sites: true, ..Default::default() };
+    directory.add_workgroup(pb::AddWorkgroupRequest { workgroup: Some(workgroup) }).await.unwrap();
+    let visible_at =
+        |site: u32| pb::SearchRequest { visible_at_site: site, name: "pierre".into(), ..Default::default() };
+
+    // Add to a spanning workgroup → in every site's directory view, on every node.
+    let member = pb::WorkgroupMemberRequest { workgroup: "Support".into(), username: "pierre".into() };
+    directory.add_workgroup_member(member.clone()).await.unwrap();
+    for node in 0..3 {
+        for site in 1..=3 {
+            let entries = cluster.directory(node).await.search(visible_at(site)).await.unwrap().into_inner().entries;
+            assert_eq!(entries.len(), 1, "pierre missing at site {site} on node {node}");
+        }
+    }
+    // Remove from all spanning workgroups → gone from the other sites, still at home.
+    directory.remove_workgroup_member(member.clone()).await.unwrap();
+    for node in 0..3 {
+        let mut dir = cluster.directory(node).await;
+        assert!(dir.search(visible_at(1)).await.unwrap().into_inner().entries.is_empty());
+        assert!(dir.search(visible_at(2)).await.unwrap().into_inner().entries.is_empty());
+        assert_eq!(dir.search(visible_at(3)).await.unwrap().into_inner().entries.len(), 1);
+    }
+    directory.add_workgroup_member(member).await.unwrap();
+
+    let get = pb::GetPresenceRequest { usernames: vec!["pierre".into()], serializable: false };
+    // Change status → every node shows it.
+    let status =
+        pb::SetStatusRequest { username: "pierre".into(), status_key: "In the Shower".into(), ..Default::default() };
+    presence.set_status(status).await.unwrap();
+    for node in 0..3 {
+        let list = cluster.presence(node).await.get_presence(get.clone()).await.unwrap().into_inner();
+        assert_eq!(list.presences[0].status_key, "In the Shower");
+    }
+    // Log on at Indianapolis (roaming) → every node shows logged on and the current site.
+    let logon = pb::LogOnRequest { username: "pierre".into(), site: 1, server: String::new() };
+    presence.log_on(logon).await.unwrap();
+    for node in 0..3 {
+        let p = cluster.presence(node).await.get_presence(get.clone()).await.unwrap().into_inner().presences.remove(0);
+        assert_eq!((p.current_site, p.logged_on_server.as_str()), (1, "cic1.example"));
+    }
+    // Start an interaction → every node shows on the phone.
+    let call = pb::InteractionRequest { username: "pierre".into(), interaction_id: "call-1".into() };
+    presence.start_interaction(call).await.unwrap();
+    for node in 0..3 {
+        let p = cluster.presence(node).await.get_presence(get.clone()).await.unwrap().into_inner().presences.remove(0);
+        assert!(p.on_phone, "node {node} does not show pierre on the phone");
+    }
+    // Resolve the extension from another site → the current site's dial string.
+    let resolve = pb::ResolveExtensionRequest { extension: "38001".into(), from_site: 2, serializable: false };
+    let resolution = cluster.directory(2).await.resolve_extension(resolve).await.unwrap().into_inner();
+    assert_eq!(resolution.current_site, 1);
+    assert_eq!(resolution.dial_string, "38001@cic1.example");
+    // Log off → every node shows logged off.
+    presence.log_off(pb::LogOffRequest { username: "pierre".into(), reason: String::new() }).await.unwrap();
+    for node in 0..3 {
+        let p = cluster.presence(node).await.get_presence(get.clone()).await.unwrap().into_inner().presences.remove(0);
+        assert_eq!((p.current_site, p.logged_on_server.as_str(), p.on_phone), (0, "", false));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_is_gap_free_across_leader_change_and_compacted_start_fails() {
+    let mut cluster = Cluster::start(3, &["--watch-history-events-max", "40"]).await;
+    let leader = cluster.leader(0).await;
+    let watcher_node = (leader + 1) % 3;
+    let writer_node = (leader + 2) % 3;
+    let mut directory = cluster.directory(writer_node).await;
+    directory.add_site(site(1, "Indianapolis")).await.unwrap();
+    for i in 0..50 {
+        directory.add_user(user(&format!("u{i}"), 1, &format!("{}", 2000 + i))).await.unwrap();
+    }
+    // History holds 40 events: revision 1 is compacted.
+    let status = cluster
+        .presence(watcher_node)
+        .await
+        .watch(pb::WatchRequest { start_revision: 1, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    assert_eq!(reason(&status), "REVISION_COMPACTED");
+
+    let start = cluster.status(writer_node).await.revision + 1;
+    let mut stream = cluster
+        .presence(watcher_node)
+        .await
+        .watch(pb::WatchRequest { start_revision: start, kinds: vec![], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let set = |key: &str, i: usize| pb::SetStatusRequest {
+        username: format!("u{i}"),
+        status_key: key.into(),
+        ..Default::default()
+    };
+    for i in 0..5 {
+        cluster.presence(writer_node).await.set_status(set("Gone Home", i)).await.unwrap();
+    }
+    cluster.kill(leader);
+    cluster.wait_for_leader(&[watcher_node, writer_node]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut i = 5;
+    while i < 10 {
+        match cluster.presence(writer_node).await.set_status(set("On Break", i)).await {
+            Ok(_) => i += 1,
+            Err(status) => {
+                assert!(Instant::now() < deadline, "writes did not resume: {status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let mut revisions = Vec::new();
+    while revisions.len() < 10 {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .unwrap();
+        revisions.push(event.revision);
+    }
+    assert_eq!(revisions, (start..start + 10).collect::<Vec<_>>(), "watch must be ordered and gap-free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_with_the_field_named_and_nothing_changes() {
+    let cluster = Cluster::start(3, &[]).await;
+    let mut directory = cluster.directory(1).await;
+    let mut presence = cluster.presence(2).await;
+    directory.add_site(site(1, "Indianapolis")).await.unwrap();
+    directory.add_site(site(2, "Boca")).await.unwrap();
+    directory.add_user(user("alice", 1, "8001")).await.unwrap();
+    directory.add_user(user("bob", 2, "8001")).await.unwrap();
+    let workgroup = pb::Workgroup { name: "Support".into(), spans_sites: true, ..Default::default() };
+    directory.add_workgroup(pb::AddWorkgroupRequest { workgroup: Some(workgroup) }).await.unwrap();
+    let before = cluster.status(0).await.revision;
+
+    for id in [0, 1000] {
+        let status = directory.add_site(site(id, "Nowhere")).await.unwrap_err();
+        assert_eq!((status.code(), bad_field(&status)), (tonic::Code::InvalidArgument, "site.id".to_string()));
+    }
+    let status = directory.add_site(site(3, "INDIANAPOLIS")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert!(status.message().contains("name"), "{status:?}");
+    let mut bad_phone = site(3, "Paris");
+    bad_phone.site.as_mut().unwrap().phone = "call me".into();
+    let status = directory.add_site(bad_phone).await.unwrap_err();
+    assert_eq!((status.code(), bad_field(&status)), (tonic::Code::InvalidArgument, "site.phone".to_string()));
+    for name in ["", &"n".repeat(129)] {
+        let status = directory.add_site(site(3, name)).await.unwrap_err();
+        assert_eq!((status.code(), bad_field(&status)), (tonic::Code::InvalidArgument, "site.name".to_string()));
+    }
+    let mut empty_password = site(3, "Paris");
+    empty_password.password = String::new();
+    let status = directory.add_site(empty_password).await.unwrap_err();
+    assert_eq!((status.code(), bad_field(&status)), (tonic::Code::InvalidArgument, "password".to_string()));
+
+    let set = |key: &str, until_ms: Option<u64>, detail: String| pb::SetStatusRequest {
+        username: "alice".into(),
+        status_key: key.into(),
+        until_ms,
+        detail,
+    };
+    let status = presence.set_status(set("Juggling", None, String::new())).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status)), (tonic::Code::NotFound, "NOT_FOUND".to_string()));
+    let status = presence.set_status(set("At Lunch", None, String::new())).await.unwrap_err();
+    assert_eq!((status.code(), bad_field(&status)), (tonic::Code::InvalidArgument, "until".to_string()));
+    let status = presence.set_status(set("At Lunch", Some(1_000), String::new())).await.unwrap_err();
+    assert_eq!((status.code(), bad_field(&status)), (tonic::Code::InvalidArgument, "until".to_string()));
+    let status = presence.set_status(set("Gone Home", None, "x".repeat(257))).await.unwrap_err();
+    assert_eq!((status.code(), bad_field(&status)), (tonic::Code::InvalidArgument, "detail".to_string()));
+    let unknown_user =
+        pb::SetStatusRequest { username: "nobody".into(), status_key: "Available".into(), ..Default::default() };
+    assert_eq!(presence.set_status(unknown_user).await.unwrap_err().code(), tonic::Code::NotFound);
+
+    // alice cannot span while bob at site 2 has the same extension: the message names bob and site 2.
+    let member = pb::WorkgroupMemberRequest { workgroup: "Support".into(), username: "alice".into() };
+    let status = directory.add_workgroup_member(member).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status)), (tonic::Code::FailedPrecondition, "EXTENSION_CONFLICT".to_string()));
+    assert!(status.message().contains("bob") && status.message().contains("site 2"), "{}", status.message());
+    assert!(status.message().contains("28001") || status.message().contains("18001"), "suggests a prefixed extension");
+
+    assert_eq!(cluster.status(0).await.revision, before, "a rejected request changed the state");
+}

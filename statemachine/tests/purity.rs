@@ -1,0 +1,38 @@
+//! Proves the state machine stays pure: no I/O, clock, randomness or runtime dependency, and no
+//! hash-ordered maps whose iteration order could leak into results.
+
+const ALLOWED_DEPENDENCIES: [&str; 3] = ["serde", "serde_json", "thiserror"];
+const FORBIDDEN_IN_SOURCE: [&str; 10] = [
+    "std::fs",
+    "std::net",
+    "std::time",
+    "SystemTime",
+    "Instant",
+    "std::thread",
+    "std::process",
+    "HashMap",
+    "HashSet",
+    "rand::",
+];
+
+#[test]
+fn statemachine_depends_only_on_pure_crates() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let dependencies = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
+    for line in dependencies.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let name = line.split(['=', '.']).next().unwrap().trim();
+        assert!(ALLOWED_DEPENDENCIES.contains(&name), "statemachine gained dependency {name:?}; it must stay pure");
+    }
+}
+
+#[test]
+fn statemachine_source_uses_no_clock_io_or_hash_order() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for forbidden in FORBIDDEN_IN_SOURCE {
+            assert!(!text.contains(forbidden), "{} uses {forbidden}", path.display());
+        }
+    }
+}
