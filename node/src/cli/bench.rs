@@ -146,6 +146,8 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
+    // Interaction ids must not collide with those a previous run left open.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     for index in 0..args.clients {
         let channel = channels[index as usize % channels.len()].clone();
         let (measuring, stop) = (measuring.clone(), stop.clone());
@@ -181,6 +183,8 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
                         .map(|_| ())
                 } else if roll < status_percent + (100 - status_percent) * 2 / 3 {
                     if logged_on.remove(&user) {
+                        // Logging off ends the user's interactions.
+                        on_call.retain(|(u, _)| *u != user);
                         presences.log_off(pb::LogOffRequest { username, reason: "user".into() }).await.map(|_| ())
                     } else {
                         logged_on.insert(user);
@@ -197,7 +201,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
                         .map(|_| ())
                 } else {
                     sequence += 1;
-                    let interaction_id = format!("c{index}-{sequence}");
+                    let interaction_id = format!("c{run}-{index}-{sequence}");
                     on_call.insert((user, interaction_id.clone()));
                     presences.start_interaction(pb::InteractionRequest { username, interaction_id }).await.map(|_| ())
                 };
