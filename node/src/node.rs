@@ -51,7 +51,9 @@ impl Node {
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
-            max_in_snapshot_log_to_keep: 1_000,
+            // Entries kept behind a snapshot for followers that lag a little; further behind,
+            // they receive the snapshot.
+            max_in_snapshot_log_to_keep: (config.snapshot_after_entries / 2).min(1_000),
             max_payload_entries: 1_000,
             ..Default::default()
         };

@@ -269,3 +269,51 @@ async fn bad_input_is_rejected_with_the_field_named_and_nothing_changes() {
 
     assert_eq!(cluster.status(0).await.revision, before, "a rejected request changed the state");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_member_receives_a_snapshot_after_compaction_then_is_promoted_and_removed() {
+    use collective_proto::v1::cluster_client::ClusterClient;
+    let mut cluster = Cluster::start(3, &["--snapshot-after-entries", "100"]).await;
+    let leader = cluster.leader(0).await;
+    let mut directory = cluster.directory(leader).await;
+    directory.add_site(site(1, "Indianapolis")).await.unwrap();
+    for i in 0..300 {
+        directory.add_user(user(&format!("agent{i}"), 1, &format!("{}", 10_000 + i))).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.status(leader).await.purged_index == 0 {
+        assert!(Instant::now() < deadline, "the leader never compacted its log");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A new, empty member can only catch up from the snapshot: the log's start is purged.
+    let joiner = cluster.spawn_joiner();
+    let _ = cluster.channel(joiner).await;
+    let mut admin = ClusterClient::new(cluster.channel(leader).await);
+    let add = pb::MemberAddRequest { id: joiner as u64 + 1, addr: cluster.grpc[joiner].clone() };
+    let members = admin.member_add(add).await.unwrap().into_inner().members;
+    assert!(members.iter().any(|m| m.id == joiner as u64 + 1 && m.role == "learner"), "{members:?}");
+    let members =
+        admin.member_promote(pb::MemberIdRequest { id: joiner as u64 + 1 }).await.unwrap().into_inner().members;
+    assert_eq!(members.iter().filter(|m| m.role == "voter").count(), 4, "{members:?}");
+
+    // The joiner applies the snapshot asynchronously after openraft accepts it: wait for the data.
+    let serializable = pb::SearchRequest { limit: 0, serializable: true, ..Default::default() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let entries = cluster.directory(joiner).await.search(serializable.clone()).await.unwrap().into_inner().entries;
+        if entries.len() == 300 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new member has {} of 300 users", entries.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let joined = cluster.status(joiner).await;
+    assert!(joined.snapshot_index > 0, "the new member caught up without a snapshot: {joined:?}");
+
+    let members =
+        admin.member_remove(pb::MemberIdRequest { id: joiner as u64 + 1 }).await.unwrap().into_inner().members;
+    assert_eq!(members.len(), 3, "{members:?}");
+    let status = admin.member_remove(pb::MemberIdRequest { id: 42 }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+}

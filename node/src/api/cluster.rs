@@ -69,6 +69,8 @@ impl Cluster for ClusterService {
             revision: self.node.shared.revision(),
             state: format!("{:?}", metrics.state),
             members: self.members().members,
+            snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
         }))
     }
 

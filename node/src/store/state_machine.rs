@@ -35,12 +35,24 @@ struct StoredSnapshot {
 }
 
 /// The Raft state machine over `Shared`.
-#[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<DB>,
     shared: Arc<Shared>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership<NodeId, BasicNode>,
+    /// Serialises snapshot writes, so a slow build never overwrites a newer installed snapshot.
+    snapshot_write: Arc<std::sync::Mutex<()>>,
+}
+
+/// Builds one snapshot from a copy of the state taken when openraft asked for the builder.
+///
+/// openraft 0.9 runs `build_snapshot` in a spawned task while entries keep being applied, so the
+/// builder must not read the live state: it would hold entries beyond `last_applied`, and a
+/// replica restored from it would apply them twice.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    body: SnapshotBody,
+    snapshot_write: Arc<std::sync::Mutex<()>>,
 }
 
 fn snapshot_error(
@@ -54,31 +66,18 @@ fn snapshot_error(
 
 impl StateMachineStore {
     pub(crate) async fn open(db: Arc<DB>, shared: Arc<Shared>) -> anyhow::Result<StateMachineStore> {
-        let mut store =
-            StateMachineStore { db, shared, last_applied: None, last_membership: StoredMembership::default() };
-        if let Some(stored) = store.read_stored()? {
+        let mut store = StateMachineStore {
+            db,
+            shared,
+            last_applied: None,
+            last_membership: StoredMembership::default(),
+            snapshot_write: Arc::default(),
+        };
+        if let Some(stored) = read_stored(&store.db)? {
             let body: SnapshotBody = serde_json::from_slice(&stored.data)?;
             store.restore(body);
         }
         Ok(store)
-    }
-
-    fn read_stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let cf = self.db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-        let bytes = self.db.get_cf(cf, KEY_SNAPSHOT).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
-        bytes
-            .map(|bytes| serde_json::from_slice(&bytes).map_err(|e| snapshot_error(None, ErrorVerb::Read, e)))
-            .transpose()
-    }
-
-    fn write_stored(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        let cf = self.db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-        let bytes = serde_json::to_vec(stored).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))?;
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db
-            .put_cf_opt(cf, KEY_SNAPSHOT, bytes, &options)
-            .map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))
     }
 
     fn restore(&mut self, body: SnapshotBody) {
@@ -88,28 +87,50 @@ impl StateMachineStore {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+fn read_stored(db: &DB) -> Result<Option<StoredSnapshot>, StorageError> {
+    let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
+    let bytes = db.get_cf(cf, KEY_SNAPSHOT).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
+    bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))).transpose()
+}
+
+/// Stores a snapshot unless a newer one is already stored.
+fn write_stored(db: &DB, lock: &std::sync::Mutex<()>, stored: &StoredSnapshot) -> Result<(), StorageError> {
+    let _guard = lock.lock().expect("snapshot write lock");
+    if let Some(current) = read_stored(db)? {
+        if current.meta.last_log_id > stored.meta.last_log_id {
+            return Ok(());
+        }
+    }
+    let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
+    let bytes = serde_json::to_vec(stored).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))?;
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.put_cf_opt(cf, KEY_SNAPSHOT, bytes, &options)
+        .map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let state = self.shared.state.read().expect("state lock").clone();
-        let body =
-            SnapshotBody { last_applied: self.last_applied, last_membership: self.last_membership.clone(), state };
-        let data = serde_json::to_vec(&body).map_err(|e| snapshot_error(None, ErrorVerb::Write, e))?;
+        let data = serde_json::to_vec(&self.body).map_err(|e| snapshot_error(None, ErrorVerb::Write, e))?;
         // The id only has to be unique per snapshot; the applied log id is.
-        let snapshot_id = match self.last_applied {
+        let snapshot_id = match self.body.last_applied {
             Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
             None => "empty".to_string(),
         };
-        let meta =
-            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.last_membership.clone(), snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: self.body.last_applied,
+            last_membership: self.body.last_membership.clone(),
+            snapshot_id,
+        };
         let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.write_stored(&stored)?;
+        write_stored(&self.db, &self.snapshot_write, &stored)?;
         metrics::gauge!("collective_snapshot_bytes").set(stored.data.len() as f64);
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
         Ok((self.last_applied, self.last_membership.clone()))
@@ -150,7 +171,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        // Called between applies, so the copy matches `last_applied` exactly.
+        let state = self.shared.state.read().expect("state lock").clone();
+        SnapshotBuilder {
+            db: self.db.clone(),
+            body: SnapshotBody {
+                last_applied: self.last_applied,
+                last_membership: self.last_membership.clone(),
+                state,
+            },
+            snapshot_write: self.snapshot_write.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -165,14 +196,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let body: SnapshotBody =
             serde_json::from_slice(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
-        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
+        write_stored(&self.db, &self.snapshot_write, &StoredSnapshot { meta: meta.clone(), data })?;
         self.restore(body);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self
-            .read_stored()?
+        Ok(read_stored(&self.db)?
             .map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }

@@ -44,15 +44,30 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more process that is not in the initial cluster (it waits for `member add`);
+    /// returns its index.
+    pub fn spawn_joiner(&mut self) -> usize {
+        self.grpc.push(format!("127.0.0.1:{}", free_port()));
+        self.http.push(format!("127.0.0.1:{}", free_port()));
+        self.children.push(None);
+        let index = self.grpc.len() - 1;
+        self.spawn_with(index, String::new());
+        index
+    }
+
     fn spawn(&mut self, index: usize) {
         let initial: Vec<String> = self.grpc.iter().enumerate().map(|(i, addr)| format!("{}={addr}", i + 1)).collect();
+        self.spawn_with(index, initial.join(","));
+    }
+
+    fn spawn_with(&mut self, index: usize, initial_cluster: String) {
         let log = std::fs::File::create(self.dir.path().join(format!("node{}.log", index + 1))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_collective"))
             .arg("serve")
             .args(["--id", &(index + 1).to_string()])
             .args(["--data-dir", self.dir.path().join(format!("node{}", index + 1)).to_str().unwrap()])
             .args(["--grpc-addr", &self.grpc[index], "--http-addr", &self.http[index]])
-            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster", &initial_cluster])
             .args(&self.extra_args)
             .env("COLLECTIVE_HEARTBEAT_INTERVAL_MS", "100")
             .stdout(Stdio::null())
@@ -110,14 +125,12 @@ impl Cluster {
         loop {
             let mut leaders = Vec::new();
             for &index in members {
-                if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), async {
-                    Ok::<_, ()>(ClusterClient::new(self.channel(index).await).status(pb::ClusterStatusRequest {}).await)
+                let status = tokio::time::timeout(Duration::from_secs(2), async {
+                    ClusterClient::new(self.channel(index).await).status(pb::ClusterStatusRequest {}).await
                 })
-                .await
-                {
-                    if let Ok(status) = status {
-                        leaders.push(status.into_inner().leader_id);
-                    }
+                .await;
+                if let Ok(Ok(status)) = status {
+                    leaders.push(status.into_inner().leader_id);
                 }
             }
             if leaders.len() == members.len() && leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]) {
@@ -141,6 +154,18 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for index in 0..self.children.len() {
             self.kill(index);
+        }
+        if std::thread::panicking() {
+            // A failing test shows what each member logged last.
+            for index in 0..self.grpc.len() {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join(format!("node{}.log", index + 1))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("--- member {} log (last lines) ---", index + 1);
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
         }
     }
 }

@@ -1,0 +1,72 @@
+//! The CLI as an operator uses it: the real binary against a real 3-node cluster, table and JSON
+//! output, failover across --endpoints, and clear errors with a non-zero exit.
+
+mod common;
+
+use std::process::Command;
+
+use common::Cluster;
+
+fn cli(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
+    // The first endpoint is dead: the CLI must fail over to the others.
+    let endpoints = format!("127.0.0.1:1,{}", cluster.grpc.join(","));
+    let output = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &endpoints])
+        .args(args)
+        .env("COLLECTIVE_SITE_PASSWORD", "site-secret")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into(),
+        String::from_utf8_lossy(&output.stderr).into(),
+    )
+}
+
+fn ok(cluster: &Cluster, args: &[&str]) -> String {
+    let (success, stdout, stderr) = cli(cluster, args);
+    assert!(success, "collective {args:?} failed: {stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_workflow_through_the_cli() {
+    let cluster = Cluster::start(3, &[]).await;
+    ok(
+        &cluster,
+        &["site", "add", "--id", "1", "--name", "Indianapolis", "--phone", "+1 317 555 0100", "--server", "indy1"],
+    );
+    ok(
+        &cluster,
+        &["site", "add", "--id", "2", "--name", "Paris", "--phone", "+33 1 55 55 01 00", "--server", "paris1"],
+    );
+    ok(&cluster, &["workgroup", "add", "Support", "--spans-sites"]);
+    let add = ["user", "add", "--username", "jo", "--display-name", "Jo", "--email", "jo@example.com"];
+    ok(&cluster, &[&add[..], &["--home-site", "1", "--extension", "1100", "--skill", "english=80"]].concat());
+    ok(&cluster, &["workgroup", "add-member", "Support", "jo"]);
+    ok(&cluster, &["user", "logon", "jo", "--site", "2"]);
+    ok(&cluster, &["status", "set", "jo", "At Lunch", "--until-minutes", "30", "--detail", "back at 1"]);
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&cluster, &["-w", "json", "user", "get", "jo"])).unwrap();
+    assert_eq!(json["presence"]["status_key"], "At Lunch");
+    assert_eq!(json["presence"]["current_site"], 2);
+    assert_eq!(json["user"]["spanning"], true);
+
+    let table = ok(&cluster, &["directory", "search", "--site", "2"]);
+    assert!(table.lines().next().unwrap().contains("USERNAME") && table.contains("jo"), "{table}");
+    let resolved = ok(&cluster, &["extension", "resolve", "1100", "--from-site", "1"]);
+    assert!(resolved.contains("dial_string: 1100@paris1"), "{resolved}");
+    let check = ok(&cluster, &["site", "check", "1"]);
+    assert!(check.contains("password_ok: true"), "{check}");
+    let status = ok(&cluster, &["cluster", "status"]);
+    assert!(status.contains("leader_id") && status.contains("voter"), "{status}");
+    let watched = ok(&cluster, &["-w", "json", "status", "watch", "--from-revision", "1", "--count", "3"]);
+    assert_eq!(watched.lines().count(), 3, "{watched}");
+
+    let (success, _, stderr) = cli(&cluster, &["site", "add", "--id", "1000", "--name", "X", "--phone", "1"]);
+    assert!(!success);
+    assert!(stderr.contains("InvalidArgument") && stderr.contains("site.id"), "{stderr}");
+    let (success, _, stderr) = cli(&cluster, &["status", "set", "nobody", "Available"]);
+    assert!(!success);
+    assert!(stderr.contains("NotFound") && stderr.contains("nobody"), "{stderr}");
+}
