@@ -177,3 +177,55 @@ impl NodeConfig {
         self.initial_members().ok().and_then(|m| m.get(&self.id).cloned()).unwrap_or_else(|| self.grpc_addr.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the layering order (defaults → TOML → env → flags) and that validation names the field.
+    #[test]
+    fn layers_and_validates() {
+        let dir = std::env::temp_dir().join(format!("collective-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(
+            &file,
+            "id = 2\ngrpc_addr = \"127.0.0.1:7102\"\ninitial_cluster = \"1=127.0.0.1:7101,2=127.0.0.1:7102\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides { grpc_addr: Some("127.0.0.1:7202".into()), ..Overrides::default() };
+        // A flag wins over the file; peers still reach the node at its initial-cluster address.
+        let config = NodeConfig::load(Some(&file), overrides).unwrap();
+        assert_eq!((config.grpc_addr.as_str(), config.advertise_addr().as_str()), ("127.0.0.1:7202", "127.0.0.1:7102"));
+
+        let config = NodeConfig::load(Some(&file), Overrides::default()).unwrap();
+        assert_eq!((config.id, config.grpc_addr.as_str(), config.heartbeat_interval_ms), (2, "127.0.0.1:7102", 100));
+        assert_eq!(config.advertise_addr(), "127.0.0.1:7102");
+        let flags = Overrides { id: Some(1), ..Overrides::default() };
+        assert_eq!(NodeConfig::load(Some(&file), flags).unwrap().id, 1);
+
+        std::fs::write(&file, "id = 0\n").unwrap();
+        assert!(NodeConfig::load(Some(&file), Overrides::default()).unwrap_err().to_string().contains("id"));
+        std::fs::write(&file, "unknown_key = 1\n").unwrap();
+        assert!(NodeConfig::load(Some(&file), Overrides::default()).unwrap_err().to_string().contains("unknown_key"));
+        assert!(NodeConfig::load(Some(&dir.join("missing.toml")), Overrides::default()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let bad = |change: fn(&mut NodeConfig)| {
+            let mut config = NodeConfig::default();
+            change(&mut config);
+            config.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.grpc_addr = "nowhere".into()).starts_with("grpc_addr"));
+        assert!(bad(|c| c.http_addr = "".into()).starts_with("http_addr"));
+        assert!(bad(|c| c.initial_cluster = "1=127.0.0.1:1,1=127.0.0.1:2".into()).starts_with("initial_cluster"));
+        assert!(bad(|c| c.initial_cluster = "2=127.0.0.1:1".into()).contains("does not name this node"));
+        assert!(bad(|c| c.election_timeout_min_ms = 150).starts_with("election_timeout_min_ms"));
+        assert!(bad(|c| c.election_timeout_max_ms = 900).starts_with("election_timeout_max_ms"));
+        assert!(bad(|c| c.snapshot_after_entries = 5).starts_with("snapshot_after_entries"));
+        assert!(bad(|c| c.watch_history_events_max = 1).starts_with("watch_history_events_max"));
+    }
+}

@@ -70,3 +70,43 @@ async fn operator_workflow_through_the_cli() {
     assert!(!success);
     assert!(stderr.contains("NotFound") && stderr.contains("nobody"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_answer_like_grpcurl_expects() {
+    use tokio_stream::StreamExt;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let cluster = Cluster::start(3, &[]).await;
+    let mut health = HealthClient::new(cluster.channel(0).await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never SERVING");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let mut reflection = ServerReflectionClient::new(cluster.channel(1).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in
+        ["collective.v1.Directory", "collective.v1.Presences", "collective.v1.Cluster", "grpc.health.v1.Health"]
+    {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+}
