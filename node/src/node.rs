@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use collective_statemachine::{validate::validate, Command, Envelope, Principal};
+use collective_statemachine::{validate::validate, Batch, Command, Principal, Proposal, Rejection};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::error::ApiError;
 use crate::config::NodeConfig;
@@ -17,6 +18,21 @@ use crate::raft_service::Forwarded;
 use crate::raft_types::{Applied, NodeId, Raft};
 use crate::shared::Shared;
 use crate::store;
+
+/// Most commands waiting on the leader to be batched into a log entry; beyond it writers get
+/// RESOURCE_EXHAUSTED.
+pub const PROPOSALS_QUEUED_MAX: usize = 50_000;
+/// Most commands in one log entry.
+pub const PROPOSALS_PER_BATCH_MAX: usize = 1_024;
+/// Most batches proposed to Raft and not yet applied. While they are in flight, new commands
+/// queue and form the next, larger batch: one fsync then covers many writes.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+
+/// A command waiting to be batched, with the caller waiting for its outcome.
+struct Pending {
+    proposal: Proposal,
+    reply: oneshot::Sender<Result<Applied, ApiError>>,
+}
 
 /// One running member.
 pub struct Node {
@@ -32,6 +48,8 @@ pub struct Node {
     pub peers: Arc<Peers>,
     /// Last `at_ms` this node stamped, so stamps never go backwards on one leader.
     last_stamp_ms: AtomicU64,
+    /// Commands waiting for the proposer task (leader only).
+    proposals: mpsc::Sender<Pending>,
 }
 
 fn now_ms() -> u64 {
@@ -61,7 +79,69 @@ impl Node {
         let peers = Arc::new(Peers::default());
         let network = Network { peers: peers.clone() };
         let raft = Raft::new(config.id, raft_config, network, log_store, state_machine).await?;
-        Ok(Arc::new(Node { id: config.id, raft, shared, config, peers, last_stamp_ms: AtomicU64::new(0) }))
+        let (proposals, queue) = mpsc::channel(PROPOSALS_QUEUED_MAX);
+        let node =
+            Arc::new(Node { id: config.id, raft, shared, config, peers, last_stamp_ms: AtomicU64::new(0), proposals });
+        tokio::spawn(node.clone().propose_batches(queue));
+        Ok(node)
+    }
+
+    /// Turns queued commands into batched log entries, at most `BATCHES_IN_FLIGHT_MAX` at once.
+    async fn propose_batches(self: Arc<Self>, mut queue: mpsc::Receiver<Pending>) {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let Some(first) = queue.recv().await else { return };
+            let mut pending = vec![first];
+            while pending.len() < PROPOSALS_PER_BATCH_MAX {
+                match queue.try_recv() {
+                    Ok(next) => pending.push(next),
+                    Err(_) => break,
+                }
+            }
+            let node = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                node.propose(pending).await;
+            });
+        }
+    }
+
+    async fn propose(&self, pending: Vec<Pending>) {
+        let count = pending.len();
+        let (proposals, replies): (Vec<Proposal>, Vec<_>) = pending.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+        let batch = Batch { at_ms: self.stamp(), proposals };
+        metrics::histogram!("collective_proposal_batch_commands").record(count as f64);
+        let result = self.raft.client_write(batch).await;
+        metrics::gauge!("collective_proposals_pending").decrement(count as f64);
+        match result {
+            Ok(response) => {
+                metrics::counter!("collective_proposals_committed_total").increment(count as u64);
+                for (reply, outcome) in replies.into_iter().zip(response.data.outcomes) {
+                    let _ = reply.send(outcome.map_err(ApiError::from));
+                }
+            }
+            Err(error) => {
+                let error = match error {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
+                    RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                        ApiError::Internal(e.to_string())
+                    }
+                    RaftError::Fatal(fatal) => ApiError::Unavailable(fatal.to_string()),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// The leader time for the next batch: never behind this leader's previous stamp, nor behind
+    /// the applied state's time (a previous leader's clock may have been ahead).
+    fn stamp(&self) -> u64 {
+        let floor = self.shared.state.read().expect("state lock").last_at_ms;
+        let at_ms = now_ms().max(floor);
+        self.last_stamp_ms.fetch_max(at_ms, Ordering::SeqCst).max(at_ms)
     }
 
     /// Initialises the cluster from `initial_cluster` once every initial member answers, on the
@@ -145,28 +225,23 @@ impl Node {
             .map_err(|e| ApiError::Internal(e.to_string()))?
     }
 
-    /// Stamps the command with the time and principal and proposes it; only valid on the leader.
+    /// Queues the command for the next batch and waits for its outcome; only valid on the leader.
     pub async fn write_as_leader(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         validate(&command)?;
-        // Entry time never goes backwards: not on this leader, and not below what a previous
-        // leader stamped (the applied state's last time).
-        let floor = self.shared.state.read().expect("state lock").last_at_ms;
-        let at_ms = now_ms().max(floor);
-        let at_ms = self.last_stamp_ms.fetch_max(at_ms, Ordering::SeqCst).max(at_ms);
-        metrics::gauge!("collective_proposals_pending").increment(1.0);
-        let result = self.raft.client_write(Envelope { at_ms, principal, command }).await;
-        metrics::gauge!("collective_proposals_pending").decrement(1.0);
-        match result {
-            Ok(response) => {
-                metrics::counter!("collective_proposals_committed_total").increment(1);
-                Ok(response.data.outcome?)
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader()),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(ApiError::Internal(e.to_string()))
-            }
-            Err(RaftError::Fatal(fatal)) => Err(ApiError::Unavailable(fatal.to_string())),
+        if self.leader().map(|(leader, _)| leader) != Some(self.id) {
+            return Err(self.not_leader());
         }
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending { proposal: Proposal { principal, command }, reply };
+        self.proposals.try_send(pending).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ApiError::Rejected(Rejection::LimitReached {
+                what: "queued proposals on the leader".into(),
+                limit: PROPOSALS_QUEUED_MAX as u64,
+            }),
+            mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("the node is shutting down".into()),
+        })?;
+        metrics::gauge!("collective_proposals_pending").increment(1.0);
+        outcome.await.map_err(|_| ApiError::Unavailable("the proposal was dropped".into()))?
     }
 
     /// On the leader: confirms leadership with a quorum and returns the log index a linearizable

@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use collective_statemachine::{Envelope, EventRecord, Rejection};
+use collective_statemachine::{Batch, EventRecord, Rejection};
 use serde::{Deserialize, Serialize};
 
 /// Raft node id; equals the member id of `--initial-cluster`.
@@ -11,19 +11,19 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// The type configuration of collective's Raft group.
     pub TypeConfig:
-        D = Envelope,
+        D = Batch,
         R = ApplyResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
 );
 
-/// What applying one entry returned: the events, or why the command was refused. Blank and
-/// membership entries return an empty success.
+/// What applying one entry returned: per command of its batch, the events or why the command
+/// was refused. Blank and membership entries return no outcomes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyResult {
-    /// Events with their revisions, or the rejection.
-    pub outcome: Result<Applied, Rejection>,
+    /// One outcome per proposal of the batch, in order.
+    pub outcomes: Vec<Result<Applied, Rejection>>,
 }
 
 /// A successful apply.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use collective::raft_types::{NodeId, TypeConfig};
 use collective::shared::Shared;
 use collective::store::{self, LogStore, StateMachineStore};
-use collective_statemachine::{Command, Envelope, Principal};
+use collective_statemachine::{Batch, Command, Principal, Proposal};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -59,9 +59,9 @@ async fn acknowledged_writes_survive_drop_and_reopen() {
         let raft = single_node(dir.path(), Arc::new(Shared::new(100))).await;
         raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
         for i in 0..written {
-            let envelope =
-                Envelope { at_ms: 1_000 + i, principal: Principal::System, command: add_workgroup(&format!("wg{i}")) };
-            raft.client_write(envelope).await.unwrap().data.outcome.unwrap();
+            let proposal = Proposal { principal: Principal::System, command: add_workgroup(&format!("wg{i}")) };
+            let batch = Batch { at_ms: 1_000 + i, proposals: vec![proposal] };
+            raft.client_write(batch).await.unwrap().data.outcomes[0].clone().unwrap();
         }
         raft.shutdown().await.unwrap();
     }

@@ -41,6 +41,25 @@ pub struct Envelope {
     pub command: Command,
 }
 
+/// One command and who asked for it, inside a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Who asked.
+    pub principal: Principal,
+    /// What was asked.
+    pub command: Command,
+}
+
+/// What one Raft log entry carries: commands proposed together under one leader time. Batching
+/// many commands into one entry is what lets one fsync cover many writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Leader time in ms since the epoch for every command of the batch.
+    pub at_ms: u64,
+    /// The commands, applied in this order.
+    pub proposals: Vec<Proposal>,
+}
+
 /// The fields of a site a caller supplies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteSpec {

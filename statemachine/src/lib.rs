@@ -29,7 +29,7 @@ pub mod validate;
 pub mod workgroup;
 
 pub use catalog::{StatusDef, StatusGroup};
-pub use command::{Command, Envelope, Principal, SiteSpec};
+pub use command::{Batch, Command, Envelope, Principal, Proposal, SiteSpec};
 pub use directory::{Entry, Resolution, SearchQuery};
 pub use event::{Event, EventRecord};
 pub use presence::{Logon, Presence};

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{seed_catalog, StatusDef, STATUS_INITIAL};
-use crate::command::{Command, Envelope, SiteSpec};
+use crate::command::{Batch, Command, Envelope, Principal, SiteSpec};
 use crate::event::{Event, EventRecord};
 use crate::limits::*;
 use crate::presence::{Logon, Presence};
@@ -74,20 +74,37 @@ impl State {
 
     /// Applies one stamped command: the events it produced, numbered, or why it was refused.
     pub fn apply(&mut self, envelope: &Envelope) -> Result<Vec<EventRecord>, Rejection> {
-        validate(&envelope.command)?;
-        let events = self.decide(envelope)?;
+        self.apply_command(envelope.at_ms, &envelope.principal, &envelope.command)
+    }
+
+    /// Applies every command of a log entry in order; each has its own outcome, and a rejected
+    /// one does not affect the others.
+    pub fn apply_batch(&mut self, batch: &Batch) -> Vec<Result<Vec<EventRecord>, Rejection>> {
+        batch
+            .proposals
+            .iter()
+            .map(|proposal| self.apply_command(batch.at_ms, &proposal.principal, &proposal.command))
+            .collect()
+    }
+
+    fn apply_command(
+        &mut self,
+        at_ms: u64,
+        principal: &Principal,
+        command: &Command,
+    ) -> Result<Vec<EventRecord>, Rejection> {
+        // Entry time never goes backwards in the state, even if a new leader's clock is behind
+        // or concurrent batches commit out of stamp order.
+        let at_ms = at_ms.max(self.last_at_ms);
+        validate(command)?;
+        let events = self.decide(at_ms, command)?;
         let mut records = Vec::with_capacity(events.len());
         for event in events {
             self.revision += 1;
-            self.fold(&event, envelope.at_ms);
-            records.push(EventRecord {
-                revision: self.revision,
-                at_ms: envelope.at_ms,
-                principal: envelope.principal.clone(),
-                event,
-            });
+            self.fold(&event, at_ms);
+            records.push(EventRecord { revision: self.revision, at_ms, principal: principal.clone(), event });
         }
-        self.last_at_ms = self.last_at_ms.max(envelope.at_ms);
+        self.last_at_ms = at_ms;
         Ok(records)
     }
 
@@ -113,9 +130,8 @@ impl State {
         self.workgroups.get(&key_of(name)).ok_or_else(|| Rejection::not_found("workgroup", name))
     }
 
-    fn decide(&self, envelope: &Envelope) -> Result<Vec<Event>, Rejection> {
-        let at_ms = envelope.at_ms;
-        match &envelope.command {
+    fn decide(&self, at_ms: u64, command: &Command) -> Result<Vec<Event>, Rejection> {
+        match command {
             Command::AddSite(spec) => self.decide_add_site(spec),
             Command::SetSiteActive { site, active } => {
                 let current = self.site(*site)?;

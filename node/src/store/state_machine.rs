@@ -147,22 +147,32 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut state = self.shared.state.write().expect("state lock");
             for entry in entries {
                 self.last_applied = Some(entry.log_id);
-                let outcome = match entry.payload {
-                    EntryPayload::Blank => Ok(Applied { revision: state.revision, events: vec![] }),
+                let outcomes = match entry.payload {
+                    EntryPayload::Blank => vec![],
                     EntryPayload::Membership(membership) => {
                         self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                        Ok(Applied { revision: state.revision, events: vec![] })
+                        vec![]
                     }
-                    EntryPayload::Normal(envelope) => {
-                        let outcome = state.apply(&envelope).map(|events| Applied { revision: state.revision, events });
-                        if let Ok(applied) = &outcome {
-                            published.extend(applied.events.iter().cloned());
+                    EntryPayload::Normal(batch) => {
+                        let mut outcomes = Vec::with_capacity(batch.proposals.len());
+                        // The revision after each command: its last event's, or the one before it.
+                        let mut revision = state.revision;
+                        for (proposal, outcome) in batch.proposals.iter().zip(state.apply_batch(&batch)) {
+                            let outcome = outcome.map(|events| {
+                                revision = events.last().map(|e| e.revision).unwrap_or(revision);
+                                Applied { revision, events }
+                            });
+                            if let Ok(applied) = &outcome {
+                                published.extend(applied.events.iter().cloned());
+                            }
+                            let result = if outcome.is_ok() { "ok" } else { "rejected" };
+                            metrics::counter!("collective_commands_applied_total", "command" => proposal.command.kind(), "outcome" => result).increment(1);
+                            outcomes.push(outcome);
                         }
-                        metrics::counter!("collective_commands_applied_total", "command" => envelope.command.kind(), "outcome" => if outcome.is_ok() { "ok" } else { "rejected" }).increment(1);
-                        outcome
+                        outcomes
                     }
                 };
-                results.push(ApplyResult { outcome });
+                results.push(ApplyResult { outcomes });
             }
         }
         metrics::counter!("collective_proposals_applied_total").increment(results.len() as u64);
