@@ -48,9 +48,10 @@ impl Default for NodeConfig {
             grpc_addr: "127.0.0.1:7001".into(),
             http_addr: "127.0.0.1:8001".into(),
             initial_cluster: String::new(),
-            // A disk whose fsync p99 is ~8 ms and stalls near 100 ms: heartbeats well above the
-            // stall, elections an order of magnitude above heartbeats, so a stall never flaps.
-            heartbeat_interval_ms: 100,
+            // A disk whose fsync p99 is ~8 ms and stalls near 100 ms. openraft 0.9 uses the
+            // heartbeat interval as the AppendEntries deadline, so it must outlast a stalled
+            // fsync on a follower; elections stay several heartbeats long, so a stall never flaps.
+            heartbeat_interval_ms: 250,
             election_timeout_min_ms: 1_000,
             election_timeout_max_ms: 2_000,
             snapshot_after_entries: 20_000,
@@ -127,9 +128,9 @@ impl NodeConfig {
         if self.heartbeat_interval_ms == 0 {
             anyhow::bail!("heartbeat_interval_ms: must be positive");
         }
-        if self.election_timeout_min_ms <= self.heartbeat_interval_ms * 2 {
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms * 3 {
             anyhow::bail!(
-                "election_timeout_min_ms: must exceed twice heartbeat_interval_ms ({})",
+                "election_timeout_min_ms: must exceed three times heartbeat_interval_ms ({})",
                 self.heartbeat_interval_ms
             );
         }
@@ -199,7 +200,7 @@ mod tests {
         assert_eq!((config.grpc_addr.as_str(), config.advertise_addr().as_str()), ("127.0.0.1:7202", "127.0.0.1:7102"));
 
         let config = NodeConfig::load(Some(&file), Overrides::default()).unwrap();
-        assert_eq!((config.id, config.grpc_addr.as_str(), config.heartbeat_interval_ms), (2, "127.0.0.1:7102", 100));
+        assert_eq!((config.id, config.grpc_addr.as_str(), config.heartbeat_interval_ms), (2, "127.0.0.1:7102", 250));
         assert_eq!(config.advertise_addr(), "127.0.0.1:7102");
         let flags = Overrides { id: Some(1), ..Overrides::default() };
         assert_eq!(NodeConfig::load(Some(&file), flags).unwrap().id, 1);
@@ -223,7 +224,7 @@ mod tests {
         assert!(bad(|c| c.http_addr = "".into()).starts_with("http_addr"));
         assert!(bad(|c| c.initial_cluster = "1=127.0.0.1:1,1=127.0.0.1:2".into()).starts_with("initial_cluster"));
         assert!(bad(|c| c.initial_cluster = "2=127.0.0.1:1".into()).contains("does not name this node"));
-        assert!(bad(|c| c.election_timeout_min_ms = 150).starts_with("election_timeout_min_ms"));
+        assert!(bad(|c| c.election_timeout_min_ms = 700).starts_with("election_timeout_min_ms"));
         assert!(bad(|c| c.election_timeout_max_ms = 900).starts_with("election_timeout_max_ms"));
         assert!(bad(|c| c.snapshot_after_entries = 5).starts_with("snapshot_after_entries"));
         assert!(bad(|c| c.watch_history_events_max = 1).starts_with("watch_history_events_max"));

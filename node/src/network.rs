@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use collective_proto::raft::raft_client::RaftClient;
 use collective_proto::raft::{Payload, SnapshotChunk};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -21,6 +23,10 @@ use crate::raft_types::{NodeId, TypeConfig};
 
 /// Largest gRPC message between nodes (a batch of entries or a snapshot chunk).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// Largest AppendEntries request we send; a bigger one is split (openraft retries with fewer
+/// entries when told `PayloadTooLarge`). Entries are batches of up to 1,024 commands, so a fixed
+/// entry count cannot bound the size.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 4 << 20;
 /// How long establishing a connection to a peer may take.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// Most cached peer channels (peers come and go with membership changes).
@@ -123,8 +129,13 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let payload = encode(&rpc);
+        if payload.json.len() > APPEND_ENTRIES_BYTES_MAX && rpc.entries.len() > 1 {
+            let hint = (rpc.entries.len() as u64 / 2).max(1);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
         let mut client = self.client()?;
-        let response = client.append_entries(request(encode(&rpc), &option)).await.map_err(transport_error)?;
+        let response = client.append_entries(request(payload, &option)).await.map_err(transport_error)?;
         self.decode(response.into_inner())
     }
 

@@ -72,7 +72,8 @@ impl Node {
             // Entries kept behind a snapshot for followers that lag a little; further behind,
             // they receive the snapshot.
             max_in_snapshot_log_to_keep: (config.snapshot_after_entries / 2).min(1_000),
-            max_payload_entries: 1_000,
+            // Entries are batches; `network.rs` also splits requests over APPEND_ENTRIES_BYTES_MAX.
+            max_payload_entries: 64,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate()?);

@@ -12,6 +12,9 @@ use tonic::{Request, Response, Status};
 use crate::node::Node;
 use crate::raft_types::TypeConfig;
 
+/// Largest snapshot a node accepts from a peer.
+pub const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
+
 /// A client write forwarded by a follower: the leader stamps it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Forwarded {
@@ -50,6 +53,13 @@ impl RaftRpc for RaftService {
     async fn install_snapshot(&self, request: Request<SnapshotChunk>) -> Result<Response<Payload>, Status> {
         let chunk = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&chunk.header_json)?;
+        // openraft writes the chunk at `offset` into a memory buffer: bound it.
+        if rpc.offset > SNAPSHOT_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "snapshot offset {} is over {SNAPSHOT_BYTES_MAX} bytes",
+                rpc.offset
+            )));
+        }
         rpc.data = chunk.data;
         Ok(encode(&self.node.raft.install_snapshot(rpc).await))
     }

@@ -46,7 +46,6 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .build_v1alpha()?;
 
     let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .max_concurrent_streams(GRPC_CONCURRENT_STREAMS_MAX)
         .add_service(
@@ -60,7 +59,10 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener));
+        // `Server::tcp_nodelay` only applies to listeners tonic binds itself; ours is bound
+        // early (to fail fast on a taken port), so Nagle is switched off here, or replies sit
+        // ~40 ms behind delayed ACKs.
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)));
 
     tokio::spawn(report_metrics(node.clone(), health_reporter));
     tokio::spawn(serve_http(http_listener, node.clone(), prometheus));

@@ -162,6 +162,18 @@ impl Event {
         }
     }
 
+    /// The workgroup the event names, if any (for watch filters).
+    pub fn workgroup(&self) -> Option<&str> {
+        match self {
+            Event::WorkgroupAdded(workgroup) => Some(&workgroup.name),
+            Event::WorkgroupDeleted { name } => Some(name),
+            Event::UserAddedToWorkgroup { workgroup, .. } | Event::UserRemovedFromWorkgroup { workgroup, .. } => {
+                Some(workgroup)
+            }
+            _ => None,
+        }
+    }
+
     /// The site the event is about, if any (for watch filters).
     pub fn site(&self) -> Option<SiteId> {
         match self {

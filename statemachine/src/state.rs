@@ -20,6 +20,8 @@ use crate::workgroup::Workgroup;
 
 /// Reason recorded when a user logs off by request.
 pub const LOGOFF_REASON_USER: &str = "user";
+/// Reason recorded when a logged-on user is deleted.
+pub const LOGOFF_REASON_DELETED: &str = "user-deleted";
 /// Reason recorded when a user is logged off because it logged on at another site.
 pub const LOGOFF_REASON_ROAMED: &str = "logged-on-elsewhere";
 
@@ -143,8 +145,32 @@ impl State {
             Command::AddUser(spec) => self.decide_add_user(spec),
             Command::UpdateUser(spec) => self.decide_update_user(spec),
             Command::DeleteUser { username } => {
+                // Everything the deletion ends is told as its own event first, so a watcher
+                // (or a fold of the events) sees the user leave its site and its workgroups.
                 let user = self.user(username)?;
-                Ok(vec![Event::UserDeleted { username: user.username.clone() }])
+                let user_key = key_of(&user.username);
+                let presence = &self.presence[&user_key];
+                let mut events: Vec<Event> = presence
+                    .interactions
+                    .iter()
+                    .map(|id| Event::InteractionEnded { username: user.username.clone(), interaction_id: id.clone() })
+                    .collect();
+                if let Some(logon) = &presence.logon {
+                    events.push(Event::UserLoggedOff {
+                        username: user.username.clone(),
+                        site: logon.site,
+                        reason: LOGOFF_REASON_DELETED.to_string(),
+                    });
+                }
+                for wg in &user.workgroups {
+                    let workgroup = self.workgroups[wg].name.clone();
+                    events.push(Event::UserRemovedFromWorkgroup { workgroup, username: user.username.clone() });
+                }
+                if self.is_spanning(&user_key) {
+                    events.push(Event::UserStoppedSpanning { username: user.username.clone() });
+                }
+                events.push(Event::UserDeleted { username: user.username.clone() });
+                Ok(events)
             }
             Command::AddWorkgroup { name, spans_sites, required_skills } => {
                 if self.workgroups.contains_key(&key_of(name)) {
@@ -212,6 +238,25 @@ impl State {
                         what: "status catalog entries".into(),
                         limit: STATUSES_MAX as u64,
                     });
+                }
+                if let Some(current) = self.catalog.get(&def.key) {
+                    // Users in (or falling back to) this status rely on these two flags.
+                    let changes_meaning =
+                        current.persistent != def.persistent || current.requires_until() != def.requires_until();
+                    let in_use = self
+                        .presence
+                        .values()
+                        .filter(|p| p.status_key == def.key || p.last_persistent_status == def.key)
+                        .count();
+                    if changes_meaning && in_use > 0 {
+                        return Err(Rejection::precondition(
+                            "status",
+                            format!(
+                                "status {:?} is in use by {in_use} users; its persistent and date/time flags cannot change",
+                                def.key
+                            ),
+                        ));
+                    }
                 }
                 Ok(vec![Event::StatusDefined(def.clone())])
             }
@@ -653,6 +698,12 @@ impl State {
                 presence.status_key
             );
             assert!(
+                self.catalog.get(&presence.last_persistent_status).is_some_and(|d| d.persistent),
+                "user {} falls back to {:?}, which is not a persistent status",
+                user.username,
+                presence.last_persistent_status
+            );
+            assert!(
                 presence.revision <= self.revision,
                 "presence revision {} > state revision {}",
                 presence.revision,
@@ -680,7 +731,11 @@ impl State {
                 );
             }
         }
+        for (id, site) in &self.sites {
+            assert_eq!(*id, site.id, "site keyed {id} has id {}", site.id);
+        }
         for (wg_key, workgroup) in &self.workgroups {
+            assert_eq!(*wg_key, key_of(&workgroup.name), "workgroup keyed {wg_key:?} is named {:?}", workgroup.name);
             for member in &workgroup.members {
                 assert!(
                     self.users.get(member).is_some_and(|u| u.workgroups.contains(wg_key)),

@@ -315,9 +315,17 @@ fn resolve_extension_gives_the_current_sites_dial_string() {
 fn delete_user_removes_it_everywhere() {
     let mut f = two_sites();
     f.ok(Command::AddWorkgroupMember { workgroup: "Support".into(), username: "alice".into() });
+    f.ok(Command::LogOn { username: "alice".into(), site: 2, server: String::new() });
+    f.ok(Command::StartInteraction { username: "alice".into(), interaction_id: "call-9".into() });
     assert_eq!(
         f.ok(Command::DeleteUser { username: "Alice".into() }),
-        vec![Event::UserDeleted { username: "alice".into() }]
+        vec![
+            Event::InteractionEnded { username: "alice".into(), interaction_id: "call-9".into() },
+            Event::UserLoggedOff { username: "alice".into(), site: 2, reason: "user-deleted".into() },
+            Event::UserRemovedFromWorkgroup { workgroup: "Support".into(), username: "alice".into() },
+            Event::UserStoppedSpanning { username: "alice".into() },
+            Event::UserDeleted { username: "alice".into() },
+        ]
     );
     assert!(f.state.workgroup("Support").unwrap().members.is_empty());
     assert!(f.state.search(&SearchQuery::default()).iter().all(|e| e.user.username != "alice"));
@@ -341,6 +349,17 @@ fn search_filters_combine() {
     assert_eq!(query(SearchQuery { name: Some("BO".into()), ..Default::default() }), vec!["bob"]);
     assert_eq!(query(SearchQuery { extension: Some("8001".into()), ..Default::default() }), vec!["alice"]);
     assert_eq!(query(SearchQuery { skill: Some("english".into()), limit: 1, ..Default::default() }), vec!["alice"]);
+}
+
+#[test]
+fn a_status_in_use_keeps_its_persistence() {
+    let mut f = two_sites();
+    let mut available = f.state.catalog["Available"].clone();
+    available.persistent = false;
+    assert!(matches!(f.apply(Command::PutStatusDef(available.clone())), Err(Rejection::FailedPrecondition { .. })));
+    available.persistent = true;
+    available.message = "Ready".into();
+    assert_eq!(f.ok(Command::PutStatusDef(available.clone())), vec![Event::StatusDefined(available)]);
 }
 
 #[test]

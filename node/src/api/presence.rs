@@ -59,13 +59,24 @@ impl WatchFilter {
         (self.kinds.is_empty() || self.kinds.contains(event.kind()))
             && (self.usernames.is_empty() || event.username().is_some_and(|u| self.usernames.contains(&key_of(u))))
             && (self.sites.is_empty() || event.site().is_some_and(|s| self.sites.contains(&s)))
-            && (self.workgroups.is_empty()
-                || event.username().is_some_and(|u| {
-                    state
-                        .users
-                        .get(&key_of(u))
-                        .is_some_and(|user| user.workgroups.iter().any(|wg| self.workgroups.contains(wg)))
-                }))
+            && (self.workgroups.is_empty() || self.matches_workgroup(state, event))
+    }
+}
+
+impl WatchFilter {
+    /// An event naming a workgroup matches on that name. Other user events match on the user's
+    /// memberships in the current state (events carry no membership snapshot), so an event a
+    /// watcher reads after the user left the workgroup is not shown to it.
+    fn matches_workgroup(&self, state: &State, event: &collective_statemachine::Event) -> bool {
+        if let Some(workgroup) = event.workgroup() {
+            return self.workgroups.contains(&key_of(workgroup));
+        }
+        event.username().is_some_and(|username| {
+            state
+                .users
+                .get(&key_of(username))
+                .is_some_and(|user| user.workgroups.iter().any(|wg| self.workgroups.contains(wg)))
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use openraft::{
     BasicNode, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
     StoredMembership,
 };
-use rocksdb::{WriteOptions, DB};
+use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use super::CF_SNAPSHOT;
@@ -17,7 +17,8 @@ use crate::raft_types::{Applied, ApplyResult, Entry, LogId, NodeId, StorageError
 pub use crate::shared::Shared;
 use collective_statemachine::State;
 
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
+const KEY_SNAPSHOT_META: &[u8] = b"meta";
+const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
 /// What a snapshot holds: the state and the Raft bookkeeping that goes with it.
 #[derive(Serialize, Deserialize)]
@@ -28,7 +29,6 @@ struct SnapshotBody {
 }
 
 /// A stored snapshot: its metadata and the encoded `SnapshotBody`.
-#[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
     data: Vec<u8>,
@@ -87,26 +87,38 @@ impl StateMachineStore {
     }
 }
 
-fn read_stored(db: &DB) -> Result<Option<StoredSnapshot>, StorageError> {
+fn read_meta(db: &DB) -> Result<Option<SnapshotMeta<NodeId, BasicNode>>, StorageError> {
     let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-    let bytes = db.get_cf(cf, KEY_SNAPSHOT).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
+    let bytes = db.get_cf(cf, KEY_SNAPSHOT_META).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
     bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))).transpose()
 }
 
-/// Stores a snapshot unless a newer one is already stored.
+fn read_stored(db: &DB) -> Result<Option<StoredSnapshot>, StorageError> {
+    let Some(meta) = read_meta(db)? else { return Ok(None) };
+    let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
+    let data = db.get_cf(cf, KEY_SNAPSHOT_DATA).map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Read, e))?;
+    let data = data
+        .ok_or_else(|| snapshot_error(Some(&meta), ErrorVerb::Read, std::io::Error::other("snapshot data missing")))?;
+    Ok(Some(StoredSnapshot { meta, data }))
+}
+
+/// Stores a snapshot (metadata as JSON, data as raw bytes, one synced batch) unless a newer one
+/// is already stored.
 fn write_stored(db: &DB, lock: &std::sync::Mutex<()>, stored: &StoredSnapshot) -> Result<(), StorageError> {
     let _guard = lock.lock().expect("snapshot write lock");
-    if let Some(current) = read_stored(db)? {
-        if current.meta.last_log_id > stored.meta.last_log_id {
+    if let Some(current) = read_meta(db)? {
+        if current.last_log_id > stored.meta.last_log_id {
             return Ok(());
         }
     }
     let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-    let bytes = serde_json::to_vec(stored).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))?;
+    let meta = serde_json::to_vec(&stored.meta).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf, KEY_SNAPSHOT_META, meta);
+    batch.put_cf(cf, KEY_SNAPSHOT_DATA, &stored.data);
     let mut options = WriteOptions::default();
     options.set_sync(true);
-    db.put_cf_opt(cf, KEY_SNAPSHOT, bytes, &options)
-        .map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))
+    db.write_opt(batch, &options).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -174,9 +186,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 results.push(ApplyResult { outcomes });
             }
+            // Published under the state lock: a reader that saw revision R never gets a watch
+            // "from now" that starts at or below R.
+            self.shared.publish(published);
         }
         metrics::counter!("collective_proposals_applied_total").increment(results.len() as u64);
-        self.shared.publish(published);
         Ok(results)
     }
 

@@ -69,7 +69,6 @@ impl Cluster {
             .args(["--grpc-addr", &self.grpc[index], "--http-addr", &self.http[index]])
             .args(["--initial-cluster", &initial_cluster])
             .args(&self.extra_args)
-            .env("COLLECTIVE_HEARTBEAT_INTERVAL_MS", "100")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
