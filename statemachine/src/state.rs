@@ -397,32 +397,15 @@ impl State {
             return Err(Rejection::LimitReached { what: "users".into(), limit: USERS_MAX as u64 });
         }
         self.check_user_fields(&user_key, spec, false)?;
-        Ok(vec![Event::UserAdded(User {
-            username: spec.username.clone(),
-            display_name: spec.display_name.clone(),
-            email: spec.email.clone(),
-            home_site: spec.home_site,
-            extension: spec.extension.clone(),
-            skills: spec.skills.clone(),
-            licences: spec.licences.clone(),
-            workgroups: BTreeSet::new(),
-        })])
+        Ok(vec![Event::UserAdded(User::from_spec(spec, spec.username.clone(), BTreeSet::new()))])
     }
 
     fn decide_update_user(&self, spec: &UserSpec) -> Result<Vec<Event>, Rejection> {
         let current = self.user(&spec.username)?;
         let user_key = key_of(&current.username);
         self.check_user_fields(&user_key, spec, self.is_spanning(&user_key))?;
-        let updated = User {
-            username: current.username.clone(),
-            display_name: spec.display_name.clone(),
-            email: spec.email.clone(),
-            home_site: spec.home_site,
-            extension: spec.extension.clone(),
-            skills: spec.skills.clone(),
-            licences: spec.licences.clone(),
-            workgroups: current.workgroups.clone(),
-        };
+        // The username keeps the case it was created with; memberships do not change here.
+        let updated = User::from_spec(spec, current.username.clone(), current.workgroups.clone());
         if &updated == current {
             return Ok(vec![]);
         }

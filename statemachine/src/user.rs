@@ -47,6 +47,22 @@ pub struct UserSpec {
     pub licences: BTreeSet<String>,
 }
 
+impl User {
+    /// A user with the caller-supplied fields of `spec`, the given stored username and memberships.
+    pub fn from_spec(spec: &UserSpec, username: String, workgroups: BTreeSet<String>) -> User {
+        User {
+            username,
+            display_name: spec.display_name.clone(),
+            email: spec.email.clone(),
+            home_site: spec.home_site,
+            extension: spec.extension.clone(),
+            skills: spec.skills.clone(),
+            licences: spec.licences.clone(),
+            workgroups,
+        }
+    }
+}
+
 /// The canonical key of a case-insensitive name.
 pub fn key_of(name: &str) -> String {
     name.to_lowercase()

@@ -32,6 +32,16 @@ impl ClusterService {
         pb::MemberListResponse { members }
     }
 
+    /// Checks that this node leads and `id` is a member; returns the voters.
+    fn existing_member(&self, id: u64) -> Result<BTreeSet<u64>, ApiError> {
+        self.require_leader()?;
+        let (voters, nodes) = self.node.members();
+        if !nodes.contains_key(&id) {
+            return Err(ApiError::Rejected(collective_statemachine::Rejection::not_found("member", id)));
+        }
+        Ok(voters)
+    }
+
     fn require_leader(&self) -> Result<(), ApiError> {
         match self.node.leader() {
             Some((leader, _)) if leader == self.node.id => Ok(()),
@@ -113,11 +123,7 @@ impl Cluster for ClusterService {
         request: Request<pb::MemberIdRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         let id = request.into_inner().id;
-        self.require_leader()?;
-        let (voters, nodes) = self.node.members();
-        if !nodes.contains_key(&id) {
-            return Err(ApiError::Rejected(collective_statemachine::Rejection::not_found("member", id)).into());
-        }
+        let voters = self.existing_member(id)?;
         if voters.contains(&id) {
             return Err(ApiError::Rejected(collective_statemachine::Rejection::precondition(
                 "id",
@@ -138,11 +144,7 @@ impl Cluster for ClusterService {
         request: Request<pb::MemberIdRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         let id = request.into_inner().id;
-        self.require_leader()?;
-        let (voters, nodes) = self.node.members();
-        if !nodes.contains_key(&id) {
-            return Err(ApiError::Rejected(collective_statemachine::Rejection::not_found("member", id)).into());
-        }
+        let voters = self.existing_member(id)?;
         if voters.contains(&id) {
             if voters.len() == 1 {
                 return Err(ApiError::Rejected(collective_statemachine::Rejection::precondition(

@@ -29,25 +29,20 @@ fn trusted_access(access: sm::TrustedAccess) -> pb::TrustedAccess {
 
 /// A user with its derived fields (workgroup names, spanning).
 pub fn user(state: &State, user: &sm::User) -> pb::User {
-    pb::User {
-        username: user.username.clone(),
-        display_name: user.display_name.clone(),
-        email: user.email.clone(),
-        home_site: user.home_site,
-        extension: user.extension.clone(),
-        skills: user.skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        licences: user.licences.iter().cloned().collect(),
-        workgroups: user
-            .workgroups
-            .iter()
-            .map(|wg| state.workgroups.get(wg).map(|w| w.name.clone()).unwrap_or_else(|| wg.clone()))
-            .collect(),
-        spanning: state.is_spanning(&sm::user::key_of(&user.username)),
-    }
+    let workgroups = user
+        .workgroups
+        .iter()
+        .map(|wg| state.workgroups.get(wg).map(|w| w.name.clone()).unwrap_or_else(|| wg.clone()))
+        .collect();
+    user_fields(user, workgroups, state.is_spanning(&sm::user::key_of(&user.username)))
 }
 
-/// A user as it appears inside an event (derived fields from the fact only).
+/// A user as it appears inside an event: the fact only, nothing derived from later state.
 fn event_user(user: &sm::User) -> pb::User {
+    user_fields(user, user.workgroups.iter().cloned().collect(), false)
+}
+
+fn user_fields(user: &sm::User, workgroups: Vec<String>, spanning: bool) -> pb::User {
     pb::User {
         username: user.username.clone(),
         display_name: user.display_name.clone(),
@@ -56,8 +51,8 @@ fn event_user(user: &sm::User) -> pb::User {
         extension: user.extension.clone(),
         skills: user.skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         licences: user.licences.iter().cloned().collect(),
-        workgroups: user.workgroups.iter().cloned().collect(),
-        spanning: false,
+        workgroups,
+        spanning,
     }
 }
 
