@@ -173,7 +173,34 @@ pub enum Command {
         /// Interaction id.
         interaction_id: String,
     },
-    /// Nothing but the passage of time (timers fire on it).
+    /// Renumber a site, rewriting every reference to it atomically.
+    ChangeSiteId {
+        /// Current id.
+        old: SiteId,
+        /// New id (must be free).
+        new: SiteId,
+    },
+    /// A site connects: grant (or re-grant) its lease.
+    GrantLease {
+        /// The site.
+        site: SiteId,
+        /// Time-to-live in ms.
+        ttl_ms: u64,
+    },
+    /// A connected site keeps its lease alive for another TTL.
+    KeepAlive {
+        /// The site.
+        site: SiteId,
+    },
+    /// A site disconnects cleanly: its lease ends and its users are logged off.
+    RevokeLease {
+        /// The site.
+        site: SiteId,
+    },
+    /// A new leader extends every lease by its TTL, so a leader change never expires a healthy
+    /// lease (keepalives may have been lost while there was no leader).
+    RenewLeases,
+    /// Nothing but the passage of time: leases due at the entry time expire.
     Tick,
 }
 
@@ -196,6 +223,11 @@ impl Command {
             Command::LogOff { .. } => "LogOff",
             Command::StartInteraction { .. } => "StartInteraction",
             Command::EndInteraction { .. } => "EndInteraction",
+            Command::ChangeSiteId { .. } => "ChangeSiteId",
+            Command::GrantLease { .. } => "GrantLease",
+            Command::KeepAlive { .. } => "KeepAlive",
+            Command::RevokeLease { .. } => "RevokeLease",
+            Command::RenewLeases => "RenewLeases",
             Command::Tick => "Tick",
         }
     }

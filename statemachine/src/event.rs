@@ -118,6 +118,36 @@ pub enum Event {
         /// Interaction id.
         interaction_id: String,
     },
+    /// A site was renumbered; every reference to `old` now names `new`.
+    SiteIdChanged {
+        /// Former id.
+        old: SiteId,
+        /// New id.
+        new: SiteId,
+    },
+    /// A site's lease was granted (or re-granted).
+    LeaseGranted {
+        /// The site.
+        site: SiteId,
+        /// Time-to-live.
+        ttl_ms: u64,
+        /// When it expires unless kept alive.
+        expires_at_ms: u64,
+    },
+    /// A site's lease was kept alive (or extended by a new leader).
+    LeaseRenewed {
+        /// The site.
+        site: SiteId,
+        /// New expiry.
+        expires_at_ms: u64,
+    },
+    /// A site's lease ended: it expired, or the site revoked it.
+    LeaseEnded {
+        /// The site.
+        site: SiteId,
+        /// `expired` or `revoked`.
+        reason: String,
+    },
 }
 
 impl Event {
@@ -141,6 +171,10 @@ impl Event {
             Event::UserLoggedOff { .. } => "UserLoggedOff",
             Event::InteractionStarted { .. } => "InteractionStarted",
             Event::InteractionEnded { .. } => "InteractionEnded",
+            Event::SiteIdChanged { .. } => "SiteIdChanged",
+            Event::LeaseGranted { .. } => "LeaseGranted",
+            Event::LeaseRenewed { .. } => "LeaseRenewed",
+            Event::LeaseEnded { .. } => "LeaseEnded",
         }
     }
 
@@ -180,7 +214,11 @@ impl Event {
             Event::SiteAdded(site) => Some(site.id),
             Event::SiteActiveChanged { site, .. }
             | Event::UserLoggedOn { site, .. }
-            | Event::UserLoggedOff { site, .. } => Some(*site),
+            | Event::UserLoggedOff { site, .. }
+            | Event::LeaseGranted { site, .. }
+            | Event::LeaseRenewed { site, .. }
+            | Event::LeaseEnded { site, .. } => Some(*site),
+            Event::SiteIdChanged { new, .. } => Some(*new),
             Event::UserAdded(user) | Event::UserUpdated(user) => Some(user.home_site),
             _ => None,
         }

@@ -7,7 +7,7 @@
 //!
 //! Reading order:
 //! - [`limits`]: every limit, named, units last.
-//! - [`site`], [`user`], [`workgroup`], [`catalog`], [`presence`]: the entities.
+//! - [`site`], [`user`], [`workgroup`], [`catalog`], [`presence`], [`lease`]: the entities.
 //! - [`command`]: what callers ask for; [`event`]: the facts `apply` records.
 //! - [`rejection`]: why a command is refused.
 //! - [`validate`]: syntax and limits, checked at the edge before proposal.
@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod command;
 pub mod directory;
 pub mod event;
+pub mod lease;
 pub mod limits;
 pub mod presence;
 pub mod rejection;
@@ -32,6 +33,7 @@ pub use catalog::{StatusDef, StatusGroup};
 pub use command::{Batch, Command, Envelope, Principal, Proposal, SiteSpec};
 pub use directory::{Entry, Resolution, SearchQuery};
 pub use event::{Event, EventRecord};
+pub use lease::Lease;
 pub use presence::{Logon, Presence};
 pub use rejection::Rejection;
 pub use site::{Site, SiteId, TrustedAccess};

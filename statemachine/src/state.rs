@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{seed_catalog, StatusDef, STATUS_INITIAL};
 use crate::command::{Batch, Command, Envelope, Principal, SiteSpec};
 use crate::event::{Event, EventRecord};
+use crate::lease::{Lease, LOGOFF_REASON_SITE_UNREACHABLE};
 use crate::limits::*;
 use crate::presence::{Logon, Presence};
 use crate::rejection::Rejection;
@@ -49,6 +50,9 @@ pub struct State {
     pub catalog: BTreeMap<String, StatusDef>,
     /// Presence by lowercase username; exactly one per user.
     pub presence: BTreeMap<String, Presence>,
+    /// Live site leases by site id.
+    #[serde(default)]
+    pub leases: BTreeMap<SiteId, Lease>,
 }
 
 impl Default for State {
@@ -71,7 +75,14 @@ impl State {
             workgroups: BTreeMap::new(),
             catalog: seed_catalog().into_iter().map(|def| (def.key.clone(), def)).collect(),
             presence: BTreeMap::new(),
+            leases: BTreeMap::new(),
         }
+    }
+
+    /// The earliest entry time at which a lease expires, if any lease is live: the leader
+    /// proposes a `Tick` once its clock passes it.
+    pub fn next_lease_expiry_ms(&self) -> Option<u64> {
+        self.leases.values().map(|lease| lease.expires_at_ms).min()
     }
 
     /// Applies one stamped command: the events it produced, numbered, or why it was refused.
@@ -354,7 +365,51 @@ impl State {
                     interaction_id: interaction_id.clone(),
                 }])
             }
-            Command::Tick => Ok(vec![]),
+            Command::ChangeSiteId { old, new } => {
+                self.site(*old)?;
+                if self.sites.contains_key(new) {
+                    return Err(Rejection::exists("site", "id", new));
+                }
+                Ok(vec![Event::SiteIdChanged { old: *old, new: *new }])
+            }
+            Command::GrantLease { site, ttl_ms } => {
+                if !self.site(*site)?.active {
+                    return Err(Rejection::precondition("site", format!("site {site} is not active")));
+                }
+                Ok(vec![Event::LeaseGranted { site: *site, ttl_ms: *ttl_ms, expires_at_ms: at_ms + ttl_ms }])
+            }
+            Command::KeepAlive { site } => {
+                self.site(*site)?;
+                // A lease past its expiry is gone even before the Tick that ends it is applied.
+                match self.leases.get(site) {
+                    Some(lease) if lease.expires_at_ms > at_ms => {
+                        Ok(vec![Event::LeaseRenewed { site: *site, expires_at_ms: at_ms + lease.ttl_ms }])
+                    }
+                    _ => Err(Rejection::NotFound {
+                        kind: "lease".into(),
+                        key: format!("site {site} (grant a new lease)"),
+                    }),
+                }
+            }
+            Command::RevokeLease { site } => {
+                self.site(*site)?;
+                if !self.leases.contains_key(site) {
+                    return Err(Rejection::not_found("lease", format!("site {site}")));
+                }
+                Ok(self.lease_end_events(*site, "revoked"))
+            }
+            Command::RenewLeases => Ok(self
+                .leases
+                .iter()
+                .filter(|(_, lease)| lease.expires_at_ms < at_ms + lease.ttl_ms)
+                .map(|(site, lease)| Event::LeaseRenewed { site: *site, expires_at_ms: at_ms + lease.ttl_ms })
+                .collect()),
+            Command::Tick => Ok(self
+                .leases
+                .iter()
+                .filter(|(_, lease)| lease.expires_at_ms <= at_ms)
+                .flat_map(|(site, _)| self.lease_end_events(*site, "expired"))
+                .collect()),
         }
     }
 
@@ -465,6 +520,22 @@ impl State {
         let still_spanning = user.workgroups.iter().any(|wg| *wg != wg_key && self.workgroups[wg].spans_sites);
         if workgroup.spans_sites && !still_spanning {
             events.push(Event::UserStoppedSpanning { username: user.username.clone() });
+        }
+        events
+    }
+
+    /// The lease of `site` ends: every user logged on there is logged off as unreachable.
+    fn lease_end_events(&self, site: SiteId, reason: &str) -> Vec<Event> {
+        let mut events = vec![Event::LeaseEnded { site, reason: reason.to_string() }];
+        for (user_key, presence) in &self.presence {
+            if let Some(logon) = presence.logon.as_ref().filter(|logon| logon.site == site) {
+                events.extend(self.logoff_events(
+                    &self.users[user_key],
+                    presence,
+                    logon,
+                    LOGOFF_REASON_SITE_UNREACHABLE,
+                ));
+            }
         }
         events
     }
@@ -607,6 +678,19 @@ impl State {
                     presence.revision = revision;
                 }
             }
+            Event::SiteIdChanged { old, new } => self.fold_site_id_changed(*old, *new),
+            Event::LeaseGranted { site, ttl_ms, expires_at_ms } => {
+                self.leases
+                    .insert(*site, Lease { ttl_ms: *ttl_ms, granted_at_ms: at_ms, expires_at_ms: *expires_at_ms });
+            }
+            Event::LeaseRenewed { site, expires_at_ms } => {
+                if let Some(lease) = self.leases.get_mut(site) {
+                    lease.expires_at_ms = *expires_at_ms;
+                }
+            }
+            Event::LeaseEnded { site, .. } => {
+                self.leases.remove(site);
+            }
             Event::InteractionEnded { username, interaction_id } => {
                 if let Some(presence) = self.presence.get_mut(&key_of(username)) {
                     presence.interactions.remove(interaction_id);
@@ -614,6 +698,25 @@ impl State {
                     presence.revision = revision;
                 }
             }
+        }
+    }
+
+    /// Rewrites every reference to site `old` (the site itself, its name index, users' home and
+    /// current site, its lease) to `new`, in one fold: readers never see half of it.
+    fn fold_site_id_changed(&mut self, old: SiteId, new: SiteId) {
+        if let Some(mut site) = self.sites.remove(&old) {
+            site.id = new;
+            self.site_names.insert(key_of(&site.name), new);
+            self.sites.insert(new, site);
+        }
+        for user in self.users.values_mut().filter(|user| user.home_site == old) {
+            user.home_site = new;
+        }
+        for logon in self.presence.values_mut().filter_map(|p| p.logon.as_mut()).filter(|logon| logon.site == old) {
+            logon.site = new;
+        }
+        if let Some(lease) = self.leases.remove(&old) {
+            self.leases.insert(new, lease);
         }
     }
 
@@ -716,6 +819,10 @@ impl State {
         }
         for (id, site) in &self.sites {
             assert_eq!(*id, site.id, "site keyed {id} has id {}", site.id);
+        }
+        for (site, lease) in &self.leases {
+            assert!(self.sites.contains_key(site), "lease of missing site {site}");
+            assert!(lease.expires_at_ms >= lease.granted_at_ms, "lease of site {site} expires before it was granted");
         }
         for (wg_key, workgroup) in &self.workgroups {
             assert_eq!(*wg_key, key_of(&workgroup.name), "workgroup keyed {wg_key:?} is named {:?}", workgroup.name);

@@ -4,6 +4,7 @@
 
 use crate::catalog::StatusDef;
 use crate::command::{Command, SiteSpec};
+use crate::lease::{LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN};
 use crate::limits::*;
 use crate::rejection::Rejection;
 use crate::user::UserSpec;
@@ -50,7 +51,26 @@ pub fn validate(command: &Command) -> Checked {
             self::username("username", username)?;
             text("interaction_id", interaction_id, 1, INTERACTION_ID_CHARS_MAX)
         }
-        Command::Tick => Ok(()),
+        Command::ChangeSiteId { old, new } => {
+            site_id("old", *old)?;
+            site_id("new", *new)?;
+            if old == new {
+                return Err(Rejection::invalid("new", "equals the current id"));
+            }
+            Ok(())
+        }
+        Command::GrantLease { site, ttl_ms } => {
+            site_id("site", *site)?;
+            if !(LEASE_TTL_MS_MIN..=LEASE_TTL_MS_MAX).contains(ttl_ms) {
+                return Err(Rejection::invalid(
+                    "ttl_ms",
+                    format!("{ttl_ms} is outside {LEASE_TTL_MS_MIN}..={LEASE_TTL_MS_MAX}"),
+                ));
+            }
+            Ok(())
+        }
+        Command::KeepAlive { site } | Command::RevokeLease { site } => site_id("site", *site),
+        Command::RenewLeases | Command::Tick => Ok(()),
     }
 }
 
