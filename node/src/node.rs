@@ -28,6 +28,9 @@ pub const PROPOSALS_PER_BATCH_MAX: usize = 1_024;
 /// queue and form the next, larger batch: one fsync then covers many writes.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
+/// How often the leader looks for due timers (lease expiry); expiry lags the TTL by at most this.
+pub const TIMER_CHECK_INTERVAL_MS: u64 = 100;
+
 /// A command waiting to be batched, with the caller waiting for its outcome.
 struct Pending {
     proposal: Proposal,
@@ -84,7 +87,44 @@ impl Node {
         let node =
             Arc::new(Node { id: config.id, raft, shared, config, peers, last_stamp_ms: AtomicU64::new(0), proposals });
         tokio::spawn(node.clone().propose_batches(queue));
+        tokio::spawn(node.clone().run_timers());
         Ok(node)
+    }
+
+    /// On the leader: when a new term starts, extend every lease (keepalives may have been lost
+    /// while there was no leader); then propose a `Tick` whenever a lease is due. Followers only
+    /// watch: expiry is decided by the Tick's entry time, identically on every replica.
+    async fn run_timers(self: Arc<Self>) {
+        let mut renewed_in_term = None;
+        let mut interval = tokio::time::interval(Duration::from_millis(TIMER_CHECK_INTERVAL_MS));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let (leader, term) = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow();
+                (metrics.current_leader, metrics.current_term)
+            };
+            if leader != Some(self.id) {
+                renewed_in_term = None;
+                continue;
+            }
+            if renewed_in_term != Some(term) {
+                match self.write_as_leader(Principal::System, Command::RenewLeases).await {
+                    Ok(_) => renewed_in_term = Some(term),
+                    Err(error) => {
+                        tracing::warn!(%error, "renewing leases after election");
+                        continue;
+                    }
+                }
+            }
+            let due = self.shared.state.read().expect("state lock").next_lease_expiry_ms();
+            if due.is_some_and(|due| due <= now_ms()) {
+                if let Err(error) = self.write_as_leader(Principal::System, Command::Tick).await {
+                    tracing::warn!(%error, "proposing a tick for due leases");
+                }
+            }
+        }
     }
 
     /// Turns queued commands into batched log entries, at most `BATCHES_IN_FLIGHT_MAX` at once.

@@ -153,6 +153,14 @@ pub fn event(record: &EventRecord) -> pb::Event {
             username: username.clone(),
             interaction_id: interaction_id.clone(),
         }),
+        Event::SiteIdChanged { old, new } => Body::SiteIdChanged(pb::SiteIdChanged { old: *old, new: *new }),
+        Event::LeaseGranted { site, ttl_ms, expires_at_ms } => {
+            Body::LeaseGranted(pb::LeaseGranted { site: *site, ttl_ms: *ttl_ms, expires_at_ms: *expires_at_ms })
+        }
+        Event::LeaseRenewed { site, expires_at_ms } => {
+            Body::LeaseRenewed(pb::LeaseRenewed { site: *site, expires_at_ms: *expires_at_ms })
+        }
+        Event::LeaseEnded { site, reason } => Body::LeaseEnded(pb::LeaseEnded { site: *site, reason: reason.clone() }),
     };
     pb::Event {
         revision: record.revision,

@@ -7,6 +7,7 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Pass
 use argon2::Argon2;
 use collective_proto::v1 as pb;
 use collective_proto::v1::directory_server::Directory;
+use collective_statemachine::lease::LEASE_TTL_MS_DEFAULT;
 use collective_statemachine::{limits, user::key_of, Command, SearchQuery, SiteSpec, TrustedAccess};
 use tonic::{Request, Response, Status};
 
@@ -99,13 +100,14 @@ impl Directory for DirectoryService {
     async fn check_site(&self, request: Request<pb::CheckSiteRequest>) -> Reply<pb::CheckSiteResponse> {
         let request = request.into_inner();
         collective_statemachine::validate::site_id("id", request.id).map_err(ApiError::from)?;
-        let site = read(&self.node, false, |state| Ok(state.sites.get(&request.id).cloned())).await?;
-        let Some(site) = site else {
+        let found = read(&self.node, false, |state| {
+            Ok(state.sites.get(&request.id).map(|site| (site.clone(), state.leases.get(&request.id).copied())))
+        })
+        .await?;
+        let Some((site, lease)) = found else {
             return Ok(Response::new(pb::CheckSiteResponse {
-                exists: false,
-                password_ok: false,
-                active: false,
                 message: format!("site {} does not exist", request.id),
+                ..Default::default()
             }));
         };
         let hash = site.password_hash.clone();
@@ -117,12 +119,59 @@ impl Directory for DirectoryService {
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let message = match (password_ok, site.active) {
-            (false, _) => format!("site {} exists but the password is wrong", site.id),
-            (true, false) => format!("site {} exists and the password is right, but the site is not active", site.id),
-            (true, true) => format!("site {} exists, the password is right and the site is active", site.id),
+        // Whether the lease is alive is a question about now: the edge clock answers it, even
+        // before the Tick that will end an overdue lease is applied.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let lease_alive = lease.is_some_and(|lease| lease.expires_at_ms > now_ms);
+        let mut problems = Vec::new();
+        if !password_ok {
+            problems.push("the password is wrong".to_string());
+        }
+        if !site.active {
+            problems.push("the site is not active".to_string());
+        }
+        match lease {
+            None => problems.push("the site has no lease (it is not connected)".to_string()),
+            Some(lease) if !lease_alive => problems.push(format!("its lease expired at {} ms", lease.expires_at_ms)),
+            Some(_) => {}
+        }
+        let message = if problems.is_empty() {
+            format!("site {} exists, the password is right, the site is active and its lease is alive", site.id)
+        } else {
+            format!("site {} exists but {}", site.id, problems.join(", "))
         };
-        Ok(Response::new(pb::CheckSiteResponse { exists: true, password_ok, active: site.active, message }))
+        Ok(Response::new(pb::CheckSiteResponse {
+            exists: true,
+            password_ok,
+            active: site.active,
+            message,
+            lease_alive,
+            lease_granted_at_ms: lease.map(|l| l.granted_at_ms).unwrap_or(0),
+            lease_expires_at_ms: lease.map(|l| l.expires_at_ms).unwrap_or(0),
+            lease_ttl_ms: lease.map(|l| l.ttl_ms).unwrap_or(0),
+        }))
+    }
+
+    async fn change_site_id(&self, request: Request<pb::ChangeSiteIdRequest>) -> Reply<pb::WriteResponse> {
+        let request = request.into_inner();
+        self.write(Command::ChangeSiteId { old: request.old, new: request.new }).await
+    }
+
+    async fn grant_lease(&self, request: Request<pb::GrantLeaseRequest>) -> Reply<pb::WriteResponse> {
+        let request = request.into_inner();
+        let ttl_ms = if request.ttl_ms == 0 { LEASE_TTL_MS_DEFAULT } else { request.ttl_ms };
+        self.write(Command::GrantLease { site: request.site, ttl_ms }).await
+    }
+
+    async fn keep_alive(&self, request: Request<pb::KeepAliveRequest>) -> Reply<pb::WriteResponse> {
+        self.write(Command::KeepAlive { site: request.into_inner().site }).await
+    }
+
+    async fn revoke_lease(&self, request: Request<pb::RevokeLeaseRequest>) -> Reply<pb::WriteResponse> {
+        self.write(Command::RevokeLease { site: request.into_inner().site }).await
     }
 
     async fn add_user(&self, request: Request<pb::UserRequest>) -> Reply<pb::WriteResponse> {

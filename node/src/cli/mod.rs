@@ -188,6 +188,21 @@ pub enum SiteCommand {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// Connect as the site: grant its lease and keep it alive until stopped (Ctrl-C revokes it;
+    /// a killed process lets it expire, logging the site's users off as unreachable).
+    Lease {
+        id: u32,
+        /// Lease time-to-live in ms.
+        #[arg(long, default_value_t = collective_statemachine::lease::LEASE_TTL_MS_DEFAULT)]
+        ttl_ms: u64,
+        /// Grant once and exit, without keepalives.
+        #[arg(long)]
+        once: bool,
+    },
+    /// End a site's lease now (its users are logged off as unreachable).
+    Revoke { id: u32 },
+    /// Renumber a site; every reference to it is rewritten in one step.
+    ChangeId { old: u32, new: u32 },
     /// Mark a site active or inactive.
     SetActive {
         id: u32,
@@ -400,6 +415,46 @@ fn user_of(fields: UserFields) -> anyhow::Result<pb::User> {
     })
 }
 
+/// Grants a site's lease and keeps it alive every third of its TTL until Ctrl-C, which revokes it.
+/// A keepalive that finds the lease gone (it expired while unreachable) grants a new one.
+async fn site_lease(client: &Client, site: u32, ttl_ms: u64, once: bool, format: Format) -> anyhow::Result<()> {
+    let grant = || {
+        client
+            .call(|c| async move { DirectoryClient::new(c).grant_lease(pb::GrantLeaseRequest { site, ttl_ms }).await })
+    };
+    let response = grant().await?;
+    print(format, &response.into_inner(), Some("events"));
+    if once {
+        return Ok(());
+    }
+    eprintln!(
+        "site {site}: lease granted for {ttl_ms} ms; keeping it alive every {} ms (Ctrl-C revokes it)",
+        ttl_ms / 3
+    );
+    let mut interval = tokio::time::interval(Duration::from_millis(ttl_ms / 3));
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let kept = client.call(|c| async move { DirectoryClient::new(c).keep_alive(pb::KeepAliveRequest { site }).await }).await;
+                match kept {
+                    Ok(_) => {}
+                    Err(status) if status.code() == tonic::Code::NotFound => {
+                        eprintln!("site {site}: lease was gone ({}); granting a new one", status.message());
+                        grant().await?;
+                    }
+                    Err(status) => eprintln!("site {site}: keepalive failed: {}", describe(&status)),
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                client.call(|c| async move { DirectoryClient::new(c).revoke_lease(pb::RevokeLeaseRequest { site }).await }).await?;
+                eprintln!("site {site}: lease revoked");
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// Formats a gRPC error for a person: the code, the message and the machine reason.
 pub fn describe(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
@@ -533,6 +588,19 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                     })
                     .await?;
                 print(format, &response.into_inner(), None);
+            }
+            SiteCommand::Lease { id, ttl_ms, once } => site_lease(client, id, ttl_ms, once, format).await?,
+            SiteCommand::Revoke { id } => {
+                let response = client
+                    .call(|c| async move { dir(c).revoke_lease(pb::RevokeLeaseRequest { site: id }).await })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
+            }
+            SiteCommand::ChangeId { old, new } => {
+                let response = client
+                    .call(|c| async move { dir(c).change_site_id(pb::ChangeSiteIdRequest { old, new }).await })
+                    .await?;
+                print(format, &response.into_inner(), Some("events"));
             }
             SiteCommand::SetActive { id, active } => {
                 let response = client
