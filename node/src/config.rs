@@ -38,6 +38,10 @@ pub struct NodeConfig {
     pub watch_history_events_max: u64,
     /// Deadline of a forwarded write or read-index request to the leader.
     pub forward_timeout_ms: u64,
+    /// Presence history older than this is forgotten.
+    pub history_max_age_ms: u64,
+    /// About this many presence versions are kept at most (older ones go first).
+    pub history_versions_max: u64,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +61,8 @@ impl Default for NodeConfig {
             snapshot_after_entries: 20_000,
             watch_history_events_max: 100_000,
             forward_timeout_ms: 5_000,
+            history_max_age_ms: 7 * 24 * 3_600_000,
+            history_versions_max: 20_000_000,
         }
     }
 }
@@ -145,6 +151,12 @@ impl NodeConfig {
         }
         if !(10..=10_000_000).contains(&self.watch_history_events_max) {
             anyhow::bail!("watch_history_events_max: must be within 10..=10000000");
+        }
+        if self.history_max_age_ms < 60_000 {
+            anyhow::bail!("history_max_age_ms: must be at least 60000 (one minute)");
+        }
+        if self.history_versions_max < 1_000 {
+            anyhow::bail!("history_versions_max: must be at least 1000");
         }
         if self.forward_timeout_ms < 100 {
             anyhow::bail!("forward_timeout_ms: must be at least 100");

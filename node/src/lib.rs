@@ -6,6 +6,7 @@
 //! - [`raft_types`]: the openraft type configuration.
 //! - [`shared`]: applied state and event history shared by Raft and the services.
 //! - [`store`]: RocksDB log store and state machine (durable appends, snapshots).
+//! - [`history`]: the presence history index in RocksDB (past presence, availability, durations).
 //! - [`network`]: the Raft transport over tonic; [`raft_service`]: its server side.
 //! - [`node`]: one member: stamping, proposing, forwarding, read barriers, bootstrap.
 //! - [`api`]: the client gRPC services and the error mapping.
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod history;
 pub mod network;
 pub mod node;
 pub mod raft_service;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::error::ApiError;
 use crate::config::NodeConfig;
+use crate::history::HistoryStore;
 use crate::network::{Network, Peers};
 use crate::raft_service::Forwarded;
 use crate::raft_types::{Applied, NodeId, Raft};
@@ -28,6 +29,8 @@ pub const PROPOSALS_PER_BATCH_MAX: usize = 1_024;
 /// queue and form the next, larger batch: one fsync then covers many writes.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
+/// How often each node prunes its presence history.
+pub const HISTORY_PRUNE_INTERVAL_MS: u64 = 60_000;
 /// How often the leader looks for due timers (lease expiry); expiry lags the TTL by at most this.
 pub const TIMER_CHECK_INTERVAL_MS: u64 = 100;
 
@@ -53,6 +56,8 @@ pub struct Node {
     last_stamp_ms: AtomicU64,
     /// Commands waiting for the proposer task (leader only).
     proposals: mpsc::Sender<Pending>,
+    /// This node's presence history index.
+    pub history: Arc<HistoryStore>,
 }
 
 fn now_ms() -> u64 {
@@ -65,7 +70,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", config.data_dir.display()))?;
         let shared = Arc::new(Shared::new(config.watch_history_events_max as usize));
-        let (log_store, state_machine) = store::open(&config.data_dir, shared.clone()).await?;
+        let (log_store, state_machine, history) = store::open(&config.data_dir, shared.clone()).await?;
         let raft_config = openraft::Config {
             cluster_name: "collective".into(),
             heartbeat_interval: config.heartbeat_interval_ms,
@@ -84,11 +89,44 @@ impl Node {
         let network = Network { peers: peers.clone() };
         let raft = Raft::new(config.id, raft_config, network, log_store, state_machine).await?;
         let (proposals, queue) = mpsc::channel(PROPOSALS_QUEUED_MAX);
-        let node =
-            Arc::new(Node { id: config.id, raft, shared, config, peers, last_stamp_ms: AtomicU64::new(0), proposals });
+        let node = Arc::new(Node {
+            id: config.id,
+            raft,
+            shared,
+            config,
+            peers,
+            last_stamp_ms: AtomicU64::new(0),
+            proposals,
+            history,
+        });
+        tokio::spawn(node.clone().prune_history());
         tokio::spawn(node.clone().propose_batches(queue));
         tokio::spawn(node.clone().run_timers());
         Ok(node)
+    }
+
+    /// Keeps the history within `history_max_age_ms` and about `history_versions_max` versions.
+    /// Each node prunes its own index: history is local, derived from the applied log.
+    async fn prune_history(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(Duration::from_millis(HISTORY_PRUNE_INTERVAL_MS));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let now = now_ms();
+            let mut cutoff = now.saturating_sub(self.config.history_max_age_ms);
+            if self.history.approximate_versions() > self.config.history_versions_max {
+                // Over the count bound: forget the older half of what is retained.
+                let oldest = self.history.oldest_ms().unwrap_or(0);
+                cutoff = cutoff.max(oldest + (now.saturating_sub(oldest)) / 2);
+            }
+            let history = self.history.clone();
+            match tokio::task::spawn_blocking(move || history.prune(cutoff)).await {
+                Ok(Ok(deleted)) if deleted > 0 => tracing::info!(deleted, cutoff, "pruned presence history"),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "pruning presence history"),
+                Err(error) => tracing::warn!(%error, "pruning presence history"),
+            }
+        }
     }
 
     /// On the leader: when a new term starts, extend every lease (keepalives may have been lost

@@ -8,12 +8,14 @@ use axum::routing::get;
 use collective_proto::raft::raft_server::RaftServer;
 use collective_proto::v1::cluster_server::ClusterServer;
 use collective_proto::v1::directory_server::DirectoryServer;
+use collective_proto::v1::history_server::HistoryServer;
 use collective_proto::v1::presences_server::PresencesServer;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tonic_health::ServingStatus;
 
 use crate::api::cluster::ClusterService;
 use crate::api::directory::DirectoryService;
+use crate::api::history::HistoryService;
 use crate::api::presence::PresenceService;
 use crate::config::NodeConfig;
 use crate::network::PEER_MESSAGE_BYTES_MAX;
@@ -56,6 +58,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .add_service(DirectoryServer::new(DirectoryService { node: node.clone() }))
         .add_service(PresencesServer::new(PresenceService::new(node.clone())))
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(HistoryServer::new(HistoryService { node: node.clone() }))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

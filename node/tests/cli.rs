@@ -63,6 +63,15 @@ async fn operator_workflow_through_the_cli() {
     let watched = ok(&cluster, &["-w", "json", "status", "watch", "--from-revision", "1", "--count", "3"]);
     assert_eq!(watched.lines().count(), 3, "{watched}");
 
+    let past = ok(&cluster, &["history", "presence", "jo"]);
+    assert!(past.contains("status_key: At Lunch") && past.contains("found: true"), "{past}");
+    let durations = ok(&cluster, &["-w", "json", "history", "durations", "jo", "--seconds", "600"]);
+    let durations: serde_json::Value = serde_json::from_str(&durations).unwrap();
+    assert!(durations["ms_by_status"]["Available"].as_u64().is_some(), "{durations}");
+    // Further back than the retention (7 days by default) is a clear error naming the oldest time.
+    let (success, _, stderr) = cli(&cluster, &["history", "presence", "jo", "--at-ms", "1"]);
+    assert!(!success && stderr.contains("OutOfRange") && stderr.contains("HISTORY_COMPACTED"), "{stderr}");
+
     let (success, _, stderr) = cli(&cluster, &["site", "add", "--id", "1000", "--name", "X", "--phone", "1"]);
     assert!(!success);
     assert!(stderr.contains("InvalidArgument") && stderr.contains("site.id"), "{stderr}");

@@ -74,6 +74,13 @@ async fn leader_kill_loses_no_acknowledged_write_and_restarted_node_catches_up()
     let serializable = pb::SearchRequest { limit: 0, serializable: true, ..Default::default() };
     let entries = cluster.directory(leader).await.search(serializable).await.unwrap().into_inner().entries;
     assert_eq!(entries.len(), 30);
+    // Its history kept what it had and learned what it missed.
+    use collective_proto::v1::history_client::HistoryClient;
+    for username in ["agent3", "agent27"] {
+        let request = pb::PresenceAtRequest { username: username.into(), at_ms: u64::MAX / 2, serializable: true };
+        let answer = HistoryClient::new(cluster.channel(leader).await).presence_at(request).await.unwrap().into_inner();
+        assert!(answer.found, "restarted member's history lacks {username}");
+    }
 }
 
 /// The vendor's "Test workgroup member" checklist (seeds/cic-multi-site.txt).
@@ -310,6 +317,15 @@ async fn new_member_receives_a_snapshot_after_compaction_then_is_promoted_and_re
     }
     let joined = cluster.status(joiner).await;
     assert!(joined.snapshot_index > 0, "the new member caught up without a snapshot: {joined:?}");
+    // Its history starts at the snapshot: later times answer, earlier ones are OUT_OF_RANGE.
+    use collective_proto::v1::history_client::HistoryClient;
+    let mut history = HistoryClient::new(cluster.channel(joiner).await);
+    let now = pb::PresenceAtRequest { username: "agent7".into(), at_ms: u64::MAX / 2, serializable: true };
+    let answer = history.presence_at(now).await.unwrap().into_inner();
+    assert!(answer.found && answer.status_key == "Available", "{answer:?}");
+    let early = pb::PresenceAtRequest { username: "agent7".into(), at_ms: 1, serializable: true };
+    let status = history.presence_at(early).await.unwrap_err();
+    assert_eq!((status.code(), common::reason(&status)), (tonic::Code::OutOfRange, "HISTORY_COMPACTED".to_string()));
 
     let members =
         admin.member_remove(pb::MemberIdRequest { id: joiner as u64 + 1 }).await.unwrap().into_inner().members;

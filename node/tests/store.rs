@@ -21,7 +21,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = TempDir::new().expect("temp dir");
-        let (log_store, state_machine) =
+        let (log_store, state_machine, _history) =
             store::open(dir.path(), Arc::new(Shared::new(1_000))).await.expect("open store");
         Ok((dir, log_store, state_machine))
     }
@@ -37,7 +37,7 @@ fn add_workgroup(name: &str) -> Command {
 }
 
 async fn single_node(dir: &std::path::Path, shared: Arc<Shared>) -> Raft {
-    let (log, sm) = store::open(dir, shared).await.unwrap();
+    let (log, sm, _history) = store::open(dir, shared).await.unwrap();
     let config = Arc::new(
         openraft::Config {
             heartbeat_interval: 50,

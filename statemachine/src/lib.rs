@@ -13,12 +13,14 @@
 //! - [`validate`]: syntax and limits, checked at the edge before proposal.
 //! - [`state`]: the views, `apply` (decide, then fold) and `check_invariants`.
 //! - [`directory`]: read-only views: per-site visibility, search, extension resolution.
+//! - [`history`]: the presence versions the node's history index records after each change.
 #![deny(missing_docs)]
 
 pub mod catalog;
 pub mod command;
 pub mod directory;
 pub mod event;
+pub mod history;
 pub mod lease;
 pub mod limits;
 pub mod presence;

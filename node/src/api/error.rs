@@ -35,6 +35,14 @@ pub enum ApiError {
         /// The oldest revision a watch may start at.
         oldest: u64,
     },
+    /// A history question about a time before this node's retained history.
+    #[error("{asked_ms} ms is before the retained history, which starts at {oldest_ms} ms")]
+    HistoryCompacted {
+        /// The time asked about.
+        asked_ms: u64,
+        /// The earliest time answered.
+        oldest_ms: u64,
+    },
     /// A bug or storage failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -44,6 +52,17 @@ impl ApiError {
     /// An `InvalidArgument` rejection for a field.
     pub fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
         ApiError::Rejected(Rejection::invalid(field, reason))
+    }
+}
+
+impl From<crate::history::HistoryError> for ApiError {
+    fn from(error: crate::history::HistoryError) -> ApiError {
+        match error {
+            crate::history::HistoryError::Compacted { asked_ms, oldest_ms } => {
+                ApiError::HistoryCompacted { asked_ms, oldest_ms }
+            }
+            crate::history::HistoryError::Storage(message) => ApiError::Internal(message),
+        }
     }
 }
 
@@ -108,6 +127,9 @@ impl From<ApiError> for tonic::Status {
                 tonic::Code::OutOfRange,
                 info("REVISION_COMPACTED", vec![("compact_revision".into(), oldest.to_string())]),
             ),
+            ApiError::HistoryCompacted { oldest_ms, .. } => {
+                (tonic::Code::OutOfRange, info("HISTORY_COMPACTED", vec![("oldest_ms".into(), oldest_ms.to_string())]))
+            }
             ApiError::Internal(_) => (tonic::Code::Internal, info("INTERNAL", vec![])),
         };
         tonic::Status::with_error_details(code, message, details)

@@ -2,12 +2,13 @@
 //!
 //! - [`error`]: `ApiError` and its single mapping to gRPC status codes.
 //! - [`convert`]: wire ⇄ domain conversions.
-//! - [`directory`], [`presence`], [`cluster`]: the services.
+//! - [`directory`], [`presence`], [`history`], [`cluster`]: the services.
 
 pub mod cluster;
 pub mod convert;
 pub mod directory;
 pub mod error;
+pub mod history;
 pub mod presence;
 
 use collective_statemachine::{Principal, State};

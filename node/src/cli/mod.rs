@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use collective_proto::v1 as pb;
 use collective_proto::v1::cluster_client::ClusterClient;
 use collective_proto::v1::directory_client::DirectoryClient;
+use collective_proto::v1::history_client::HistoryClient;
 use collective_proto::v1::presences_client::PresencesClient;
 use tokio_stream::StreamExt;
 
@@ -94,6 +95,11 @@ pub enum Command {
     Extension {
         #[command(subcommand)]
         command: ExtensionCommand,
+    },
+    /// The past: presence at a time, who was available, time per status.
+    History {
+        #[command(subcommand)]
+        command: HistoryCommand,
     },
     /// Benchmarks against a running cluster.
     Bench {
@@ -360,6 +366,56 @@ pub enum DirectoryCommand {
         group: String,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+    },
+}
+
+/// A point in time: ms since the epoch, or seconds ago.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct At {
+    /// Milliseconds since the epoch.
+    #[arg(long, conflicts_with = "ago_seconds")]
+    at_ms: Option<u64>,
+    /// Seconds before now (default 0: now).
+    #[arg(long)]
+    ago_seconds: Option<u64>,
+}
+
+impl At {
+    fn ms(self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.at_ms.unwrap_or_else(|| now.saturating_sub(self.ago_seconds.unwrap_or(0) * 1_000))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HistoryCommand {
+    /// A user's presence at a time.
+    Presence {
+        username: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Who was available (logged on, status group Available) in a workgroup or at a site.
+    Available {
+        #[arg(long, default_value = "")]
+        workgroup: String,
+        #[arg(long, default_value_t = 0)]
+        site: u32,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Time a user spent in each status over the last --seconds (or --from-ms..--to-ms).
+    Durations {
+        username: String,
+        #[arg(long, default_value_t = 3_600)]
+        seconds: u64,
+        #[arg(long)]
+        from_ms: Option<u64>,
+        #[arg(long)]
+        to_ms: Option<u64>,
     },
 }
 
@@ -875,6 +931,43 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                 })
                 .await?;
             print(format, &response.into_inner(), None);
+        }
+        Command::History { command } => {
+            let hist = |c| HistoryClient::new(c);
+            match command {
+                HistoryCommand::Presence { username, at } => {
+                    let request = pb::PresenceAtRequest { username, at_ms: at.ms(), serializable };
+                    let response = client
+                        .call(|c| {
+                            let r = request.clone();
+                            async move { hist(c).presence_at(r).await }
+                        })
+                        .await?;
+                    print(format, &response.into_inner(), None);
+                }
+                HistoryCommand::Available { workgroup, site, at } => {
+                    let request = pb::AvailableAtRequest { workgroup, site, at_ms: at.ms(), serializable };
+                    let response = client
+                        .call(|c| {
+                            let r = request.clone();
+                            async move { hist(c).available_at(r).await }
+                        })
+                        .await?;
+                    print(format, &response.into_inner(), None);
+                }
+                HistoryCommand::Durations { username, seconds, from_ms, to_ms } => {
+                    let to_ms = to_ms.unwrap_or_else(|| At { at_ms: None, ago_seconds: None }.ms());
+                    let from_ms = from_ms.unwrap_or(to_ms.saturating_sub(seconds * 1_000));
+                    let request = pb::DurationsRequest { username, from_ms, to_ms, serializable };
+                    let response = client
+                        .call(|c| {
+                            let r = request.clone();
+                            async move { hist(c).durations(r).await }
+                        })
+                        .await?;
+                    print(format, &response.into_inner(), None);
+                }
+            }
         }
         Command::Bench { command } => bench::run(client, command, format).await?,
     }

@@ -13,6 +13,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use super::CF_SNAPSHOT;
+use crate::history::HistoryStore;
 use crate::raft_types::{Applied, ApplyResult, Entry, LogId, NodeId, StorageError, TypeConfig};
 pub use crate::shared::Shared;
 use collective_statemachine::State;
@@ -42,6 +43,8 @@ pub struct StateMachineStore {
     last_membership: StoredMembership<NodeId, BasicNode>,
     /// Serialises snapshot writes, so a slow build never overwrites a newer installed snapshot.
     snapshot_write: Arc<std::sync::Mutex<()>>,
+    /// The presence history, written as entries apply.
+    history: Arc<HistoryStore>,
 }
 
 /// Builds one snapshot from a copy of the state taken when openraft asked for the builder.
@@ -65,13 +68,18 @@ fn snapshot_error(
 }
 
 impl StateMachineStore {
-    pub(crate) async fn open(db: Arc<DB>, shared: Arc<Shared>) -> anyhow::Result<StateMachineStore> {
+    pub(crate) async fn open(
+        db: Arc<DB>,
+        shared: Arc<Shared>,
+        history: Arc<HistoryStore>,
+    ) -> anyhow::Result<StateMachineStore> {
         let mut store = StateMachineStore {
             db,
             shared,
             last_applied: None,
             last_membership: StoredMembership::default(),
             snapshot_write: Arc::default(),
+            history,
         };
         if let Some(stored) = read_stored(&store.db)? {
             let body: SnapshotBody = serde_json::from_slice(&stored.data)?;
@@ -166,6 +174,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         vec![]
                     }
                     EntryPayload::Normal(batch) => {
+                        let entry_start = published.len();
                         let mut outcomes = Vec::with_capacity(batch.proposals.len());
                         // The revision after each command: its last event's, or the one before it.
                         let mut revision = state.revision;
@@ -181,6 +190,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             metrics::counter!("collective_commands_applied_total", "command" => proposal.command.kind(), "outcome" => result).increment(1);
                             outcomes.push(outcome);
                         }
+                        // One entry shares one time: its versions are exact at that time.
+                        let entry_events = &published[entry_start..];
+                        self.history.record(&state, entry_events).map_err(|e| {
+                            StorageIOError::new(
+                                ErrorSubject::StateMachine,
+                                ErrorVerb::Write,
+                                openraft::AnyError::new(&e),
+                            )
+                        })?;
                         outcomes
                     }
                 };
@@ -222,6 +240,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             serde_json::from_slice(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
         write_stored(&self.db, &self.snapshot_write, &StoredSnapshot { meta: meta.clone(), data })?;
         self.restore(body);
+        let state = self.shared.state.read().expect("state lock");
+        self.history.reset_to(&state).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
         Ok(())
     }
 

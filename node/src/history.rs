@@ -1,0 +1,245 @@
+//! `HistoryStore`: the presence history in RocksDB, indexed by user and time, bounded by age and
+//! count. Written by the state machine as it applies (not synced itself: every later synced write
+//! — the next log append or snapshot — makes it durable through RocksDB's shared WAL, and entries
+//! after the last snapshot are re-applied on restart, rewriting the same keys).
+//!
+//! Key layout in column family `history`:
+//! - `u/<user key>\0<at_ms BE><revision BE>` → JSON `PresenceVersion`
+//! - `m/oldest_ms` → the earliest time this node answers for (BE u64)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use collective_statemachine::history::{versions, PresenceVersion};
+use collective_statemachine::{EventRecord, State};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+
+/// Column family of the history.
+pub const CF_HISTORY: &str = "history";
+const KEY_OLDEST: &[u8] = b"m/oldest_ms";
+const USER_PREFIX: &[u8] = b"u/";
+/// Most versions one `available` or `durations` answer reads.
+pub const HISTORY_SCAN_VERSIONS_MAX: usize = 5_000_000;
+
+/// Why a history question has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The time asked about is before what this node retains.
+    #[error("{asked_ms} ms is before the retained history, which starts at {oldest_ms} ms")]
+    Compacted {
+        /// The time asked about.
+        asked_ms: u64,
+        /// The earliest time this node answers for.
+        oldest_ms: u64,
+    },
+    /// RocksDB or decoding failed.
+    #[error("history storage: {0}")]
+    Storage(String),
+}
+
+fn storage(error: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Storage(error.to_string())
+}
+
+fn user_prefix(user_key: &str) -> Vec<u8> {
+    let mut key = USER_PREFIX.to_vec();
+    key.extend_from_slice(user_key.as_bytes());
+    key.push(0);
+    key
+}
+
+fn version_key(user_key: &str, at_ms: u64, revision: u64) -> Vec<u8> {
+    let mut key = user_prefix(user_key);
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key.extend_from_slice(&revision.to_be_bytes());
+    key
+}
+
+/// Splits a version key into (user key, at_ms).
+fn parse_key(key: &[u8]) -> Option<(&[u8], u64)> {
+    let rest = key.strip_prefix(USER_PREFIX)?;
+    let split = rest.len().checked_sub(17)?;
+    let (user, tail) = rest.split_at(split);
+    let at_ms = u64::from_be_bytes(tail[1..9].try_into().ok()?);
+    Some((user, at_ms))
+}
+
+/// The history of one node.
+pub struct HistoryStore {
+    db: Arc<DB>,
+}
+
+impl HistoryStore {
+    /// The history over an open database (which has the `history` column family).
+    pub fn new(db: Arc<DB>) -> Arc<HistoryStore> {
+        Arc::new(HistoryStore { db })
+    }
+
+    fn cf(&self) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(CF_HISTORY).expect("column family created at open")
+    }
+
+    /// The earliest time this node answers for (0: since the collective began).
+    pub fn oldest_ms(&self) -> Result<u64, HistoryError> {
+        let bytes = self.db.get_cf(self.cf(), KEY_OLDEST).map_err(storage)?;
+        Ok(bytes.and_then(|b| b.as_slice().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+    }
+
+    /// Records the versions of the users `records` touched, as `state` has them after the records.
+    pub fn record(&self, state: &State, records: &[EventRecord]) -> Result<(), HistoryError> {
+        let mut batch = WriteBatch::default();
+        for (user_key, at_ms, revision, version) in versions(state, records) {
+            let value = serde_json::to_vec(&version).map_err(storage)?;
+            batch.put_cf(self.cf(), version_key(&user_key, at_ms, revision), value);
+        }
+        self.db.write(batch).map_err(storage)
+    }
+
+    /// After a snapshot replaced the state wholesale: this node knows nothing before the
+    /// snapshot's time, so every user gets a baseline version there and answers start there.
+    pub fn reset_to(&self, state: &State) -> Result<(), HistoryError> {
+        let mut batch = WriteBatch::default();
+        for user_key in state.users.keys() {
+            if let Some(version) = PresenceVersion::of(state, user_key) {
+                let value = serde_json::to_vec(&version).map_err(storage)?;
+                batch.put_cf(self.cf(), version_key(user_key, state.last_at_ms, state.revision), value);
+            }
+        }
+        let oldest = self.oldest_ms()?.max(state.last_at_ms);
+        batch.put_cf(self.cf(), KEY_OLDEST, oldest.to_be_bytes());
+        self.db.write(batch).map_err(storage)
+    }
+
+    fn check_retained(&self, at_ms: u64) -> Result<(), HistoryError> {
+        let oldest_ms = self.oldest_ms()?;
+        if at_ms < oldest_ms {
+            return Err(HistoryError::Compacted { asked_ms: at_ms, oldest_ms });
+        }
+        Ok(())
+    }
+
+    /// A user's presence at `at_ms`: `None` if the user did not exist then.
+    pub fn presence_at(&self, user_key: &str, at_ms: u64) -> Result<Option<(u64, PresenceVersion)>, HistoryError> {
+        self.check_retained(at_ms)?;
+        let prefix = user_prefix(user_key);
+        let seek = version_key(user_key, at_ms, u64::MAX);
+        let mut iter = self.db.iterator_cf(self.cf(), IteratorMode::From(&seek, Direction::Reverse));
+        match iter.next() {
+            Some(item) => {
+                let (key, value) = item.map_err(storage)?;
+                if !key.starts_with(&prefix) {
+                    return Ok(None);
+                }
+                let version: PresenceVersion = serde_json::from_slice(&value).map_err(storage)?;
+                let since = parse_key(&key).map(|(_, at)| at).unwrap_or(0);
+                Ok((!version.deleted).then_some((since, version)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every user's version at `at_ms`, for which `keep` holds.
+    pub fn users_at(
+        &self,
+        at_ms: u64,
+        keep: impl Fn(&PresenceVersion) -> bool,
+    ) -> Result<Vec<PresenceVersion>, HistoryError> {
+        self.check_retained(at_ms)?;
+        let mut found = Vec::new();
+        let mut current: Option<(Vec<u8>, Option<PresenceVersion>)> = None;
+        let flush = |current: Option<(Vec<u8>, Option<PresenceVersion>)>, found: &mut Vec<PresenceVersion>| {
+            if let Some((_, Some(version))) = current {
+                if !version.deleted && keep(&version) {
+                    found.push(version);
+                }
+            }
+        };
+        let iter = self.db.iterator_cf(self.cf(), IteratorMode::From(USER_PREFIX, Direction::Forward));
+        for (scanned, item) in iter.enumerate() {
+            if scanned >= HISTORY_SCAN_VERSIONS_MAX {
+                return Err(HistoryError::Storage(format!("more than {HISTORY_SCAN_VERSIONS_MAX} versions to scan")));
+            }
+            let (key, value) = item.map_err(storage)?;
+            let Some((user, version_at)) = parse_key(&key) else { break };
+            if current.as_ref().is_none_or(|(u, _)| u.as_slice() != user) {
+                flush(current.take(), &mut found);
+                current = Some((user.to_vec(), None));
+            }
+            if version_at <= at_ms {
+                let version: PresenceVersion = serde_json::from_slice(&value).map_err(storage)?;
+                if let Some((_, slot)) = current.as_mut() {
+                    *slot = Some(version);
+                }
+            }
+        }
+        flush(current.take(), &mut found);
+        Ok(found)
+    }
+
+    /// Time a user spent in each status within [`from_ms`, `to_ms`), by status key.
+    pub fn durations(&self, user_key: &str, from_ms: u64, to_ms: u64) -> Result<BTreeMap<String, u64>, HistoryError> {
+        self.check_retained(from_ms)?;
+        let mut spans: Vec<(u64, Option<String>)> = Vec::new();
+        if let Some((_, version)) = self.presence_at(user_key, from_ms)? {
+            spans.push((from_ms, Some(version.status_key)));
+        }
+        let prefix = user_prefix(user_key);
+        let start = version_key(user_key, from_ms + 1, 0);
+        for item in self.db.iterator_cf(self.cf(), IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = item.map_err(storage)?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let Some((_, at_ms)) = parse_key(&key) else { break };
+            if at_ms >= to_ms {
+                break;
+            }
+            let version: PresenceVersion = serde_json::from_slice(&value).map_err(storage)?;
+            spans.push((at_ms, (!version.deleted).then_some(version.status_key)));
+        }
+        let mut totals = BTreeMap::new();
+        for (index, (start, status)) in spans.iter().enumerate() {
+            let end = spans.get(index + 1).map(|(at, _)| *at).unwrap_or(to_ms);
+            if let Some(status) = status {
+                *totals.entry(status.clone()).or_insert(0) += end.saturating_sub(*start);
+            }
+        }
+        totals.retain(|_, ms| *ms > 0);
+        Ok(totals)
+    }
+
+    /// Forgets what is older than `cutoff_ms`, keeping per user the last version before it (the
+    /// baseline later answers need). Returns the number of versions deleted.
+    pub fn prune(&self, cutoff_ms: u64) -> Result<u64, HistoryError> {
+        if cutoff_ms <= self.oldest_ms()? {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::default();
+        let mut deleted = 0u64;
+        // The previous version of the same user older than the cutoff: superseded by this one.
+        let mut previous: Option<(Vec<u8>, Vec<u8>)> = None;
+        for item in self.db.iterator_cf(self.cf(), IteratorMode::From(USER_PREFIX, Direction::Forward)) {
+            let (key, _) = item.map_err(storage)?;
+            let Some((user, at_ms)) = parse_key(&key) else { break };
+            if at_ms >= cutoff_ms {
+                previous = None;
+                continue;
+            }
+            if let Some((previous_user, previous_key)) = previous.take() {
+                if previous_user == user {
+                    batch.delete_cf(self.cf(), previous_key);
+                    deleted += 1;
+                }
+            }
+            previous = Some((user.to_vec(), key.to_vec()));
+        }
+        batch.put_cf(self.cf(), KEY_OLDEST, cutoff_ms.to_be_bytes());
+        self.db.write(batch).map_err(storage)?;
+        Ok(deleted)
+    }
+
+    /// Approximate number of stored versions.
+    pub fn approximate_versions(&self) -> u64 {
+        self.db.property_int_value_cf(self.cf(), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+    }
+}

@@ -1,0 +1,102 @@
+//! What the presence history records: after each change, a [`PresenceVersion`] of every user the
+//! change touched. Stored per user and time (by the node), versions answer "presence of U at T",
+//! "who was available in W at T" and "time in each status" without replaying events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::StatusGroup;
+use crate::event::{Event, EventRecord};
+use crate::site::SiteId;
+use crate::state::State;
+use crate::user::key_of;
+
+/// A user's presence as of one change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceVersion {
+    /// Username as created.
+    pub username: String,
+    /// Status key.
+    pub status_key: String,
+    /// The status's group at the time.
+    pub status_group: StatusGroup,
+    /// Current site while logged on.
+    pub logged_on_site: Option<SiteId>,
+    /// Home site.
+    pub home_site: SiteId,
+    /// On the phone.
+    pub on_phone: bool,
+    /// Workgroups (lowercase) the user was a member of.
+    pub workgroups: BTreeSet<String>,
+    /// The user was deleted by this change (no presence from here on).
+    pub deleted: bool,
+}
+
+impl PresenceVersion {
+    /// The version of a user as `state` has it now.
+    pub fn of(state: &State, user_key: &str) -> Option<PresenceVersion> {
+        let user = state.users.get(user_key)?;
+        let presence = state.presence.get(user_key)?;
+        Some(PresenceVersion {
+            username: user.username.clone(),
+            status_key: presence.status_key.clone(),
+            status_group: state.catalog.get(&presence.status_key).map(|d| d.group).unwrap_or(StatusGroup::Unavailable),
+            logged_on_site: presence.logon.as_ref().map(|l| l.site),
+            home_site: user.home_site,
+            on_phone: presence.on_phone(),
+            workgroups: user.workgroups.clone(),
+            deleted: false,
+        })
+    }
+
+    /// Available to take work: logged on and in a status of group Available.
+    pub fn available(&self) -> bool {
+        !self.deleted && self.logged_on_site.is_some() && self.status_group == StatusGroup::Available
+    }
+}
+
+/// The versions to record after `records` were applied and `state` reached: per touched user
+/// (lowercase key), the entry time, the revision of its last event, and its version (a deleted
+/// user gets a tombstone). Several changes at one entry time collapse into the last.
+pub fn versions(state: &State, records: &[EventRecord]) -> Vec<(String, u64, u64, PresenceVersion)> {
+    let mut touched: BTreeMap<String, (u64, u64, String)> = BTreeMap::new();
+    for record in records {
+        let mut touch = |username: &str| {
+            touched.insert(key_of(username), (record.at_ms, record.revision, username.to_string()));
+        };
+        match &record.event {
+            Event::SiteIdChanged { new, .. } => {
+                for (user_key, user) in &state.users {
+                    let here =
+                        state.presence.get(user_key).and_then(|p| p.logon.as_ref()).is_some_and(|l| l.site == *new);
+                    if here || user.home_site == *new {
+                        touch(&user.username);
+                    }
+                }
+            }
+            Event::WorkgroupDeleted { .. } | Event::StatusDefined(_) => {}
+            event => {
+                if let Some(username) = event.username() {
+                    touch(username);
+                }
+            }
+        }
+    }
+    touched
+        .into_iter()
+        .map(|(user_key, (at_ms, revision, username))| {
+            let version = PresenceVersion::of(state, &user_key).unwrap_or(PresenceVersion {
+                username,
+                status_key: String::new(),
+                status_group: StatusGroup::Unavailable,
+                logged_on_site: None,
+                home_site: 0,
+                on_phone: false,
+                workgroups: BTreeSet::new(),
+                deleted: true,
+            });
+            (user_key, at_ms, revision, version)
+        })
+        .collect()
+}
