@@ -51,7 +51,15 @@ pub fn next_command(rng: &mut StdRng, state: &State, at_ms: u64) -> Command {
         }
         63..=77 => Command::LogOn { username: user, site, server: String::new() },
         78..=85 => Command::LogOff { username: user, reason: "user".into() },
-        86..=93 => Command::StartInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
+        86..=87 => Command::GrantLease { site, ttl_ms: rng.gen_range(1_000..5_000) },
+        88 => Command::KeepAlive { site },
+        89 => Command::Tick,
+        90 => match rng.gen_range(0..4) {
+            0 => Command::ChangeSiteId { old: site, new: rng.gen_range(1..=6) },
+            1 => Command::RevokeLease { site },
+            _ => Command::RenewLeases,
+        },
+        91..=93 => Command::StartInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
         _ => Command::EndInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
     }
 }
