@@ -18,6 +18,8 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 pub const CF_HISTORY: &str = "history";
 const KEY_OLDEST: &[u8] = b"m/oldest_ms";
 const USER_PREFIX: &[u8] = b"u/";
+/// The first key after every `u/…` key ('0' follows '/').
+const USER_PREFIX_END: &[u8] = b"u0";
 /// Most versions one `available` or `durations` answer reads.
 pub const HISTORY_SCAN_VERSIONS_MAX: usize = 5_000_000;
 
@@ -67,12 +69,14 @@ fn parse_key(key: &[u8]) -> Option<(&[u8], u64)> {
 /// The history of one node.
 pub struct HistoryStore {
     db: Arc<DB>,
+    /// Held by `prune` and `reset_to`, which both move `oldest_ms`: neither may undo the other.
+    oldest_lock: std::sync::Mutex<()>,
 }
 
 impl HistoryStore {
     /// The history over an open database (which has the `history` column family).
     pub fn new(db: Arc<DB>) -> Arc<HistoryStore> {
-        Arc::new(HistoryStore { db })
+        Arc::new(HistoryStore { db, oldest_lock: std::sync::Mutex::new(()) })
     }
 
     fn cf(&self) -> &rocksdb::ColumnFamily {
@@ -98,7 +102,11 @@ impl HistoryStore {
     /// After a snapshot replaced the state wholesale: this node knows nothing before the
     /// snapshot's time, so every user gets a baseline version there and answers start there.
     pub fn reset_to(&self, state: &State) -> Result<(), HistoryError> {
+        let _guard = self.oldest_lock.lock().expect("history lock");
         let mut batch = WriteBatch::default();
+        // Nothing before the snapshot is answered any more, and users deleted while this node
+        // was behind must not linger: start the per-user index afresh.
+        batch.delete_range_cf(self.cf(), USER_PREFIX, USER_PREFIX_END);
         for user_key in state.users.keys() {
             if let Some(version) = PresenceVersion::of(state, user_key) {
                 let value = serde_json::to_vec(&version).map_err(storage)?;
@@ -131,8 +139,7 @@ impl HistoryStore {
                     return Ok(None);
                 }
                 let version: PresenceVersion = serde_json::from_slice(&value).map_err(storage)?;
-                let since = parse_key(&key).map(|(_, at)| at).unwrap_or(0);
-                Ok((!version.deleted).then_some((since, version)))
+                Ok((!version.deleted).then_some((version.since_ms, version)))
             }
             None => Ok(None),
         }
@@ -211,28 +218,41 @@ impl HistoryStore {
     /// Forgets what is older than `cutoff_ms`, keeping per user the last version before it (the
     /// baseline later answers need). Returns the number of versions deleted.
     pub fn prune(&self, cutoff_ms: u64) -> Result<u64, HistoryError> {
+        let _guard = self.oldest_lock.lock().expect("history lock");
         if cutoff_ms <= self.oldest_ms()? {
             return Ok(0);
         }
         let mut batch = WriteBatch::default();
         let mut deleted = 0u64;
-        // The previous version of the same user older than the cutoff: superseded by this one.
-        let mut previous: Option<(Vec<u8>, Vec<u8>)> = None;
-        for item in self.db.iterator_cf(self.cf(), IteratorMode::From(USER_PREFIX, Direction::Forward)) {
-            let (key, _) = item.map_err(storage)?;
-            let Some((user, at_ms)) = parse_key(&key) else { break };
-            if at_ms >= cutoff_ms {
-                previous = None;
-                continue;
-            }
-            if let Some((previous_user, previous_key)) = previous.take() {
-                if previous_user == user {
-                    batch.delete_cf(self.cf(), previous_key);
+        // The last version seen of the current user before the cutoff: superseded by a later
+        // one of the same user, or dropped when it is a tombstone (nothing to answer from it).
+        let mut previous: Option<(Vec<u8>, Vec<u8>, bool)> = None;
+        let mut settle = |previous: Option<(Vec<u8>, Vec<u8>, bool)>, superseded: bool, batch: &mut WriteBatch| {
+            if let Some((_, key, tombstone)) = previous {
+                if superseded || tombstone {
+                    batch.delete_cf(self.cf(), key);
                     deleted += 1;
                 }
             }
-            previous = Some((user.to_vec(), key.to_vec()));
+        };
+        for item in self.db.iterator_cf(self.cf(), IteratorMode::From(USER_PREFIX, Direction::Forward)) {
+            let (key, value) = item.map_err(storage)?;
+            let Some((user, at_ms)) = parse_key(&key) else { break };
+            let same_user = previous.as_ref().is_some_and(|(u, _, _)| u.as_slice() == user);
+            if at_ms >= cutoff_ms {
+                // A later version exists: the previous one stays as this user's baseline.
+                if same_user {
+                    previous = None;
+                } else {
+                    settle(previous.take(), false, &mut batch);
+                }
+                continue;
+            }
+            settle(previous.take(), same_user, &mut batch);
+            let tombstone = serde_json::from_slice::<PresenceVersion>(&value).map(|v| v.deleted).unwrap_or(false);
+            previous = Some((user.to_vec(), key.to_vec(), tombstone));
         }
+        settle(previous.take(), false, &mut batch);
         batch.put_cf(self.cf(), KEY_OLDEST, cutoff_ms.to_be_bytes());
         self.db.write(batch).map_err(storage)?;
         Ok(deleted)

@@ -115,9 +115,9 @@ impl Node {
             let now = now_ms();
             let mut cutoff = now.saturating_sub(self.config.history_max_age_ms);
             if self.history.approximate_versions() > self.config.history_versions_max {
-                // Over the count bound: forget the older half of what is retained.
-                let oldest = self.history.oldest_ms().unwrap_or(0);
-                cutoff = cutoff.max(oldest + (now.saturating_sub(oldest)) / 2);
+                // Over the count bound: forget the older half of the retained window.
+                let base = self.history.oldest_ms().unwrap_or(0).max(cutoff);
+                cutoff = base + now.saturating_sub(base) / 2;
             }
             let history = self.history.clone();
             match tokio::task::spawn_blocking(move || history.prune(cutoff)).await {

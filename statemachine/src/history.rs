@@ -31,6 +31,9 @@ pub struct PresenceVersion {
     pub workgroups: BTreeSet<String>,
     /// The user was deleted by this change (no presence from here on).
     pub deleted: bool,
+    /// Entry time of the change that put the user in this presence.
+    #[serde(default)]
+    pub since_ms: u64,
 }
 
 impl PresenceVersion {
@@ -47,6 +50,7 @@ impl PresenceVersion {
             on_phone: presence.on_phone(),
             workgroups: user.workgroups.clone(),
             deleted: false,
+            since_ms: presence.since_ms,
         })
     }
 
@@ -75,7 +79,15 @@ pub fn versions(state: &State, records: &[EventRecord]) -> Vec<(String, u64, u64
                     }
                 }
             }
-            Event::WorkgroupDeleted { .. } | Event::StatusDefined(_) => {}
+            // A redefined status may change group: everyone in it gets a new version.
+            Event::StatusDefined(def) => {
+                for (user_key, presence) in &state.presence {
+                    if presence.status_key == def.key {
+                        touch(&state.users[user_key].username);
+                    }
+                }
+            }
+            Event::WorkgroupDeleted { .. } => {}
             event => {
                 if let Some(username) = event.username() {
                     touch(username);
@@ -95,6 +107,7 @@ pub fn versions(state: &State, records: &[EventRecord]) -> Vec<(String, u64, u64
                 on_phone: false,
                 workgroups: BTreeSet::new(),
                 deleted: true,
+                since_ms: at_ms,
             });
             (user_key, at_ms, revision, version)
         })

@@ -376,10 +376,18 @@ impl State {
                 if !self.site(*site)?.active {
                     return Err(Rejection::precondition("site", format!("site {site} is not active")));
                 }
-                Ok(vec![Event::LeaseGranted { site: *site, ttl_ms: *ttl_ms, expires_at_ms: at_ms + ttl_ms }])
+                // A lease already past due ends first: its users were unreachable until now.
+                let mut events = match self.leases.get(site) {
+                    Some(lease) if lease.expires_at_ms <= at_ms => self.lease_end_events(*site, "expired"),
+                    _ => vec![],
+                };
+                events.push(Event::LeaseGranted { site: *site, ttl_ms: *ttl_ms, expires_at_ms: at_ms + ttl_ms });
+                Ok(events)
             }
             Command::KeepAlive { site } => {
-                self.site(*site)?;
+                if !self.site(*site)?.active {
+                    return Err(Rejection::precondition("site", format!("site {site} is not active")));
+                }
                 // A lease past its expiry is gone even before the Tick that ends it is applied.
                 match self.leases.get(site) {
                     Some(lease) if lease.expires_at_ms > at_ms => {
@@ -398,10 +406,14 @@ impl State {
                 }
                 Ok(self.lease_end_events(*site, "revoked"))
             }
+            // Only leases still live at the previous entry: one that expired under the old leader
+            // (its Tick lost in the election) must not come back.
             Command::RenewLeases => Ok(self
                 .leases
                 .iter()
-                .filter(|(_, lease)| lease.expires_at_ms < at_ms + lease.ttl_ms)
+                .filter(|(_, lease)| {
+                    lease.expires_at_ms > self.last_at_ms && lease.expires_at_ms < at_ms + lease.ttl_ms
+                })
                 .map(|(site, lease)| Event::LeaseRenewed { site: *site, expires_at_ms: at_ms + lease.ttl_ms })
                 .collect()),
             Command::Tick => Ok(self

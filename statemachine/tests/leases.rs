@@ -138,3 +138,27 @@ fn change_site_id_rewrites_every_reference() {
         reason: "site-unreachable".into()
     }));
 }
+
+#[test]
+fn an_expired_lease_never_comes_back_without_its_users_logged_off() {
+    let mut state = setup();
+    apply(&mut state, 10_000, Command::GrantLease { site: 1, ttl_ms: 5_000 }).unwrap();
+    // The old leader stamped an entry after expiry but its Tick was lost in the election.
+    apply(&mut state, 15_500, Command::LogOn { username: "ben".into(), site: 2, server: String::new() }).unwrap();
+    assert_eq!(apply(&mut state, 16_000, Command::RenewLeases).unwrap(), vec![], "an expired lease was renewed");
+    // The site reconnects: its stale lease ends (users logged off) before the new one starts.
+    assert_eq!(
+        apply(&mut state, 16_500, Command::GrantLease { site: 1, ttl_ms: 5_000 }).unwrap(),
+        vec![
+            Event::LeaseEnded { site: 1, reason: "expired".into() },
+            Event::UserLoggedOff { username: "ann".into(), site: 1, reason: "site-unreachable".into() },
+            Event::UserLoggedOff { username: "cat".into(), site: 1, reason: "site-unreachable".into() },
+            Event::LeaseGranted { site: 1, ttl_ms: 5_000, expires_at_ms: 21_500 },
+        ]
+    );
+    apply(&mut state, 17_000, Command::SetSiteActive { site: 1, active: false }).unwrap();
+    assert!(matches!(
+        apply(&mut state, 17_100, Command::KeepAlive { site: 1 }),
+        Err(Rejection::FailedPrecondition { .. })
+    ));
+}

@@ -238,10 +238,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let body: SnapshotBody =
             serde_json::from_slice(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
+        // The history is reset first: the synced snapshot write below makes it durable through
+        // the shared WAL, so a crash never leaves a restored snapshot without its history reset.
+        self.history.reset_to(&body.state).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
         write_stored(&self.db, &self.snapshot_write, &StoredSnapshot { meta: meta.clone(), data })?;
         self.restore(body);
-        let state = self.shared.state.read().expect("state lock");
-        self.history.reset_to(&state).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
         Ok(())
     }
 
