@@ -72,6 +72,26 @@ async fn operator_workflow_through_the_cli() {
     let (success, _, stderr) = cli(&cluster, &["history", "presence", "jo", "--at-ms", "1"]);
     assert!(!success && stderr.contains("OutOfRange") && stderr.contains("HISTORY_COMPACTED"), "{stderr}");
 
+    // Updates, deletions and lease revocation through the CLI.
+    let update = ["user", "update", "--username", "jo", "--display-name", "Jo Roamer", "--email", "jo@example.com"];
+    ok(&cluster, &[&update[..], &["--home-site", "2", "--extension", "2100"]].concat());
+    let json: serde_json::Value = serde_json::from_str(&ok(&cluster, &["-w", "json", "user", "get", "jo"])).unwrap();
+    assert_eq!(
+        (json["user"]["display_name"].as_str(), json["user"]["home_site"].as_u64()),
+        (Some("Jo Roamer"), Some(2))
+    );
+    ok(&cluster, &["site", "lease", "2", "--once", "--ttl-ms", "60000"]);
+    let revoked = ok(&cluster, &["site", "revoke", "2"]);
+    assert!(revoked.contains("site-unreachable"), "jo, logged on at site 2, is logged off: {revoked}");
+    ok(&cluster, &["site", "set-active", "2", "false"]);
+    let (success, _, stderr) = cli(&cluster, &["user", "logon", "jo", "--site", "2"]);
+    assert!(!success && stderr.contains("FailedPrecondition") && stderr.contains("not active"), "{stderr}");
+    ok(&cluster, &["workgroup", "delete", "Support"]);
+    assert!(!ok(&cluster, &["workgroup", "list"]).contains("Support"));
+    ok(&cluster, &["user", "delete", "jo"]);
+    let (success, _, stderr) = cli(&cluster, &["user", "get", "jo"]);
+    assert!(!success && stderr.contains("NotFound"), "{stderr}");
+
     let (success, _, stderr) = cli(&cluster, &["site", "add", "--id", "1000", "--name", "X", "--phone", "1"]);
     assert!(!success);
     assert!(stderr.contains("InvalidArgument") && stderr.contains("site.id"), "{stderr}");

@@ -352,6 +352,23 @@ fn search_filters_combine() {
 }
 
 #[test]
+fn update_user_keeps_memberships_and_rechecks_the_rules() {
+    let mut f = two_sites();
+    f.ok(Command::AddWorkgroupMember { workgroup: "Support".into(), username: "alice".into() });
+    let mut moved = user("ALICE", 2, "8003");
+    moved.display_name = "Alice Roamer".into();
+    let events = f.ok(Command::UpdateUser(moved.clone()));
+    let Event::UserUpdated(updated) = &events[0] else { panic!("{events:?}") };
+    assert_eq!((updated.username.as_str(), updated.home_site, updated.extension.as_str()), ("alice", 2, "8003"));
+    assert!(updated.workgroups.contains("support"), "memberships survive an update");
+    assert_eq!(f.ok(Command::UpdateUser(moved)), vec![], "an unchanged update records nothing");
+    // alice spans: she cannot take bob's extension, even at another site.
+    let conflict = f.apply(Command::UpdateUser(user("alice", 1, "8002"))).unwrap_err();
+    assert!(matches!(conflict, Rejection::ExtensionConflict { ref other_user, .. } if other_user == "bob"));
+    assert!(matches!(f.apply(Command::UpdateUser(user("nobody", 1, "8009"))), Err(Rejection::NotFound { .. })));
+}
+
+#[test]
 fn a_status_in_use_keeps_its_persistence() {
     let mut f = two_sites();
     let mut available = f.state.catalog["Available"].clone();
