@@ -52,6 +52,19 @@ pub struct PresenceArgs {
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// What to load: this collective, or an etcd cluster given by --endpoints (the same writes
+    /// as puts of serialized presence records), for a side-by-side comparison.
+    #[arg(long, value_enum, default_value = "collective")]
+    pub target: Target,
+}
+
+/// A benchmark target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// A collective cluster.
+    Collective,
+    /// An etcd v3 cluster.
+    Etcd,
 }
 
 async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
@@ -132,16 +145,151 @@ struct Tally {
     errors: BTreeMap<String, u64>,
 }
 
+/// One presence change of the workload.
+enum Op {
+    SetStatus { user: u32, status_key: &'static str },
+    LogOn { user: u32 },
+    LogOff { user: u32 },
+    StartInteraction { user: u32, interaction_id: String },
+    EndInteraction { user: u32, interaction_id: String },
+}
+
+/// Draws the workload of one client. Each client owns the users congruent to its index for
+/// logon and interaction state, so its requests are valid without coordination; status sets go
+/// to any user.
+struct Workload {
+    rng: rand::rngs::StdRng,
+    index: u32,
+    clients: u32,
+    users: u32,
+    status_percent: u32,
+    run: u128,
+    sequence: u64,
+    logged_on: std::collections::BTreeSet<u32>,
+    on_call: std::collections::BTreeMap<u32, String>,
+}
+
+impl Workload {
+    fn next(&mut self) -> Op {
+        let roll = self.rng.gen_range(0..100);
+        let owned = if self.index < self.users { (self.users - self.index).div_ceil(self.clients) } else { 0 };
+        if roll < self.status_percent || owned == 0 {
+            let status_key = BENCH_STATUSES[self.rng.gen_range(0..BENCH_STATUSES.len())];
+            return Op::SetStatus { user: self.rng.gen_range(0..self.users), status_key };
+        }
+        let user = self.index + self.clients * self.rng.gen_range(0..owned);
+        if roll < self.status_percent + (100 - self.status_percent) * 2 / 3 {
+            if self.logged_on.remove(&user) {
+                // Logging off ends the user's interactions.
+                self.on_call.remove(&user);
+                Op::LogOff { user }
+            } else {
+                self.logged_on.insert(user);
+                Op::LogOn { user }
+            }
+        } else if let Some(interaction_id) = self.on_call.remove(&user) {
+            Op::EndInteraction { user, interaction_id }
+        } else {
+            self.sequence += 1;
+            let interaction_id = format!("c{}-{}-{}", self.run, self.index, self.sequence);
+            self.on_call.insert(user, interaction_id.clone());
+            Op::StartInteraction { user, interaction_id }
+        }
+    }
+}
+
+/// Where the load goes.
+enum Sink {
+    Collective(PresencesClient<Channel>),
+    /// etcd: one put of the equivalent serialized presence record per change.
+    Etcd(Box<etcd_client::KvClient>),
+}
+
+impl Sink {
+    /// Executes one change; the error is the gRPC code (or etcd's error kind).
+    async fn execute(&mut self, op: Op) -> Result<(), String> {
+        match self {
+            Sink::Collective(presences) => {
+                let result = match op {
+                    Op::SetStatus { user, status_key } => presences
+                        .set_status(pb::SetStatusRequest {
+                            username: format!("bench{user}"),
+                            status_key: status_key.to_string(),
+                            until_ms: None,
+                            detail: String::new(),
+                        })
+                        .await
+                        .map(|_| ()),
+                    Op::LogOn { user } => presences
+                        .log_on(pb::LogOnRequest {
+                            username: format!("bench{user}"),
+                            site: BENCH_SITE_ID,
+                            server: String::new(),
+                        })
+                        .await
+                        .map(|_| ()),
+                    Op::LogOff { user } => presences
+                        .log_off(pb::LogOffRequest { username: format!("bench{user}"), reason: "user".into() })
+                        .await
+                        .map(|_| ()),
+                    Op::StartInteraction { user, interaction_id } => presences
+                        .start_interaction(pb::InteractionRequest { username: format!("bench{user}"), interaction_id })
+                        .await
+                        .map(|_| ()),
+                    Op::EndInteraction { user, interaction_id } => presences
+                        .end_interaction(pb::InteractionRequest { username: format!("bench{user}"), interaction_id })
+                        .await
+                        .map(|_| ()),
+                };
+                result.map_err(|status| format!("{:?}", status.code()))
+            }
+            Sink::Etcd(kv) => {
+                let (user, status_key, logged_on, on_phone) = match op {
+                    Op::SetStatus { user, status_key } => (user, status_key, false, false),
+                    Op::LogOn { user } => (user, "Available", true, false),
+                    Op::LogOff { user } => (user, "Available", false, false),
+                    Op::StartInteraction { user, .. } => (user, "Available", true, true),
+                    Op::EndInteraction { user, .. } => (user, "Available", true, false),
+                };
+                let record = serde_json::json!({
+                    "username": format!("bench{user}"), "status_key": status_key, "detail": "",
+                    "current_site": if logged_on { BENCH_SITE_ID } else { 0 }, "on_phone": on_phone,
+                    "since_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                });
+                kv.put(format!("presence/bench{user}"), record.to_string(), None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("etcd: {e}"))
+            }
+        }
+    }
+}
+
 async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow::Result<()> {
     if args.clients == 0 || args.users == 0 || args.duration == 0 || args.status_percent > 100 {
         anyhow::bail!("--clients, --users and --duration must be positive and --status-percent at most 100");
     }
-    prepare(client, args.users).await?;
     let endpoints = client.endpoints();
     let connection_count = args.connections.unwrap_or(args.clients.min(16)).max(1);
-    let mut channels = Vec::new();
-    for index in 0..connection_count {
-        channels.push(connect(&endpoints[index as usize % endpoints.len()]).await?);
+    let mut sinks = Vec::new();
+    match args.target {
+        Target::Collective => {
+            prepare(client, args.users).await?;
+            for index in 0..connection_count {
+                sinks.push(Sink::Collective(PresencesClient::new(
+                    connect(&endpoints[index as usize % endpoints.len()]).await?,
+                )));
+            }
+        }
+        Target::Etcd => {
+            for index in 0..connection_count {
+                let endpoint = endpoints[index as usize % endpoints.len()].clone();
+                let etcd = etcd_client::Client::connect([endpoint.clone()], None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("etcd at {endpoint}: {e}"))?;
+                sinks.push(Sink::Etcd(Box::new(etcd.kv_client())));
+            }
+        }
     }
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -149,69 +297,38 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
     // Interaction ids must not collide with those a previous run left open.
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     for index in 0..args.clients {
-        let channel = channels[index as usize % channels.len()].clone();
+        let mut sink = match &sinks[index as usize % sinks.len()] {
+            Sink::Collective(presences) => Sink::Collective(presences.clone()),
+            Sink::Etcd(kv) => Sink::Etcd(kv.clone()),
+        };
         let (measuring, stop) = (measuring.clone(), stop.clone());
-        let (users, status_percent, seed, clients) = (args.users, args.status_percent, args.seed, args.clients);
+        let mut workload = Workload {
+            rng: rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64)),
+            index,
+            clients: args.clients,
+            users: args.users,
+            status_percent: args.status_percent,
+            run,
+            sequence: 0,
+            logged_on: Default::default(),
+            on_call: Default::default(),
+        };
         tasks.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
-            let mut presences = PresencesClient::new(channel);
             let mut tally = Tally {
                 histogram: Some(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")),
                 errors: BTreeMap::new(),
             };
-            let mut logged_on = std::collections::BTreeSet::new();
-            let mut on_call = std::collections::BTreeSet::new();
-            let mut sequence = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let user = rng.gen_range(0..users);
-                let username = format!("bench{user}");
-                let roll = rng.gen_range(0..100);
+                let op = workload.next();
                 let started = Instant::now();
-                // Each client owns the users congruent to its index for logon and interaction
-                // state, so its requests are valid without coordination.
-                let owned = user % clients == index;
-                let result = if roll < status_percent || !owned {
-                    let status_key = BENCH_STATUSES[rng.gen_range(0..BENCH_STATUSES.len())].to_string();
-                    presences
-                        .set_status(pb::SetStatusRequest {
-                            username,
-                            status_key,
-                            until_ms: None,
-                            detail: String::new(),
-                        })
-                        .await
-                        .map(|_| ())
-                } else if roll < status_percent + (100 - status_percent) * 2 / 3 {
-                    if logged_on.remove(&user) {
-                        // Logging off ends the user's interactions.
-                        on_call.retain(|(u, _)| *u != user);
-                        presences.log_off(pb::LogOffRequest { username, reason: "user".into() }).await.map(|_| ())
-                    } else {
-                        logged_on.insert(user);
-                        presences
-                            .log_on(pb::LogOnRequest { username, site: BENCH_SITE_ID, server: String::new() })
-                            .await
-                            .map(|_| ())
-                    }
-                } else if let Some(id) = on_call.iter().find(|(u, _)| *u == user).cloned() {
-                    on_call.remove(&id);
-                    presences
-                        .end_interaction(pb::InteractionRequest { username, interaction_id: id.1 })
-                        .await
-                        .map(|_| ())
-                } else {
-                    sequence += 1;
-                    let interaction_id = format!("c{run}-{index}-{sequence}");
-                    on_call.insert((user, interaction_id.clone()));
-                    presences.start_interaction(pb::InteractionRequest { username, interaction_id }).await.map(|_| ())
-                };
+                let result = sink.execute(op).await;
                 if measuring.load(Ordering::Relaxed) {
                     match result {
                         Ok(()) => {
                             let micros = started.elapsed().as_micros() as u64;
                             tally.histogram.as_mut().expect("histogram").saturating_record(micros.max(1));
                         }
-                        Err(status) => *tally.errors.entry(format!("{:?}", status.code())).or_default() += 1,
+                        Err(code) => *tally.errors.entry(code).or_default() += 1,
                     }
                 }
             }
@@ -237,6 +354,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let report = serde_json::json!({
         "workload": "presence",
+        "target": format!("{:?}", args.target).to_lowercase(),
         "clients": args.clients,
         "connections": connection_count,
         "duration_s": elapsed,
@@ -249,9 +367,12 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
-            println!("workload  clients  conns  ok        ops/s     p50 ms  p90 ms  p99 ms  p999 ms  max ms   errors");
             println!(
-                "presence  {:<7}  {:<5}  {:<8}  {:<8.0}  {:<6.2}  {:<6.2}  {:<6.2}  {:<7.2}  {:<7.2}  {:?}",
+                "target      clients  conns  ok        ops/s     p50 ms  p90 ms  p99 ms  p999 ms  max ms   errors"
+            );
+            println!(
+                "{:<10}  {:<7}  {:<5}  {:<8}  {:<8.0}  {:<6.2}  {:<6.2}  {:<6.2}  {:<7.2}  {:<7.2}  {:?}",
+                format!("{:?}", args.target).to_lowercase(),
                 args.clients,
                 connection_count,
                 histogram.len(),

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Side by side on this machine: a 3-member etcd and a 3-node collective on loopback, both
+# fsyncing before they acknowledge, loaded with the same presence write shape by the same tool
+# (`collective bench presence --target collective|etcd`) at 1, 64 and 1,000 clients, alternating.
+# Prints one table of medians over RUNS runs with the ratio collective/etcd. Stops all it starts.
+#   RUNS=3 DURATION=10 CLIENTS="1 64 1000" deploy/bench-vs-etcd.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/collective-target}"
+RUNS="${RUNS:-3}"
+DURATION="${DURATION:-10}"
+CLIENTS="${CLIENTS:-1 64 1000}"
+deploy/install-deps.sh
+if ! command -v etcd >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server
+fi
+cargo build --bin collective
+BIN="$CARGO_TARGET_DIR/debug/collective"
+WORK="$(mktemp -d /tmp/collective-vs-etcd.XXXXXX)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+peers="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:22380,e3=http://127.0.0.1:32380"
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:${i}2379" --advertise-client-urls "http://127.0.0.1:${i}2379" \
+    --listen-peer-urls "http://127.0.0.1:${i}2380" --initial-advertise-peer-urls "http://127.0.0.1:${i}2380" \
+    --initial-cluster "$peers" --initial-cluster-state new --logger zap --log-level warn \
+    >"$WORK/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+cluster="1=127.0.0.1:17001,2=127.0.0.1:17002,3=127.0.0.1:17003"
+for i in 1 2 3; do
+  "$BIN" serve --id "$i" --data-dir "$WORK/collective$i" --grpc-addr "127.0.0.1:1700$i" \
+    --http-addr "127.0.0.1:1800$i" --initial-cluster "$cluster" >"$WORK/collective$i.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 1 120); do
+  if curl -fs http://127.0.0.1:18001/readyz >/dev/null 2>&1 && curl -fs http://127.0.0.1:12379/health >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+curl -fs http://127.0.0.1:18001/readyz >/dev/null || { echo "collective did not become ready" >&2; exit 1; }
+curl -fs http://127.0.0.1:12379/health >/dev/null || { echo "etcd did not become ready" >&2; exit 1; }
+
+collective_endpoints="127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003"
+etcd_endpoints="http://127.0.0.1:12379,http://127.0.0.1:22379,http://127.0.0.1:32379"
+results="$WORK/results.jsonl"
+for run in $(seq 1 "$RUNS"); do
+  for clients in $CLIENTS; do
+    for target in collective etcd; do
+      endpoints="$collective_endpoints"; [ "$target" = etcd ] && endpoints="$etcd_endpoints"
+      echo "run $run: $target, $clients clients" >&2
+      "$BIN" --endpoints "$endpoints" -w json bench presence --target "$target" --clients "$clients" \
+        --duration "$DURATION" --warmup 2 | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
+    done
+  done
+done
+
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+def median(target, clients, key):
+    values = [r[key] for r in rows if r["target"] == target and r["clients"] == clients]
+    return statistics.median(values) if values else float("nan")
+print(f"{'clients':>7}  {'collective ops/s':>16}  {'etcd ops/s':>10}  {'ratio':>5}  {'collective p99 ms':>17}  {'etcd p99 ms':>11}  {'errors':>6}")
+for clients in sorted({r["clients"] for r in rows}):
+    c, e = median("collective", clients, "throughput_per_s"), median("etcd", clients, "throughput_per_s")
+    errors = sum(sum(r["errors"].values()) for r in rows if r["clients"] == clients)
+    print(f"{clients:>7}  {c:>16.0f}  {e:>10.0f}  {c / e:>5.2f}  {median('collective', clients, 'p99_ms'):>17.2f}  {median('etcd', clients, 'p99_ms'):>11.2f}  {errors:>6}")
+print(f"(medians of {len(rows) // max(1, 2 * len({r['clients'] for r in rows}))} runs; same machine, loopback, both fsync before acknowledging)")
+PY
