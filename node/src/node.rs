@@ -265,7 +265,9 @@ impl Node {
 
     /// The current leader and its address, as this node knows them.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: this runs on every request and the metrics hold the membership.
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
         let leader = metrics.current_leader?;
         let addr = metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone()).unwrap_or_default();
         Some((leader, addr))
