@@ -56,6 +56,8 @@ pub struct Node {
     last_stamp_ms: AtomicU64,
     /// Commands waiting for the proposer task (leader only).
     proposals: mpsc::Sender<Pending>,
+    /// The last term whose first batch renewed the leases (0: none yet).
+    leases_renewed_in_term: AtomicU64,
     /// This node's presence history index.
     pub history: Arc<HistoryStore>,
 }
@@ -98,6 +100,7 @@ impl Node {
             last_stamp_ms: AtomicU64::new(0),
             proposals,
             history,
+            leases_renewed_in_term: AtomicU64::new(0),
         });
         tokio::spawn(node.clone().prune_history());
         tokio::spawn(node.clone().propose_batches(queue));
@@ -129,32 +132,16 @@ impl Node {
         }
     }
 
-    /// On the leader: when a new term starts, extend every lease (keepalives may have been lost
-    /// while there was no leader); then propose a `Tick` whenever a lease is due. Followers only
-    /// watch: expiry is decided by the Tick's entry time, identically on every replica.
+    /// On the leader: propose a `Tick` whenever a lease is due. Followers only watch: expiry is
+    /// decided by the Tick's entry time, identically on every replica. (Renewal after an election
+    /// rides on the term's first batch; see `propose_batches`.)
     async fn run_timers(self: Arc<Self>) {
-        let mut renewed_in_term = None;
         let mut interval = tokio::time::interval(Duration::from_millis(TIMER_CHECK_INTERVAL_MS));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let (leader, term) = {
-                let metrics = self.raft.metrics();
-                let metrics = metrics.borrow();
-                (metrics.current_leader, metrics.current_term)
-            };
-            if leader != Some(self.id) {
-                renewed_in_term = None;
+            if self.raft.metrics().borrow().current_leader != Some(self.id) {
                 continue;
-            }
-            if renewed_in_term != Some(term) {
-                match self.write_as_leader(Principal::System, Command::RenewLeases).await {
-                    Ok(_) => renewed_in_term = Some(term),
-                    Err(error) => {
-                        tracing::warn!(%error, "renewing leases after election");
-                        continue;
-                    }
-                }
             }
             let due = self.shared.state.read().expect("state lock").next_lease_expiry_ms();
             if due.is_some_and(|due| due <= now_ms()) {
@@ -178,15 +165,31 @@ impl Node {
                     Err(_) => break,
                 }
             }
+            // The first batch of each term starts with `RenewLeases` and is proposed alone: no
+            // command of the new term (a site's keepalive that finds its lease overdue, a Tick)
+            // can commit before the leases that lived through the election are extended.
+            let term = self.raft.metrics().borrow().current_term;
+            let renew = self.leases_renewed_in_term.load(Ordering::SeqCst) != term;
+            let mut alone = None;
+            if renew {
+                let (reply, _) = oneshot::channel();
+                let proposal = Proposal { principal: Principal::System, command: Command::RenewLeases };
+                pending.insert(0, Pending { proposal, reply });
+                metrics::gauge!("collective_proposals_pending").increment(1.0);
+                alone = in_flight.clone().acquire_many_owned((BATCHES_IN_FLIGHT_MAX - 1) as u32).await.ok();
+            }
             let node = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                node.propose(pending).await;
+                let _permits = (permit, alone);
+                if node.propose(pending).await && renew {
+                    node.leases_renewed_in_term.store(term, Ordering::SeqCst);
+                }
             });
         }
     }
 
-    async fn propose(&self, pending: Vec<Pending>) {
+    /// Proposes one batch and answers its callers; true when it committed.
+    async fn propose(&self, pending: Vec<Pending>) -> bool {
         let count = pending.len();
         let (proposals, replies): (Vec<Proposal>, Vec<_>) = pending.into_iter().map(|p| (p.proposal, p.reply)).unzip();
         let batch = Batch { at_ms: self.stamp(), proposals };
@@ -199,6 +202,7 @@ impl Node {
                 for (reply, outcome) in replies.into_iter().zip(response.data.outcomes) {
                     let _ = reply.send(outcome.map_err(ApiError::from));
                 }
+                true
             }
             Err(error) => {
                 let error = match error {
@@ -211,6 +215,7 @@ impl Node {
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
+                false
             }
         }
     }
