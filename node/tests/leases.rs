@@ -11,6 +11,16 @@ use collective_proto::v1 as pb;
 use common::{site, user, Cluster};
 use tokio_stream::StreamExt;
 
+/// The site client process, killed even when the test fails (it would keep its lease alive).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn logged_on(cluster: &Cluster, node: usize, username: &str) -> bool {
     let request = pb::GetPresenceRequest { usernames: vec![username.into()], serializable: true };
     let list = cluster.presence(node).await.get_presence(request).await.unwrap().into_inner();
@@ -37,12 +47,14 @@ async fn dead_site_logs_its_users_off_everywhere_but_a_leader_kill_expires_nothi
     let start = cluster.status(0).await.revision + 1;
 
     // The site client: grants a 2 s lease and keeps it alive, failing over between members.
-    let mut site_client = Command::new(env!("CARGO_BIN_EXE_collective"))
-        .args(["--endpoints", &cluster.grpc.join(","), "site", "lease", "1", "--ttl-ms", "2000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut site_client = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_collective"))
+            .args(["--endpoints", &cluster.grpc.join(","), "site", "lease", "1", "--ttl-ms", "2000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !check(&cluster, 0, 1, "password-1").await.lease_alive {
         assert!(Instant::now() < deadline, "the site client never got a lease");
@@ -61,8 +73,8 @@ async fn dead_site_logs_its_users_off_everywhere_but_a_leader_kill_expires_nothi
     }
 
     // The site dies: within the TTL (plus a tick) its users are logged off on every member.
-    site_client.kill().unwrap();
-    site_client.wait().unwrap();
+    site_client.0.kill().unwrap();
+    site_client.0.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     for &node in &survivors {
         while logged_on(&cluster, node, "ann").await || logged_on(&cluster, node, "ben").await {
