@@ -52,8 +52,6 @@ pub struct Node {
     pub config: NodeConfig,
     /// Channels to peers (also used for forwarding).
     pub peers: Arc<Peers>,
-    /// Last `at_ms` this node stamped, so stamps never go backwards on one leader.
-    last_stamp_ms: AtomicU64,
     /// Commands waiting for the proposer task (leader only).
     proposals: mpsc::Sender<Pending>,
     /// The last term whose first batch renewed the leases (0: none yet).
@@ -97,7 +95,6 @@ impl Node {
             shared,
             config,
             peers,
-            last_stamp_ms: AtomicU64::new(0),
             proposals,
             history,
             leases_renewed_in_term: AtomicU64::new(0),
@@ -192,7 +189,9 @@ impl Node {
     async fn propose(&self, pending: Vec<Pending>) -> bool {
         let count = pending.len();
         let (proposals, replies): (Vec<Proposal>, Vec<_>) = pending.into_iter().map(|p| (p.proposal, p.reply)).unzip();
-        let batch = Batch { at_ms: self.stamp(), proposals };
+        // The entry's time is the leader's clock; `apply` never lets the state's time go back
+        // (a new leader's clock may be behind, and two batches may commit out of stamp order).
+        let batch = Batch { at_ms: now_ms(), proposals };
         metrics::histogram!("collective_proposal_batch_commands").record(count as f64);
         let result = self.raft.client_write(batch).await;
         metrics::gauge!("collective_proposals_pending").decrement(count as f64);
@@ -218,14 +217,6 @@ impl Node {
                 false
             }
         }
-    }
-
-    /// The leader time for the next batch: never behind this leader's previous stamp, nor behind
-    /// the applied state's time (a previous leader's clock may have been ahead).
-    fn stamp(&self) -> u64 {
-        let floor = self.shared.state.read().expect("state lock").last_at_ms;
-        let at_ms = now_ms().max(floor);
-        self.last_stamp_ms.fetch_max(at_ms, Ordering::SeqCst).max(at_ms)
     }
 
     /// Initialises the cluster from `initial_cluster` once every initial member answers, on the
@@ -287,7 +278,7 @@ impl Node {
     pub async fn write(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         validate(&command)?;
         match self.leader() {
-            Some((leader, _)) if leader == self.id => self.write_as_leader(principal, command).await,
+            Some((leader, _)) if leader == self.id => self.enqueue(principal, command).await,
             Some((_, addr)) if !addr.is_empty() => self.forward(&addr, principal, command).await,
             _ => Err(self.not_leader()),
         }
@@ -311,12 +302,18 @@ impl Node {
             .map_err(|e| ApiError::Internal(e.to_string()))?
     }
 
-    /// Queues the command for the next batch and waits for its outcome; only valid on the leader.
+    /// For writes forwarded by a follower (already validated there) and the leader's own timers:
+    /// queues the command if this node leads. `apply` validates every command again, so a bad
+    /// one from a peer is still rejected deterministically.
     pub async fn write_as_leader(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
-        validate(&command)?;
         if self.leader().map(|(leader, _)| leader) != Some(self.id) {
             return Err(self.not_leader());
         }
+        self.enqueue(principal, command).await
+    }
+
+    /// Queues the command for the next batch and waits for its outcome.
+    async fn enqueue(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         let (reply, outcome) = oneshot::channel();
         let pending = Pending { proposal: Proposal { principal, command }, reply };
         self.proposals.try_send(pending).map_err(|error| match error {

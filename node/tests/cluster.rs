@@ -333,3 +333,96 @@ async fn new_member_receives_a_snapshot_after_compaction_then_is_promoted_and_re
     let status = admin.member_remove(pb::MemberIdRequest { id: 42 }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
 }
+
+/// Watch filters (user, workgroup, site) and the history queries, as a supervisor tool calls them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_filters_and_history_questions_over_grpc() {
+    use collective_proto::v1::history_client::HistoryClient;
+    let cluster = Cluster::start(3, &[]).await;
+    let mut directory = cluster.directory(0).await;
+    let mut presence = cluster.presence(1).await;
+    directory.add_site(site(1, "Indianapolis")).await.unwrap();
+    directory.add_site(site(2, "Paris")).await.unwrap();
+    for (name, home, extension) in [("ann", 1, "1001"), ("ben", 2, "2001"), ("cat", 2, "2002")] {
+        directory.add_user(user(name, home, extension)).await.unwrap();
+    }
+    let workgroup = pb::Workgroup { name: "Support".into(), spans_sites: false, ..Default::default() };
+    directory.add_workgroup(pb::AddWorkgroupRequest { workgroup: Some(workgroup) }).await.unwrap();
+    let start = cluster.status(0).await.revision + 1;
+
+    let member = pb::WorkgroupMemberRequest { workgroup: "Support".into(), username: "ben".into() };
+    directory.add_workgroup_member(member).await.unwrap();
+    for (name, site) in [("ann", 1), ("ben", 2), ("cat", 2)] {
+        presence.log_on(pb::LogOnRequest { username: name.into(), site, server: String::new() }).await.unwrap();
+    }
+    let gone = pb::SetStatusRequest { username: "cat".into(), status_key: "Gone Home".into(), ..Default::default() };
+    presence.set_status(gone).await.unwrap();
+    let lunch_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let lunch = pb::SetStatusRequest {
+        username: "ben".into(),
+        status_key: "At Lunch".into(),
+        until_ms: Some(lunch_at + 3_600_000),
+        ..Default::default()
+    };
+    presence.set_status(lunch).await.unwrap();
+
+    let collect = |request: pb::WatchRequest, count: usize| {
+        let cluster = &cluster;
+        async move {
+            let mut stream = cluster.presence(2).await.watch(request).await.unwrap().into_inner();
+            let mut events = Vec::new();
+            while events.len() < count {
+                let event =
+                    tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+                events.push(event.body.unwrap());
+            }
+            events
+        }
+    };
+    use pb::event::Body;
+    // By user: ann's logon only.
+    let by_user =
+        collect(pb::WatchRequest { start_revision: start, usernames: vec!["ANN".into()], ..Default::default() }, 1)
+            .await;
+    assert!(matches!(&by_user[0], Body::UserLoggedOn(on) if on.username == "ann"), "{by_user:?}");
+    // By workgroup: ben joining Support, his logon, his lunch.
+    let by_workgroup = collect(
+        pb::WatchRequest { start_revision: start, workgroups: vec!["support".into()], ..Default::default() },
+        3,
+    )
+    .await;
+    assert!(matches!(&by_workgroup[0], Body::UserAddedToWorkgroup(m) if m.username == "ben"), "{by_workgroup:?}");
+    assert!(
+        matches!(&by_workgroup[2], Body::StatusChanged(s) if s.username == "ben" && s.status_key == "At Lunch"),
+        "{by_workgroup:?}"
+    );
+    // By site: the two logons at Paris.
+    let by_site = collect(pb::WatchRequest { start_revision: start, sites: vec![2], ..Default::default() }, 2).await;
+    assert!(by_site.iter().all(|b| matches!(b, Body::UserLoggedOn(on) if on.site == 2)), "{by_site:?}");
+
+    let mut history = HistoryClient::new(cluster.channel(2).await);
+    let available = |workgroup: &str, site: u32, at_ms: u64| pb::AvailableAtRequest {
+        workgroup: workgroup.into(),
+        site,
+        at_ms,
+        serializable: false,
+    };
+    // Before lunch ben was available in Support and at Paris; cat had gone home; now nobody there is.
+    assert_eq!(
+        history.available_at(available("Support", 0, lunch_at)).await.unwrap().into_inner().usernames,
+        vec!["ben"]
+    );
+    assert_eq!(history.available_at(available("", 2, lunch_at)).await.unwrap().into_inner().usernames, vec!["ben"]);
+    assert!(history.available_at(available("", 2, u64::MAX / 2)).await.unwrap().into_inner().usernames.is_empty());
+    for bad in [available("Support", 2, lunch_at), available("", 0, lunch_at)] {
+        let status = history.available_at(bad).await.unwrap_err();
+        assert_eq!(
+            (status.code(), common::bad_field(&status)),
+            (tonic::Code::InvalidArgument, "workgroup".to_string())
+        );
+    }
+    let backwards = pb::DurationsRequest { username: "ben".into(), from_ms: 10, to_ms: 5, serializable: false };
+    let status = history.durations(backwards).await.unwrap_err();
+    assert_eq!((status.code(), common::bad_field(&status)), (tonic::Code::InvalidArgument, "to_ms".to_string()));
+}
