@@ -36,12 +36,17 @@ pub struct NodeConfig {
     pub snapshot_after_entries: u64,
     /// Events kept in memory for watchers; older watch starts get "compacted".
     pub watch_history_events_max: u64,
-    /// Deadline of a forwarded write or read-index request to the leader.
+    /// Deadline of a forwarded write or read-index request to the leader, and of a write
+    /// waiting on the leader for its batch to commit (then its outcome is unknown).
     pub forward_timeout_ms: u64,
     /// Presence history older than this is forgotten.
     pub history_max_age_ms: u64,
     /// About this many presence versions are kept at most (older ones go first).
     pub history_versions_max: u64,
+    /// How often the presence history is pruned; 0 never prunes.
+    pub history_prune_interval_ms: u64,
+    /// Check every state invariant after every applied entry (simulations and debugging; slow).
+    pub check_invariants: bool,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +68,8 @@ impl Default for NodeConfig {
             forward_timeout_ms: 5_000,
             history_max_age_ms: 7 * 24 * 3_600_000,
             history_versions_max: 20_000_000,
+            history_prune_interval_ms: 60_000,
+            check_invariants: false,
         }
     }
 }
@@ -109,6 +116,10 @@ impl NodeConfig {
                 "snapshot_after_entries",
                 "watch_history_events_max",
                 "forward_timeout_ms",
+                "history_max_age_ms",
+                "history_versions_max",
+                "history_prune_interval_ms",
+                "check_invariants",
             ]))
             .merge(Serialized::defaults(overrides))
             .extract()?;
@@ -175,9 +186,7 @@ impl NodeConfig {
             if id == 0 {
                 anyhow::bail!("initial_cluster: member ids start at 1");
             }
-            addr.trim()
-                .parse::<SocketAddr>()
-                .map_err(|e| anyhow::anyhow!("initial_cluster: {addr:?} is not host:port ({e})"))?;
+            check_peer_addr(addr.trim()).map_err(|e| anyhow::anyhow!("initial_cluster: {e}"))?;
             if members.insert(id, addr.trim().to_string()).is_some() {
                 anyhow::bail!("initial_cluster: member {id} appears twice");
             }
@@ -240,5 +249,50 @@ mod tests {
         assert!(bad(|c| c.election_timeout_max_ms = 900).starts_with("election_timeout_max_ms"));
         assert!(bad(|c| c.snapshot_after_entries = 5).starts_with("snapshot_after_entries"));
         assert!(bad(|c| c.watch_history_events_max = 1).starts_with("watch_history_events_max"));
+    }
+}
+
+/// A peer address: `IP:PORT` or `HOSTNAME:PORT` (resolved when connecting, as etcd does).
+pub fn check_peer_addr(addr: &str) -> anyhow::Result<()> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("{addr:?} is not host:port"))?;
+    let hostname_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !hostname_ok {
+        anyhow::bail!("{addr:?}: {host:?} is neither an IP address nor a hostname");
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => anyhow::bail!("{addr:?}: port {port:?} is not within 1..=65535"),
+    }
+}
+
+#[cfg(test)]
+mod peer_addr_tests {
+    use super::check_peer_addr;
+
+    #[test]
+    fn peers_are_ip_or_hostname_with_a_port() {
+        for ok in ["127.0.0.1:7001", "[::1]:7001", "n1:7000", "node-2.example.com:443"] {
+            assert!(check_peer_addr(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("n1", "not host:port"),
+            ("n1:0", "port"),
+            ("n1:99999", "port"),
+            ("bad_host:7000", "neither"),
+            (":7000", "neither"),
+        ] {
+            let error = check_peer_addr(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 }

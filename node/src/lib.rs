@@ -3,7 +3,8 @@
 //!
 //! Reading order:
 //! - [`config`]: `NodeConfig`, layered and validated.
-//! - [`raft_types`]: the openraft type configuration.
+//! - [`raft_types`]: the openraft type configuration; [`runtime`]: tokio with a seedable RNG.
+//! - [`environment`]: the clock and connector a node runs with (real or simulated).
 //! - [`shared`]: applied state and event history shared by Raft and the services.
 //! - [`store`]: RocksDB log store and state machine (durable appends, snapshots).
 //! - [`history`]: the presence history index in RocksDB (past presence, availability, durations).
@@ -16,11 +17,13 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod environment;
 pub mod history;
 pub mod network;
 pub mod node;
 pub mod raft_service;
 pub mod raft_types;
+pub mod runtime;
 pub mod server;
 pub mod shared;
 pub mod store;

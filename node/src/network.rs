@@ -19,6 +19,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::environment::Connect;
 use crate::raft_types::{NodeId, TypeConfig};
 
 /// Largest gRPC message between nodes (a batch of entries or a snapshot chunk).
@@ -34,24 +35,29 @@ pub const PEER_CHANNELS_MAX: usize = 64;
 
 /// One lazily connected channel per peer address, shared by the Raft transport and forwarding.
 /// A lazy tonic channel reconnects by itself on its next use after a failure.
-#[derive(Default)]
 pub struct Peers {
     channels: Mutex<BTreeMap<String, Channel>>,
+    connect: Connect,
 }
 
 impl Peers {
+    /// No channels yet; `connect` opens them (TCP, or the simulated network).
+    pub fn new(connect: Connect) -> Peers {
+        Peers { channels: Mutex::new(BTreeMap::new()), connect }
+    }
+
     /// The channel to `addr` (host:port), created on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().expect("peers lock");
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = (self.connect)(endpoint);
         if channels.len() >= PEER_CHANNELS_MAX {
             channels.clear();
         }

@@ -4,15 +4,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use collective_statemachine::{validate::validate, Batch, Command, Principal, Proposal, Rejection};
+use collective_sync::pending::{Full, PendingTable};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
 use crate::config::NodeConfig;
+use crate::environment::Environment;
 use crate::history::HistoryStore;
 use crate::network::{Network, Peers};
 use crate::raft_service::Forwarded;
@@ -20,7 +22,7 @@ use crate::raft_types::{Applied, NodeId, Raft};
 use crate::shared::Shared;
 use crate::store;
 
-/// Most commands waiting on the leader to be batched into a log entry; beyond it writers get
+/// Most writes waiting on the leader, queued or in a proposed batch; beyond it writers get
 /// RESOURCE_EXHAUSTED.
 pub const PROPOSALS_QUEUED_MAX: usize = 50_000;
 /// Most commands in one log entry.
@@ -29,15 +31,17 @@ pub const PROPOSALS_PER_BATCH_MAX: usize = 1_024;
 /// queue and form the next, larger batch: one fsync then covers many writes.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
-/// How often each node prunes its presence history.
-pub const HISTORY_PRUNE_INTERVAL_MS: u64 = 60_000;
 /// How often the leader looks for due timers (lease expiry); expiry lags the TTL by at most this.
 pub const TIMER_CHECK_INTERVAL_MS: u64 = 100;
 
-/// A command waiting to be batched, with the caller waiting for its outcome.
+/// A write's outcome, delivered through the pending table.
+type Outcome = Result<Applied, ApiError>;
+
+/// A command waiting to be batched, and the pending-table id of the caller waiting for its
+/// outcome (none for the node's own `RenewLeases`).
 struct Pending {
     proposal: Proposal,
-    reply: oneshot::Sender<Result<Applied, ApiError>>,
+    waiter: Option<u64>,
 }
 
 /// One running member.
@@ -54,22 +58,29 @@ pub struct Node {
     pub peers: Arc<Peers>,
     /// Commands waiting for the proposer task (leader only).
     proposals: mpsc::Sender<Pending>,
+    /// Writers waiting for their command's outcome (queued or proposed), bounded.
+    waiting: Arc<PendingTable<Outcome>>,
+    /// Clock and connector.
+    pub environment: Environment,
     /// The last term whose first batch renewed the leases (0: none yet).
     leases_renewed_in_term: AtomicU64,
     /// This node's presence history index.
     pub history: Arc<HistoryStore>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl Node {
-    /// Opens storage and starts Raft. Serving gRPC is the caller's job (see `server`).
+    /// Opens storage and starts Raft with the system clock and TCP. Serving gRPC is the
+    /// caller's job (see `server`).
     pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
+        Node::start_in(config, Environment::system()).await
+    }
+
+    /// Like `start`, with the given clock and connector (the simulations' entry point).
+    pub async fn start_in(config: NodeConfig, environment: Environment) -> anyhow::Result<Arc<Node>> {
+        config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", config.data_dir.display()))?;
-        let shared = Arc::new(Shared::new(config.watch_history_events_max as usize));
+        let shared = Arc::new(Shared::with_checks(config.watch_history_events_max as usize, config.check_invariants));
         let (log_store, state_machine, history) = store::open(&config.data_dir, shared.clone()).await?;
         let raft_config = openraft::Config {
             cluster_name: "collective".into(),
@@ -85,7 +96,7 @@ impl Node {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate()?);
-        let peers = Arc::new(Peers::default());
+        let peers = Arc::new(Peers::new(environment.connect.clone()));
         let network = Network { peers: peers.clone() };
         let raft = Raft::new(config.id, raft_config, network, log_store, state_machine).await?;
         let (proposals, queue) = mpsc::channel(PROPOSALS_QUEUED_MAX);
@@ -96,10 +107,14 @@ impl Node {
             config,
             peers,
             proposals,
+            waiting: Arc::new(PendingTable::new(PROPOSALS_QUEUED_MAX)),
+            environment,
             history,
             leases_renewed_in_term: AtomicU64::new(0),
         });
-        tokio::spawn(node.clone().prune_history());
+        if node.config.history_prune_interval_ms > 0 {
+            tokio::spawn(node.clone().prune_history());
+        }
         tokio::spawn(node.clone().propose_batches(queue));
         tokio::spawn(node.clone().run_timers());
         Ok(node)
@@ -108,11 +123,11 @@ impl Node {
     /// Keeps the history within `history_max_age_ms` and about `history_versions_max` versions.
     /// Each node prunes its own index: history is local, derived from the applied log.
     async fn prune_history(self: Arc<Self>) {
-        let mut interval = tokio::time::interval(Duration::from_millis(HISTORY_PRUNE_INTERVAL_MS));
+        let mut interval = tokio::time::interval(Duration::from_millis(self.config.history_prune_interval_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let now = now_ms();
+            let now = self.now_ms();
             let mut cutoff = now.saturating_sub(self.config.history_max_age_ms);
             if self.history.approximate_versions() > self.config.history_versions_max {
                 // Over the count bound: forget the older half of the retained window.
@@ -120,7 +135,7 @@ impl Node {
                 cutoff = base + now.saturating_sub(base) / 2;
             }
             let history = self.history.clone();
-            match tokio::task::spawn_blocking(move || history.prune(cutoff)).await {
+            match self.environment.blocking(move || history.prune(cutoff)).await {
                 Ok(Ok(deleted)) if deleted > 0 => tracing::info!(deleted, cutoff, "pruned presence history"),
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => tracing::warn!(%error, "pruning presence history"),
@@ -141,7 +156,7 @@ impl Node {
                 continue;
             }
             let due = self.shared.state.read().expect("state lock").next_lease_expiry_ms();
-            if due.is_some_and(|due| due <= now_ms()) {
+            if due.is_some_and(|due| due <= self.now_ms()) {
                 if let Err(error) = self.write_as_leader(Principal::System, Command::Tick).await {
                     tracing::warn!(%error, "proposing a tick for due leases");
                 }
@@ -169,9 +184,8 @@ impl Node {
             let renew = self.leases_renewed_in_term.load(Ordering::SeqCst) != term;
             let mut alone = None;
             if renew {
-                let (reply, _) = oneshot::channel();
                 let proposal = Proposal { principal: Principal::System, command: Command::RenewLeases };
-                pending.insert(0, Pending { proposal, reply });
+                pending.insert(0, Pending { proposal, waiter: None });
                 metrics::gauge!("collective_proposals_pending").increment(1.0);
                 alone = in_flight.clone().acquire_many_owned((BATCHES_IN_FLIGHT_MAX - 1) as u32).await.ok();
             }
@@ -188,18 +202,20 @@ impl Node {
     /// Proposes one batch and answers its callers; true when it committed.
     async fn propose(&self, pending: Vec<Pending>) -> bool {
         let count = pending.len();
-        let (proposals, replies): (Vec<Proposal>, Vec<_>) = pending.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+        let (proposals, waiters): (Vec<Proposal>, Vec<_>) = pending.into_iter().map(|p| (p.proposal, p.waiter)).unzip();
         // The entry's time is the leader's clock; `apply` never lets the state's time go back
         // (a new leader's clock may be behind, and two batches may commit out of stamp order).
-        let batch = Batch { at_ms: now_ms(), proposals };
+        let batch = Batch { at_ms: self.now_ms(), proposals };
         metrics::histogram!("collective_proposal_batch_commands").record(count as f64);
         let result = self.raft.client_write(batch).await;
         metrics::gauge!("collective_proposals_pending").decrement(count as f64);
         match result {
             Ok(response) => {
                 metrics::counter!("collective_proposals_committed_total").increment(count as u64);
-                for (reply, outcome) in replies.into_iter().zip(response.data.outcomes) {
-                    let _ = reply.send(outcome.map_err(ApiError::from));
+                for (waiter, outcome) in waiters.into_iter().zip(response.data.outcomes) {
+                    if let Some(id) = waiter {
+                        self.waiting.complete(id, outcome.map_err(ApiError::from));
+                    }
                 }
                 true
             }
@@ -211,8 +227,8 @@ impl Node {
                     }
                     RaftError::Fatal(fatal) => ApiError::Unavailable(fatal.to_string()),
                 };
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
+                for id in waiters.into_iter().flatten() {
+                    self.waiting.complete(id, Err(error.clone()));
                 }
                 false
             }
@@ -233,11 +249,7 @@ impl Node {
         loop {
             let mut missing = Vec::new();
             for (id, addr) in &members {
-                if tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
-                    .await
-                    .map(|r| r.is_err())
-                    .unwrap_or(true)
-                {
+                if !self.answers(addr).await {
                     missing.push(*id);
                 }
             }
@@ -257,6 +269,21 @@ impl Node {
             Err(error) => return Err(error.into()),
         }
         Ok(())
+    }
+
+    /// Whether the node at `addr` answers a gRPC health check within a second (over the node's
+    /// connector, so this works in the simulated network too).
+    async fn answers(&self, addr: &str) -> bool {
+        let Ok(channel) = self.peers.channel(addr) else { return false };
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+        request.set_timeout(Duration::from_secs(1));
+        client.check(request).await.is_ok()
+    }
+
+    /// Now, by this node's clock (ms since the Unix epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.environment.now_ms()
     }
 
     /// The current leader and its address, as this node knows them.
@@ -312,10 +339,17 @@ impl Node {
         self.enqueue(principal, command).await
     }
 
-    /// Queues the command for the next batch and waits for its outcome.
+    /// Queues the command for the next batch and waits for its outcome, at most
+    /// `forward_timeout_ms`: then the outcome is unknown (the command may still commit), unless
+    /// the outcome arrived just as the wait ended.
     async fn enqueue(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
-        let (reply, outcome) = oneshot::channel();
-        let pending = Pending { proposal: Proposal { principal, command }, reply };
+        let mut waiter = PendingTable::register(&self.waiting).map_err(|Full { limit }| {
+            ApiError::Rejected(Rejection::LimitReached {
+                what: "writes waiting on the leader".into(),
+                limit: limit as u64,
+            })
+        })?;
+        let pending = Pending { proposal: Proposal { principal, command }, waiter: Some(waiter.id()) };
         self.proposals.try_send(pending).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ApiError::Rejected(Rejection::LimitReached {
                 what: "queued proposals on the leader".into(),
@@ -324,7 +358,16 @@ impl Node {
             mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("the node is shutting down".into()),
         })?;
         metrics::gauge!("collective_proposals_pending").increment(1.0);
-        outcome.await.map_err(|_| ApiError::Unavailable("the proposal was dropped".into()))?
+        let timeout = Duration::from_millis(self.config.forward_timeout_ms);
+        match tokio::time::timeout(timeout, &mut waiter).await {
+            Ok(outcome) => outcome,
+            Err(_) => waiter.cancel().unwrap_or_else(|| {
+                Err(ApiError::Unavailable(format!(
+                    "the write did not commit within {} ms (no quorum?); its outcome is unknown and it may still apply",
+                    self.config.forward_timeout_ms
+                )))
+            }),
+        }
     }
 
     /// On the leader: confirms leadership with a quorum and returns the log index a linearizable

@@ -16,6 +16,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = crate::runtime::Runtime,
 );
 
 /// What applying one entry returned: per command of its batch, the events or why the command

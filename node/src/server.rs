@@ -11,6 +11,7 @@ use collective_proto::v1::directory_server::DirectoryServer;
 use collective_proto::v1::history_server::HistoryServer;
 use collective_proto::v1::presences_server::PresencesServer;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
 
 use crate::api::cluster::ClusterService;
@@ -36,7 +37,23 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("http_addr {}: {e}", config.http_addr))?;
     let node = Node::start(config).await?;
     tracing::info!(id = node.id, grpc = %node.config.grpc_addr, http = %node.config.http_addr, "collective node started");
+    tokio::spawn(serve_http(http_listener, node.clone(), prometheus));
+    // `Server::tcp_nodelay` only applies to listeners tonic binds itself; ours is bound early (to
+    // fail fast on a taken port), so Nagle is switched off here, or replies sit ~40 ms behind
+    // delayed ACKs.
+    serve_grpc(node, tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true))).await
+}
 
+/// Serves a started node's gRPC services (client API, the internal Raft service, health,
+/// reflection) on `incoming` connections until it ends, keeps the health status and Raft gauges
+/// current, and bootstraps the initial cluster. The simulations call this with turmoil's
+/// listener.
+pub async fn serve_grpc<I, IO, IE>(node: Arc<Node>, incoming: I) -> anyhow::Result<()>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(collective_proto::FILE_DESCRIPTOR_SET)
@@ -62,13 +79,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // `Server::tcp_nodelay` only applies to listeners tonic binds itself; ours is bound
-        // early (to fail fast on a taken port), so Nagle is switched off here, or replies sit
-        // ~40 ms behind delayed ACKs.
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)));
+        .serve_with_incoming(incoming);
 
     tokio::spawn(report_metrics(node.clone(), health_reporter));
-    tokio::spawn(serve_http(http_listener, node.clone(), prometheus));
     tokio::spawn(node.clone().bootstrap());
     grpc.await?;
     Ok(())

@@ -1,44 +1,16 @@
 //! `Shared`: the applied state and the recent event history, shared by the Raft state machine
 //! (the only writer) and the gRPC services (readers and watchers).
 
-use std::collections::VecDeque;
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use collective_statemachine::{EventRecord, State};
-use tokio::sync::watch;
+use collective_sync::hub::Hub;
 
-/// Why a watch cannot start where it asked to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Compacted {
-    /// Oldest revision still retained (the first a watch may start at).
-    pub oldest_revision: u64,
-}
-
-/// The recent event history, bounded by `events_max`.
-#[derive(Debug)]
-pub struct History {
-    /// Retained events, in revision order, gap-free.
-    events: VecDeque<EventRecord>,
-    /// Revision of the first retained event (or of the next event while empty).
-    first_revision: u64,
-    /// Most events retained.
-    events_max: usize,
-}
-
-impl History {
-    fn new(next_revision: u64, events_max: usize) -> History {
-        History { events: VecDeque::new(), first_revision: next_revision, events_max }
-    }
-
-    /// Events with revision ≥ `from`, at most `limit`; an error if `from` is no longer retained.
-    pub fn read_from(&self, from: u64, limit: usize) -> Result<Vec<EventRecord>, Compacted> {
-        if from < self.first_revision {
-            return Err(Compacted { oldest_revision: self.first_revision });
-        }
-        let skip = (from - self.first_revision) as usize;
-        Ok(self.events.iter().skip(skip).take(limit).cloned().collect())
-    }
-}
+/// Most concurrent watch subscriptions per node.
+pub const WATCHERS_MAX: usize = 10_000;
+/// Most invariant violations remembered (the first ones matter).
+const VIOLATIONS_MAX: usize = 16;
 
 /// State shared between the state machine and the services.
 ///
@@ -47,57 +19,81 @@ impl History {
 pub struct Shared {
     /// The materialised views.
     pub state: RwLock<State>,
-    /// Recent events for watchers.
-    pub history: Mutex<History>,
-    /// Latest applied revision; watchers wait on it.
-    revision_tx: watch::Sender<u64>,
+    /// Recent events for watchers, numbered by revision (see `collective_sync::hub`).
+    pub events: Arc<Hub<EventRecord>>,
+    /// Latest applied revision.
+    revision: AtomicU64,
+    /// Run `State::check_invariants` after every applied entry (simulations; costly).
+    check_invariants: bool,
+    /// Invariant violations seen (with `check_invariants`).
+    violations: Mutex<Vec<String>>,
 }
 
 impl Shared {
     /// Empty shared state retaining at most `history_events_max` events.
     pub fn new(history_events_max: usize) -> Shared {
-        let (revision_tx, _) = watch::channel(0);
+        Shared::with_checks(history_events_max, false)
+    }
+
+    /// Like `new`; with `check_invariants`, every applied entry is followed by
+    /// `State::check_invariants` and violations are kept for `violations()`.
+    pub fn with_checks(history_events_max: usize, check_invariants: bool) -> Shared {
         Shared {
             state: RwLock::new(State::new()),
-            history: Mutex::new(History::new(1, history_events_max)),
-            revision_tx,
+            events: Arc::new(Hub::new(1, history_events_max, WATCHERS_MAX)),
+            revision: AtomicU64::new(0),
+            check_invariants,
+            violations: Mutex::new(Vec::new()),
         }
     }
 
     /// Replaces the whole state (restart or snapshot install); history restarts after it.
     pub fn reset(&self, state: State) {
         let revision = state.revision;
-        let events_max = self.history.lock().expect("history lock").events_max;
-        *self.history.lock().expect("history lock") = History::new(revision + 1, events_max);
         *self.state.write().expect("state lock") = state;
-        self.revision_tx.send_replace(revision);
+        self.events.reset(revision + 1);
+        self.revision.store(revision, Ordering::SeqCst);
     }
 
-    /// Records newly applied events and wakes watchers.
+    /// Records newly applied events (gap-free, following the last published) and wakes watchers.
     pub fn publish(&self, records: Vec<EventRecord>) {
         let Some(last) = records.last().map(|record| record.revision) else {
             return;
         };
-        {
-            let mut history = self.history.lock().expect("history lock");
-            for record in records {
-                history.events.push_back(record);
-            }
-            while history.events.len() > history.events_max {
-                history.events.pop_front();
-                history.first_revision += 1;
-            }
-        }
-        self.revision_tx.send_replace(last);
-    }
-
-    /// A receiver that changes whenever new events are published.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.revision_tx.subscribe()
+        debug_assert_eq!(records.first().map(|r| r.revision), Some(self.events.next_sequence()));
+        self.events.publish(records);
+        self.revision.store(last, Ordering::SeqCst);
     }
 
     /// Latest applied revision.
     pub fn revision(&self) -> u64 {
-        *self.revision_tx.borrow()
+        self.revision.load(Ordering::SeqCst)
+    }
+
+    /// With `check_invariants`: checks the state (the caller holds no lock on it) and keeps the
+    /// violation. A violation is a bug in `collective-statemachine`; the node keeps serving so
+    /// a simulation can report it with its seed.
+    pub fn check_invariants(&self, state: &State) {
+        if !self.check_invariants {
+            return;
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.check_invariants()));
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "invariant violated".to_string());
+            tracing::error!(revision = state.revision, %message, "state invariant violated");
+            let mut violations = self.violations.lock().expect("violations lock");
+            if violations.len() < VIOLATIONS_MAX {
+                violations.push(format!("at revision {}: {message}", state.revision));
+            }
+        }
+    }
+
+    /// Invariant violations seen so far (empty unless `check_invariants`).
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().expect("violations lock").clone()
     }
 }

@@ -48,7 +48,15 @@ async fn single_node(dir: &std::path::Path, shared: Arc<Shared>) -> Raft {
         .validate()
         .unwrap(),
     );
-    Raft::new(1, config, Network { peers: Arc::new(Peers::default()) }, log, sm).await.unwrap()
+    Raft::new(
+        1,
+        config,
+        Network { peers: Arc::new(Peers::new(collective::environment::Environment::system().connect)) },
+        log,
+        sm,
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

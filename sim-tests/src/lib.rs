@@ -1,7 +1,13 @@
-//! Simulations of `collective`, seeded and deterministic.
+//! Simulations of collective.
 //!
-//! Today: [`workload`], a seeded generator of plausible (and sometimes invalid) commands, used by
-//! `tests/replicas.rs` to drive replicas of the pure state machine through long random histories.
-//! Whole-cluster turmoil simulations with faults arrive with their own issue.
+//! - [`run`]: whole clusters of real nodes in turmoil, one seed at a time, with faults, a
+//!   workload, a watcher and the checks in [`checks`]. `collective-sim --seeds 1000` soaks.
+//! - [`workload`]: the seeded command generator the replica simulation (`tests/replicas.rs`)
+//!   feeds straight into state machines.
 
+pub mod checks;
+pub mod faults;
+pub mod history;
+pub mod net;
+pub mod run;
 pub mod workload;

@@ -99,10 +99,7 @@ impl Cluster for ClusterService {
         if request.id == 0 {
             return Err(ApiError::invalid("id", "member ids start at 1").into());
         }
-        request
-            .addr
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| ApiError::invalid("addr", format!("{:?} is not host:port ({e})", request.addr)))?;
+        crate::config::check_peer_addr(&request.addr).map_err(|e| ApiError::invalid("addr", e.to_string()))?;
         self.require_leader()?;
         if self.node.members().1.contains_key(&request.id) {
             return Err(

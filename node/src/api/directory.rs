@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use collective_proto::v1 as pb;
 use collective_proto::v1::directory_server::Directory;
@@ -33,14 +33,15 @@ impl DirectoryService {
 
 /// Hashes a site password with Argon2id and a random salt. Runs at the edge, before proposal:
 /// hashing is random, so `apply` must never do it.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
+/// Hashes a site password with Argon2id and the given salt (from `Environment::random`).
+pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, ApiError> {
     if password.is_empty() {
         return Err(ApiError::invalid("password", "must not be empty"));
     }
     if password.len() > limits::PASSWORD_BYTES_MAX {
         return Err(ApiError::invalid("password", format!("longer than {} bytes", limits::PASSWORD_BYTES_MAX)));
     }
-    let salt = SaltString::generate(&mut OsRng);
+    let salt = SaltString::encode_b64(salt).map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
@@ -53,7 +54,11 @@ impl Directory for DirectoryService {
         let request = request.into_inner();
         let site = request.site.ok_or_else(|| ApiError::invalid("site", "is required"))?;
         collective_statemachine::validate::site_id("site.id", site.id).map_err(ApiError::from)?;
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&request.password))
+        let salt = self.node.environment.random::<16>();
+        let password_hash = self
+            .node
+            .environment
+            .blocking(move || hash_password(&request.password, &salt))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         let access = site.trusted_access.unwrap_or_default();
@@ -112,19 +117,19 @@ impl Directory for DirectoryService {
         };
         let hash = site.password_hash.clone();
         let password = request.password;
-        let password_ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-                .unwrap_or(false)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let password_ok = self
+            .node
+            .environment
+            .blocking(move || {
+                PasswordHash::new(&hash)
+                    .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                    .unwrap_or(false)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         // Whether the lease is alive is a question about now: the edge clock answers it, even
         // before the Tick that will end an overdue lease is applied.
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = self.node.now_ms();
         let lease_alive = lease.is_some_and(|lease| lease.expires_at_ms > now_ms);
         let mut problems = Vec::new();
         if !password_ok {

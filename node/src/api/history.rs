@@ -25,7 +25,10 @@ impl HistoryService {
     ) -> Result<T, Status> {
         self.node.read_barrier(serializable).await?;
         let history = self.node.history.clone();
-        let result = tokio::task::spawn_blocking(move || query(&history))
+        let result = self
+            .node
+            .environment
+            .blocking(move || query(&history))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(result?)

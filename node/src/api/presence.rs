@@ -7,7 +7,8 @@ use std::sync::Arc;
 use collective_proto::v1 as pb;
 use collective_proto::v1::presences_server::Presences;
 use collective_statemachine::{user::key_of, Command, EventRecord, SearchQuery, State};
-use tokio::sync::{mpsc, Semaphore};
+use collective_sync::hub::{Hub, SubscribeError};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -16,8 +17,6 @@ use super::error::ApiError;
 use super::{principal, read};
 use crate::node::Node;
 
-/// Most concurrent watch streams per node.
-pub const WATCHERS_MAX: usize = 10_000;
 /// Events buffered per watch stream before the sender waits for the client.
 pub const WATCH_BUFFER_EVENTS: usize = 1_024;
 /// Events a watcher copies out of the history per lock.
@@ -29,14 +28,12 @@ pub const GET_PRESENCE_USERS_MAX: usize = 10_000;
 pub struct PresenceService {
     /// The node.
     pub node: Arc<Node>,
-    /// Limits concurrent watchers.
-    pub watchers: Arc<Semaphore>,
 }
 
 impl PresenceService {
-    /// A presence service with the watcher limit.
+    /// A presence service.
     pub fn new(node: Arc<Node>) -> PresenceService {
-        PresenceService { node, watchers: Arc::new(Semaphore::new(WATCHERS_MAX)) }
+        PresenceService { node }
     }
 
     async fn write(&self, command: Command) -> Result<Response<pb::WriteResponse>, Status> {
@@ -178,12 +175,6 @@ impl Presences for PresenceService {
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
-        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-            ApiError::Rejected(collective_statemachine::Rejection::LimitReached {
-                what: "watchers on this node".into(),
-                limit: WATCHERS_MAX as u64,
-            })
-        })?;
         let filter = WatchFilter {
             usernames: request.usernames.iter().map(|u| key_of(u)).collect(),
             workgroups: request.workgroups.iter().map(|w| key_of(w)).collect(),
@@ -191,42 +182,40 @@ impl Presences for PresenceService {
             kinds: request.kinds.iter().cloned().collect(),
         };
         let shared = self.node.shared.clone();
-        let mut revisions = shared.subscribe();
-        let current = shared.revision();
-        let mut next = if request.start_revision == 0 { current + 1 } else { request.start_revision };
-        // Fail fast, before the stream starts, when the start is already compacted.
-        if let Err(compacted) = shared.history.lock().expect("history lock").read_from(next, 0) {
-            return Err(ApiError::Compacted { requested: next, oldest: compacted.oldest_revision }.into());
-        }
+        let start = (request.start_revision != 0).then_some(request.start_revision);
+        // Subscribing fails fast, before the stream starts, when the start is already compacted.
+        let mut subscription = Hub::subscribe(&shared.events, start).map_err(|error| match error {
+            SubscribeError::Compacted(compacted) => {
+                ApiError::Compacted { requested: request.start_revision, oldest: compacted.oldest }
+            }
+            SubscribeError::TooManySubscribers { limit } => {
+                ApiError::Rejected(collective_statemachine::Rejection::LimitReached {
+                    what: "watchers on this node".into(),
+                    limit: limit as u64,
+                })
+            }
+        })?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER_EVENTS);
         tokio::spawn(async move {
-            let _permit = permit;
             loop {
-                let batch = shared.history.lock().expect("history lock").read_from(next, WATCH_READ_BATCH_EVENTS);
+                let requested = subscription.cursor();
+                let batch = tokio::select! {
+                    batch = subscription.next_batch(WATCH_READ_BATCH_EVENTS) => batch,
+                    _ = tx.closed() => return,
+                };
                 let batch = match batch {
                     Ok(batch) => batch,
                     Err(compacted) => {
                         // The watcher fell behind the retained history (or a snapshot replaced it).
-                        let _ = tx
-                            .send(
-                                Err(ApiError::Compacted { requested: next, oldest: compacted.oldest_revision }.into()),
-                            )
-                            .await;
+                        let error = ApiError::Compacted { requested, oldest: compacted.oldest };
+                        let _ = tx.send(Err(error.into())).await;
                         return;
                     }
                 };
-                if batch.is_empty() {
-                    tokio::select! {
-                        changed = revisions.changed() => if changed.is_err() { return },
-                        _ = tx.closed() => return,
-                    }
-                    continue;
-                }
                 let events: Vec<pb::Event> = {
                     let state = shared.state.read().expect("state lock");
                     batch.iter().filter(|record| filter.matches(&state, record)).map(convert::event).collect()
                 };
-                next = batch.last().map(|record| record.revision + 1).unwrap_or(next);
                 for event in events {
                     if tx.send(Ok(event)).await.is_err() {
                         return;

@@ -203,6 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 };
                 results.push(ApplyResult { outcomes });
+                self.shared.check_invariants(&state);
             }
             // Published under the state lock: a reader that saw revision R never gets a watch
             // "from now" that starts at or below R.
