@@ -9,6 +9,8 @@ use collective_proto::raft::raft_server::RaftServer;
 use collective_proto::v1::cluster_server::ClusterServer;
 use collective_proto::v1::directory_server::DirectoryServer;
 use collective_proto::v1::history_server::HistoryServer;
+use collective_proto::v1::messages_server::MessagesServer;
+use collective_proto::v1::notes_server::NotesServer;
 use collective_proto::v1::presences_server::PresencesServer;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tonic::transport::server::Connected;
@@ -17,6 +19,8 @@ use tonic_health::ServingStatus;
 use crate::api::cluster::ClusterService;
 use crate::api::directory::DirectoryService;
 use crate::api::history::HistoryService;
+use crate::api::messages::MessagesService;
+use crate::api::notes::NotesService;
 use crate::api::presence::PresenceService;
 use crate::config::NodeConfig;
 use crate::network::PEER_MESSAGE_BYTES_MAX;
@@ -76,6 +80,8 @@ where
         .add_service(PresencesServer::new(PresenceService::new(node.clone())))
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
         .add_service(HistoryServer::new(HistoryService { node: node.clone() }))
+        .add_service(MessagesServer::new(MessagesService { node: node.clone() }))
+        .add_service(NotesServer::new(NotesService { node: node.clone() }))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

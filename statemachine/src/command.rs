@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::StatusDef;
+use crate::messaging::{Attribute, Destination, Element, MessageKind, QueueLimits, UpdateOp};
 use crate::site::{SiteId, TrustedAccess};
 use crate::user::UserSpec;
 
@@ -200,8 +201,68 @@ pub enum Command {
     /// A new leader extends every lease by its TTL, so a leader change never expires a healthy
     /// lease (keepalives may have been lost while there was no leader).
     RenewLeases,
-    /// Nothing but the passage of time: leases due at the entry time expire.
+    /// Nothing but the passage of time: leases, notes and requests due at the entry time end.
     Tick,
+    /// Send an inter-site message (event, request or response).
+    SendMessage {
+        /// The sending site.
+        from_site: SiteId,
+        /// One site or every other active site.
+        to: Destination,
+        /// Selects the receiving handlers.
+        object_id: String,
+        /// Selects the receiving handlers.
+        event_id: String,
+        /// Event, request or response.
+        kind: MessageKind,
+        /// The elements, in order.
+        elements: Vec<Element>,
+    },
+    /// A site has handled these deliveries: they leave its queue.
+    AckMessages {
+        /// The receiving site.
+        site: SiteId,
+        /// Delivery ids.
+        ids: Vec<u64>,
+    },
+    /// The requester took the response or stopped waiting.
+    CloseRequest {
+        /// The request's correlation id.
+        correlation_id: u64,
+        /// `answered` or `timed-out`.
+        reason: String,
+    },
+    /// Set the queue bounds of every site.
+    SetQueueLimits(QueueLimits),
+    /// Create a note at a site.
+    CreateNote {
+        /// The site.
+        site: SiteId,
+        /// Unique name at the site.
+        name: String,
+        /// Time to live in minutes; none: until removed.
+        ttl_minutes: Option<u32>,
+    },
+    /// Change one attribute of a note.
+    UpdateNoteAttribute {
+        /// The site.
+        site: SiteId,
+        /// The note.
+        name: String,
+        /// The attribute.
+        attribute: String,
+        /// Append, replace or remove.
+        op: UpdateOp,
+        /// The values (their type is the attribute's).
+        values: Attribute,
+    },
+    /// Remove a note.
+    RemoveNote {
+        /// The site.
+        site: SiteId,
+        /// The note.
+        name: String,
+    },
 }
 
 impl Command {
@@ -229,6 +290,13 @@ impl Command {
             Command::RevokeLease { .. } => "RevokeLease",
             Command::RenewLeases => "RenewLeases",
             Command::Tick => "Tick",
+            Command::SendMessage { .. } => "SendMessage",
+            Command::AckMessages { .. } => "AckMessages",
+            Command::CloseRequest { .. } => "CloseRequest",
+            Command::SetQueueLimits(_) => "SetQueueLimits",
+            Command::CreateNote { .. } => "CreateNote",
+            Command::UpdateNoteAttribute { .. } => "UpdateNoteAttribute",
+            Command::RemoveNote { .. } => "RemoveNote",
         }
     }
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::StatusDef;
 use crate::command::Principal;
+use crate::messaging::{Attribute, Delivery, QueueLimits};
 use crate::site::{Site, SiteId};
 use crate::user::User;
 use crate::workgroup::Workgroup;
@@ -148,6 +149,66 @@ pub enum Event {
         /// `expired` or `revoked`.
         reason: String,
     },
+    /// A message entered its destination site's queue.
+    MessageQueued(Delivery),
+    /// A site acknowledged deliveries; they left its queue.
+    MessagesAcked {
+        /// The site.
+        site: SiteId,
+        /// The ids that were queued.
+        ids: Vec<u64>,
+    },
+    /// A request is waiting for its response (its message is queued at `to_site`).
+    RequestOpened {
+        /// The request's message id.
+        correlation_id: u64,
+        /// The requesting site.
+        from_site: SiteId,
+        /// The site asked.
+        to_site: SiteId,
+        /// When the request is gone, if it has a timeout.
+        expires_at_ms: Option<u64>,
+    },
+    /// The response to an open request arrived (kept with the request for its requester).
+    ResponseArrived(Delivery),
+    /// A request ended: `answered`, `timed-out` or `expired`.
+    RequestClosed {
+        /// The request's correlation id.
+        correlation_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Queue bounds changed.
+    QueueLimitsSet(QueueLimits),
+    /// A note was created.
+    NoteCreated {
+        /// The site.
+        site: SiteId,
+        /// The name as given.
+        name: String,
+        /// When it expires, if it has a time to live.
+        expires_at_ms: Option<u64>,
+    },
+    /// A note attribute has a new value.
+    NoteAttributeUpdated {
+        /// The site.
+        site: SiteId,
+        /// The note.
+        name: String,
+        /// The attribute.
+        attribute: String,
+        /// The whole new value.
+        value: Attribute,
+    },
+    /// A note is gone: `removed` or `expired`.
+    NoteRemoved {
+        /// The site.
+        site: SiteId,
+        /// The note.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Event {
@@ -175,6 +236,15 @@ impl Event {
             Event::LeaseGranted { .. } => "LeaseGranted",
             Event::LeaseRenewed { .. } => "LeaseRenewed",
             Event::LeaseEnded { .. } => "LeaseEnded",
+            Event::MessageQueued(_) => "MessageQueued",
+            Event::MessagesAcked { .. } => "MessagesAcked",
+            Event::RequestOpened { .. } => "RequestOpened",
+            Event::ResponseArrived(_) => "ResponseArrived",
+            Event::RequestClosed { .. } => "RequestClosed",
+            Event::QueueLimitsSet(_) => "QueueLimitsSet",
+            Event::NoteCreated { .. } => "NoteCreated",
+            Event::NoteAttributeUpdated { .. } => "NoteAttributeUpdated",
+            Event::NoteRemoved { .. } => "NoteRemoved",
         }
     }
 
@@ -217,7 +287,13 @@ impl Event {
             | Event::UserLoggedOff { site, .. }
             | Event::LeaseGranted { site, .. }
             | Event::LeaseRenewed { site, .. }
-            | Event::LeaseEnded { site, .. } => Some(*site),
+            | Event::LeaseEnded { site, .. }
+            | Event::MessagesAcked { site, .. }
+            | Event::NoteCreated { site, .. }
+            | Event::NoteAttributeUpdated { site, .. }
+            | Event::NoteRemoved { site, .. } => Some(*site),
+            Event::MessageQueued(delivery) | Event::ResponseArrived(delivery) => Some(delivery.to_site),
+            Event::RequestOpened { to_site, .. } => Some(*to_site),
             Event::SiteIdChanged { new, .. } => Some(*new),
             Event::UserAdded(user) | Event::UserUpdated(user) => Some(user.home_site),
             _ => None,

@@ -7,7 +7,8 @@
 //!
 //! Reading order:
 //! - [`limits`]: every limit, named, units last.
-//! - [`site`], [`user`], [`workgroup`], [`catalog`], [`presence`], [`lease`]: the entities.
+//! - [`site`], [`user`], [`workgroup`], [`catalog`], [`presence`], [`lease`]: the entities;
+//!   [`messaging`]: inter-site messages, requests and notes.
 //! - [`command`]: what callers ask for; [`event`]: the facts `apply` records.
 //! - [`rejection`]: why a command is refused.
 //! - [`validate`]: syntax and limits, checked at the edge before proposal.
@@ -23,6 +24,7 @@ pub mod event;
 pub mod history;
 pub mod lease;
 pub mod limits;
+pub mod messaging;
 pub mod presence;
 pub mod rejection;
 pub mod site;

@@ -59,3 +59,38 @@ pub const INTERACTION_ID_CHARS_MAX: usize = 128;
 pub const PASSWORD_BYTES_MAX: usize = 256;
 /// Most results one directory search or list returns.
 pub const SEARCH_RESULTS_MAX: usize = 10_000;
+/// Most elements in one inter-site message.
+pub const MESSAGE_ELEMENTS_MAX: usize = 1_024;
+/// Largest inter-site message (elements, object id and event id), in bytes.
+pub const MESSAGE_BYTES_MAX: u64 = 256 << 10;
+/// Longest object id or event id, in characters.
+pub const HANDLER_ID_CHARS_MAX: usize = 128;
+/// Default bound of one site's queue, in messages.
+pub const SITE_QUEUE_MESSAGES_DEFAULT: u64 = 100_000;
+/// Default bound of one site's queue, in bytes.
+pub const SITE_QUEUE_BYTES_DEFAULT: u64 = 256 << 20;
+/// Highest configurable bound of one site's queue, in messages.
+pub const SITE_QUEUE_MESSAGES_MAX: u64 = 10_000_000;
+/// Highest configurable bound of one site's queue, in bytes.
+pub const SITE_QUEUE_BYTES_MAX: u64 = 4 << 30;
+/// Most message ids in one acknowledgement.
+pub const ACK_IDS_MAX: usize = 10_000;
+/// Most open requests from one site.
+pub const OPEN_REQUESTS_PER_SITE_MAX: usize = 10_000;
+/// A timed request stays open this long past its timeout (a late response is still refused
+/// cleanly rather than queued nowhere).
+pub const REQUEST_GRACE_MS: u64 = 10_000;
+/// Longest request timeout, in ms (0 means no limit).
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 24 * 3_600_000;
+/// Longest note name or attribute name, in characters.
+pub const NOTE_NAME_CHARS_MAX: usize = 128;
+/// Most notes per site.
+pub const NOTES_PER_SITE_MAX: usize = 100_000;
+/// Most attributes per note.
+pub const NOTE_ATTRIBUTES_MAX: usize = 256;
+/// Most values in one note attribute.
+pub const NOTE_ATTRIBUTE_VALUES_MAX: usize = 10_000;
+/// Longest string value in a note attribute or message, in bytes.
+pub const STRING_VALUE_BYTES_MAX: usize = 64 << 10;
+/// Longest note time to live, in minutes (one year).
+pub const NOTE_TTL_MINUTES_MAX: u32 = 525_600;

@@ -12,6 +12,7 @@ use crate::command::{Batch, Command, Envelope, Principal, SiteSpec};
 use crate::event::{Event, EventRecord};
 use crate::lease::{Lease, LOGOFF_REASON_SITE_UNREACHABLE};
 use crate::limits::*;
+use crate::messaging::Messaging;
 use crate::presence::{Logon, Presence};
 use crate::rejection::Rejection;
 use crate::site::{Site, SiteId, NOTE_ID_DIAL_STRING_DEFAULT};
@@ -53,6 +54,9 @@ pub struct State {
     /// Live site leases by site id.
     #[serde(default)]
     pub leases: BTreeMap<SiteId, Lease>,
+    /// Inter-site message queues, open requests and notes.
+    #[serde(default)]
+    pub messaging: Messaging,
 }
 
 impl Default for State {
@@ -76,13 +80,18 @@ impl State {
             catalog: seed_catalog().into_iter().map(|def| (def.key.clone(), def)).collect(),
             presence: BTreeMap::new(),
             leases: BTreeMap::new(),
+            messaging: Messaging::default(),
         }
     }
 
-    /// The earliest entry time at which a lease expires, if any lease is live: the leader
+    /// The earliest entry time at which a lease, note or request ends, if any: the leader
     /// proposes a `Tick` once its clock passes it.
     pub fn next_lease_expiry_ms(&self) -> Option<u64> {
-        self.leases.values().map(|lease| lease.expires_at_ms).min()
+        let leases = self.leases.values().map(|lease| lease.expires_at_ms).min();
+        match (leases, self.messaging.next_expiry_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Applies one stamped command: the events it produced, numbered, or why it was refused.
@@ -416,12 +425,52 @@ impl State {
                 })
                 .map(|(site, lease)| Event::LeaseRenewed { site: *site, expires_at_ms: at_ms + lease.ttl_ms })
                 .collect()),
-            Command::Tick => Ok(self
-                .leases
-                .iter()
-                .filter(|(_, lease)| lease.expires_at_ms <= at_ms)
-                .flat_map(|(site, _)| self.lease_end_events(*site, "expired"))
-                .collect()),
+            Command::Tick => {
+                let mut events: Vec<Event> = self
+                    .leases
+                    .iter()
+                    .filter(|(_, lease)| lease.expires_at_ms <= at_ms)
+                    .flat_map(|(site, _)| self.lease_end_events(*site, "expired"))
+                    .collect();
+                events.extend(self.messaging_expiry_events(at_ms));
+                Ok(events)
+            }
+            Command::SendMessage { from_site, to, object_id, event_id, kind, elements } => {
+                self.decide_send(at_ms, *from_site, *to, object_id, event_id, *kind, elements)
+            }
+            Command::AckMessages { site, ids } => self.decide_ack(*site, ids),
+            Command::CloseRequest { correlation_id, reason } => {
+                if !self.messaging.requests.contains_key(correlation_id) {
+                    return Err(Rejection::not_found("request", correlation_id));
+                }
+                Ok(vec![Event::RequestClosed { correlation_id: *correlation_id, reason: reason.clone() }])
+            }
+            Command::SetQueueLimits(limits) => Ok(vec![Event::QueueLimitsSet(*limits)]),
+            Command::CreateNote { site, name, ttl_minutes } => {
+                self.decide_create_note(at_ms, *site, name, *ttl_minutes)
+            }
+            Command::UpdateNoteAttribute { site, name, attribute, op, values } => {
+                let note = self.messaging.note(*site, name, at_ms)?;
+                if !note.value.attributes.contains_key(attribute)
+                    && note.value.attributes.len() >= crate::limits::NOTE_ATTRIBUTES_MAX
+                {
+                    return Err(Rejection::LimitReached {
+                        what: format!("attributes of note {name}"),
+                        limit: crate::limits::NOTE_ATTRIBUTES_MAX as u64,
+                    });
+                }
+                let value = Messaging::updated_attribute(note, attribute, *op, values)?;
+                Ok(vec![Event::NoteAttributeUpdated {
+                    site: *site,
+                    name: note.value.name.clone(),
+                    attribute: attribute.clone(),
+                    value,
+                }])
+            }
+            Command::RemoveNote { site, name } => {
+                let note = self.messaging.note(*site, name, at_ms)?;
+                Ok(vec![Event::NoteRemoved { site: *site, name: note.value.name.clone(), reason: "removed".into() }])
+            }
         }
     }
 
@@ -703,6 +752,15 @@ impl State {
             Event::LeaseEnded { site, .. } => {
                 self.leases.remove(site);
             }
+            Event::MessageQueued(_)
+            | Event::MessagesAcked { .. }
+            | Event::RequestOpened { .. }
+            | Event::ResponseArrived(_)
+            | Event::RequestClosed { .. }
+            | Event::QueueLimitsSet(_)
+            | Event::NoteCreated { .. }
+            | Event::NoteAttributeUpdated { .. }
+            | Event::NoteRemoved { .. } => self.fold_messaging(event),
             Event::InteractionEnded { username, interaction_id } => {
                 if let Some(presence) = self.presence.get_mut(&key_of(username)) {
                     presence.interactions.remove(interaction_id);
@@ -730,6 +788,7 @@ impl State {
         if let Some(lease) = self.leases.remove(&old) {
             self.leases.insert(new, lease);
         }
+        self.messaging_site_id_changed(old, new);
     }
 
     fn unindex_user(&mut self, user_key: &str, old: &User) {
@@ -745,6 +804,7 @@ impl State {
     /// Checks every invariant of the views; panics with the numbers that broke one. Tests and
     /// simulations call it after every apply.
     pub fn check_invariants(&self) {
+        self.check_messaging_invariants();
         assert_eq!(
             self.site_names.len(),
             self.sites.len(),

@@ -6,6 +6,7 @@ use crate::catalog::StatusDef;
 use crate::command::{Command, SiteSpec};
 use crate::lease::{LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN};
 use crate::limits::*;
+use crate::messaging::{Attribute, Destination, Element, MessageKind, Messaging};
 use crate::rejection::Rejection;
 use crate::user::UserSpec;
 
@@ -71,7 +72,135 @@ pub fn validate(command: &Command) -> Checked {
         }
         Command::KeepAlive { site } | Command::RevokeLease { site } => site_id("site", *site),
         Command::RenewLeases | Command::Tick => Ok(()),
+        Command::SendMessage { from_site, to, object_id, event_id, kind, elements } => {
+            site_id("from_site", *from_site)?;
+            if let Destination::Site(site) = to {
+                site_id("to", *site)?;
+            }
+            text("object_id", object_id, 1, HANDLER_ID_CHARS_MAX)?;
+            text("event_id", event_id, 1, HANDLER_ID_CHARS_MAX)?;
+            match kind {
+                MessageKind::Request { timeout_ms } if *timeout_ms > REQUEST_TIMEOUT_MS_MAX => {
+                    return Err(Rejection::invalid(
+                        "timeout_ms",
+                        format!("{timeout_ms} is over {REQUEST_TIMEOUT_MS_MAX} (0 waits without limit)"),
+                    ));
+                }
+                MessageKind::Response { correlation_id: 0 } => {
+                    return Err(Rejection::invalid("correlation_id", "must not be 0 (0 marks events)"));
+                }
+                _ => {}
+            }
+            message_elements(elements)?;
+            let bytes = Messaging::message_bytes(object_id, event_id, elements);
+            if bytes > MESSAGE_BYTES_MAX {
+                return Err(Rejection::invalid("elements", format!("{bytes} bytes is over {MESSAGE_BYTES_MAX}")));
+            }
+            Ok(())
+        }
+        Command::AckMessages { site, ids } => {
+            site_id("site", *site)?;
+            if ids.is_empty() || ids.len() > ACK_IDS_MAX {
+                return Err(Rejection::invalid("ids", format!("needs 1..={ACK_IDS_MAX} message ids")));
+            }
+            Ok(())
+        }
+        Command::CloseRequest { reason, .. } => text("reason", reason, 1, NAME_CHARS_MAX),
+        Command::SetQueueLimits(limits) => {
+            if !(1..=SITE_QUEUE_MESSAGES_MAX).contains(&limits.messages) {
+                return Err(Rejection::invalid("messages", format!("must be within 1..={SITE_QUEUE_MESSAGES_MAX}")));
+            }
+            if !(MESSAGE_BYTES_MAX..=SITE_QUEUE_BYTES_MAX).contains(&limits.bytes) {
+                return Err(Rejection::invalid(
+                    "bytes",
+                    format!(
+                        "must be within {MESSAGE_BYTES_MAX}..={SITE_QUEUE_BYTES_MAX} (a queue must fit one message)"
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Command::CreateNote { site, name, ttl_minutes } => {
+            site_id("site", *site)?;
+            note_name("name", name)?;
+            if let Some(minutes) = ttl_minutes {
+                if !(1..=NOTE_TTL_MINUTES_MAX).contains(minutes) {
+                    return Err(Rejection::invalid(
+                        "ttl_minutes",
+                        format!("{minutes} is outside 1..={NOTE_TTL_MINUTES_MAX}"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Command::UpdateNoteAttribute { site, name, attribute, values, .. } => {
+            site_id("site", *site)?;
+            note_name("name", name)?;
+            note_name("attribute", attribute)?;
+            attribute_values("values", values)
+        }
+        Command::RemoveNote { site, name } => {
+            site_id("site", *site)?;
+            note_name("name", name)
+        }
     }
+}
+
+fn note_name(field: &str, value: &str) -> Checked {
+    text(field, value, 1, NOTE_NAME_CHARS_MAX)?;
+    if value.trim() != value {
+        return Err(Rejection::invalid(field, "must not start or end with white space"));
+    }
+    Ok(())
+}
+
+fn attribute_values(field: &str, values: &Attribute) -> Checked {
+    if values.len() > NOTE_ATTRIBUTE_VALUES_MAX {
+        return Err(Rejection::invalid(field, format!("{} values is over {NOTE_ATTRIBUTE_VALUES_MAX}", values.len())));
+    }
+    if let Attribute::String(strings) = values {
+        if let Some(long) = strings.iter().find(|s| s.len() > STRING_VALUE_BYTES_MAX) {
+            return Err(Rejection::invalid(
+                field,
+                format!("a value of {} bytes is over {STRING_VALUE_BYTES_MAX}", long.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a message's elements: count, string sizes, embedded notes.
+fn message_elements(elements: &[Element]) -> Checked {
+    if elements.len() > MESSAGE_ELEMENTS_MAX {
+        return Err(Rejection::invalid(
+            "elements",
+            format!("{} elements is over {MESSAGE_ELEMENTS_MAX}", elements.len()),
+        ));
+    }
+    for (index, element) in elements.iter().enumerate() {
+        let field = format!("elements[{index}]");
+        match element {
+            Element::Integer(_) => {}
+            Element::String(text) if text.len() > STRING_VALUE_BYTES_MAX => {
+                return Err(Rejection::invalid(
+                    &field,
+                    format!("{} bytes is over {STRING_VALUE_BYTES_MAX}", text.len()),
+                ));
+            }
+            Element::String(_) => {}
+            Element::Note(note) => {
+                note_name(&format!("{field}.name"), &note.name)?;
+                if note.attributes.len() > NOTE_ATTRIBUTES_MAX {
+                    return Err(Rejection::invalid(&field, format!("more than {NOTE_ATTRIBUTES_MAX} attributes")));
+                }
+                for (name, values) in &note.attributes {
+                    note_name(&format!("{field}.attributes"), name)?;
+                    attribute_values(&format!("{field}.attributes.{name}"), values)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validate_site(spec: &SiteSpec) -> Checked {

@@ -161,6 +161,35 @@ pub fn event(record: &EventRecord) -> pb::Event {
             Body::LeaseRenewed(pb::LeaseRenewed { site: *site, expires_at_ms: *expires_at_ms })
         }
         Event::LeaseEnded { site, reason } => Body::LeaseEnded(pb::LeaseEnded { site: *site, reason: reason.clone() }),
+        Event::MessageQueued(d) => Body::MessageQueued(delivery(d)),
+        Event::MessagesAcked { site, ids } => Body::MessagesAcked(pb::MessagesAcked { site: *site, ids: ids.clone() }),
+        Event::RequestOpened { correlation_id, from_site, to_site, expires_at_ms } => {
+            Body::RequestOpened(pb::RequestOpened {
+                correlation_id: *correlation_id,
+                from_site: *from_site,
+                to_site: *to_site,
+                expires_at_ms: *expires_at_ms,
+            })
+        }
+        Event::ResponseArrived(d) => Body::ResponseArrived(delivery(d)),
+        Event::RequestClosed { correlation_id, reason } => {
+            Body::RequestClosed(pb::RequestClosed { correlation_id: *correlation_id, reason: reason.clone() })
+        }
+        Event::QueueLimitsSet(limits) => Body::QueueLimitsSet(queue_limits(limits)),
+        Event::NoteCreated { site, name, expires_at_ms } => {
+            Body::NoteCreated(pb::NoteCreated { site: *site, name: name.clone(), expires_at_ms: *expires_at_ms })
+        }
+        Event::NoteAttributeUpdated { site, name, attribute, value } => {
+            Body::NoteAttributeUpdated(pb::NoteAttributeUpdated {
+                site: *site,
+                name: name.clone(),
+                attribute: attribute.clone(),
+                value: Some(attribute_out(value)),
+            })
+        }
+        Event::NoteRemoved { site, name, reason } => {
+            Body::NoteRemoved(pb::NoteRemoved { site: *site, name: name.clone(), reason: reason.clone() })
+        }
     };
     pb::Event {
         revision: record.revision,
@@ -222,4 +251,94 @@ pub fn status_group_filter(text: &str) -> Result<Option<StatusGroup>, ApiError> 
 /// The response of a write.
 pub fn write_response(applied: crate::raft_types::Applied) -> pb::WriteResponse {
     pb::WriteResponse { revision: applied.revision, events: applied.events.iter().map(event).collect() }
+}
+
+/// Queue bounds.
+pub fn queue_limits(limits: &sm::messaging::QueueLimits) -> pb::QueueLimits {
+    pb::QueueLimits { messages: limits.messages, bytes: limits.bytes }
+}
+
+/// A delivery as its site receives it.
+pub fn delivery(d: &sm::messaging::Delivery) -> pb::Delivery {
+    pb::Delivery {
+        id: d.id,
+        from_site: d.from_site,
+        to_site: d.to_site,
+        object_id: d.object_id.clone(),
+        event_id: d.event_id.clone(),
+        correlation_id: d.correlation_id,
+        response_destination: d.response_destination,
+        elements: d.elements.iter().map(element_out).collect(),
+        sent_at_ms: d.sent_at_ms,
+    }
+}
+
+fn element_out(element: &sm::messaging::Element) -> pb::Element {
+    use pb::element::Value;
+    let value = match element {
+        sm::messaging::Element::Integer(value) => Value::Integer(*value),
+        sm::messaging::Element::String(value) => Value::String(value.clone()),
+        sm::messaging::Element::Note(note) => Value::Note(note_value_out(note, None)),
+    };
+    pb::Element { value: Some(value) }
+}
+
+/// Decodes a message's elements; `field` names them in errors.
+pub fn elements_in(elements: Vec<pb::Element>, field: &str) -> Result<Vec<sm::messaging::Element>, ApiError> {
+    use pb::element::Value;
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, element)| match element.value {
+            Some(Value::Integer(value)) => Ok(sm::messaging::Element::Integer(value)),
+            Some(Value::String(value)) => Ok(sm::messaging::Element::String(value)),
+            Some(Value::Note(note)) => {
+                Ok(sm::messaging::Element::Note(note_value_in(note, &format!("{field}[{index}]"))?))
+            }
+            None => Err(ApiError::invalid(&format!("{field}[{index}]"), "has no value (integer, string or note)")),
+        })
+        .collect()
+}
+
+/// A stored note or a note in a message, as clients see it.
+pub fn note_value_out(note: &sm::messaging::NoteValue, expires_at_ms: Option<u64>) -> pb::Note {
+    pb::Note {
+        name: note.name.clone(),
+        attributes: note.attributes.iter().map(|(name, value)| (name.clone(), attribute_out(value))).collect(),
+        expires_at_ms,
+    }
+}
+
+fn note_value_in(note: pb::Note, field: &str) -> Result<sm::messaging::NoteValue, ApiError> {
+    let attributes = note
+        .attributes
+        .into_iter()
+        .map(|(name, value)| {
+            let value = attribute_in(Some(value), &format!("{field}.attributes.{name}"))?;
+            Ok((name, value))
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(sm::messaging::NoteValue { name: note.name, attributes })
+}
+
+/// A note attribute as clients see it.
+pub fn attribute_out(attribute: &sm::messaging::Attribute) -> pb::Attribute {
+    use pb::attribute::Values;
+    let values = match attribute {
+        sm::messaging::Attribute::Integer(values) => Values::Integers(pb::IntegerList { values: values.clone() }),
+        sm::messaging::Attribute::String(values) => Values::Strings(pb::StringList { values: values.clone() }),
+        sm::messaging::Attribute::DateTime(values) => Values::DateTimes(pb::IntegerList { values: values.clone() }),
+    };
+    pb::Attribute { values: Some(values) }
+}
+
+/// Decodes attribute values; `field` names them in errors.
+pub fn attribute_in(attribute: Option<pb::Attribute>, field: &str) -> Result<sm::messaging::Attribute, ApiError> {
+    use pb::attribute::Values;
+    match attribute.and_then(|a| a.values) {
+        Some(Values::Integers(list)) => Ok(sm::messaging::Attribute::Integer(list.values)),
+        Some(Values::Strings(list)) => Ok(sm::messaging::Attribute::String(list.values)),
+        Some(Values::DateTimes(list)) => Ok(sm::messaging::Attribute::DateTime(list.values)),
+        None => Err(ApiError::invalid(field, "is required (integers, strings or date_times)")),
+    }
 }

@@ -2,13 +2,15 @@
 //!
 //! - [`error`]: `ApiError` and its single mapping to gRPC status codes.
 //! - [`convert`]: wire ⇄ domain conversions.
-//! - [`directory`], [`presence`], [`history`], [`cluster`]: the services.
+//! - [`directory`], [`presence`], [`history`], [`cluster`], [`messages`], [`notes`]: the services.
 
 pub mod cluster;
 pub mod convert;
 pub mod directory;
 pub mod error;
 pub mod history;
+pub mod messages;
+pub mod notes;
 pub mod presence;
 
 use collective_statemachine::{Principal, State};

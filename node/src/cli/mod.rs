@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod messaging;
 pub mod output;
 
 use std::path::PathBuf;
@@ -100,6 +101,16 @@ pub enum Command {
     History {
         #[command(subcommand)]
         command: HistoryCommand,
+    },
+    /// Inter-site messages: send, request, respond, subscribe, ack, backlog.
+    Message {
+        #[command(subcommand)]
+        command: messaging::MessageCommand,
+    },
+    /// Notes scoped to a site: create, get, update, remove, list.
+    Note {
+        #[command(subcommand)]
+        command: messaging::NoteCommand,
     },
     /// Benchmarks against a running cluster.
     Bench {
@@ -545,7 +556,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return crate::server::serve(config).await;
     }
     let client = Client::new(&cli.endpoints, Duration::from_millis(cli.timeout_ms))?;
-    let result = dispatch(&client, cli.command, format, serializable).await;
+    let result = match cli.command {
+        Command::Message { command } => messaging::message(&client, command, format, cli.timeout_ms).await,
+        Command::Note { command } => messaging::note(&client, command, format, serializable).await,
+        command => dispatch(&client, command, format, serializable).await,
+    };
     result.map_err(|error| match error.downcast::<tonic::Status>() {
         Ok(status) => anyhow::anyhow!(describe(&status)),
         Err(other) => other,
@@ -970,6 +985,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
             }
         }
         Command::Bench { command } => bench::run(client, command, format).await?,
+        Command::Message { .. } | Command::Note { .. } => unreachable!("handled by run"),
     }
     Ok(())
 }

@@ -134,7 +134,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let data = serde_json::to_vec(&self.body).map_err(|e| snapshot_error(None, ErrorVerb::Write, e))?;
         // The id only has to be unique per snapshot; the applied log id is.
         let snapshot_id = match self.body.last_applied {
-            Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
+            Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
             None => "empty".to_string(),
         };
         let meta = SnapshotMeta {

@@ -1,0 +1,621 @@
+//! Inter-site messages (Multi-Site RTM) and notes (IpNotes): the replicated part.
+//!
+//! A message is an ordered list of typed [`Element`]s. Sending one queues a [`Delivery`] in the
+//! destination site's durable queue (bounded in count and bytes); the site receives deliveries in
+//! id order and acknowledges them, which removes them. A request opens an [`OpenRequest`] whose
+//! correlation id is the request's message id; the response is kept there until the requester
+//! takes it (or the request expires). Notes are named records of typed list attributes, scoped to
+//! a site, with an optional time to live; an expired note is gone for every command at or after
+//! its deadline, and the next `Tick` removes it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::*;
+use crate::rejection::Rejection;
+use crate::site::SiteId;
+
+/// One typed element of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Element {
+    /// A 64-bit integer.
+    Integer(i64),
+    /// UTF-8 text.
+    String(String),
+    /// A note carried by value.
+    Note(NoteValue),
+}
+
+impl Element {
+    /// Bytes the element counts for in queue limits.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Element::Integer(_) => 8,
+            Element::String(text) => text.len() as u64,
+            Element::Note(note) => note.bytes(),
+        }
+    }
+}
+
+/// A note's name and attributes (in a message, or as stored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteValue {
+    /// The note's name.
+    pub name: String,
+    /// Attributes by name.
+    pub attributes: BTreeMap<String, Attribute>,
+}
+
+impl NoteValue {
+    /// Bytes the note counts for in queue limits.
+    pub fn bytes(&self) -> u64 {
+        self.name.len() as u64
+            + self.attributes.iter().map(|(name, value)| name.len() as u64 + value.bytes()).sum::<u64>()
+    }
+}
+
+/// A typed list attribute of a note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attribute {
+    /// Integers.
+    Integer(Vec<i64>),
+    /// Strings.
+    String(Vec<String>),
+    /// Date/times, ms since the Unix epoch.
+    DateTime(Vec<i64>),
+}
+
+impl Attribute {
+    /// `Integer`, `String` or `DateTime`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Attribute::Integer(_) => "Integer",
+            Attribute::String(_) => "String",
+            Attribute::DateTime(_) => "DateTime",
+        }
+    }
+
+    /// Values in the list.
+    pub fn len(&self) -> usize {
+        match self {
+            Attribute::Integer(values) | Attribute::DateTime(values) => values.len(),
+            Attribute::String(values) => values.len(),
+        }
+    }
+
+    /// True for an empty list.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Attribute::Integer(values) | Attribute::DateTime(values) => 8 * values.len() as u64,
+            Attribute::String(values) => values.iter().map(|v| v.len() as u64).sum(),
+        }
+    }
+
+    /// `self` with `other`'s values appended, or without them (every occurrence) when
+    /// `remove`; `None` if the types differ.
+    fn combine(&self, other: &Attribute, remove: bool) -> Option<Attribute> {
+        fn merge<T: Clone + PartialEq>(mine: &[T], theirs: &[T], remove: bool) -> Vec<T> {
+            if remove {
+                mine.iter().filter(|v| !theirs.contains(v)).cloned().collect()
+            } else {
+                mine.iter().chain(theirs).cloned().collect()
+            }
+        }
+        Some(match (self, other) {
+            (Attribute::Integer(a), Attribute::Integer(b)) => Attribute::Integer(merge(a, b, remove)),
+            (Attribute::String(a), Attribute::String(b)) => Attribute::String(merge(a, b, remove)),
+            (Attribute::DateTime(a), Attribute::DateTime(b)) => Attribute::DateTime(merge(a, b, remove)),
+            _ => return None,
+        })
+    }
+}
+
+/// How an attribute update changes the attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateOp {
+    /// Add the values at the end (the attribute must exist, with the same type).
+    Append,
+    /// Replace the whole list (creates the attribute).
+    Replace,
+    /// Remove every occurrence of the values (the attribute must exist, with the same type).
+    Remove,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Destination {
+    /// One site.
+    Site(SiteId),
+    /// Every other active site (`*`).
+    AllOthers,
+}
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// No response expected.
+    Event,
+    /// A response is expected within `timeout_ms` (0: no limit); the request's message id is its
+    /// correlation id.
+    Request {
+        /// How long the requester waits.
+        timeout_ms: u64,
+    },
+    /// The answer to the request with this correlation id.
+    Response {
+        /// The request's correlation id.
+        correlation_id: u64,
+    },
+}
+
+/// A queued message, as its destination site receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Collective-wide message id, increasing: a site receives its deliveries in id order.
+    pub id: u64,
+    /// Sending site.
+    pub from_site: SiteId,
+    /// Receiving site.
+    pub to_site: SiteId,
+    /// Selects the receiving handlers, with `event_id`.
+    pub object_id: String,
+    /// Selects the receiving handlers, with `object_id`.
+    pub event_id: String,
+    /// 0 for events; the request's id for requests and responses.
+    pub correlation_id: u64,
+    /// Where a response goes (the requesting site); 0 for events and responses.
+    pub response_destination: SiteId,
+    /// The elements, in order.
+    pub elements: Vec<Element>,
+    /// Entry time of the send.
+    pub sent_at_ms: u64,
+    /// Bytes counted against the queue's limit.
+    pub bytes: u64,
+}
+
+/// One site's queue of unacknowledged deliveries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteQueue {
+    /// Deliveries in id order.
+    pub deliveries: VecDeque<Delivery>,
+    /// Sum of their bytes.
+    pub bytes: u64,
+}
+
+/// A request waiting for its response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenRequest {
+    /// The requesting site (the response destination).
+    pub from_site: SiteId,
+    /// The site asked.
+    pub to_site: SiteId,
+    /// Entry time after which the request is gone (`None`: it waits until closed).
+    pub expires_at_ms: Option<u64>,
+    /// The response, once it arrived.
+    pub response: Option<Delivery>,
+}
+
+/// Queue bounds per site (replicated, so every replica enforces the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueLimits {
+    /// Most queued deliveries per site.
+    pub messages: u64,
+    /// Most queued bytes per site.
+    pub bytes: u64,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits { messages: SITE_QUEUE_MESSAGES_DEFAULT, bytes: SITE_QUEUE_BYTES_DEFAULT }
+    }
+}
+
+/// A stored note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// Name and attributes.
+    pub value: NoteValue,
+    /// Entry time at and after which the note is gone (`None`: no time to live).
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Note {
+    /// Whether the note still exists at entry time `at_ms`.
+    pub fn live_at(&self, at_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|expires| at_ms < expires)
+    }
+}
+
+/// Messages, requests and notes of the collective.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Messaging {
+    /// The next message id (ids start at 1).
+    pub next_id: u64,
+    /// Queues by destination site (absent: empty).
+    pub queues: BTreeMap<SiteId, SiteQueue>,
+    /// Open requests by correlation id.
+    pub requests: BTreeMap<u64, OpenRequest>,
+    /// Queue bounds.
+    pub limits: QueueLimits,
+    /// Notes by site, then lowercase name.
+    pub notes: BTreeMap<SiteId, BTreeMap<String, Note>>,
+}
+
+impl Messaging {
+    /// The next message id to assign.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.max(1)
+    }
+
+    /// Bytes a message with these fields counts for.
+    pub fn message_bytes(object_id: &str, event_id: &str, elements: &[Element]) -> u64 {
+        object_id.len() as u64 + event_id.len() as u64 + elements.iter().map(Element::bytes).sum::<u64>()
+    }
+
+    /// Whether `site`'s queue takes `count` more deliveries of `bytes` each.
+    pub fn check_room(&self, site: SiteId, count: u64, bytes: u64) -> Result<(), Rejection> {
+        let (queued, queued_bytes) =
+            self.queues.get(&site).map(|q| (q.deliveries.len() as u64, q.bytes)).unwrap_or((0, 0));
+        if queued + count > self.limits.messages {
+            return Err(Rejection::LimitReached {
+                what: format!("queued messages for site {site}"),
+                limit: self.limits.messages,
+            });
+        }
+        if queued_bytes + bytes > self.limits.bytes {
+            return Err(Rejection::LimitReached {
+                what: format!("queued message bytes for site {site}"),
+                limit: self.limits.bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The live note `name` of `site` at entry time `at_ms`.
+    pub fn note(&self, site: SiteId, name: &str, at_ms: u64) -> Result<&Note, Rejection> {
+        self.notes
+            .get(&site)
+            .and_then(|notes| notes.get(&crate::user::key_of(name)))
+            .filter(|note| note.live_at(at_ms))
+            .ok_or_else(|| Rejection::not_found("note", format!("{name} at site {site}")))
+    }
+
+    /// Live notes of `site` at entry time `at_ms`.
+    pub fn live_notes(&self, site: SiteId, at_ms: u64) -> impl Iterator<Item = &Note> {
+        self.notes.get(&site).into_iter().flat_map(|notes| notes.values()).filter(move |note| note.live_at(at_ms))
+    }
+
+    /// The attribute update's result: the attribute's new value.
+    pub fn updated_attribute(
+        note: &Note,
+        attribute: &str,
+        op: UpdateOp,
+        values: &Attribute,
+    ) -> Result<Attribute, Rejection> {
+        let existing = note.value.attributes.get(attribute);
+        let updated = match (op, existing) {
+            (UpdateOp::Replace, _) => values.clone(),
+            (_, None) => {
+                return Err(Rejection::not_found("attribute", format!("{attribute} of note {}", note.value.name)));
+            }
+            (UpdateOp::Append | UpdateOp::Remove, Some(existing)) => {
+                existing.combine(values, op == UpdateOp::Remove).ok_or_else(|| {
+                    Rejection::precondition(
+                        "attribute",
+                        format!(
+                            "{attribute} of note {} holds {} values, not {}",
+                            note.value.name,
+                            existing.type_name(),
+                            values.type_name()
+                        ),
+                    )
+                })?
+            }
+        };
+        if updated.len() > NOTE_ATTRIBUTE_VALUES_MAX {
+            return Err(Rejection::LimitReached {
+                what: format!("values in attribute {attribute}"),
+                limit: NOTE_ATTRIBUTE_VALUES_MAX as u64,
+            });
+        }
+        Ok(updated)
+    }
+
+    /// The earliest deadline of a note or request, if any.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        let notes = self.notes.values().flat_map(|notes| notes.values()).filter_map(|note| note.expires_at_ms);
+        let requests = self.requests.values().filter_map(|request| request.expires_at_ms);
+        notes.chain(requests).min()
+    }
+}
+
+impl crate::state::State {
+    /// Decides a send: events for every destination, or why not (nothing is queued then).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decide_send(
+        &self,
+        at_ms: u64,
+        from_site: SiteId,
+        to: Destination,
+        object_id: &str,
+        event_id: &str,
+        kind: MessageKind,
+        elements: &[Element],
+    ) -> Result<Vec<crate::Event>, Rejection> {
+        use crate::Event;
+        self.site(from_site).map_err(|_| Rejection::not_found("site", format!("{from_site} (the sender)")))?;
+        let bytes = Messaging::message_bytes(object_id, event_id, elements);
+        let mut id = self.messaging.next_id();
+        let delivery = |id: u64, to_site: SiteId, correlation_id: u64, response_destination: SiteId| Delivery {
+            id,
+            from_site,
+            to_site,
+            object_id: object_id.to_string(),
+            event_id: event_id.to_string(),
+            correlation_id,
+            response_destination,
+            elements: elements.to_vec(),
+            sent_at_ms: at_ms,
+            bytes,
+        };
+        let active_destination = |site: SiteId| -> Result<(), Rejection> {
+            let target = self.site(site)?;
+            if !target.active {
+                return Err(Rejection::precondition("to", format!("site {site} is not active")));
+            }
+            Ok(())
+        };
+        match kind {
+            MessageKind::Event => {
+                let targets: Vec<SiteId> = match to {
+                    Destination::Site(site) => {
+                        active_destination(site)?;
+                        vec![site]
+                    }
+                    Destination::AllOthers => {
+                        let others: Vec<SiteId> =
+                            self.sites.values().filter(|s| s.active && s.id != from_site).map(|s| s.id).collect();
+                        if others.is_empty() {
+                            return Err(Rejection::precondition("to", "no other site is active"));
+                        }
+                        others
+                    }
+                };
+                for site in &targets {
+                    self.messaging.check_room(*site, 1, bytes)?;
+                }
+                Ok(targets
+                    .into_iter()
+                    .map(|site| {
+                        let event = Event::MessageQueued(delivery(id, site, 0, 0));
+                        id += 1;
+                        event
+                    })
+                    .collect())
+            }
+            MessageKind::Request { timeout_ms } => {
+                let Destination::Site(site) = to else {
+                    return Err(Rejection::invalid("to", "a request goes to one site, not *"));
+                };
+                active_destination(site)?;
+                self.messaging.check_room(site, 1, bytes)?;
+                let open = self.messaging.requests.values().filter(|r| r.from_site == from_site).count();
+                if open >= OPEN_REQUESTS_PER_SITE_MAX {
+                    return Err(Rejection::LimitReached {
+                        what: format!("open requests from site {from_site}"),
+                        limit: OPEN_REQUESTS_PER_SITE_MAX as u64,
+                    });
+                }
+                let expires_at_ms = (timeout_ms > 0).then(|| at_ms + timeout_ms + REQUEST_GRACE_MS);
+                Ok(vec![
+                    Event::MessageQueued(delivery(id, site, id, from_site)),
+                    Event::RequestOpened { correlation_id: id, from_site, to_site: site, expires_at_ms },
+                ])
+            }
+            MessageKind::Response { correlation_id } => {
+                let Destination::Site(site) = to else {
+                    return Err(Rejection::invalid("to", "a response goes to the request's response destination"));
+                };
+                let request = self
+                    .messaging
+                    .requests
+                    .get(&correlation_id)
+                    .filter(|request| request.expires_at_ms.is_none_or(|expires| at_ms < expires))
+                    .ok_or_else(|| Rejection::not_found("request", correlation_id))?;
+                if request.from_site != site {
+                    return Err(Rejection::precondition(
+                        "to",
+                        format!(
+                            "request {correlation_id} expects its response at site {}, not {site}",
+                            request.from_site
+                        ),
+                    ));
+                }
+                if request.to_site != from_site {
+                    return Err(Rejection::precondition(
+                        "from_site",
+                        format!("request {correlation_id} was sent to site {}, not {from_site}", request.to_site),
+                    ));
+                }
+                if request.response.is_some() {
+                    return Err(Rejection::exists("response", "correlation id", correlation_id));
+                }
+                Ok(vec![Event::ResponseArrived(delivery(id, site, correlation_id, 0))])
+            }
+        }
+    }
+
+    /// Acknowledged ids still queued leave the queue; others (already acknowledged) are ignored,
+    /// so acknowledging twice is harmless.
+    pub(crate) fn decide_ack(&self, site: SiteId, ids: &[u64]) -> Result<Vec<crate::Event>, Rejection> {
+        self.site(site)?;
+        let Some(queue) = self.messaging.queues.get(&site) else { return Ok(vec![]) };
+        let wanted: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+        let present: Vec<u64> = queue.deliveries.iter().map(|d| d.id).filter(|id| wanted.contains(id)).collect();
+        if present.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(vec![crate::Event::MessagesAcked { site, ids: present }])
+    }
+
+    pub(crate) fn decide_create_note(
+        &self,
+        at_ms: u64,
+        site: SiteId,
+        name: &str,
+        ttl_minutes: Option<u32>,
+    ) -> Result<Vec<crate::Event>, Rejection> {
+        self.site(site)?;
+        if self.messaging.note(site, name, at_ms).is_ok() {
+            return Err(Rejection::exists("note", "name", format!("{name} at site {site}")));
+        }
+        if self.messaging.live_notes(site, at_ms).count() >= NOTES_PER_SITE_MAX {
+            return Err(Rejection::LimitReached {
+                what: format!("notes at site {site}"),
+                limit: NOTES_PER_SITE_MAX as u64,
+            });
+        }
+        let expires_at_ms = ttl_minutes.map(|minutes| at_ms + u64::from(minutes) * 60_000);
+        Ok(vec![crate::Event::NoteCreated { site, name: name.to_string(), expires_at_ms }])
+    }
+
+    /// Notes and requests whose deadline the entry time reached.
+    pub(crate) fn messaging_expiry_events(&self, at_ms: u64) -> Vec<crate::Event> {
+        let notes = self.messaging.notes.iter().flat_map(|(site, notes)| {
+            notes.values().filter(move |note| !note.live_at(at_ms)).map(move |note| crate::Event::NoteRemoved {
+                site: *site,
+                name: note.value.name.clone(),
+                reason: "expired".into(),
+            })
+        });
+        let requests = self
+            .messaging
+            .requests
+            .iter()
+            .filter(|(_, request)| request.expires_at_ms.is_some_and(|expires| expires <= at_ms))
+            .map(|(id, _)| crate::Event::RequestClosed { correlation_id: *id, reason: "expired".into() });
+        notes.chain(requests).collect()
+    }
+
+    pub(crate) fn fold_messaging(&mut self, event: &crate::Event) {
+        use crate::Event;
+        let messaging = &mut self.messaging;
+        match event {
+            Event::MessageQueued(delivery) => {
+                messaging.next_id = delivery.id + 1;
+                let queue = messaging.queues.entry(delivery.to_site).or_default();
+                queue.bytes += delivery.bytes;
+                queue.deliveries.push_back(delivery.clone());
+            }
+            Event::MessagesAcked { site, ids } => {
+                if let Some(queue) = messaging.queues.get_mut(site) {
+                    let acked: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+                    queue.deliveries.retain(|d| !acked.contains(&d.id));
+                    queue.bytes = queue.deliveries.iter().map(|d| d.bytes).sum();
+                    if queue.deliveries.is_empty() {
+                        messaging.queues.remove(site);
+                    }
+                }
+            }
+            Event::RequestOpened { correlation_id, from_site, to_site, expires_at_ms } => {
+                messaging.requests.insert(
+                    *correlation_id,
+                    OpenRequest {
+                        from_site: *from_site,
+                        to_site: *to_site,
+                        expires_at_ms: *expires_at_ms,
+                        response: None,
+                    },
+                );
+            }
+            Event::ResponseArrived(delivery) => {
+                messaging.next_id = delivery.id + 1;
+                if let Some(request) = messaging.requests.get_mut(&delivery.correlation_id) {
+                    request.response = Some(delivery.clone());
+                }
+            }
+            Event::RequestClosed { correlation_id, .. } => {
+                messaging.requests.remove(correlation_id);
+            }
+            Event::QueueLimitsSet(limits) => messaging.limits = *limits,
+            Event::NoteCreated { site, name, expires_at_ms } => {
+                let note = Note {
+                    value: NoteValue { name: name.clone(), attributes: BTreeMap::new() },
+                    expires_at_ms: *expires_at_ms,
+                };
+                messaging.notes.entry(*site).or_default().insert(crate::user::key_of(name), note);
+            }
+            Event::NoteAttributeUpdated { site, name, attribute, value } => {
+                if let Some(note) = messaging.notes.get_mut(site).and_then(|n| n.get_mut(&crate::user::key_of(name))) {
+                    note.value.attributes.insert(attribute.clone(), value.clone());
+                }
+            }
+            Event::NoteRemoved { site, name, .. } => {
+                if let Some(notes) = messaging.notes.get_mut(site) {
+                    notes.remove(&crate::user::key_of(name));
+                    if notes.is_empty() {
+                        messaging.notes.remove(site);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Queues, notes and requests follow a renumbered site.
+    pub(crate) fn messaging_site_id_changed(&mut self, old: SiteId, new: SiteId) {
+        let messaging = &mut self.messaging;
+        if let Some(mut queue) = messaging.queues.remove(&old) {
+            for delivery in &mut queue.deliveries {
+                delivery.to_site = new;
+            }
+            messaging.queues.insert(new, queue);
+        }
+        for delivery in messaging.queues.values_mut().flat_map(|q| q.deliveries.iter_mut()) {
+            if delivery.from_site == old {
+                delivery.from_site = new;
+            }
+            if delivery.response_destination == old {
+                delivery.response_destination = new;
+            }
+        }
+        for request in messaging.requests.values_mut() {
+            if request.from_site == old {
+                request.from_site = new;
+            }
+            if request.to_site == old {
+                request.to_site = new;
+            }
+        }
+        if let Some(notes) = messaging.notes.remove(&old) {
+            messaging.notes.insert(new, notes);
+        }
+    }
+
+    /// Messaging invariants: queue byte counts match, ids increase within a queue and are below
+    /// `next_id`, every request's queue site exists.
+    pub(crate) fn check_messaging_invariants(&self) {
+        for (site, queue) in &self.messaging.queues {
+            assert!(!queue.deliveries.is_empty(), "site {site} keeps an empty queue");
+            assert_eq!(queue.bytes, queue.deliveries.iter().map(|d| d.bytes).sum::<u64>(), "site {site} queue bytes");
+            let mut last = 0;
+            for delivery in &queue.deliveries {
+                assert!(delivery.id > last, "site {site} queue out of id order at {}", delivery.id);
+                assert!(delivery.id < self.messaging.next_id(), "delivery {} at or past next_id", delivery.id);
+                assert_eq!(delivery.to_site, *site, "delivery {} queued at the wrong site", delivery.id);
+                last = delivery.id;
+            }
+        }
+        for (id, request) in &self.messaging.requests {
+            assert!(*id < self.messaging.next_id(), "request {id} at or past next_id");
+            if let Some(response) = &request.response {
+                assert_eq!(response.correlation_id, *id, "request {id} holds another request's response");
+            }
+        }
+    }
+}
