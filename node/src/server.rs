@@ -88,6 +88,7 @@ where
         .serve_with_incoming(incoming);
 
     tokio::spawn(report_metrics(node.clone(), health_reporter));
+    tokio::spawn(report_backlog(node.clone()));
     tokio::spawn(node.clone().bootstrap());
     grpc.await?;
     Ok(())
@@ -122,6 +123,36 @@ async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthRep
         if metrics.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// How often the per-site message backlog gauges are refreshed.
+pub const BACKLOG_REPORT_INTERVAL_MS: u64 = 1_000;
+
+/// Keeps `collective_site_queue_messages{site}` and `collective_site_queue_bytes{site}` current
+/// (every site, so a drained queue reads 0), and `collective_open_requests`.
+async fn report_backlog(node: Arc<Node>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(BACKLOG_REPORT_INTERVAL_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let backlog: Vec<(u32, u64, u64)> = {
+            let state = node.shared.state.read().expect("state lock");
+            state
+                .sites
+                .keys()
+                .map(|site| {
+                    let queue = state.messaging.queues.get(site);
+                    (*site, queue.map(|q| q.deliveries.len() as u64).unwrap_or(0), queue.map(|q| q.bytes).unwrap_or(0))
+                })
+                .collect()
+        };
+        for (site, messages, bytes) in backlog {
+            metrics::gauge!("collective_site_queue_messages", "site" => site.to_string()).set(messages as f64);
+            metrics::gauge!("collective_site_queue_bytes", "site" => site.to_string()).set(bytes as f64);
+        }
+        let open = node.shared.state.read().expect("state lock").messaging.requests.len();
+        metrics::gauge!("collective_open_requests").set(open as f64);
     }
 }
 

@@ -139,3 +139,97 @@ async fn health_and_reflection_answer_like_grpcurl_expects() {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_and_notes_through_the_cli() {
+    let cluster = Cluster::start(3, &[]).await;
+    for (id, name) in [("1", "Indianapolis"), ("2", "Paris")] {
+        ok(&cluster, &["site", "add", "--id", id, "--name", name, "--phone", "+1 317 555 0100", "--server", "cic"]);
+    }
+    ok(&cluster, &["note", "create", "--site", "1", "Order", "--ttl-minutes", "60"]);
+    ok(
+        &cluster,
+        &[
+            "note",
+            "update",
+            "--site",
+            "1",
+            "Order",
+            "--attribute",
+            "qty",
+            "--op",
+            "replace",
+            "--type",
+            "Integer",
+            "3",
+            "4",
+        ],
+    );
+    let attribute =
+        ok(&cluster, &["-w", "json", "note", "get", "--site", "1", "Order", "--attribute", "qty", "--type", "Integer"]);
+    assert!(attribute.contains('3') && attribute.contains('4'), "{attribute}");
+    let (success, _, stderr) =
+        cli(&cluster, &["note", "get", "--site", "1", "Order", "--attribute", "qty", "--type", "String"]);
+    assert!(!success && stderr.contains("Integer"), "wrong type names the stored type: {stderr}");
+
+    let sent = ok(
+        &cluster,
+        &[
+            "message",
+            "send",
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--object",
+            "Orders",
+            "--event",
+            "New",
+            "-e",
+            "str:hello",
+            "-e",
+            "int:42",
+            "-e",
+            "note:Order",
+        ],
+    );
+    assert!(sent.contains("message_ids"), "{sent}");
+    let backlog = ok(&cluster, &["message", "backlog", "--site", "2"]);
+    assert!(backlog.contains("messages") || backlog.contains("MESSAGES"), "{backlog}");
+    let delivered = ok(&cluster, &["-w", "json", "message", "subscribe", "--site", "2", "--count", "1", "--ack"]);
+    let delivery: serde_json::Value = serde_json::from_str(delivered.trim()).unwrap();
+    assert_eq!(delivery["from_site"], 1);
+    assert_eq!(delivery["elements"].as_array().unwrap().len(), 3);
+    let backlog: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["-w", "json", "message", "backlog", "--site", "2"])).unwrap();
+    assert_eq!(backlog["sites"][0]["messages"], 0, "acknowledged by the subscriber");
+
+    let (success, stdout, _) = cli(
+        &cluster,
+        &[
+            "message",
+            "request",
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--object",
+            "Orders",
+            "--event",
+            "Price",
+            "--timeout-ms",
+            "300",
+            "-e",
+            "int:1",
+        ],
+    );
+    assert!(!success && stdout.contains("timed out"), "a timeout is reported as such: {stdout}");
+    let (success, _, stderr) =
+        cli(&cluster, &["message", "send", "--from", "1", "--to", "9", "--object", "O", "--event", "E"]);
+    assert!(!success && stderr.contains("site") && stderr.contains('9'), "{stderr}");
+    let (success, _, stderr) = cli(
+        &cluster,
+        &["message", "send", "--from", "1", "--to", "2", "--object", "O", "--event", "E", "-e", "float:1.5"],
+    );
+    assert!(!success && stderr.contains("float"), "{stderr}");
+}

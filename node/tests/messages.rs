@@ -16,6 +16,16 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
 
+/// A plain HTTP/1.0 GET (the probes and metrics endpoint).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 async fn messages(cluster: &Cluster, node: usize) -> MessagesClient<Channel> {
     MessagesClient::new(cluster.channel(node).await)
 }
@@ -114,6 +124,16 @@ async fn a_disconnected_site_gets_everything_in_order_when_it_reconnects() {
     }
     let backlog = client.backlog(pb::BacklogRequest { site: 2, serializable: false }).await.unwrap().into_inner();
     assert_eq!(backlog.sites[0].messages, 20);
+    // The backlog is in the metrics too (refreshed every second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http_get(&cluster.http[1], "/metrics");
+        if metrics.contains("collective_site_queue_messages{site=\"2\"} 20") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no backlog gauge for site 2 in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let receive = |node: usize| {
         let cluster = &cluster;
         async move {

@@ -26,6 +26,8 @@ const BENCH_STATUSES: [&str; 4] = ["Available", "Away from desk", "On Break", "G
 pub enum BenchCommand {
     /// Concurrent presence writes (status set, logon/logoff, interaction start/end).
     Presence(PresenceArgs),
+    /// Sites sending events to each other, each receiving and acknowledging its deliveries.
+    Messages(super::bench_messages::MessagesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -67,7 +69,7 @@ pub enum Target {
     Etcd,
 }
 
-async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+pub(super) async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     let uri = if endpoint.starts_with("http") { endpoint.to_string() } else { format!("http://{endpoint}") };
     Ok(Endpoint::from_shared(uri)?.tcp_nodelay(true).timeout(Duration::from_secs(10)).connect().await?)
 }
@@ -76,6 +78,7 @@ async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
 pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyhow::Result<()> {
     match command {
         BenchCommand::Presence(args) => presence(client, args, format).await,
+        BenchCommand::Messages(args) => super::bench_messages::messages(client, args, format).await,
     }
 }
 

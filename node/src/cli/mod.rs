@@ -2,6 +2,7 @@
 //! talk to a running cluster over gRPC. Every flag can also come from a `COLLECTIVE_*` variable.
 
 pub mod bench;
+pub mod bench_messages;
 pub mod client;
 pub mod messaging;
 pub mod output;
