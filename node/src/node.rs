@@ -117,6 +117,7 @@ impl Node {
         }
         tokio::spawn(node.clone().propose_batches(queue));
         tokio::spawn(node.clone().run_timers());
+        tokio::spawn(node.clone().break_election_ties());
         Ok(node)
     }
 
@@ -144,6 +145,50 @@ impl Node {
         }
     }
 
+    /// Starts an election at a fresh random moment while a voter has seen no leader for a whole
+    /// `election_timeout_max_ms`.
+    ///
+    /// openraft 0.9 draws each node's election timeout once, at start, and only checks it on
+    /// its tick (every 1.5 heartbeats, 375 ms by default): timeouts that fall in the same tick
+    /// fire together, and candidates that split the vote once split it again in every later
+    /// term (the simulation soak found a 5-node cluster livelocked so, seed 1832). A new random
+    /// delay per attempt breaks the tie, as etcd's per-election randomisation does.
+    async fn break_election_ties(self: Arc<Self>) {
+        use rand::Rng;
+        let period = Duration::from_millis(TIMER_CHECK_INTERVAL_MS);
+        let patience = Duration::from_millis(self.config.election_timeout_max_ms);
+        let mut leaderless_since: Option<tokio::time::Instant> = None;
+        let mut nudge_at: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::time::sleep(period).await;
+            let (has_leader, voter) = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow();
+                let voter = metrics.membership_config.membership().voter_ids().any(|id| id == self.id);
+                (metrics.current_leader.is_some(), voter)
+            };
+            if has_leader || !voter {
+                (leaderless_since, nudge_at) = (None, None);
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            if now.duration_since(*leaderless_since.get_or_insert(now)) < patience {
+                continue;
+            }
+            let due = *nudge_at.get_or_insert_with(|| {
+                let delay = crate::runtime::ThreadRng.gen_range(0..self.config.election_timeout_max_ms);
+                now + Duration::from_millis(delay)
+            });
+            if now >= due {
+                tracing::info!("no leader for a while: starting an election at a random moment");
+                if self.raft.trigger().elect().await.is_err() {
+                    return;
+                }
+                (leaderless_since, nudge_at) = (Some(now), None);
+            }
+        }
+    }
+
     /// On the leader: propose a `Tick` whenever a lease is due. Followers only watch: expiry is
     /// decided by the Tick's entry time, identically on every replica. (Renewal after an election
     /// rides on the term's first batch; see `propose_batches`.)
@@ -155,10 +200,10 @@ impl Node {
             if self.raft.metrics().borrow().current_leader != Some(self.id) {
                 continue;
             }
-            let due = self.shared.state.read().expect("state lock").next_lease_expiry_ms();
+            let due = self.shared.state.read().expect("state lock").next_timer_ms();
             if due.is_some_and(|due| due <= self.now_ms()) {
                 if let Err(error) = self.write_as_leader(Principal::System, Command::Tick).await {
-                    tracing::warn!(%error, "proposing a tick for due leases");
+                    tracing::warn!(%error, "proposing a tick for due leases, notes or requests");
                 }
             }
         }

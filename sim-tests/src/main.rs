@@ -49,6 +49,18 @@ struct Args {
     verbose: bool,
 }
 
+/// Log lines carry the simulated time (ms since the start of the run).
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(elapsed) => write!(w, "{:>8} ms", elapsed.as_millis()),
+            None => write!(w, "{:>8}   ", "-"),
+        }
+    }
+}
+
 /// One seed's numbers, as a child prints them on its `stats` line.
 #[derive(Default)]
 struct Stats {
@@ -99,7 +111,7 @@ fn main() {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("COLLECTIVE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_timer(SimTime).with_writer(std::io::stderr).init();
     match args.seed {
         Some(seed) => run_one(&args, seed),
         None => run_many(&args),

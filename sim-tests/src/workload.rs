@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use collective_statemachine::messaging::{Attribute, Destination, Element, MessageKind, QueueLimits, UpdateOp};
 use collective_statemachine::{Command, SiteSpec, State, TrustedAccess, UserSpec};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -59,7 +60,72 @@ pub fn next_command(rng: &mut StdRng, state: &State, at_ms: u64) -> Command {
             1 => Command::RevokeLease { site },
             _ => Command::RenewLeases,
         },
-        91..=93 => Command::StartInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
-        _ => Command::EndInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
+        91..=92 => Command::StartInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
+        93 => Command::EndInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
+        _ => next_messaging_command(rng, state, site),
+    }
+}
+
+/// Messages, acknowledgements, requests, responses and notes between the same few sites.
+fn next_messaging_command(rng: &mut StdRng, state: &State, site: u32) -> Command {
+    let other = rng.gen_range(1..=4u32);
+    let note = ["Order", "Case", "Call"][rng.gen_range(0..3)].to_string();
+    let elements = vec![Element::String(format!("m{}", rng.gen_range(0..100))), Element::Integer(rng.gen())];
+    match rng.gen_range(0..9) {
+        0 | 1 => Command::SendMessage {
+            from_site: site,
+            to: if rng.gen_bool(0.2) { Destination::AllOthers } else { Destination::Site(other) },
+            object_id: "Orders".into(),
+            event_id: "New".into(),
+            kind: MessageKind::Event,
+            elements,
+        },
+        2 => Command::SendMessage {
+            from_site: site,
+            to: Destination::Site(other),
+            object_id: "Orders".into(),
+            event_id: "Price".into(),
+            kind: MessageKind::Request { timeout_ms: rng.gen_range(0..5_000) },
+            elements,
+        },
+        3 => {
+            // Answer some open request (or a made-up one).
+            let open = state.messaging.requests.iter().next().map(|(id, r)| (*id, r.to_site, r.from_site));
+            let (correlation_id, from_site, to) = open.unwrap_or((rng.gen_range(1..50), site, other));
+            Command::SendMessage {
+                from_site,
+                to: Destination::Site(to),
+                object_id: "response".into(),
+                event_id: "response".into(),
+                kind: MessageKind::Response { correlation_id },
+                elements,
+            }
+        }
+        4 => {
+            let ids = state
+                .messaging
+                .queues
+                .get(&site)
+                .map(|q| q.deliveries.iter().take(rng.gen_range(1..4)).map(|d| d.id).collect())
+                .unwrap_or_else(|| vec![rng.gen_range(1..50)]);
+            Command::AckMessages { site, ids }
+        }
+        5 => Command::CreateNote { site, name: note, ttl_minutes: rng.gen_bool(0.5).then(|| rng.gen_range(1..3)) },
+        6 => Command::UpdateNoteAttribute {
+            site,
+            name: note,
+            attribute: ["qty", "tags"][rng.gen_range(0..2)].into(),
+            op: [UpdateOp::Append, UpdateOp::Replace, UpdateOp::Remove][rng.gen_range(0..3)],
+            values: if rng.gen_bool(0.7) {
+                Attribute::Integer(vec![rng.gen_range(0..5)])
+            } else {
+                Attribute::String(vec!["x".into()])
+            },
+        },
+        7 => Command::RemoveNote { site, name: note },
+        _ => match state.messaging.requests.keys().next() {
+            Some(id) => Command::CloseRequest { correlation_id: *id, reason: "answered".into() },
+            None => Command::SetQueueLimits(QueueLimits { messages: rng.gen_range(1..20), bytes: 1 << 20 }),
+        },
     }
 }

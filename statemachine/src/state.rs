@@ -86,7 +86,7 @@ impl State {
 
     /// The earliest entry time at which a lease, note or request ends, if any: the leader
     /// proposes a `Tick` once its clock passes it.
-    pub fn next_lease_expiry_ms(&self) -> Option<u64> {
+    pub fn next_timer_ms(&self) -> Option<u64> {
         let leases = self.leases.values().map(|lease| lease.expires_at_ms).min();
         match (leases, self.messaging.next_expiry_ms()) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -59,7 +59,7 @@ fn expired_lease_logs_off_exactly_the_users_at_that_site() {
         apply(&mut state, 10_000, Command::GrantLease { site: 1, ttl_ms: 5_000 }).unwrap(),
         vec![Event::LeaseGranted { site: 1, ttl_ms: 5_000, expires_at_ms: 15_000 }]
     );
-    assert_eq!(state.next_lease_expiry_ms(), Some(15_000));
+    assert_eq!(state.next_timer_ms(), Some(15_000));
     apply(&mut state, 12_000, Command::KeepAlive { site: 1 }).unwrap();
     assert_eq!(apply(&mut state, 16_999, Command::Tick).unwrap(), vec![], "kept alive until 17,000");
     assert_eq!(
@@ -71,7 +71,7 @@ fn expired_lease_logs_off_exactly_the_users_at_that_site() {
         ]
     );
     assert!(state.presence["ben"].logon.is_some(), "users at other sites stay logged on");
-    assert_eq!(state.next_lease_expiry_ms(), None);
+    assert_eq!(state.next_timer_ms(), None);
     // A keepalive after expiry is refused; the site must grant a new lease.
     assert!(matches!(apply(&mut state, 17_001, Command::KeepAlive { site: 1 }), Err(Rejection::NotFound { .. })));
     apply(&mut state, 17_002, Command::GrantLease { site: 1, ttl_ms: 5_000 }).unwrap();

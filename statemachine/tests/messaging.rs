@@ -141,7 +141,7 @@ fn a_response_finds_its_request_by_correlation_id() {
     // A request nobody closes expires after its timeout and the grace period.
     apply(&mut state, 3_000, send(1, Destination::Site(2), MessageKind::Request { timeout_ms: 1_000 }, vec![]))
         .unwrap();
-    let due = state.next_lease_expiry_ms().unwrap();
+    let due = state.next_timer_ms().unwrap();
     assert_eq!(due, 3_000 + 1_000 + collective_statemachine::limits::REQUEST_GRACE_MS);
     assert_eq!(apply(&mut state, due - 1, Command::Tick).unwrap(), vec![]);
     assert!(matches!(apply(&mut state, due, Command::Tick).unwrap()[..], [Event::RequestClosed { .. }]));
@@ -183,7 +183,7 @@ fn notes_have_typed_attributes_and_expire_by_entry_time() {
     let note = state.messaging.note(1, "ORDER", 1_000).unwrap();
     assert_eq!(note.value.attributes, BTreeMap::from([("n".to_string(), Attribute::Integer(vec![1, 3]))]));
     // Gone for every command at its deadline, and removed by the Tick.
-    assert_eq!(state.next_lease_expiry_ms(), Some(61_000));
+    assert_eq!(state.next_timer_ms(), Some(61_000));
     assert!(matches!(
         apply(&mut state, 61_000, Command::RemoveNote { site: 1, name: "Order".into() }),
         Err(Rejection::NotFound { .. })
