@@ -128,3 +128,22 @@ impl Default for TraceHasher {
         TraceHasher(std::hash::DefaultHasher::new(), 0)
     }
 }
+
+/// Inter-site messages of a run: what clients sent and what the receiving site got.
+#[derive(Debug, Default)]
+pub struct MessageLog {
+    /// (sequence number, message id if acknowledged; `None`: outcome unknown).
+    pub sends: Vec<(i64, Option<u64>)>,
+    /// (message id, sequence number, position in its subscription session), in arrival order.
+    pub deliveries: Vec<(u64, i64, usize)>,
+    /// Subscription sessions that ended.
+    pub sessions: usize,
+}
+
+impl MessageLog {
+    /// Whether every acknowledged send has been delivered.
+    pub fn caught_up(&self) -> bool {
+        let delivered: std::collections::BTreeSet<u64> = self.deliveries.iter().map(|d| d.0).collect();
+        self.sends.iter().filter_map(|(_, id)| *id).all(|id| delivered.contains(&id))
+    }
+}

@@ -68,19 +68,21 @@ struct Stats {
     writes: u64,
     reads: u64,
     watch: u64,
+    messages: u64,
     inconclusive: u64,
     violations: u64,
 }
 
 fn stats_line(report: &Report) -> String {
     format!(
-        "stats seed={} nodes={} faults={} writes={} reads={} watch={} inconclusive={} violations={} simulated_ms={} trace={:016x}/{}",
+        "stats seed={} nodes={} faults={} writes={} reads={} watch={} messages={} inconclusive={} violations={} simulated_ms={} trace={:016x}/{}",
         report.seed,
         report.nodes,
         report.faults.len(),
         report.writes,
         report.reads,
         report.watch_events,
+        report.messages,
         report.inconclusive.len(),
         report.violations.len(),
         report.simulated_ms,
@@ -102,6 +104,7 @@ fn parse_stats(output: &str) -> Option<Stats> {
         writes: field("writes"),
         reads: field("reads"),
         watch: field("watch"),
+        messages: field("messages"),
         inconclusive: field("inconclusive"),
         violations: field("violations"),
     })
@@ -185,6 +188,7 @@ fn run_many(args: &Args) {
                     totals.0.writes += stats.writes;
                     totals.0.reads += stats.reads;
                     totals.0.watch += stats.watch;
+                    totals.0.messages += stats.messages;
                     totals.0.inconclusive += stats.inconclusive;
                 }
                 if failed {
@@ -196,8 +200,8 @@ fn run_many(args: &Args) {
     let (stats, mut failed) = totals.into_inner().expect("totals lock");
     failed.sort_unstable();
     println!(
-        "summary: {} seeds in {:.0} s, {} failed {failed:?}; {} faults injected; {} writes, {} reads and {} watch events \
-         checked; {} keys inconclusive",
+        "summary: {} seeds in {:.0} s, {} failed {failed:?}; {} faults injected; {} writes, {} reads, {} watch events \
+         and {} inter-site messages checked; {} keys inconclusive",
         args.seeds,
         started.elapsed().as_secs_f64(),
         failed.len(),
@@ -205,6 +209,7 @@ fn run_many(args: &Args) {
         stats.writes,
         stats.reads,
         stats.watch,
+        stats.messages,
         stats.inconclusive
     );
     if !failed.is_empty() {

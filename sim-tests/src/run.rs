@@ -21,6 +21,7 @@ use collective::node::Node;
 use collective::shared::Shared;
 use collective_proto::v1 as pb;
 use collective_proto::v1::directory_client::DirectoryClient;
+use collective_proto::v1::messages_client::MessagesClient;
 use collective_proto::v1::presences_client::PresencesClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,6 +34,10 @@ use crate::net;
 
 /// Users (each gives two registers: presence detail and display name).
 pub const USERS: usize = 6;
+/// Sites: the clients send inter-site messages from site 1 to site 2, which receives them.
+pub const SITES: usize = 2;
+/// The site that receives the messages.
+const RECEIVING_SITE: u32 = 2;
 /// Concurrent workload clients.
 pub const CLIENTS: usize = 3;
 /// End of the safety phase (simulated ms since start).
@@ -87,6 +92,8 @@ pub struct Report {
     pub reads: usize,
     /// Watch events checked.
     pub watch_events: usize,
+    /// Inter-site messages sent (acknowledged or of unknown outcome).
+    pub messages: usize,
     /// Broken rules.
     pub violations: Vec<Violation>,
     /// Keys whose linearizability search ran out of steps.
@@ -131,6 +138,8 @@ struct World {
     healed_at: Option<u64>,
     /// Clients that finished the liveness phase.
     live_clients: usize,
+    /// Inter-site messages.
+    messages: crate::history::MessageLog,
     final_reads_done: bool,
 }
 
@@ -168,6 +177,7 @@ pub fn run(options: &Options) -> Report {
         instances: Vec::new(),
         healed_at: None,
         live_clients: 0,
+        messages: crate::history::MessageLog::default(),
         final_reads_done: false,
     }));
     let initial_cluster =
@@ -209,6 +219,11 @@ pub fn run(options: &Options) -> Report {
     {
         let (world, hosts) = (world.clone(), hosts.clone());
         sim.client("verifier", async move { verifier(world, hosts).await });
+    }
+    {
+        let (world, hosts) = (world.clone(), hosts.clone());
+        let receive_rng = StdRng::seed_from_u64(rng.gen());
+        sim.client("receiver", async move { receiver(world, hosts, receive_rng).await });
     }
 
     let schedule = crate::faults::schedule(&mut rng, nodes, FAULTS_FROM_MS, SAFETY_END_MS);
@@ -259,7 +274,8 @@ pub fn run(options: &Options) -> Report {
                 }
             }
             Phase::Final => {
-                if world.borrow().final_reads_done {
+                let caught_up = world.borrow().messages.caught_up();
+                if world.borrow().final_reads_done && caught_up {
                     if let Some(positions) = positions_if_converged(&world, nodes) {
                         converged = Some(positions);
                         world.borrow_mut().phase = Phase::Done;
@@ -316,6 +332,7 @@ fn finish(
     let per_node: Vec<(String, Vec<String>)> =
         world.instances.iter().map(|(host, _, shared)| (host.clone(), shared.violations())).collect();
     violations.extend(checks::invariants::check(&per_node));
+    violations.extend(checks::messages::check(&world.messages));
     Report {
         seed: options.seed,
         nodes,
@@ -323,6 +340,7 @@ fn finish(
         writes: recorder.ops.iter().filter(|op| matches!(op.kind, OpKind::Write(_))).count(),
         reads: recorder.ops.iter().filter(|op| matches!(op.kind, OpKind::Read(_))).count(),
         watch_events,
+        messages: world.messages.sends.len(),
         violations,
         inconclusive: linearizable.inconclusive,
         trace: recorder.trace_hash(),
@@ -442,21 +460,22 @@ async fn setup(world: SharedWorld, hosts: Vec<String>) -> turmoil::Result {
     let channels: Vec<Channel> = hosts.iter().map(|h| net::channel(h)).collect();
     let mut attempt = 0usize;
     let mut step = 0usize;
-    while step <= USERS {
+    while step < SITES + USERS {
         let mut directory = DirectoryClient::new(channels[attempt % channels.len()].clone());
         attempt += 1;
-        let result = if step == 0 {
+        let result = if step < SITES {
+            let id = step as u32 + 1;
             let site = pb::Site {
-                id: 1,
-                name: "Site 1".into(),
+                id,
+                name: format!("Site {id}"),
                 phone: "+1 555 0100".into(),
                 active: true,
-                servers: vec!["cic1".into()],
+                servers: vec![format!("cic{id}")],
                 ..pb::Site::default()
             };
             directory.add_site(deadline(pb::AddSiteRequest { site: Some(site), password: "sim".into() })).await
         } else {
-            let user = user(step - 1, &format!("User {}", step - 1));
+            let user = user(step - SITES, &format!("User {}", step - SITES));
             directory.add_user(deadline(pb::UserRequest { user: Some(user) })).await
         };
         match result {
@@ -579,13 +598,17 @@ async fn workload(
     stale_reads: bool,
 ) -> turmoil::Result {
     let channels: Vec<Channel> = hosts.iter().map(|h| net::channel(h)).collect();
+    let client_no: i64 = name.trim_start_matches('c').parse().unwrap_or(0);
     wait_for(&world, Phase::Safety).await;
     let mut counter = 0u64;
     while world.borrow().phase == Phase::Safety {
         let channel = channels[rng.gen_range(0..channels.len())].clone();
         let key_user = rng.gen_range(0..USERS);
         let presence = rng.gen_bool(0.6);
-        if rng.gen_bool(0.5) {
+        if rng.gen_bool(0.15) {
+            counter += 1;
+            send_message(&world, &name, channel, client_no * 1_000_000 + counter as i64).await;
+        } else if rng.gen_bool(0.5) {
             counter += 1;
             write(&world, &name, channel, key_user, presence, format!("{name}-{counter}")).await;
         } else {
@@ -686,4 +709,66 @@ async fn watcher(world: SharedWorld, hosts: Vec<String>, mut rng: StdRng) -> tur
         w.recorder.watches.push(session);
     }
     Ok(())
+}
+
+/// Sends one inter-site event from site 1 to the receiving site carrying `seq`.
+async fn send_message(world: &SharedWorld, client: &str, channel: Channel, seq: i64) {
+    let request = pb::SendEventRequest {
+        from_site: 1,
+        to_site: RECEIVING_SITE,
+        object_id: "Orders".into(),
+        event_id: "New".into(),
+        elements: vec![pb::Element { value: Some(pb::element::Value::Integer(seq)) }],
+    };
+    let result = MessagesClient::new(channel).send_event(deadline(request)).await;
+    let id = match result {
+        Ok(sent) => Some(sent.into_inner().message_ids.first().copied().unwrap_or(0)),
+        Err(status) if certainly_not_applied(status.code()) => return,
+        Err(_) => None,
+    };
+    let mut w = world.borrow_mut();
+    w.recorder.trace(("send", client, seq, id));
+    w.messages.sends.push((seq, id));
+}
+
+/// The receiving site: subscribes on a random node, records and acknowledges every delivery,
+/// resubscribes elsewhere when a stream breaks or goes silent, until it has everything that was
+/// acknowledged and the run is in its final phase.
+async fn receiver(world: SharedWorld, hosts: Vec<String>, mut rng: StdRng) -> turmoil::Result {
+    let channels: Vec<Channel> = hosts.iter().map(|h| net::channel(h)).collect();
+    wait_for(&world, Phase::Safety).await;
+    loop {
+        {
+            let w = world.borrow();
+            if w.phase == Phase::Done || (w.phase >= Phase::Final && w.messages.caught_up()) {
+                return Ok(());
+            }
+        }
+        let index = rng.gen_range(0..channels.len());
+        let mut client = MessagesClient::new(channels[index].clone());
+        let request = pb::SubscribeRequest { site: RECEIVING_SITE, filters: vec![] };
+        let stream = tokio::time::timeout(Duration::from_millis(REQUEST_DEADLINE_MS), client.subscribe(request)).await;
+        let Ok(Ok(stream)) = stream else {
+            sleep_ms(100).await;
+            continue;
+        };
+        let mut stream = stream.into_inner();
+        let silence = Duration::from_millis(rng.gen_range(1_000..3_000));
+        let mut session = 0usize;
+        while let Ok(Ok(Some(delivery))) = tokio::time::timeout(silence, stream.message()).await {
+            let seq = match delivery.elements.first().and_then(|e| e.value.clone()) {
+                Some(pb::element::Value::Integer(seq)) => seq,
+                _ => -1,
+            };
+            {
+                let mut w = world.borrow_mut();
+                w.recorder.trace(("delivered", &hosts[index], delivery.id, seq));
+                w.messages.deliveries.push((delivery.id, seq, session));
+            }
+            session += 1;
+            let ack = pb::AckRequest { site: RECEIVING_SITE, ids: vec![delivery.id] };
+            let _ = client.ack(deadline(ack)).await;
+        }
+        world.borrow_mut().messages.sessions += 1;
+    }
 }
