@@ -80,7 +80,8 @@ pub const OPEN_REQUESTS_PER_SITE_MAX: usize = 10_000;
 /// A timed request stays open this long past its timeout (a late response is still refused
 /// cleanly rather than queued nowhere).
 pub const REQUEST_GRACE_MS: u64 = 10_000;
-/// Longest request timeout, in ms (0 means no limit).
+/// Longest request timeout, in ms. A request sent without a timeout (0: the requester waits
+/// as long as it likes) still leaves the state after this much time plus the grace period.
 pub const REQUEST_TIMEOUT_MS_MAX: u64 = 24 * 3_600_000;
 /// Longest note name or attribute name, in characters.
 pub const NOTE_NAME_CHARS_MAX: usize = 128;

@@ -140,7 +140,8 @@ pub enum Destination {
 pub enum MessageKind {
     /// No response expected.
     Event,
-    /// A response is expected within `timeout_ms` (0: no limit); the request's message id is its
+    /// A response is expected within `timeout_ms` (0: the requester sets no limit, but the
+    /// request leaves the state after `REQUEST_TIMEOUT_MS_MAX`); the request's message id is its
     /// correlation id.
     Request {
         /// How long the requester waits.
@@ -411,7 +412,10 @@ impl crate::state::State {
                         limit: OPEN_REQUESTS_PER_SITE_MAX as u64,
                     });
                 }
-                let expires_at_ms = (timeout_ms > 0).then(|| at_ms + timeout_ms + REQUEST_GRACE_MS);
+                // A request without a timeout still ends after REQUEST_TIMEOUT_MS_MAX: one whose
+                // requester vanished (or never learnt its id) must not hold a slot forever.
+                let lifetime = if timeout_ms == 0 { REQUEST_TIMEOUT_MS_MAX } else { timeout_ms };
+                let expires_at_ms = Some(at_ms + lifetime + REQUEST_GRACE_MS);
                 Ok(vec![
                     Event::MessageQueued(delivery(id, site, id, from_site)),
                     Event::RequestOpened { correlation_id: id, from_site, to_site: site, expires_at_ms },
@@ -590,6 +594,14 @@ impl crate::state::State {
             }
             if request.to_site == old {
                 request.to_site = new;
+            }
+            if let Some(response) = &mut request.response {
+                if response.from_site == old {
+                    response.from_site = new;
+                }
+                if response.to_site == old {
+                    response.to_site = new;
+                }
             }
         }
         if let Some(notes) = messaging.notes.remove(&old) {

@@ -204,3 +204,21 @@ fn a_renumbered_site_keeps_its_queue_and_notes() {
     assert_eq!(queued_ids(&state, 20), vec![1]);
     assert!(state.messaging.note(20, "N", 2_000).is_ok());
 }
+
+#[test]
+fn a_request_without_timeout_still_ends_and_renumbering_reaches_its_response() {
+    let mut state = sites(&[(1, true), (2, true)]);
+    let events =
+        apply(&mut state, 1_000, send(1, Destination::Site(2), MessageKind::Request { timeout_ms: 0 }, vec![]))
+            .unwrap();
+    let Event::MessageQueued(request) = &events[0] else { panic!("{events:?}") };
+    let correlation_id = request.correlation_id;
+    let limit =
+        collective_statemachine::limits::REQUEST_TIMEOUT_MS_MAX + collective_statemachine::limits::REQUEST_GRACE_MS;
+    assert_eq!(state.messaging.requests[&correlation_id].expires_at_ms, Some(1_000 + limit));
+    let response = send(2, Destination::Site(1), MessageKind::Response { correlation_id }, vec![]);
+    apply(&mut state, 2_000, response).unwrap();
+    apply(&mut state, 2_000, Command::ChangeSiteId { old: 2, new: 20 }).unwrap();
+    let stored = state.messaging.requests[&correlation_id].response.clone().unwrap();
+    assert_eq!((stored.from_site, stored.to_site), (20, 1));
+}

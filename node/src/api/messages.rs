@@ -117,15 +117,16 @@ impl MessagesService {
                     }
                 }
                 Err(_) => {
+                    // Fell behind the event ring: subscribe again first, then look in the state,
+                    // so a response applied in between is in one or the other.
+                    *subscription = Hub::subscribe(&self.node.shared.events, None).map_err(subscribe_error)?;
                     let response = {
                         let state = self.node.shared.state.read().expect("state lock");
                         state.messaging.requests.get(&correlation_id).map(|request| request.response.clone())
                     };
                     match response {
                         Some(Some(delivery)) => return Ok(delivery),
-                        Some(None) => {
-                            *subscription = Hub::subscribe(&self.node.shared.events, None).map_err(subscribe_error)?
-                        }
+                        Some(None) => {}
                         None => {
                             return Err(ApiError::Unavailable(format!(
                                 "request {correlation_id} was closed while waiting for its response"
