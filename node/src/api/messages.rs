@@ -82,9 +82,10 @@ struct CloseOnDrop {
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        if self.armed {
+        // Outside a runtime (the process is shutting down) the request just expires.
+        if let (true, Ok(runtime)) = (self.armed, tokio::runtime::Handle::try_current()) {
             let (node, correlation_id) = (self.node.clone(), self.correlation_id);
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let command = Command::CloseRequest { correlation_id, reason: "abandoned".into() };
                 let _ = node.write(principal(), command).await;
             });
