@@ -69,8 +69,6 @@ pub struct Recorder {
     pub faults: Vec<String>,
     /// Liveness failures (no leader or no completed write within the bound after healing).
     pub liveness: Vec<String>,
-    /// Clients that finished their workload.
-    pub clients_done: usize,
     /// Hash of everything observed, in order.
     trace: TraceHasher,
     /// Print every trace line to stderr (to diff two runs of a seed).

@@ -134,8 +134,6 @@ struct World {
     initial: BTreeMap<String, String>,
     /// Every node instance started, by host name (restarts add more).
     instances: Vec<(String, Weak<Node>, Arc<Shared>)>,
-    /// Simulated ms when the faults were healed.
-    healed_at: Option<u64>,
     /// Clients that finished the liveness phase.
     live_clients: usize,
     /// Inter-site messages.
@@ -175,7 +173,6 @@ pub fn run(options: &Options) -> Report {
         recorder: Recorder::new(options.trace),
         initial: BTreeMap::new(),
         instances: Vec::new(),
-        healed_at: None,
         live_clients: 0,
         messages: crate::history::MessageLog::default(),
         final_reads_done: false,
@@ -254,9 +251,7 @@ pub fn run(options: &Options) -> Report {
                         break;
                     }
                     faults.heal_all(&mut sim, now, &mut world.borrow_mut().recorder);
-                    let mut w = world.borrow_mut();
-                    w.healed_at = Some(now);
-                    w.phase = Phase::Liveness;
+                    world.borrow_mut().phase = Phase::Liveness;
                 }
             }
             Phase::Liveness => {
@@ -630,7 +625,6 @@ async fn workload(
     if done == LIVENESS_WRITES {
         world.borrow_mut().live_clients += 1;
     }
-    world.borrow_mut().recorder.clients_done += 1;
     Ok(())
 }
 
