@@ -1,7 +1,6 @@
 //! `Shared`: the applied state and the recent event history, shared by the Raft state machine
 //! (the only writer) and the gRPC services (readers and watchers).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use collective_statemachine::{EventRecord, State};
@@ -21,8 +20,6 @@ pub struct Shared {
     pub state: RwLock<State>,
     /// Recent events for watchers, numbered by revision (see `collective_sync::hub`).
     pub events: Arc<Hub<EventRecord>>,
-    /// Latest applied revision.
-    revision: AtomicU64,
     /// Run `State::check_invariants` after every applied entry (simulations; costly).
     check_invariants: bool,
     /// Invariant violations seen (with `check_invariants`).
@@ -41,7 +38,6 @@ impl Shared {
         Shared {
             state: RwLock::new(State::new()),
             events: Arc::new(Hub::new(1, history_events_max, WATCHERS_MAX)),
-            revision: AtomicU64::new(0),
             check_invariants,
             violations: Mutex::new(Vec::new()),
         }
@@ -52,22 +48,21 @@ impl Shared {
         let revision = state.revision;
         *self.state.write().expect("state lock") = state;
         self.events.reset(revision + 1);
-        self.revision.store(revision, Ordering::SeqCst);
     }
 
     /// Records newly applied events (gap-free, following the last published) and wakes watchers.
     pub fn publish(&self, records: Vec<EventRecord>) {
-        let Some(last) = records.last().map(|record| record.revision) else {
+        if records.is_empty() {
             return;
-        };
+        }
         debug_assert_eq!(records.first().map(|r| r.revision), Some(self.events.next_sequence()));
         self.events.publish(records);
-        self.revision.store(last, Ordering::SeqCst);
     }
 
-    /// Latest applied revision.
+    /// Latest applied revision: the hub numbers events by revision, so it is the one before
+    /// the hub's next.
     pub fn revision(&self) -> u64 {
-        self.revision.load(Ordering::SeqCst)
+        self.events.next_sequence() - 1
     }
 
     /// With `check_invariants`: checks the state (the caller holds no lock on it) and keeps the

@@ -232,4 +232,42 @@ async fn messages_and_notes_through_the_cli() {
         &["message", "send", "--from", "1", "--to", "2", "--object", "O", "--event", "E", "-e", "float:1.5"],
     );
     assert!(!success && stderr.contains("float"), "{stderr}");
+
+    // Handler2/Handler3 from two shells: a request waits while the other site answers it.
+    let endpoints = cluster.grpc.join(",");
+    let requester = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &endpoints, "-w", "json", "message", "request", "--from", "1", "--to", "2"])
+        .args(["--object", "Orders", "--event", "Price", "--timeout-ms", "20000", "-e", "int:21"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The request that timed out above is still queued (delivered, unanswerable): it comes first.
+    let requests =
+        ok(&cluster, &["-w", "json", "message", "subscribe", "--site", "2", "--filter", ":Price", "--count", "2"]);
+    let requests: Vec<serde_json::Value> = requests.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(requests[0]["elements"][0]["value"]["Integer"], 1);
+    let request = &requests[1];
+    assert_eq!(request["elements"][0]["value"]["Integer"], 21);
+    let correlation_id = request["correlation_id"].to_string();
+    ok(
+        &cluster,
+        &["message", "respond", "--from", "2", "--correlation-id", &correlation_id, "--to", "1", "-e", "int:42"],
+    );
+    let answered = requester.wait_with_output().unwrap();
+    assert!(answered.status.success());
+    let response: serde_json::Value = serde_json::from_slice(&answered.stdout).unwrap();
+    assert_eq!(response["correlation_id"].to_string(), correlation_id);
+    assert_eq!(response["elements"][0]["value"]["Integer"], 42);
+    ok(&cluster, &["message", "ack", "--site", "2", &requests[0]["id"].to_string(), &request["id"].to_string()]);
+    // A queue bound of one message: the second send is refused, nothing is dropped.
+    ok(&cluster, &["message", "limits", "--messages", "1", "--bytes", "1048576"]);
+    ok(&cluster, &["message", "send", "--from", "1", "--to", "2", "--object", "O", "--event", "E"]);
+    let (success, _, stderr) =
+        cli(&cluster, &["message", "send", "--from", "1", "--to", "2", "--object", "O", "--event", "E"]);
+    assert!(!success && stderr.contains("limit"), "a full queue is refused: {stderr}");
+    let listed = ok(&cluster, &["note", "list", "--site", "1"]);
+    assert!(listed.contains("Order"), "{listed}");
+    ok(&cluster, &["note", "remove", "--site", "1", "Order"]);
+    let (success, _, stderr) = cli(&cluster, &["note", "remove", "--site", "1", "Order"]);
+    assert!(!success && stderr.contains("not found"), "{stderr}");
 }

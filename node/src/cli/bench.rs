@@ -82,14 +82,15 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
     }
 }
 
-async fn prepare(client: &Client, users: u32) -> anyhow::Result<()> {
+/// Adds an active benchmark site unless it exists.
+pub(super) async fn ensure_site(client: &Client, id: u32, name: &str) -> anyhow::Result<()> {
     let site = pb::AddSiteRequest {
         site: Some(pb::Site {
-            id: BENCH_SITE_ID,
-            name: "bench".into(),
-            phone: "+1 555 0999".into(),
+            id,
+            name: name.into(),
+            phone: format!("+1 555 {id:04}"),
             active: true,
-            servers: vec!["bench.local".into()],
+            servers: vec![format!("{name}.local")],
             ..Default::default()
         }),
         password: "bench".into(),
@@ -101,10 +102,14 @@ async fn prepare(client: &Client, users: u32) -> anyhow::Result<()> {
         })
         .await
     {
-        Ok(_) => {}
-        Err(status) if status.code() == tonic::Code::AlreadyExists => {}
-        Err(status) => anyhow::bail!("creating the bench site: {}", super::describe(&status)),
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(status) => anyhow::bail!("creating bench site {id}: {}", super::describe(&status)),
     }
+}
+
+async fn prepare(client: &Client, users: u32) -> anyhow::Result<()> {
+    ensure_site(client, BENCH_SITE_ID, "bench").await?;
     let existing = client
         .call(|c| async move {
             DirectoryClient::new(c)

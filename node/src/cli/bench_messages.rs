@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use collective_client::{MessageReader, MessageWriter};
 use collective_proto::v1 as pb;
-use collective_proto::v1::directory_client::DirectoryClient;
 use collective_proto::v1::messages_client::MessagesClient;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
@@ -56,28 +55,7 @@ fn histogram() -> Histogram<u64> {
 
 async fn create_sites(client: &Client, sites: u32) -> anyhow::Result<()> {
     for id in FIRST_BENCH_SITE..FIRST_BENCH_SITE + sites {
-        let request = pb::AddSiteRequest {
-            site: Some(pb::Site {
-                id,
-                name: format!("bench-{id}"),
-                phone: format!("+1 555 {id:04}"),
-                active: true,
-                servers: vec![format!("bench{id}.local")],
-                ..Default::default()
-            }),
-            password: "bench".into(),
-        };
-        match client
-            .call(|c| {
-                let r = request.clone();
-                async move { DirectoryClient::new(c).add_site(r).await }
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
-            Err(status) => anyhow::bail!("creating bench site {id}: {}", super::describe(&status)),
-        }
+        super::bench::ensure_site(client, id, &format!("bench-{id}")).await?;
     }
     Ok(())
 }
