@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::StatusDef;
 use crate::messaging::{Attribute, Destination, Element, MessageKind, QueueLimits, UpdateOp};
+use crate::routing::{RouteRequest, Settings};
 use crate::site::{SiteId, TrustedAccess};
 use crate::user::UserSpec;
 
@@ -263,6 +264,41 @@ pub enum Command {
         /// The note.
         name: String,
     },
+    /// Route an interaction to an agent of a workgroup (or queue it).
+    RouteInteraction(RouteRequest),
+    /// The reserved agent takes the interaction: it becomes active, the agent on the phone.
+    AcceptInteraction {
+        /// The interaction.
+        interaction_id: String,
+    },
+    /// The reserved agent declines: the interaction is routed again without it.
+    RejectInteraction {
+        /// The interaction.
+        interaction_id: String,
+        /// Also set the agent to `AcdAgentNotAnswering`.
+        not_answering: bool,
+    },
+    /// The caller hung up before an agent took the interaction.
+    CancelInteraction {
+        /// The interaction.
+        interaction_id: String,
+    },
+    /// Set a workgroup's routing settings.
+    SetRoutingSettings {
+        /// The workgroup.
+        workgroup: String,
+        /// The settings.
+        settings: Settings,
+    },
+    /// Set the route cost from one site to another (0 removes it).
+    SetRouteCost {
+        /// Origin site.
+        from: SiteId,
+        /// Agent site.
+        to: SiteId,
+        /// Cost in ms of idle time.
+        cost: u32,
+    },
 }
 
 impl Command {
@@ -297,6 +333,12 @@ impl Command {
             Command::CreateNote { .. } => "CreateNote",
             Command::UpdateNoteAttribute { .. } => "UpdateNoteAttribute",
             Command::RemoveNote { .. } => "RemoveNote",
+            Command::RouteInteraction(_) => "RouteInteraction",
+            Command::AcceptInteraction { .. } => "AcceptInteraction",
+            Command::RejectInteraction { .. } => "RejectInteraction",
+            Command::CancelInteraction { .. } => "CancelInteraction",
+            Command::SetRoutingSettings { .. } => "SetRoutingSettings",
+            Command::SetRouteCost { .. } => "SetRouteCost",
         }
     }
 }

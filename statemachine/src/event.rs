@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::StatusDef;
 use crate::command::Principal;
 use crate::messaging::{Attribute, Delivery, QueueLimits};
+use crate::routing::{Interaction, RecordedDecision, Settings};
 use crate::site::{Site, SiteId};
 use crate::user::User;
 use crate::workgroup::Workgroup;
@@ -209,6 +210,82 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// An interaction came in to be routed; a reservation or the queue follows in the same entry.
+    InteractionArrived(Box<Interaction>),
+    /// An agent was chosen and reserved for an interaction.
+    AgentReserved {
+        /// The interaction.
+        interaction_id: String,
+        /// Its workgroup.
+        workgroup: String,
+        /// The agent.
+        agent: String,
+        /// The agent's site.
+        agent_site: SiteId,
+        /// Where the interaction came in.
+        origin_site: SiteId,
+        /// When the reservation times out.
+        expires_at_ms: u64,
+        /// Why this agent.
+        decision: RecordedDecision,
+    },
+    /// No agent qualified: the interaction waits in its workgroup's queue.
+    InteractionQueued {
+        /// The interaction.
+        interaction_id: String,
+        /// Its workgroup.
+        workgroup: String,
+        /// Where the interaction came in.
+        origin_site: SiteId,
+        /// Who was considered.
+        decision: RecordedDecision,
+    },
+    /// The reserved agent took the interaction.
+    ReservationAccepted {
+        /// The interaction.
+        interaction_id: String,
+        /// Its workgroup.
+        workgroup: String,
+        /// The agent.
+        agent: String,
+    },
+    /// A reservation ended without an accept (`rejected`, `timed-out`, `agent-unavailable`);
+    /// the interaction is routed again.
+    ReservationReleased {
+        /// The interaction.
+        interaction_id: String,
+        /// Its workgroup.
+        workgroup: String,
+        /// The agent.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+    /// A queued or reserved interaction was cancelled.
+    InteractionCancelled {
+        /// The interaction.
+        interaction_id: String,
+        /// Its workgroup.
+        workgroup: String,
+        /// Where it came in.
+        origin_site: SiteId,
+    },
+    /// A workgroup's routing settings changed.
+    RoutingSettingsSet {
+        /// The workgroup.
+        workgroup: String,
+        /// The new settings.
+        settings: Settings,
+    },
+    /// The route cost between two sites changed (0: removed).
+    RouteCostSet {
+        /// Origin site.
+        from: SiteId,
+        /// Agent site.
+        to: SiteId,
+        /// Cost in ms of idle time.
+        cost: u32,
+    },
 }
 
 impl Event {
@@ -245,6 +322,14 @@ impl Event {
             Event::NoteCreated { .. } => "NoteCreated",
             Event::NoteAttributeUpdated { .. } => "NoteAttributeUpdated",
             Event::NoteRemoved { .. } => "NoteRemoved",
+            Event::InteractionArrived(_) => "InteractionArrived",
+            Event::AgentReserved { .. } => "AgentReserved",
+            Event::InteractionQueued { .. } => "InteractionQueued",
+            Event::ReservationAccepted { .. } => "ReservationAccepted",
+            Event::ReservationReleased { .. } => "ReservationReleased",
+            Event::InteractionCancelled { .. } => "InteractionCancelled",
+            Event::RoutingSettingsSet { .. } => "RoutingSettingsSet",
+            Event::RouteCostSet { .. } => "RouteCostSet",
         }
     }
 
@@ -261,7 +346,10 @@ impl Event {
             | Event::UserLoggedOn { username, .. }
             | Event::UserLoggedOff { username, .. }
             | Event::InteractionStarted { username, .. }
-            | Event::InteractionEnded { username, .. } => Some(username),
+            | Event::InteractionEnded { username, .. }
+            | Event::AgentReserved { agent: username, .. }
+            | Event::ReservationAccepted { agent: username, .. }
+            | Event::ReservationReleased { agent: username, .. } => Some(username),
             _ => None,
         }
     }
@@ -271,9 +359,15 @@ impl Event {
         match self {
             Event::WorkgroupAdded(workgroup) => Some(&workgroup.name),
             Event::WorkgroupDeleted { name } => Some(name),
-            Event::UserAddedToWorkgroup { workgroup, .. } | Event::UserRemovedFromWorkgroup { workgroup, .. } => {
-                Some(workgroup)
-            }
+            Event::UserAddedToWorkgroup { workgroup, .. }
+            | Event::UserRemovedFromWorkgroup { workgroup, .. }
+            | Event::AgentReserved { workgroup, .. }
+            | Event::InteractionQueued { workgroup, .. }
+            | Event::ReservationAccepted { workgroup, .. }
+            | Event::ReservationReleased { workgroup, .. }
+            | Event::InteractionCancelled { workgroup, .. }
+            | Event::RoutingSettingsSet { workgroup, .. } => Some(workgroup),
+            Event::InteractionArrived(interaction) => Some(&interaction.request.workgroup),
             _ => None,
         }
     }
@@ -296,6 +390,12 @@ impl Event {
             Event::RequestOpened { to_site, .. } => Some(*to_site),
             Event::SiteIdChanged { new, .. } => Some(*new),
             Event::UserAdded(user) | Event::UserUpdated(user) => Some(user.home_site),
+            // Routing events are told to the site the interaction came in at.
+            Event::AgentReserved { origin_site, .. }
+            | Event::InteractionQueued { origin_site, .. }
+            | Event::InteractionCancelled { origin_site, .. } => Some(*origin_site),
+            Event::InteractionArrived(interaction) => Some(interaction.request.origin_site),
+            Event::RouteCostSet { from, .. } => Some(*from),
             _ => None,
         }
     }

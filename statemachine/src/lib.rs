@@ -8,7 +8,8 @@
 //! Reading order:
 //! - [`limits`]: every limit, named, units last.
 //! - [`site`], [`user`], [`workgroup`], [`catalog`], [`presence`], [`lease`]: the entities;
-//!   [`messaging`]: inter-site messages, requests and notes.
+//!   [`messaging`]: inter-site messages, requests and notes; [`routing`]: interactions,
+//!   reservations, queues and routing statistics (agent selection is `collective-routing`).
 //! - [`command`]: what callers ask for; [`event`]: the facts `apply` records.
 //! - [`rejection`]: why a command is refused.
 //! - [`validate`]: syntax and limits, checked at the edge before proposal.
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod messaging;
 pub mod presence;
 pub mod rejection;
+pub mod routing;
 pub mod site;
 pub mod state;
 pub mod user;

@@ -95,3 +95,17 @@ pub const NOTE_ATTRIBUTE_VALUES_MAX: usize = 10_000;
 pub const STRING_VALUE_BYTES_MAX: usize = 64 << 10;
 /// Longest note time to live, in minutes (one year).
 pub const NOTE_TTL_MINUTES_MAX: u32 = 525_600;
+/// Most interactions waiting for or holding an agent (routing, queued, reserved, active).
+pub const INTERACTIONS_OPEN_MAX: usize = 1_000_000;
+/// Finished interactions kept, with their decisions, for `explain` and idempotent retries; the
+/// oldest go first.
+pub const INTERACTIONS_FINISHED_RETAINED: usize = 100_000;
+/// Decisions kept per interaction (the most recent).
+pub const DECISIONS_PER_INTERACTION_MAX: usize = 16;
+/// Agents remembered per interaction as having declined it (they are not offered it again).
+pub const DECLINED_AGENTS_MAX: usize = 64;
+/// Highest interaction priority (0 is the lowest).
+pub const PRIORITY_MAX: u32 = 100;
+/// When at most this many agents become eligible at once, a queue ranks just them; more, and
+/// it asks the index (the same answer, as agents eligible before match no queued interaction).
+pub const FRESH_RANKED_DIRECTLY_MAX: usize = 32;

@@ -15,6 +15,7 @@ use crate::limits::*;
 use crate::messaging::Messaging;
 use crate::presence::{Logon, Presence};
 use crate::rejection::Rejection;
+use crate::routing::Routing;
 use crate::site::{Site, SiteId, NOTE_ID_DIAL_STRING_DEFAULT};
 use crate::user::{key_of, User, UserSpec};
 use crate::validate::{normalize_phone, validate};
@@ -29,7 +30,11 @@ pub const LOGOFF_REASON_ROAMED: &str = "logged-on-elsewhere";
 
 /// The whole replicated state. Every map is a `BTreeMap` so iteration order never depends on
 /// hashing, and the snapshot bytes of equal states are equal.
+///
+/// Serde goes through `remote = "Self"` so that deserialising (a snapshot, a fixture) rebuilds
+/// the derived routing index before anyone reads the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct State {
     /// Revision of the last event; 0 before the first.
     pub revision: u64,
@@ -57,6 +62,23 @@ pub struct State {
     /// Inter-site message queues, open requests and notes.
     #[serde(default)]
     pub messaging: Messaging,
+    /// Interactions, routing settings and statistics.
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        State::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut state = State::deserialize(deserializer)?;
+        state.rebuild_routing_index();
+        Ok(state)
+    }
 }
 
 impl Default for State {
@@ -81,6 +103,7 @@ impl State {
             presence: BTreeMap::new(),
             leases: BTreeMap::new(),
             messaging: Messaging::default(),
+            routing: Routing::default(),
         }
     }
 
@@ -88,10 +111,7 @@ impl State {
     /// proposes a `Tick` once its clock passes it.
     pub fn next_timer_ms(&self) -> Option<u64> {
         let leases = self.leases.values().map(|lease| lease.expires_at_ms).min();
-        match (leases, self.messaging.next_expiry_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [leases, self.messaging.next_expiry_ms(), self.routing.index.next_deadline_ms()].into_iter().flatten().min()
     }
 
     /// Applies one stamped command: the events it produced, numbered, or why it was refused.
@@ -121,11 +141,17 @@ impl State {
         validate(command)?;
         let events = self.decide(at_ms, command)?;
         let mut records = Vec::with_capacity(events.len());
+        let mut record = |state: &mut State, event: Event| {
+            state.revision += 1;
+            state.fold(&event, at_ms);
+            records.push(EventRecord { revision: state.revision, at_ms, principal: principal.clone(), event });
+        };
         for event in events {
-            self.revision += 1;
-            self.fold(&event, at_ms);
-            records.push(EventRecord { revision: self.revision, at_ms, principal: principal.clone(), event });
+            record(self, event);
         }
+        // Routing decisions the command set in motion (reservations, queues served) follow
+        // its own events in the same entry.
+        self.route_pending(at_ms, &mut record);
         self.last_at_ms = at_ms;
         Ok(records)
     }
@@ -208,6 +234,7 @@ impl State {
             }
             Command::DeleteWorkgroup { name } => {
                 let workgroup = self.workgroup(name)?;
+                self.check_workgroup_idle(&workgroup.name)?;
                 let mut events = Vec::new();
                 for member in &workgroup.members {
                     events.extend(self.removal_events(workgroup, &self.users[member]));
@@ -433,6 +460,7 @@ impl State {
                     .flat_map(|(site, _)| self.lease_end_events(*site, "expired"))
                     .collect();
                 events.extend(self.messaging_expiry_events(at_ms));
+                events.extend(self.reservation_expiry_events(at_ms));
                 Ok(events)
             }
             Command::SendMessage { from_site, to, object_id, event_id, kind, elements } => {
@@ -471,6 +499,14 @@ impl State {
                 let note = self.messaging.note(*site, name, at_ms)?;
                 Ok(vec![Event::NoteRemoved { site: *site, name: note.value.name.clone(), reason: "removed".into() }])
             }
+            Command::RouteInteraction(request) => self.decide_route(at_ms, request),
+            Command::AcceptInteraction { interaction_id } => self.decide_accept(at_ms, interaction_id),
+            Command::RejectInteraction { interaction_id, not_answering } => {
+                self.decide_reject(at_ms, interaction_id, *not_answering)
+            }
+            Command::CancelInteraction { interaction_id } => self.decide_cancel(interaction_id),
+            Command::SetRoutingSettings { workgroup, settings } => self.decide_routing_settings(workgroup, settings),
+            Command::SetRouteCost { from, to, cost } => self.decide_route_cost(*from, *to, *cost),
         }
     }
 
@@ -761,6 +797,14 @@ impl State {
             | Event::NoteCreated { .. }
             | Event::NoteAttributeUpdated { .. }
             | Event::NoteRemoved { .. } => self.fold_messaging(event),
+            Event::InteractionArrived(_)
+            | Event::AgentReserved { .. }
+            | Event::InteractionQueued { .. }
+            | Event::ReservationAccepted { .. }
+            | Event::ReservationReleased { .. }
+            | Event::InteractionCancelled { .. }
+            | Event::RoutingSettingsSet { .. }
+            | Event::RouteCostSet { .. } => self.fold_routing(event, at_ms),
             Event::InteractionEnded { username, interaction_id } => {
                 if let Some(presence) = self.presence.get_mut(&key_of(username)) {
                     presence.interactions.remove(interaction_id);
@@ -769,6 +813,7 @@ impl State {
                 }
             }
         }
+        self.note_routing_effects(event, at_ms);
     }
 
     /// Rewrites every reference to site `old` (the site itself, its name index, users' home and
@@ -789,6 +834,7 @@ impl State {
             self.leases.insert(new, lease);
         }
         self.messaging_site_id_changed(old, new);
+        self.routing_site_id_changed(old, new);
     }
 
     fn unindex_user(&mut self, user_key: &str, old: &User) {
@@ -805,6 +851,7 @@ impl State {
     /// simulations call it after every apply.
     pub fn check_invariants(&self) {
         self.check_messaging_invariants();
+        self.check_routing_invariants();
         assert_eq!(
             self.site_names.len(),
             self.sites.len(),

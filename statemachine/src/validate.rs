@@ -143,6 +143,42 @@ pub fn validate(command: &Command) -> Checked {
             site_id("site", *site)?;
             note_name("name", name)
         }
+        Command::RouteInteraction(request) => {
+            text("interaction_id", &request.interaction_id, 1, INTERACTION_ID_CHARS_MAX)?;
+            site_id("origin_site", request.origin_site)?;
+            self::name("workgroup", &request.workgroup)?;
+            skills("skills", &request.skills)?;
+            if request.priority > PRIORITY_MAX {
+                return Err(Rejection::invalid(
+                    "priority",
+                    format!("{} is outside 0..={PRIORITY_MAX}", request.priority),
+                ));
+            }
+            Ok(())
+        }
+        Command::AcceptInteraction { interaction_id }
+        | Command::RejectInteraction { interaction_id, .. }
+        | Command::CancelInteraction { interaction_id } => {
+            text("interaction_id", interaction_id, 1, INTERACTION_ID_CHARS_MAX)
+        }
+        Command::SetRoutingSettings { workgroup, settings } => {
+            self::name("workgroup", workgroup)?;
+            settings.check().map_err(|(field, reason)| Rejection::invalid(&format!("settings.{field}"), reason))
+        }
+        Command::SetRouteCost { from, to, cost } => {
+            site_id("from", *from)?;
+            site_id("to", *to)?;
+            if from == to {
+                return Err(Rejection::invalid("to", "a site routes to itself at no cost; name another site"));
+            }
+            if *cost > collective_routing::settings::ROUTE_COST_MAX {
+                return Err(Rejection::invalid(
+                    "cost",
+                    format!("{cost} exceeds {}", collective_routing::settings::ROUTE_COST_MAX),
+                ));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,1094 @@
+//! Routing (the vendor's Interaction Director): interactions, reservations, workgroup queues,
+//! routing settings, route costs and statistics, decided inside `apply`.
+//!
+//! Every decision is made while a log entry applies, from the replicated views, so every node
+//! makes the same one and two requests can never reserve the same agent. The agent choice itself
+//! is `collective-routing`'s ([`director`]); this module keeps what is replicated:
+//! - [`Routing`]: settings, costs, interactions with their stage and decisions, counters and the
+//!   route matrix (serialised in snapshots);
+//! - [`RoutingIndex`]: the eligible agents, per-workgroup counts, queues, reservations and
+//!   deadlines, all derived from the views and rebuilt after a snapshot loads.
+//!
+//! After the events of a command fold, [`State::route_pending`] runs: reservations whose agent
+//! left are released, workgroups whose agents became eligible serve their queues (priority, then
+//! arrival), and interactions that arrived or came back are placed. Its events follow the
+//! command's in the same entry.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use collective_routing as director;
+use serde::{Deserialize, Serialize};
+
+pub use director::{Candidate, Decision, Settings, Strategy};
+
+use crate::catalog::{StatusGroup, STATUS_AGENT_NOT_ANSWERING};
+use crate::event::Event;
+use crate::limits::*;
+use crate::rejection::Rejection;
+use crate::site::SiteId;
+use crate::state::State;
+use crate::user::key_of;
+
+/// Why a reservation ended without an accept: the agent declined.
+pub const RELEASE_REJECTED: &str = "rejected";
+/// Why a reservation ended without an accept: nobody answered within its TTL.
+pub const RELEASE_TIMED_OUT: &str = "timed-out";
+/// Why a reservation ended without an accept: the agent logged off or was deleted.
+pub const RELEASE_AGENT_UNAVAILABLE: &str = "agent-unavailable";
+
+/// The kind of media an interaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaType {
+    /// A telephone call.
+    Call,
+    /// A chat.
+    Chat,
+    /// An email.
+    Email,
+    /// A callback request.
+    Callback,
+    /// Anything else (work items).
+    Generic,
+}
+
+impl MediaType {
+    /// Every media type.
+    pub const ALL: [MediaType; 5] =
+        [MediaType::Call, MediaType::Chat, MediaType::Email, MediaType::Callback, MediaType::Generic];
+
+    /// The name the API and CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaType::Call => "call",
+            MediaType::Chat => "chat",
+            MediaType::Email => "email",
+            MediaType::Callback => "callback",
+            MediaType::Generic => "generic",
+        }
+    }
+
+    /// Parses a media type name, case-insensitively.
+    pub fn parse(text: &str) -> Option<MediaType> {
+        MediaType::ALL.into_iter().find(|media| media.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// What a caller asks to route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRequest {
+    /// Idempotency key: routing the same id again answers with the first decision.
+    pub interaction_id: String,
+    /// Media type.
+    pub media: MediaType,
+    /// The site the interaction came in at.
+    pub origin_site: SiteId,
+    /// The workgroup (enterprise group) to route to.
+    pub workgroup: String,
+    /// Required skills (name → minimum level), on top of the workgroup's.
+    pub skills: BTreeMap<String, u32>,
+    /// 0..=100; higher is served first from the queue.
+    pub priority: u32,
+}
+
+/// Where an interaction is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Arrived or released; placed before the entry finishes applying.
+    Routing,
+    /// Waiting in its workgroup's queue.
+    Queued,
+    /// Offered to an agent, who must accept before the deadline.
+    Reserved {
+        /// Lowercase username.
+        agent: String,
+        /// The agent's site.
+        site: SiteId,
+        /// Entry time after which the reservation times out.
+        expires_at_ms: u64,
+    },
+    /// Accepted: the agent is on it (on the phone).
+    Active {
+        /// Lowercase username.
+        agent: String,
+        /// The agent's site.
+        site: SiteId,
+    },
+    /// Over: `completed`, `cancelled`.
+    Finished {
+        /// How it ended.
+        outcome: String,
+        /// When.
+        at_ms: u64,
+    },
+}
+
+/// A decision as an interaction keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedDecision {
+    /// Entry time of the decision.
+    pub at_ms: u64,
+    /// The required skills it was made for (the request's and the workgroup's).
+    pub required_skills: BTreeMap<String, u32>,
+    /// Who won and why, or that nobody qualified.
+    pub decision: Decision,
+}
+
+/// One interaction the collective routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interaction {
+    /// The request as routed (workgroup spelled as the workgroup is).
+    pub request: RouteRequest,
+    /// Entry time of arrival.
+    pub arrived_at_ms: u64,
+    /// Arrival order, collective-wide.
+    pub seq: u64,
+    /// Where it is.
+    pub stage: Stage,
+    /// Agents that let a reservation of it go (rejected, timed out); not offered it again.
+    pub declined_by: BTreeSet<String>,
+    /// Its decisions, oldest first (the last [`DECISIONS_PER_INTERACTION_MAX`] are kept).
+    pub decisions: Vec<RecordedDecision>,
+}
+
+/// Per-workgroup counters since the collective began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Reservations made.
+    pub routed: u64,
+    /// Reservations accepted.
+    pub accepted: u64,
+    /// Reservations rejected by the agent.
+    pub rejected: u64,
+    /// Reservations that timed out.
+    pub timed_out: u64,
+    /// Interactions cancelled before an agent took them.
+    pub cancelled: u64,
+    /// Interactions that ended after an agent took them.
+    pub completed: u64,
+}
+
+/// The replicated routing state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routing {
+    /// Settings by lowercase workgroup name (absent: the defaults).
+    pub settings: BTreeMap<String, Settings>,
+    /// Route cost from origin site to agent site (absent: 0).
+    pub costs: BTreeMap<SiteId, BTreeMap<SiteId, u32>>,
+    /// Open interactions and the most recent finished ones, by id.
+    pub interactions: BTreeMap<String, Interaction>,
+    /// Next arrival number.
+    pub next_seq: u64,
+    /// Finished interactions in the order they finished (finish number → id), for retention.
+    pub finished: BTreeMap<u64, String>,
+    /// Next finish number.
+    pub next_finish: u64,
+    /// Counters by lowercase workgroup name.
+    pub counters: BTreeMap<String, Counters>,
+    /// Reservations made, origin site → agent site → count.
+    pub matrix: BTreeMap<SiteId, BTreeMap<SiteId, u64>>,
+    /// Round robin: the last agent each workgroup routed to.
+    pub cursors: BTreeMap<String, String>,
+    /// Derived views; rebuilt from the rest of the state after a snapshot loads.
+    #[serde(skip)]
+    pub index: RoutingIndex,
+}
+
+/// One logged-on agent as routing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tracked {
+    site: SiteId,
+    workgroups: BTreeSet<String>,
+    ready: bool,
+    on_phone: bool,
+    reserved: bool,
+    eligible: bool,
+}
+
+/// Live per-workgroup agent counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentCounts {
+    /// Members logged on.
+    pub logged_on: u64,
+    /// Logged-on members in an ACD-available status (idle or not).
+    pub ready: u64,
+    /// Members who can take an interaction now (eligible).
+    pub available: u64,
+    /// Logged-on members with an active interaction.
+    pub on_phone: u64,
+    /// Members holding a reservation.
+    pub reserved: u64,
+}
+
+impl AgentCounts {
+    fn add(&mut self, tracked: &Tracked, sign: i64) {
+        let apply = |count: &mut u64, flag: bool| {
+            if flag {
+                *count = count.checked_add_signed(sign).expect("agent counts never go negative");
+            }
+        };
+        apply(&mut self.logged_on, true);
+        apply(&mut self.ready, tracked.ready);
+        apply(&mut self.available, tracked.eligible);
+        apply(&mut self.on_phone, tracked.on_phone);
+        apply(&mut self.reserved, tracked.reserved);
+    }
+}
+
+/// A queued interaction: highest priority first, then arrival order, then id.
+type QueueEntry = (Reverse<u32>, u64, String);
+
+/// Routing's derived views. Equal states have equal indexes (everything is ordered).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingIndex {
+    /// The eligible agents, per workgroup, in the orders the strategies read.
+    pub eligible: director::Index,
+    tracked: BTreeMap<String, Tracked>,
+    at_site: BTreeMap<SiteId, BTreeSet<String>>,
+    counts: BTreeMap<String, AgentCounts>,
+    /// Queued interactions per workgroup: highest priority first, then arrival.
+    queues: BTreeMap<String, BTreeSet<QueueEntry>>,
+    /// Reserved agent → interaction id.
+    reserved: BTreeMap<String, String>,
+    /// (deadline, interaction id) of every reservation.
+    deadlines: BTreeSet<(u64, String)>,
+    // Work for `route_pending`, empty between commands.
+    dirty_users: BTreeSet<String>,
+    dirty_sites: BTreeSet<SiteId>,
+    fresh: BTreeMap<String, BTreeSet<String>>,
+    pending: BTreeSet<(u64, String)>,
+    releases: BTreeSet<String>,
+}
+
+impl RoutingIndex {
+    /// Agent counts of a workgroup (lowercase name).
+    pub fn counts(&self, workgroup: &str) -> AgentCounts {
+        self.counts.get(workgroup).copied().unwrap_or_default()
+    }
+
+    /// Ids of a workgroup's queued interactions, in the order they will be served.
+    pub fn queue(&self, workgroup: &str) -> impl Iterator<Item = &str> {
+        self.queues.get(workgroup).into_iter().flatten().map(|(_, _, id)| id.as_str())
+    }
+
+    /// The interaction an agent holds a reservation for.
+    pub fn reservation_of(&self, agent: &str) -> Option<&str> {
+        self.reserved.get(agent).map(String::as_str)
+    }
+
+    /// The earliest reservation deadline.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+}
+
+/// Statistics of one workgroup, as `RoutingStats` reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkgroupStats {
+    /// The workgroup's name.
+    pub workgroup: String,
+    /// Live agent counts.
+    pub agents: AgentCounts,
+    /// Interactions waiting in the queue.
+    pub queued: u64,
+    /// How long the oldest queued interaction has waited (ms).
+    pub longest_wait_ms: u64,
+    /// Counters since the collective began.
+    pub counters: Counters,
+}
+
+impl Routing {
+    /// The settings of a workgroup (lowercase name).
+    pub fn settings_of(&self, workgroup: &str) -> Settings {
+        self.settings.get(workgroup).cloned().unwrap_or_default()
+    }
+
+    /// The route cost from one site to another.
+    pub fn cost(&self, from: SiteId, to: SiteId) -> u32 {
+        self.costs.get(&from).and_then(|to_costs| to_costs.get(&to)).copied().unwrap_or(0)
+    }
+
+    /// The interaction with this id.
+    pub fn interaction(&self, id: &str) -> Result<&Interaction, Rejection> {
+        self.interactions.get(id).ok_or_else(|| Rejection::not_found("interaction", id))
+    }
+
+    fn open_interactions(&self) -> usize {
+        self.interactions.len() - self.finished.len()
+    }
+}
+
+impl State {
+    /// Statistics of a workgroup at `now_ms`.
+    pub fn workgroup_stats(&self, workgroup: &str, now_ms: u64) -> Result<WorkgroupStats, Rejection> {
+        let name = self.workgroup(workgroup)?.name.clone();
+        let key = key_of(&name);
+        let index = &self.routing.index;
+        let oldest = index
+            .queue(&key)
+            .filter_map(|id| self.routing.interactions.get(id))
+            .map(|interaction| interaction.arrived_at_ms)
+            .min();
+        Ok(WorkgroupStats {
+            workgroup: name,
+            agents: index.counts(&key),
+            queued: index.queues.get(&key).map_or(0, |queue| queue.len() as u64),
+            longest_wait_ms: oldest.map_or(0, |arrived| now_ms.saturating_sub(arrived)),
+            counters: self.routing.counters.get(&key).copied().unwrap_or_default(),
+        })
+    }
+
+    /// The skills an interaction needs: the request's and its workgroup's, highest level of each.
+    fn required_skills(&self, request: &RouteRequest) -> BTreeMap<String, u32> {
+        let mut skills = request.skills.clone();
+        if let Some(workgroup) = self.workgroups.get(&key_of(&request.workgroup)) {
+            for (skill, level) in &workgroup.required_skills {
+                let entry = skills.entry(skill.clone()).or_insert(*level);
+                *entry = (*entry).max(*level);
+            }
+        }
+        skills
+    }
+
+    /// Picks an agent for an interaction from the current views.
+    fn decide_placement(&self, interaction: &Interaction, at_ms: u64) -> RecordedDecision {
+        let workgroup = key_of(&interaction.request.workgroup);
+        let settings = self.routing.settings_of(&workgroup);
+        let required_skills = self.required_skills(&interaction.request);
+        let cost = |from: SiteId, to: SiteId| self.routing.cost(from, to);
+        let site_live = |site: SiteId| self.leases.get(&site).is_some_and(|lease| lease.expires_at_ms > at_ms);
+        let request = director::Request {
+            workgroup: &workgroup,
+            origin: interaction.request.origin_site,
+            skills: &required_skills,
+            exclude: &interaction.declined_by,
+            now_ms: at_ms,
+        };
+        let context = director::Context {
+            settings: &settings,
+            cost: &cost,
+            site_live: &site_live,
+            cursor: self.routing.cursors.get(&workgroup).map(String::as_str),
+        };
+        let decision = director::select(&self.routing.index.eligible, &request, &context);
+        RecordedDecision { at_ms, required_skills, decision }
+    }
+
+    /// The event that places an interaction: a reservation of the winner, or the queue.
+    fn placement_event(&self, interaction: &Interaction, decision: RecordedDecision) -> Event {
+        let workgroup = key_of(&interaction.request.workgroup);
+        match decision.decision.winner() {
+            Some(winner) => Event::AgentReserved {
+                interaction_id: interaction.request.interaction_id.clone(),
+                workgroup: interaction.request.workgroup.clone(),
+                agent: self.users.get(&winner.agent).map_or_else(|| winner.agent.clone(), |u| u.username.clone()),
+                agent_site: winner.site,
+                origin_site: interaction.request.origin_site,
+                expires_at_ms: decision.at_ms + self.routing.settings_of(&workgroup).reservation_ttl_ms,
+                decision,
+            },
+            None => Event::InteractionQueued {
+                interaction_id: interaction.request.interaction_id.clone(),
+                workgroup: interaction.request.workgroup.clone(),
+                origin_site: interaction.request.origin_site,
+                decision,
+            },
+        }
+    }
+
+    pub(crate) fn decide_route(&self, at_ms: u64, request: &RouteRequest) -> Result<Vec<Event>, Rejection> {
+        let workgroup = self.workgroup(&request.workgroup)?;
+        let request = RouteRequest { workgroup: workgroup.name.clone(), ..request.clone() };
+        if let Some(existing) = self.routing.interactions.get(&request.interaction_id) {
+            // Idempotent: the same request again changes nothing and is answered from the
+            // interaction; a different one under the same id is a caller error.
+            if existing.request == request {
+                return Ok(vec![]);
+            }
+            return Err(Rejection::exists("interaction", "interaction_id", &request.interaction_id));
+        }
+        let origin = self.site(request.origin_site)?;
+        if !origin.active {
+            return Err(Rejection::precondition("origin_site", format!("site {} is not active", request.origin_site)));
+        }
+        if self.routing.open_interactions() >= INTERACTIONS_OPEN_MAX {
+            return Err(Rejection::LimitReached {
+                what: "open interactions".into(),
+                limit: INTERACTIONS_OPEN_MAX as u64,
+            });
+        }
+        let interaction = Interaction {
+            request,
+            arrived_at_ms: at_ms,
+            seq: self.routing.next_seq,
+            stage: Stage::Routing,
+            declined_by: BTreeSet::new(),
+            decisions: vec![],
+        };
+        // Refuse up front what would overflow the queue: the placement right after the
+        // arrival sees the same views, so it queues exactly when this finds nobody.
+        let key = key_of(&interaction.request.workgroup);
+        let queued = self.routing.index.queues.get(&key).map_or(0, BTreeSet::len);
+        let queue_max = self.routing.settings_of(&key).queue_max as usize;
+        if queued >= queue_max && self.decide_placement(&interaction, at_ms).decision.winner().is_none() {
+            return Err(Rejection::LimitReached {
+                what: format!("queue of workgroup {} (no agent is available)", interaction.request.workgroup),
+                limit: queue_max as u64,
+            });
+        }
+        Ok(vec![Event::InteractionArrived(Box::new(interaction))])
+    }
+
+    /// The reservation of an interaction: its agent and deadline, or why there is none.
+    fn reservation(&self, interaction_id: &str, at_ms: u64) -> Result<(&Interaction, &str), Rejection> {
+        let interaction = self.routing.interaction(interaction_id)?;
+        match &interaction.stage {
+            Stage::Reserved { agent, expires_at_ms, .. } if *expires_at_ms > at_ms => Ok((interaction, agent)),
+            Stage::Reserved { expires_at_ms, .. } => Err(Rejection::precondition(
+                "interaction_id",
+                format!("the reservation of interaction {interaction_id} expired at {expires_at_ms} ms"),
+            )),
+            other => Err(Rejection::precondition(
+                "interaction_id",
+                format!("interaction {interaction_id} is {}, not reserved", stage_name(other)),
+            )),
+        }
+    }
+
+    pub(crate) fn decide_accept(&self, at_ms: u64, interaction_id: &str) -> Result<Vec<Event>, Rejection> {
+        let (interaction, agent) = self.reservation(interaction_id, at_ms)?;
+        let user = self.user(agent)?;
+        if self.presence[agent].interactions.len() >= INTERACTIONS_PER_USER_MAX {
+            return Err(Rejection::LimitReached {
+                what: format!("interactions of user {}", user.username),
+                limit: INTERACTIONS_PER_USER_MAX as u64,
+            });
+        }
+        Ok(vec![
+            Event::ReservationAccepted {
+                interaction_id: interaction_id.to_string(),
+                workgroup: interaction.request.workgroup.clone(),
+                agent: user.username.clone(),
+            },
+            Event::InteractionStarted { username: user.username.clone(), interaction_id: interaction_id.to_string() },
+        ])
+    }
+
+    pub(crate) fn decide_reject(
+        &self,
+        at_ms: u64,
+        interaction_id: &str,
+        not_answering: bool,
+    ) -> Result<Vec<Event>, Rejection> {
+        let (interaction, agent) = self.reservation(interaction_id, at_ms)?;
+        Ok(self.release_events(interaction, agent, RELEASE_REJECTED, not_answering))
+    }
+
+    fn release_events(&self, interaction: &Interaction, agent: &str, reason: &str, not_answering: bool) -> Vec<Event> {
+        let username = self.users.get(agent).map_or_else(|| agent.to_string(), |user| user.username.clone());
+        let mut events = vec![Event::ReservationReleased {
+            interaction_id: interaction.request.interaction_id.clone(),
+            workgroup: interaction.request.workgroup.clone(),
+            agent: username.clone(),
+            reason: reason.to_string(),
+        }];
+        let status = self.presence.get(agent).map(|presence| presence.status_key.as_str());
+        if not_answering && status.is_some_and(|status| status != STATUS_AGENT_NOT_ANSWERING) {
+            events.push(Event::StatusChanged {
+                username,
+                status_key: STATUS_AGENT_NOT_ANSWERING.to_string(),
+                until_ms: None,
+                detail: format!("did not answer interaction {}", interaction.request.interaction_id),
+            });
+        }
+        events
+    }
+
+    pub(crate) fn decide_cancel(&self, interaction_id: &str) -> Result<Vec<Event>, Rejection> {
+        let interaction = self.routing.interaction(interaction_id)?;
+        match &interaction.stage {
+            Stage::Queued | Stage::Reserved { .. } | Stage::Routing => Ok(vec![Event::InteractionCancelled {
+                interaction_id: interaction_id.to_string(),
+                workgroup: interaction.request.workgroup.clone(),
+                origin_site: interaction.request.origin_site,
+            }]),
+            other => Err(Rejection::precondition(
+                "interaction_id",
+                format!(
+                    "interaction {interaction_id} is {}; only queued or reserved ones can be cancelled",
+                    stage_name(other)
+                ),
+            )),
+        }
+    }
+
+    pub(crate) fn decide_routing_settings(
+        &self,
+        workgroup: &str,
+        settings: &Settings,
+    ) -> Result<Vec<Event>, Rejection> {
+        let workgroup = self.workgroup(workgroup)?;
+        Ok(vec![Event::RoutingSettingsSet { workgroup: workgroup.name.clone(), settings: settings.clone() }])
+    }
+
+    pub(crate) fn decide_route_cost(&self, from: SiteId, to: SiteId, cost: u32) -> Result<Vec<Event>, Rejection> {
+        self.site(from)?;
+        self.site(to)?;
+        Ok(vec![Event::RouteCostSet { from, to, cost }])
+    }
+
+    /// Reservations past their deadline at `at_ms`: released, the agent possibly marked as not
+    /// answering (the workgroup's setting).
+    pub(crate) fn reservation_expiry_events(&self, at_ms: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (_, id) in self.routing.index.deadlines.iter().take_while(|(deadline, _)| *deadline <= at_ms) {
+            let interaction = &self.routing.interactions[id];
+            if let Stage::Reserved { agent, .. } = &interaction.stage {
+                let settings = self.routing.settings_of(&key_of(&interaction.request.workgroup));
+                events.extend(self.release_events(
+                    interaction,
+                    agent,
+                    RELEASE_TIMED_OUT,
+                    settings.not_answering_on_timeout,
+                ));
+            }
+        }
+        events
+    }
+
+    /// Why a workgroup cannot be deleted yet: interactions still waiting for an agent in it.
+    pub(crate) fn check_workgroup_idle(&self, workgroup: &str) -> Result<(), Rejection> {
+        let key = key_of(workgroup);
+        let index = &self.routing.index;
+        let queued = index.queues.get(&key).map_or(0, BTreeSet::len);
+        let reserved = index
+            .reserved
+            .values()
+            .filter(|id| key_of(&self.routing.interactions[*id].request.workgroup) == key)
+            .count();
+        if queued + reserved > 0 {
+            return Err(Rejection::precondition(
+                "name",
+                format!(
+                    "workgroup {workgroup} has {queued} queued and {reserved} reserved interactions; cancel them first"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Folds a routing event into the routing state.
+    pub(crate) fn fold_routing(&mut self, event: &Event, at_ms: u64) {
+        let routing = &mut self.routing;
+        match event {
+            Event::InteractionArrived(interaction) => {
+                routing.next_seq = interaction.seq + 1;
+                routing.index.pending.insert((interaction.seq, interaction.request.interaction_id.clone()));
+                routing.interactions.insert(interaction.request.interaction_id.clone(), (**interaction).clone());
+            }
+            Event::AgentReserved {
+                interaction_id,
+                workgroup,
+                agent,
+                agent_site,
+                origin_site,
+                expires_at_ms,
+                decision,
+            } => {
+                let (wg, agent) = (key_of(workgroup), key_of(agent));
+                let interaction = routing.interactions.get_mut(interaction_id).expect("reserved interactions exist");
+                if interaction.stage == Stage::Queued {
+                    let entry = (Reverse(interaction.request.priority), interaction.seq, interaction_id.clone());
+                    remove_queued(&mut routing.index.queues, &wg, &entry);
+                }
+                interaction.stage =
+                    Stage::Reserved { agent: agent.clone(), site: *agent_site, expires_at_ms: *expires_at_ms };
+                push_decision(interaction, decision.clone());
+                routing.index.pending.remove(&(interaction.seq, interaction_id.clone()));
+                routing.index.reserved.insert(agent.clone(), interaction_id.clone());
+                routing.index.deadlines.insert((*expires_at_ms, interaction_id.clone()));
+                routing.counters.entry(wg.clone()).or_default().routed += 1;
+                *routing.matrix.entry(*origin_site).or_default().entry(*agent_site).or_default() += 1;
+                routing.cursors.insert(wg, agent.clone());
+                routing.index.dirty_users.insert(agent);
+            }
+            Event::InteractionQueued { interaction_id, workgroup, decision, .. } => {
+                let interaction = routing.interactions.get_mut(interaction_id).expect("queued interactions exist");
+                interaction.stage = Stage::Queued;
+                push_decision(interaction, decision.clone());
+                routing.index.pending.remove(&(interaction.seq, interaction_id.clone()));
+                routing.index.queues.entry(key_of(workgroup)).or_default().insert((
+                    Reverse(interaction.request.priority),
+                    interaction.seq,
+                    interaction_id.clone(),
+                ));
+            }
+            Event::ReservationAccepted { interaction_id, workgroup, agent } => {
+                let agent = key_of(agent);
+                let interaction = routing.interactions.get_mut(interaction_id).expect("accepted interactions exist");
+                if let Stage::Reserved { site, expires_at_ms, .. } = interaction.stage.clone() {
+                    routing.index.deadlines.remove(&(expires_at_ms, interaction_id.clone()));
+                    interaction.stage = Stage::Active { agent: agent.clone(), site };
+                }
+                routing.index.reserved.remove(&agent);
+                routing.counters.entry(key_of(workgroup)).or_default().accepted += 1;
+                routing.index.dirty_users.insert(agent);
+            }
+            Event::ReservationReleased { interaction_id, workgroup, agent, reason } => {
+                let agent = key_of(agent);
+                let interaction = routing.interactions.get_mut(interaction_id).expect("released interactions exist");
+                if let Stage::Reserved { expires_at_ms, .. } = interaction.stage {
+                    routing.index.deadlines.remove(&(expires_at_ms, interaction_id.clone()));
+                }
+                interaction.stage = Stage::Routing;
+                if interaction.declined_by.len() < DECLINED_AGENTS_MAX {
+                    interaction.declined_by.insert(agent.clone());
+                }
+                routing.index.pending.insert((interaction.seq, interaction_id.clone()));
+                routing.index.reserved.remove(&agent);
+                let counters = routing.counters.entry(key_of(workgroup)).or_default();
+                match reason.as_str() {
+                    RELEASE_REJECTED => counters.rejected += 1,
+                    RELEASE_TIMED_OUT => counters.timed_out += 1,
+                    _ => {}
+                }
+                routing.index.dirty_users.insert(agent);
+            }
+            Event::InteractionCancelled { interaction_id, workgroup, .. } => {
+                let wg = key_of(workgroup);
+                let interaction = routing.interactions.get_mut(interaction_id).expect("cancelled interactions exist");
+                match interaction.stage.clone() {
+                    Stage::Queued => {
+                        let entry = (Reverse(interaction.request.priority), interaction.seq, interaction_id.clone());
+                        remove_queued(&mut routing.index.queues, &wg, &entry);
+                    }
+                    Stage::Reserved { agent, expires_at_ms, .. } => {
+                        routing.index.deadlines.remove(&(expires_at_ms, interaction_id.clone()));
+                        routing.index.reserved.remove(&agent);
+                        routing.index.dirty_users.insert(agent);
+                    }
+                    _ => {}
+                }
+                routing.index.pending.remove(&(interaction.seq, interaction_id.clone()));
+                routing.counters.entry(wg).or_default().cancelled += 1;
+                self.finish_interaction(interaction_id, "cancelled", at_ms);
+            }
+            Event::RoutingSettingsSet { workgroup, settings } => {
+                routing.settings.insert(key_of(workgroup), settings.clone());
+            }
+            Event::RouteCostSet { from, to, cost } => {
+                if *cost == 0 {
+                    if let Some(costs) = routing.costs.get_mut(from) {
+                        costs.remove(to);
+                        if costs.is_empty() {
+                            routing.costs.remove(from);
+                        }
+                    }
+                } else {
+                    routing.costs.entry(*from).or_default().insert(*to, *cost);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What other events mean for routing: which agents and sites to look at again, which
+    /// interactions end.
+    pub(crate) fn note_routing_effects(&mut self, event: &Event, at_ms: u64) {
+        let index = &mut self.routing.index;
+        match event {
+            Event::UserLoggedOff { username, .. } | Event::UserDeleted { username } => {
+                let user = key_of(username);
+                if let Some(id) = index.reserved.get(&user) {
+                    index.releases.insert(id.clone());
+                }
+                index.dirty_users.insert(user);
+            }
+            Event::UserUpdated(user) => {
+                index.dirty_users.insert(key_of(&user.username));
+            }
+            Event::UserAddedToWorkgroup { username, .. }
+            | Event::UserRemovedFromWorkgroup { username, .. }
+            | Event::StatusChanged { username, .. }
+            | Event::UserLoggedOn { username, .. }
+            | Event::InteractionStarted { username, .. } => {
+                index.dirty_users.insert(key_of(username));
+            }
+            Event::InteractionEnded { username, interaction_id } => {
+                let user = key_of(username);
+                index.dirty_users.insert(user.clone());
+                let ends_routed = self
+                    .routing
+                    .interactions
+                    .get(interaction_id)
+                    .is_some_and(|i| matches!(&i.stage, Stage::Active { agent, .. } if *agent == user));
+                if ends_routed {
+                    let workgroup = key_of(&self.routing.interactions[interaction_id].request.workgroup);
+                    self.routing.counters.entry(workgroup).or_default().completed += 1;
+                    self.finish_interaction(interaction_id, "completed", at_ms);
+                }
+            }
+            Event::SiteActiveChanged { site, .. }
+            | Event::LeaseGranted { site, .. }
+            | Event::LeaseEnded { site, .. } => {
+                index.dirty_sites.insert(*site);
+            }
+            Event::StatusDefined(def) => {
+                let affected: Vec<String> = index
+                    .tracked
+                    .keys()
+                    .filter(|user| self.presence.get(*user).is_some_and(|p| p.status_key == def.key))
+                    .cloned()
+                    .collect();
+                self.routing.index.dirty_users.extend(affected);
+            }
+            Event::WorkgroupDeleted { name } => {
+                let key = key_of(name);
+                self.routing.settings.remove(&key);
+                self.routing.cursors.remove(&key);
+            }
+            _ => {}
+        }
+        self.refresh_dirty();
+    }
+
+    fn finish_interaction(&mut self, interaction_id: &str, outcome: &str, at_ms: u64) {
+        let routing = &mut self.routing;
+        if let Some(interaction) = routing.interactions.get_mut(interaction_id) {
+            interaction.stage = Stage::Finished { outcome: outcome.to_string(), at_ms };
+            routing.finished.insert(routing.next_finish, interaction_id.to_string());
+            routing.next_finish += 1;
+        }
+        while routing.finished.len() > INTERACTIONS_FINISHED_RETAINED {
+            let (_, oldest) = routing.finished.pop_first().expect("longer than the bound");
+            routing.interactions.remove(&oldest);
+        }
+    }
+
+    /// Brings the index up to date for every dirty agent and site; agents that became eligible
+    /// (or changed skills, site or workgroups while eligible) are remembered as fresh.
+    fn refresh_dirty(&mut self) {
+        let index = &mut self.routing.index;
+        let mut users = std::mem::take(&mut index.dirty_users);
+        for site in std::mem::take(&mut index.dirty_sites) {
+            users.extend(index.at_site.get(&site).into_iter().flatten().cloned());
+        }
+        for user in users {
+            self.refresh_agent(&user);
+        }
+    }
+
+    /// How routing sees one user now: `None` when not logged on.
+    fn tracked_now(&self, user_key: &str) -> Option<(Tracked, Option<director::Agent>)> {
+        let user = self.users.get(user_key)?;
+        let presence = self.presence.get(user_key)?;
+        let logon = presence.logon.as_ref()?;
+        let ready = self
+            .catalog
+            .get(&presence.status_key)
+            .is_some_and(|def| def.group == StatusGroup::Available && def.acd_available);
+        let reserved = self.routing.index.reserved.contains_key(user_key);
+        let site_up =
+            self.sites.get(&logon.site).is_some_and(|site| site.active) && self.leases.contains_key(&logon.site);
+        let eligible = ready && !presence.on_phone() && !reserved && site_up && !user.workgroups.is_empty();
+        let tracked = Tracked {
+            site: logon.site,
+            workgroups: user.workgroups.clone(),
+            ready,
+            on_phone: presence.on_phone(),
+            reserved,
+            eligible,
+        };
+        let agent = eligible.then(|| director::Agent {
+            key: Arc::from(user_key),
+            site: logon.site,
+            idle_since_ms: presence.since_ms,
+            skills: Arc::new(user.skills.clone()),
+        });
+        Some((tracked, agent))
+    }
+
+    fn refresh_agent(&mut self, user_key: &str) {
+        let now = self.tracked_now(user_key);
+        let index = &mut self.routing.index;
+        let old = index.tracked.remove(user_key);
+        if let Some(old) = &old {
+            for workgroup in &old.workgroups {
+                let counts = index.counts.get_mut(workgroup).expect("tracked agents are counted");
+                counts.add(old, -1);
+                if counts.logged_on == 0 {
+                    index.counts.remove(workgroup);
+                }
+            }
+            if let Some(users) = index.at_site.get_mut(&old.site) {
+                users.remove(user_key);
+                if users.is_empty() {
+                    index.at_site.remove(&old.site);
+                }
+            }
+        }
+        let Some((tracked, agent)) = now else {
+            index.eligible.remove(user_key);
+            return;
+        };
+        for workgroup in &tracked.workgroups {
+            index.counts.entry(workgroup.clone()).or_default().add(&tracked, 1);
+        }
+        index.at_site.entry(tracked.site).or_default().insert(user_key.to_string());
+        match agent {
+            Some(agent) => {
+                let before = index.eligible.agent(user_key);
+                let fresh = before.is_none_or(|before| before.site != agent.site || before.skills != agent.skills)
+                    || index.eligible.workgroups_of(user_key) != Some(&tracked.workgroups);
+                let idle_changed = before.is_some_and(|before| before.idle_since_ms != agent.idle_since_ms);
+                if fresh {
+                    for workgroup in &tracked.workgroups {
+                        index.fresh.entry(workgroup.clone()).or_default().insert(user_key.to_string());
+                    }
+                }
+                if fresh || idle_changed {
+                    index.eligible.insert(agent, tracked.workgroups.clone());
+                }
+            }
+            None => {
+                index.eligible.remove(user_key);
+            }
+        }
+        index.tracked.insert(user_key.to_string(), tracked);
+    }
+
+    /// Places what the last command set in motion; see the module documentation. `record`
+    /// numbers and folds each event it produces.
+    pub(crate) fn route_pending(&mut self, at_ms: u64, mut record: impl FnMut(&mut State, Event)) {
+        loop {
+            if let Some(id) = self.routing.index.releases.pop_first() {
+                let interaction = &self.routing.interactions[&id];
+                if let Stage::Reserved { agent, .. } = &interaction.stage {
+                    for event in self.release_events(interaction, agent, RELEASE_AGENT_UNAVAILABLE, false) {
+                        record(self, event);
+                    }
+                }
+                continue;
+            }
+            if let Some((workgroup, agents)) = self.routing.index.fresh.pop_first() {
+                self.serve_queue(&workgroup, agents, at_ms, &mut record);
+                continue;
+            }
+            if let Some((_, id)) = self.routing.index.pending.pop_first() {
+                let interaction = &self.routing.interactions[&id];
+                let decision = self.decide_placement(interaction, at_ms);
+                let event = self.placement_event(interaction, decision);
+                record(self, event);
+                continue;
+            }
+            break;
+        }
+    }
+
+    /// Offers a workgroup's queue, in order, to agents that just became eligible. Agents that
+    /// were eligible before match no queued interaction (or it would not be queued), so only
+    /// the fresh ones need ranking.
+    fn serve_queue(
+        &mut self,
+        workgroup: &str,
+        mut agents: BTreeSet<String>,
+        at_ms: u64,
+        record: &mut impl FnMut(&mut State, Event),
+    ) {
+        let queued: Vec<String> = self.routing.index.queue(workgroup).map(str::to_string).collect();
+        for id in queued {
+            agents.retain(|agent| self.routing.index.eligible.agent(agent).is_some());
+            if agents.is_empty() {
+                return;
+            }
+            let interaction = &self.routing.interactions[&id];
+            if interaction.stage != Stage::Queued {
+                continue;
+            }
+            let decision = if agents.len() <= FRESH_RANKED_DIRECTLY_MAX {
+                let settings = self.routing.settings_of(workgroup);
+                let required_skills = self.required_skills(&interaction.request);
+                let cost = |from: SiteId, to: SiteId| self.routing.cost(from, to);
+                let site_live = |site: SiteId| self.leases.get(&site).is_some_and(|lease| lease.expires_at_ms > at_ms);
+                let request = director::Request {
+                    workgroup,
+                    origin: interaction.request.origin_site,
+                    skills: &required_skills,
+                    exclude: &interaction.declined_by,
+                    now_ms: at_ms,
+                };
+                let context = director::Context {
+                    settings: &settings,
+                    cost: &cost,
+                    site_live: &site_live,
+                    cursor: self.routing.cursors.get(workgroup).map(String::as_str),
+                };
+                let eligible = self.routing.index.eligible.pool(workgroup).map_or(0, director::Pool::len);
+                let fresh = agents.iter().filter_map(|agent| self.routing.index.eligible.agent(agent));
+                let decision = director::select_among(fresh, eligible, &request, &context);
+                RecordedDecision { at_ms, required_skills, decision }
+            } else {
+                self.decide_placement(interaction, at_ms)
+            };
+            if decision.decision.winner().is_some() {
+                let event = self.placement_event(interaction, decision);
+                record(self, event);
+            }
+        }
+    }
+
+    /// Rebuilds the derived routing views from the rest of the state (after a snapshot loads
+    /// or a site is renumbered).
+    pub fn rebuild_routing_index(&mut self) {
+        let mut index = RoutingIndex::default();
+        for (id, interaction) in &self.routing.interactions {
+            match &interaction.stage {
+                Stage::Queued => {
+                    index.queues.entry(key_of(&interaction.request.workgroup)).or_default().insert((
+                        Reverse(interaction.request.priority),
+                        interaction.seq,
+                        id.clone(),
+                    ));
+                }
+                Stage::Reserved { agent, expires_at_ms, .. } => {
+                    index.reserved.insert(agent.clone(), id.clone());
+                    index.deadlines.insert((*expires_at_ms, id.clone()));
+                }
+                _ => {}
+            }
+        }
+        self.routing.index = index;
+        let logged_on: Vec<String> =
+            self.presence.iter().filter(|(_, presence)| presence.logon.is_some()).map(|(key, _)| key.clone()).collect();
+        for user in logged_on {
+            self.refresh_agent(&user);
+        }
+        self.routing.index.fresh.clear();
+    }
+
+    /// Rewrites routing's references to a renumbered site.
+    pub(crate) fn routing_site_id_changed(&mut self, old: SiteId, new: SiteId) {
+        let rename = |site: &mut SiteId| {
+            if *site == old {
+                *site = new;
+            }
+        };
+        let routing = &mut self.routing;
+        for interaction in routing.interactions.values_mut() {
+            rename(&mut interaction.request.origin_site);
+            match &mut interaction.stage {
+                Stage::Reserved { site, .. } | Stage::Active { site, .. } => rename(site),
+                _ => {}
+            }
+            for recorded in &mut interaction.decisions {
+                for candidate in &mut recorded.decision.shortlist {
+                    rename(&mut candidate.site);
+                }
+            }
+        }
+        rekey_sites(&mut routing.costs, old, new);
+        rekey_sites(&mut routing.matrix, old, new);
+        self.rebuild_routing_index();
+    }
+
+    /// Routing's invariants: the derived views equal a rebuild, every reservation is held by
+    /// exactly one interaction, and no queued interaction has an eligible agent that qualifies.
+    pub(crate) fn check_routing_invariants(&self) {
+        let index = &self.routing.index;
+        index.eligible.check();
+        let mut rebuilt = self.clone();
+        rebuilt.rebuild_routing_index();
+        assert!(rebuilt.routing.index == *index, "the routing index differs from one rebuilt from the state");
+        let finished = self.routing.interactions.values().filter(|i| matches!(i.stage, Stage::Finished { .. })).count();
+        assert_eq!(finished, self.routing.finished.len(), "finished interactions and the retention order disagree");
+        assert!(finished <= INTERACTIONS_FINISHED_RETAINED, "{finished} finished interactions retained");
+        for (agent, id) in &index.reserved {
+            assert!(
+                matches!(&self.routing.interactions[id].stage, Stage::Reserved { agent: holder, .. } if holder == agent),
+                "agent {agent} is reserved for {id}, which does not hold it"
+            );
+            assert!(index.eligible.agent(agent).is_none(), "reserved agent {agent} is eligible");
+        }
+        for agent in index.eligible.agents() {
+            let presence = &self.presence[&*agent.key];
+            assert!(!presence.on_phone(), "agent {} is eligible while on the phone", agent.key);
+            let def = &self.catalog[&presence.status_key];
+            assert!(
+                def.acd_available && def.group == StatusGroup::Available,
+                "agent {} is eligible in {}",
+                agent.key,
+                def.key
+            );
+        }
+        for (workgroup, queue) in &index.queues {
+            for (_, _, id) in queue {
+                let interaction = &self.routing.interactions[id];
+                let settings = self.routing.settings_of(workgroup);
+                let required_skills = self.required_skills(&interaction.request);
+                let cost = |from: SiteId, to: SiteId| self.routing.cost(from, to);
+                let at = self.last_at_ms;
+                let site_live = |site: SiteId| self.leases.get(&site).is_some_and(|lease| lease.expires_at_ms > at);
+                let request = director::Request {
+                    workgroup,
+                    origin: interaction.request.origin_site,
+                    skills: &required_skills,
+                    exclude: &interaction.declined_by,
+                    now_ms: at,
+                };
+                let context =
+                    director::Context { settings: &settings, cost: &cost, site_live: &site_live, cursor: None };
+                let pool: Vec<&director::Agent> = index
+                    .eligible
+                    .agents()
+                    .filter(|agent| index.eligible.workgroups_of(&agent.key).is_some_and(|w| w.contains(workgroup)))
+                    .collect();
+                let decision = director::select_among(pool.iter().copied(), pool.len(), &request, &context);
+                assert!(
+                    decision.winner().is_none(),
+                    "interaction {id} is queued while agent {:?} qualifies",
+                    decision.winner().map(|w| &w.agent)
+                );
+            }
+        }
+    }
+}
+
+/// Moves every row and column of a site-by-site table from `old` to `new`.
+fn rekey_sites<V>(table: &mut BTreeMap<SiteId, BTreeMap<SiteId, V>>, old: SiteId, new: SiteId) {
+    if let Some(row) = table.remove(&old) {
+        table.insert(new, row);
+    }
+    for row in table.values_mut() {
+        if let Some(value) = row.remove(&old) {
+            row.insert(new, value);
+        }
+    }
+}
+
+fn remove_queued(queues: &mut BTreeMap<String, BTreeSet<QueueEntry>>, workgroup: &str, entry: &QueueEntry) {
+    if let Some(queue) = queues.get_mut(workgroup) {
+        queue.remove(entry);
+        if queue.is_empty() {
+            queues.remove(workgroup);
+        }
+    }
+}
+
+fn push_decision(interaction: &mut Interaction, decision: RecordedDecision) {
+    if interaction.decisions.len() >= DECISIONS_PER_INTERACTION_MAX {
+        interaction.decisions.remove(0);
+    }
+    interaction.decisions.push(decision);
+}
+
+/// A stage's name for messages and the API.
+pub fn stage_name(stage: &Stage) -> &'static str {
+    match stage {
+        Stage::Routing => "routing",
+        Stage::Queued => "queued",
+        Stage::Reserved { .. } => "reserved",
+        Stage::Active { .. } => "active",
+        Stage::Finished { .. } => "finished",
+    }
+}
