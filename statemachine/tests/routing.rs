@@ -12,6 +12,11 @@ use collective_statemachine::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// An agent of a test world: username, site, skills (name, level).
+type AgentSpec<'a> = (&'a str, u32, &'a [(&'a str, u32)]);
+/// An owned [`AgentSpec`].
+type OwnedAgentSpec = (String, u32, Vec<(&'static str, u32)>);
+
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
 const LEASE_TTL_MS: u64 = 300_000;
 
@@ -33,7 +38,7 @@ fn ok(state: &mut State, at_ms: u64, command: Command) -> Vec<Event> {
 /// Sites 1..=`sites` with live leases; workgroup `support` (spanning) with the agents, each
 /// `(name, site, skills)`, logged on at its site in `Available` in the order given (so the first
 /// has been idle longest).
-fn world(sites: u32, agents: &[(&str, u32, &[(&str, u32)])]) -> State {
+fn world(sites: u32, agents: &[AgentSpec]) -> State {
     let mut state = State::new();
     for id in 1..=sites {
         let spec = SiteSpec {
@@ -383,15 +388,15 @@ fn random_runs_never_double_reserve_or_reserve_an_ineligible_agent() {
     for seed in 0..60u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         let names: Vec<String> = (0..8).map(|i| format!("agent{i}")).collect();
-        let skills = ["fr", "de"];
-        let specs: Vec<(String, u32, Vec<(&str, u32)>)> = names
+        let skills: [&'static str; 2] = ["fr", "de"];
+        let specs: Vec<OwnedAgentSpec> = names
             .iter()
             .map(|name| {
                 let have = random_skills(&mut rng, &skills, 0.6);
                 (name.clone(), rng.gen_range(1..=3), have)
             })
             .collect();
-        let agents: Vec<(&str, u32, &[(&str, u32)])> =
+        let agents: Vec<AgentSpec> =
             specs.iter().map(|(name, site, skills)| (name.as_str(), *site, skills.as_slice())).collect();
         let mut state = world(3, &agents);
         let mut now = 10_000u64;
