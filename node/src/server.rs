@@ -12,6 +12,7 @@ use collective_proto::v1::history_server::HistoryServer;
 use collective_proto::v1::messages_server::MessagesServer;
 use collective_proto::v1::notes_server::NotesServer;
 use collective_proto::v1::presences_server::PresencesServer;
+use collective_proto::v1::routing_server::RoutingServer;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
@@ -22,6 +23,7 @@ use crate::api::history::HistoryService;
 use crate::api::messages::MessagesService;
 use crate::api::notes::NotesService;
 use crate::api::presence::PresenceService;
+use crate::api::routing::RoutingService;
 use crate::config::NodeConfig;
 use crate::network::PEER_MESSAGE_BYTES_MAX;
 use crate::node::Node;
@@ -82,6 +84,7 @@ where
         .add_service(HistoryServer::new(HistoryService { node: node.clone() }))
         .add_service(MessagesServer::new(MessagesService { node: node.clone() }))
         .add_service(NotesServer::new(NotesService { node: node.clone() }))
+        .add_service(RoutingServer::new(RoutingService { node: node.clone() }))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -151,8 +154,21 @@ async fn report_backlog(node: Arc<Node>) {
             metrics::gauge!("collective_site_queue_messages", "site" => site.to_string()).set(messages as f64);
             metrics::gauge!("collective_site_queue_bytes", "site" => site.to_string()).set(bytes as f64);
         }
-        let open = node.shared.state.read().expect("state lock").messaging.requests.len();
+        let (open, routing) = {
+            let state = node.shared.state.read().expect("state lock");
+            let index = &state.routing.index;
+            let queued: usize = state.workgroups.keys().map(|wg| index.queue(wg).count()).sum();
+            let routed: u64 = state.routing.counters.values().map(|c| c.routed).sum();
+            let accepted: u64 = state.routing.counters.values().map(|c| c.accepted).sum();
+            (state.messaging.requests.len(), (queued, index.eligible.len(), routed, accepted))
+        };
         metrics::gauge!("collective_open_requests").set(open as f64);
+        // Routing totals (per workgroup they are in `collective route stats`: label sets of up
+        // to 100,000 workgroups do not belong in Prometheus).
+        metrics::gauge!("collective_routing_queued").set(routing.0 as f64);
+        metrics::gauge!("collective_routing_agents_available").set(routing.1 as f64);
+        metrics::gauge!("collective_routing_routed").set(routing.2 as f64);
+        metrics::gauge!("collective_routing_accepted").set(routing.3 as f64);
     }
 }
 

@@ -271,3 +271,88 @@ async fn messages_and_notes_through_the_cli() {
     let (success, _, stderr) = cli(&cluster, &["note", "remove", "--site", "1", "Order"]);
     assert!(!success && stderr.contains("not found"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_through_the_cli() {
+    let cluster = Cluster::start(3, &[]).await;
+    for (id, name) in [("1", "Indianapolis"), ("2", "Paris")] {
+        ok(&cluster, &["site", "add", "--id", id, "--name", name, "--phone", "+1 317 555 0100", "--server", "cic"]);
+        ok(&cluster, &["site", "lease", id, "--ttl-ms", "300000", "--once"]);
+    }
+    ok(&cluster, &["workgroup", "add", "Support", "--spans-sites"]);
+    for (name, site, extension, skill) in [("ann", "1", "1100", "french=80"), ("bob", "2", "1200", "french=40")] {
+        let email = format!("{name}@example.com");
+        ok(
+            &cluster,
+            &[
+                "user",
+                "add",
+                "--username",
+                name,
+                "--display-name",
+                name,
+                "--email",
+                &email,
+                "--home-site",
+                site,
+                "--extension",
+                extension,
+                "--skill",
+                skill,
+            ],
+        );
+        ok(&cluster, &["workgroup", "add-member", "Support", name]);
+        ok(&cluster, &["user", "logon", name, "--site", site]);
+    }
+    ok(&cluster, &["route", "settings", "Support", "--strategy", "most-skilled", "--reservation-ttl-ms", "60000"]);
+    let settings = ok(&cluster, &["-w", "json", "route", "settings", "support"]);
+    assert!(settings.contains("most-skilled") && settings.contains("60000"), "{settings}");
+
+    // Bob's site calls for French: ann is more skilled, so she wins over the origin site.
+    let routed = ok(
+        &cluster,
+        &["route", "call", "--id", "c1", "--origin", "2", "--workgroup", "Support", "--skill", "french=30"],
+    );
+    assert!(routed.contains("reserved to ann at site 1"), "{routed}");
+    let explained = ok(&cluster, &["route", "explain", "c1"]);
+    assert!(explained.contains("most-skilled") && explained.contains("winner ann"), "{explained}");
+    // Levels are indexed highest first: bob (40) cannot beat ann (80), so he is not examined.
+    assert!(explained.contains("2 eligible, 1 examined, 1 qualified"), "{explained}");
+    let again = ok(
+        &cluster,
+        &["route", "call", "--id", "c1", "--origin", "2", "--workgroup", "Support", "--skill", "french=30"],
+    );
+    assert!(again.contains("already routed") && again.contains("reserved to ann"), "{again}");
+
+    // Bob rejects his call and is marked not answering; it queues (ann is busy).
+    ok(&cluster, &["route", "accept", "c1"]);
+    ok(&cluster, &["route", "call", "--id", "c2", "--origin", "2", "--workgroup", "Support", "--priority", "7"]);
+    ok(&cluster, &["route", "reject", "c2", "--not-answering"]);
+    let queue = ok(&cluster, &["route", "queue", "Support"]);
+    assert!(queue.starts_with("1 queued") && queue.contains("c2"), "{queue}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["-w", "json", "route", "stats", "Support"])).unwrap();
+    let support = &stats["workgroups"][0];
+    assert_eq!((support["on_phone"].as_u64(), support["queued"].as_u64()), (Some(1), Some(1)), "{stats}");
+    assert_eq!((support["routed"].as_u64(), support["rejected"].as_u64()), (Some(2), Some(1)), "{stats}");
+    let bob = ok(&cluster, &["-w", "json", "user", "get", "bob"]);
+    assert!(bob.contains("AcdAgentNotAnswering"), "{bob}");
+
+    // Ann finishes c1: the queued c2 is hers at once.
+    ok(&cluster, &["interaction", "end", "ann", "c1"]);
+    let explained = ok(&cluster, &["route", "explain", "c2"]);
+    assert!(explained.contains("reserved to ann") && explained.contains("declined by: bob"), "{explained}");
+    ok(&cluster, &["route", "cancel", "c2"]);
+    let matrix = ok(&cluster, &["route", "cost", "--from", "2", "--to", "1", "5000"]);
+    assert!(matrix.contains("revision"), "{matrix}");
+    let matrix = ok(&cluster, &["route", "matrix"]);
+    assert!(matrix.contains("5000"), "{matrix}");
+
+    let (success, _, stderr) = cli(&cluster, &["route", "call", "--id", "c3", "--origin", "1", "--workgroup", "Sales"]);
+    assert!(!success && stderr.contains("Sales"), "an unknown workgroup is named: {stderr}");
+    let (success, _, stderr) = cli(
+        &cluster,
+        &["route", "call", "--id", "c3", "--origin", "1", "--workgroup", "Support", "--skill", "french=0"],
+    );
+    assert!(!success && stderr.contains("skills"), "a bad level names the field: {stderr}");
+}

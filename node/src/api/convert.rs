@@ -190,6 +190,61 @@ pub fn event(record: &EventRecord) -> pb::Event {
         Event::NoteRemoved { site, name, reason } => {
             Body::NoteRemoved(pb::NoteRemoved { site: *site, name: name.clone(), reason: reason.clone() })
         }
+        Event::InteractionArrived(i) => Body::InteractionArrived(interaction(i, None)),
+        Event::AgentReserved {
+            interaction_id,
+            workgroup,
+            agent,
+            agent_site,
+            origin_site,
+            expires_at_ms,
+            decision: recorded,
+        } => Body::AgentReserved(pb::AgentReserved {
+            interaction_id: interaction_id.clone(),
+            workgroup: workgroup.clone(),
+            agent: agent.clone(),
+            agent_site: *agent_site,
+            origin_site: *origin_site,
+            expires_at_ms: *expires_at_ms,
+            decision: Some(decision(recorded)),
+        }),
+        Event::InteractionQueued { interaction_id, workgroup, origin_site, decision: recorded } => {
+            Body::InteractionQueued(pb::InteractionQueued {
+                interaction_id: interaction_id.clone(),
+                workgroup: workgroup.clone(),
+                origin_site: *origin_site,
+                decision: Some(decision(recorded)),
+            })
+        }
+        Event::ReservationAccepted { interaction_id, workgroup, agent } => {
+            Body::ReservationAccepted(pb::ReservationChange {
+                interaction_id: interaction_id.clone(),
+                workgroup: workgroup.clone(),
+                agent: agent.clone(),
+                reason: String::new(),
+            })
+        }
+        Event::ReservationReleased { interaction_id, workgroup, agent, reason } => {
+            Body::ReservationReleased(pb::ReservationChange {
+                interaction_id: interaction_id.clone(),
+                workgroup: workgroup.clone(),
+                agent: agent.clone(),
+                reason: reason.clone(),
+            })
+        }
+        Event::InteractionCancelled { interaction_id, workgroup, origin_site } => {
+            Body::InteractionCancelled(pb::InteractionCancelled {
+                interaction_id: interaction_id.clone(),
+                workgroup: workgroup.clone(),
+                origin_site: *origin_site,
+            })
+        }
+        Event::RoutingSettingsSet { workgroup, settings } => {
+            Body::RoutingSettingsSet(routing_settings(workgroup, settings))
+        }
+        Event::RouteCostSet { from, to, cost } => {
+            Body::RouteCostSet(pb::RouteCost { from: *from, to: *to, cost: *cost })
+        }
     };
     pb::Event {
         revision: record.revision,
@@ -340,5 +395,113 @@ pub fn attribute_in(attribute: Option<pb::Attribute>, field: &str) -> Result<sm:
         Some(Values::Strings(list)) => Ok(sm::messaging::Attribute::String(list.values)),
         Some(Values::DateTimes(list)) => Ok(sm::messaging::Attribute::DateTime(list.values)),
         None => Err(ApiError::invalid(field, "is required (integers, strings or date_times)")),
+    }
+}
+
+/// A routing decision with its candidates and sort keys.
+pub fn decision(recorded: &sm::routing::RecordedDecision) -> pb::RoutingDecision {
+    let d = &recorded.decision;
+    pb::RoutingDecision {
+        at_ms: recorded.at_ms,
+        strategy: d.strategy.as_str().to_string(),
+        required_skills: recorded.required_skills.clone().into_iter().collect(),
+        eligible: d.eligible,
+        examined: d.examined,
+        matched: d.matched,
+        shortlist: d
+            .shortlist
+            .iter()
+            .map(|c| pb::Candidate {
+                agent: c.agent.clone(),
+                site: c.site,
+                local: c.local,
+                idle_ms: c.idle_ms,
+                route_cost: c.route_cost,
+                skill_score: c.skill_score,
+                score: c.score,
+            })
+            .collect(),
+    }
+}
+
+/// An interaction as clients see it; `queue_position` is its 1-based place when queued.
+pub fn interaction(i: &sm::routing::Interaction, queue_position: Option<u64>) -> pb::Interaction {
+    use sm::routing::Stage;
+    let mut out = pb::Interaction {
+        interaction_id: i.request.interaction_id.clone(),
+        media: i.request.media.as_str().to_string(),
+        origin_site: i.request.origin_site,
+        workgroup: i.request.workgroup.clone(),
+        skills: i.request.skills.clone().into_iter().collect(),
+        priority: i.request.priority,
+        arrived_at_ms: i.arrived_at_ms,
+        stage: sm::routing::stage_name(&i.stage).to_string(),
+        declined_by: i.declined_by.iter().cloned().collect(),
+        decisions: i.decisions.iter().map(decision).collect(),
+        queue_position: queue_position.unwrap_or(0),
+        ..pb::Interaction::default()
+    };
+    match &i.stage {
+        Stage::Reserved { agent, site, expires_at_ms } => {
+            (out.agent, out.agent_site, out.expires_at_ms) = (agent.clone(), *site, *expires_at_ms);
+        }
+        Stage::Active { agent, site } => (out.agent, out.agent_site) = (agent.clone(), *site),
+        Stage::Finished { outcome, at_ms } => (out.outcome, out.finished_at_ms) = (outcome.clone(), *at_ms),
+        Stage::Routing | Stage::Queued => {}
+    }
+    out
+}
+
+/// A workgroup's routing settings.
+pub fn routing_settings(workgroup: &str, settings: &sm::routing::Settings) -> pb::RoutingSettings {
+    pb::RoutingSettings {
+        workgroup: workgroup.to_string(),
+        strategy: settings.strategy.as_str().to_string(),
+        local_margin_ms: settings.local_margin_ms,
+        reservation_ttl_ms: settings.reservation_ttl_ms,
+        not_answering_on_timeout: settings.not_answering_on_timeout,
+        queue_max: settings.queue_max,
+    }
+}
+
+/// Decodes routing settings; 0 for the TTL or the queue bound means the default.
+pub fn routing_settings_in(settings: &pb::RoutingSettings) -> Result<sm::routing::Settings, ApiError> {
+    let defaults = sm::routing::Settings::default();
+    let strategy = match settings.strategy.as_str() {
+        "" => defaults.strategy,
+        name => sm::routing::Strategy::parse(name).ok_or_else(|| {
+            ApiError::invalid("strategy", format!("{name:?} is not longest-idle, most-skilled or round-robin"))
+        })?,
+    };
+    Ok(sm::routing::Settings {
+        strategy,
+        local_margin_ms: settings.local_margin_ms,
+        reservation_ttl_ms: if settings.reservation_ttl_ms == 0 {
+            defaults.reservation_ttl_ms
+        } else {
+            settings.reservation_ttl_ms
+        },
+        not_answering_on_timeout: settings.not_answering_on_timeout,
+        queue_max: if settings.queue_max == 0 { defaults.queue_max } else { settings.queue_max },
+    })
+}
+
+/// A workgroup's statistics.
+pub fn workgroup_stats(stats: &sm::routing::WorkgroupStats) -> pb::WorkgroupStats {
+    pb::WorkgroupStats {
+        workgroup: stats.workgroup.clone(),
+        logged_on: stats.agents.logged_on,
+        ready: stats.agents.ready,
+        available: stats.agents.available,
+        on_phone: stats.agents.on_phone,
+        reserved: stats.agents.reserved,
+        queued: stats.queued,
+        longest_wait_ms: stats.longest_wait_ms,
+        routed: stats.counters.routed,
+        accepted: stats.counters.accepted,
+        rejected: stats.counters.rejected,
+        timed_out: stats.counters.timed_out,
+        cancelled: stats.counters.cancelled,
+        completed: stats.counters.completed,
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`error`]: `ApiError` and its single mapping to gRPC status codes.
 //! - [`convert`]: wire ⇄ domain conversions.
-//! - [`directory`], [`presence`], [`history`], [`cluster`], [`messages`], [`notes`]: the services.
+//! - [`directory`], [`presence`], [`history`], [`cluster`], [`messages`], [`notes`], [`routing`]:
+//!   the services.
 
 pub mod cluster;
 pub mod convert;
@@ -12,6 +13,7 @@ pub mod history;
 pub mod messages;
 pub mod notes;
 pub mod presence;
+pub mod routing;
 
 use collective_statemachine::{Principal, State};
 

@@ -6,6 +6,7 @@ pub mod bench_messages;
 pub mod client;
 pub mod messaging;
 pub mod output;
+pub mod routing;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -112,6 +113,11 @@ pub enum Command {
     Note {
         #[command(subcommand)]
         command: messaging::NoteCommand,
+    },
+    /// Routing: call, accept, reject, cancel, explain, queue, stats, matrix, settings, cost.
+    Route {
+        #[command(subcommand)]
+        command: routing::RouteCommand,
     },
     /// Benchmarks against a running cluster.
     Bench {
@@ -560,6 +566,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Message { command } => messaging::message(&client, command, format, cli.timeout_ms).await,
         Command::Note { command } => messaging::note(&client, command, format, serializable).await,
+        Command::Route { command } => routing::route(&client, command, format, serializable).await,
         command => dispatch(&client, command, format, serializable).await,
     };
     result.map_err(|error| match error.downcast::<tonic::Status>() {
@@ -986,7 +993,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
             }
         }
         Command::Bench { command } => bench::run(client, command, format).await?,
-        Command::Message { .. } | Command::Note { .. } => unreachable!("handled by run"),
+        Command::Message { .. } | Command::Note { .. } | Command::Route { .. } => unreachable!("handled by run"),
     }
     Ok(())
 }
