@@ -145,3 +145,12 @@ impl MessageLog {
         self.sends.iter().filter_map(|(_, id)| *id).all(|id| delivered.contains(&id))
     }
 }
+
+/// What the run's callers were told about routing.
+#[derive(Debug, Default)]
+pub struct RoutingLog {
+    /// Acknowledged routes: (interaction id, agent it was reserved to; `None`: queued).
+    pub routed: Vec<(String, Option<String>)>,
+    /// Acknowledged accepts: (interaction id, agent).
+    pub accepted: Vec<(String, String)>,
+}

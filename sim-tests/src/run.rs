@@ -23,10 +23,11 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::directory_client::DirectoryClient;
 use collective_proto::v1::messages_client::MessagesClient;
 use collective_proto::v1::presences_client::PresencesClient;
+use collective_proto::v1::routing_client::RoutingClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::checks::{self, Violation};
 use crate::history::{Op, OpKind, Recorder, WatchSession};
@@ -38,6 +39,8 @@ pub const USERS: usize = 6;
 pub const SITES: usize = 2;
 /// The site that receives the messages.
 const RECEIVING_SITE: u32 = 2;
+/// Agents of the routing workload, logged on at site 2 in workgroup Support.
+pub const AGENTS: usize = 4;
 /// Concurrent workload clients.
 pub const CLIENTS: usize = 3;
 /// End of the safety phase (simulated ms since start).
@@ -138,6 +141,8 @@ struct World {
     live_clients: usize,
     /// Inter-site messages.
     messages: crate::history::MessageLog,
+    /// Routing as the callers were told it.
+    routing: crate::history::RoutingLog,
     final_reads_done: bool,
 }
 
@@ -175,6 +180,7 @@ pub fn run(options: &Options) -> Report {
         instances: Vec::new(),
         live_clients: 0,
         messages: crate::history::MessageLog::default(),
+        routing: crate::history::RoutingLog::default(),
         final_reads_done: false,
     }));
     let initial_cluster =
@@ -328,6 +334,10 @@ fn finish(
         world.instances.iter().map(|(host, _, shared)| (host.clone(), shared.violations())).collect();
     violations.extend(checks::invariants::check(&per_node));
     violations.extend(checks::messages::check(&world.messages));
+    // The nodes converged (or that is already a violation): any final state will do.
+    if let Some((_, _, shared)) = world.instances.last() {
+        violations.extend(checks::routing::check(&world.routing, &shared.state.read().expect("state lock")));
+    }
     Report {
         seed: options.seed,
         nodes,
@@ -455,10 +465,13 @@ async fn setup(world: SharedWorld, hosts: Vec<String>) -> turmoil::Result {
     let channels: Vec<Channel> = hosts.iter().map(|h| net::channel(h)).collect();
     let mut attempt = 0usize;
     let mut step = 0usize;
-    while step < SITES + USERS {
+    let routing_steps = 2 + 3 * AGENTS;
+    while step < SITES + USERS + routing_steps {
         let mut directory = DirectoryClient::new(channels[attempt % channels.len()].clone());
         attempt += 1;
-        let result = if step < SITES {
+        let result = if step >= SITES + USERS {
+            setup_routing(channels[attempt % channels.len()].clone(), step - SITES - USERS).await
+        } else if step < SITES {
             let id = step as u32 + 1;
             let site = pb::Site {
                 id,
@@ -468,10 +481,13 @@ async fn setup(world: SharedWorld, hosts: Vec<String>) -> turmoil::Result {
                 servers: vec![format!("cic{id}")],
                 ..pb::Site::default()
             };
-            directory.add_site(deadline(pb::AddSiteRequest { site: Some(site), password: "sim".into() })).await
+            directory
+                .add_site(deadline(pb::AddSiteRequest { site: Some(site), password: "sim".into() }))
+                .await
+                .map(drop)
         } else {
             let user = user(step - SITES, &format!("User {}", step - SITES));
-            directory.add_user(deadline(pb::UserRequest { user: Some(user) })).await
+            directory.add_user(deadline(pb::UserRequest { user: Some(user) })).await.map(drop)
         };
         match result {
             Ok(_) => step += 1,
@@ -490,6 +506,115 @@ async fn setup(world: SharedWorld, hosts: Vec<String>) -> turmoil::Result {
     w.phase = Phase::Safety;
     w.recorder.trace(("setup done", now_ms()));
     Ok(())
+}
+
+/// Step `step` of the routing setup: workgroup Support, site 2's lease, then per agent: add,
+/// join Support, log on at site 2.
+async fn setup_routing(channel: Channel, step: usize) -> Result<(), Status> {
+    let mut directory = DirectoryClient::new(channel.clone());
+    if step == 0 {
+        let workgroup = pb::Workgroup { name: "Support".into(), spans_sites: true, ..pb::Workgroup::default() };
+        return directory
+            .add_workgroup(deadline(pb::AddWorkgroupRequest { workgroup: Some(workgroup) }))
+            .await
+            .map(drop);
+    }
+    if step == 1 {
+        // Longer than any run, so the agents stay reachable without keepalives.
+        return directory.grant_lease(deadline(pb::GrantLeaseRequest { site: 2, ttl_ms: 300_000 })).await.map(drop);
+    }
+    let (agent, part) = ((step - 2) / 3, (step - 2) % 3);
+    let username = format!("agent{agent}");
+    match part {
+        0 => {
+            let user = pb::User {
+                username: username.clone(),
+                display_name: username.clone(),
+                email: format!("{username}@example.com"),
+                home_site: 2,
+                extension: format!("{}", 900 + agent),
+                ..pb::User::default()
+            };
+            directory.add_user(deadline(pb::UserRequest { user: Some(user) })).await.map(drop)
+        }
+        1 => {
+            let member = pb::WorkgroupMemberRequest { workgroup: "Support".into(), username };
+            directory.add_workgroup_member(deadline(member)).await.map(drop)
+        }
+        _ => {
+            // A retried logon of a user already logged on there is a no-op.
+            let logon = pb::LogOnRequest { username, site: 2, server: String::new() };
+            PresencesClient::new(channel).log_on(deadline(logon)).await.map(drop)
+        }
+    }
+}
+
+/// One routing step of a workload client: route a new call, or act on one it routed before
+/// (accept, reject, cancel, or end an accepted one). Acknowledged routes and accepts are
+/// recorded for the routing check.
+async fn route_step(
+    world: &SharedWorld,
+    client: &str,
+    channel: Channel,
+    rng: &mut StdRng,
+    calls: &mut Vec<(String, Option<String>, bool)>,
+    counter: u64,
+) {
+    let mut routing = RoutingClient::new(channel.clone());
+    let open = calls.len();
+    if open == 0 || rng.gen_bool(0.4) {
+        let id = format!("{client}-call-{counter}");
+        let request = pb::RouteRequest {
+            interaction_id: id.clone(),
+            media: "call".into(),
+            origin_site: rng.gen_range(1..=2),
+            workgroup: "Support".into(),
+            skills: Default::default(),
+            priority: rng.gen_range(0..3),
+        };
+        let result = routing.route(deadline(request)).await;
+        let mut w = world.borrow_mut();
+        match result {
+            Ok(response) => {
+                // Ids are never reused, so every answer is the first decision (not a repeat).
+                let interaction = response.into_inner().interaction.unwrap_or_default();
+                let agent = (interaction.stage == "reserved").then(|| interaction.agent.clone());
+                w.recorder.trace(("routed", client, &id, &agent));
+                w.routing.routed.push((id.clone(), agent.clone()));
+                calls.push((id, agent, false));
+            }
+            Err(status) => w.recorder.trace(("route failed", client, &id, status.code() as i32)),
+        }
+        return;
+    }
+    let index = rng.gen_range(0..open);
+    let (id, agent, accepted) = calls[index].clone();
+    let outcome = match (agent, accepted) {
+        (Some(agent), true) => {
+            let end = pb::InteractionRequest { username: agent.clone(), interaction_id: id.clone() };
+            PresencesClient::new(channel).end_interaction(deadline(end)).await.map(|_| "ended")
+        }
+        (Some(agent), false) if rng.gen_bool(0.7) => {
+            let result = routing.accept(deadline(pb::InteractionIdRequest { interaction_id: id.clone() })).await;
+            if result.is_ok() {
+                world.borrow_mut().routing.accepted.push((id.clone(), agent.clone()));
+                calls[index].2 = true;
+                world.borrow_mut().recorder.trace(("accepted", client, &id, &agent));
+                return;
+            }
+            result.map(|_| "accept")
+        }
+        (Some(_), false) => {
+            let reject = pb::RejectRequest { interaction_id: id.clone(), not_answering: false };
+            routing.reject(deadline(reject)).await.map(|_| "rejected")
+        }
+        (None, _) => {
+            routing.cancel(deadline(pb::InteractionIdRequest { interaction_id: id.clone() })).await.map(|_| "cancelled")
+        }
+    };
+    world.borrow_mut().recorder.trace(("routing", client, &id, outcome.as_ref().map_err(|s| s.code() as i32).copied()));
+    // Done with it either way: acted on, or it moved on (expired, re-routed) under our feet.
+    calls.swap_remove(index);
 }
 
 /// One write; `Some(true)` acknowledged, `Some(false)` unknown outcome, `None` certainly not applied.
@@ -596,11 +721,15 @@ async fn workload(
     let client_no: i64 = name.trim_start_matches('c').parse().unwrap_or(0);
     wait_for(&world, Phase::Safety).await;
     let mut counter = 0u64;
+    let mut calls = Vec::new();
     while world.borrow().phase == Phase::Safety {
         let channel = channels[rng.gen_range(0..channels.len())].clone();
         let key_user = rng.gen_range(0..USERS);
         let presence = rng.gen_bool(0.6);
-        if rng.gen_bool(0.15) {
+        if rng.gen_bool(0.12) {
+            counter += 1;
+            route_step(&world, &name, channel, &mut rng, &mut calls, counter).await;
+        } else if rng.gen_bool(0.15) {
             counter += 1;
             send_message(&world, &name, channel, client_no * 1_000_000 + counter as i64).await;
         } else if rng.gen_bool(0.5) {

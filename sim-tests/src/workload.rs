@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use collective_statemachine::messaging::{Attribute, Destination, Element, MessageKind, QueueLimits, UpdateOp};
+use collective_statemachine::routing::{MediaType, RouteRequest, Settings, Strategy};
 use collective_statemachine::{Command, SiteSpec, State, TrustedAccess, UserSpec};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -62,7 +63,42 @@ pub fn next_command(rng: &mut StdRng, state: &State, at_ms: u64) -> Command {
         },
         91..=92 => Command::StartInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
         93 => Command::EndInteraction { username: user, interaction_id: format!("call{}", rng.gen_range(0..4)) },
+        94..=96 => next_routing_command(rng, &workgroup, site),
         _ => next_messaging_command(rng, state, site),
+    }
+}
+
+/// Routes, accepts, rejects, cancels, settings and costs over a few interaction ids (so repeats,
+/// conflicts and interactions ending under a reservation happen).
+fn next_routing_command(rng: &mut StdRng, workgroup: &str, site: u32) -> Command {
+    let interaction_id = format!("route{}", rng.gen_range(0..12));
+    match rng.gen_range(0..10) {
+        0..=3 => Command::RouteInteraction(RouteRequest {
+            interaction_id,
+            media: MediaType::Call,
+            origin_site: site,
+            workgroup: workgroup.to_string(),
+            skills: if rng.gen_bool(0.3) {
+                BTreeMap::from([("english".to_string(), rng.gen_range(1..=100))])
+            } else {
+                BTreeMap::new()
+            },
+            priority: rng.gen_range(0..3),
+        }),
+        4..=5 => Command::AcceptInteraction { interaction_id },
+        6 => Command::RejectInteraction { interaction_id, not_answering: rng.gen_bool(0.5) },
+        7 => Command::CancelInteraction { interaction_id },
+        8 => Command::SetRoutingSettings {
+            workgroup: workgroup.to_string(),
+            settings: Settings {
+                strategy: Strategy::ALL[rng.gen_range(0..3)],
+                local_margin_ms: rng.gen_range(0..3) * 1_000,
+                reservation_ttl_ms: rng.gen_range(1_000..5_000),
+                not_answering_on_timeout: rng.gen_bool(0.5),
+                queue_max: rng.gen_range(1..5),
+            },
+        },
+        _ => Command::SetRouteCost { from: site, to: rng.gen_range(1..=4), cost: rng.gen_range(0..3) * 1_000 },
     }
 }
 

@@ -28,6 +28,8 @@ pub enum BenchCommand {
     Presence(PresenceArgs),
     /// Sites sending events to each other, each receiving and acknowledging its deliveries.
     Messages(super::bench_messages::MessagesArgs),
+    /// Calls routed to agents across sites, each accepted and ended by its agent.
+    Route(super::bench_route::RouteArgs),
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +81,7 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
     match command {
         BenchCommand::Presence(args) => presence(client, args, format).await,
         BenchCommand::Messages(args) => super::bench_messages::messages(client, args, format).await,
+        BenchCommand::Route(args) => super::bench_route::route(client, args, format).await,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_messages;
+pub mod bench_route;
 pub mod client;
 pub mod messaging;
 pub mod output;

@@ -7,13 +7,14 @@ pub mod invariants;
 pub mod leaders;
 pub mod linearizable;
 pub mod messages;
+pub mod routing;
 pub mod watch;
 
 /// A broken rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// Which check: `acked-writes`, `linearizable`, `convergence`, `one-leader-per-term`,
-    /// `watch-gap-free`, `invariants`, `messages` or `liveness`.
+    /// `watch-gap-free`, `invariants`, `messages`, `routing` or `liveness`.
     pub check: &'static str,
     /// What happened.
     pub detail: String,
