@@ -12,9 +12,11 @@ ENDPOINTS="127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 CLUSTER="1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
 
 stop() {
-  for id in 1 2 3; do
-    if [ -f "$DIR/node$id.pid" ]; then kill "$(cat "$DIR/node$id.pid")" 2>/dev/null || true; rm -f "$DIR/node$id.pid"; fi
+  # The sites' lease keepers first (each revokes its lease as it stops), then the nodes.
+  for pidfile in "$DIR"/lease*.pid "$DIR"/node*.pid; do
+    if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
   done
+  sleep 0.5
 }
 
 case "${1:-start}" in
@@ -44,11 +46,22 @@ echo
 curl -fs http://127.0.0.1:8001/readyz >/dev/null || { echo "cluster did not become ready; see $DIR/node*.log" >&2; exit 1; }
 
 if [ ! -f "$DIR/demo-loaded" ]; then
-  echo "loading demo data (3 sites, 60 users, a spanning workgroup)"
+  echo "loading demo data (3 sites, 60 users, a spanning workgroup, routing)"
   export COLLECTIVE_SITE_PASSWORD=demo-password
   c site add --id 1 --name Indianapolis --phone "+1 317 555 0100" --server indy-cic1 >/dev/null
   c site add --id 2 --name "Boca Raton" --phone "+1 561 555 0100" --server boca-cic1 >/dev/null
   c site add --id 3 --name Paris --phone "+33 1 55 55 01 00" --server paris-cic1 >/dev/null
+fi
+
+# Each site is "connected": a keeper holds its lease alive (its agents can take calls) until
+# `stop`. Started before users log on, so an expired lease from a previous run logs nobody off.
+for site in 1 2 3; do
+  nohup "$BIN" --endpoints "$ENDPOINTS" site lease "$site" --ttl-ms 10000 >"$DIR/lease$site.log" 2>&1 &
+  echo $! >"$DIR/lease$site.pid"
+done
+sleep 1
+
+if [ ! -f "$DIR/demo-loaded" ]; then
   c workgroup add Support --spans-sites --skill english=50 >/dev/null
   c workgroup add Sales >/dev/null
   names=(ada alan grace linus ken dennis barbara edsger donald john margaret tim vint radia bjarne guido james niklaus frances leslie)
@@ -65,7 +78,21 @@ if [ ! -f "$DIR/demo-loaded" ]; then
   # ada.s1 (spanning, home Indianapolis) roams to Paris and goes to lunch.
   c user logon ada.s1 --site 3 >/dev/null
   c status set ada.s1 "At Lunch" --until-minutes 45 --detail "back soon" >/dev/null
+  # Support prefers the caller's site unless an agent elsewhere has waited 30 s longer; a call
+  # from Paris is routed and taken.
+  c route settings Support --local-margin-ms 30000 --reservation-ttl-ms 20000 >/dev/null
+  c route cost --from 3 --to 2 10000 >/dev/null
+  c route call --id demo-call-1 --origin 3 --workgroup Support --skill english=60 >/dev/null
+  c route accept demo-call-1 >/dev/null
   touch "$DIR/demo-loaded"
+else
+  # A restart: the keepers' fresh leases found the users logged off (leases expired while the
+  # cluster was down); log the demo agents back on.
+  for site in 1 2 3; do
+    for name in ada grace ken barbara donald margaret vint bjarne james frances; do
+      c user logon "$name.s$site" --site "$site" >/dev/null 2>&1 || true
+    done
+  done
 fi
 
 cat <<USAGE
@@ -78,7 +105,12 @@ collective is running: 3 nodes on 127.0.0.1:7001-7003 (gRPC), 127.0.0.1:8001-800
   c status set alan.s2 "Gone Home"
   c status watch --from-revision 1       # every event since the start (Ctrl-C to stop)
   c extension resolve 1100 --from-site 2 # ada.s1 roamed to Paris: the dial string goes there
+  c route explain demo-call-1            # who was considered for the Paris call, and why the winner won
+  c route call --id call-2 --origin 1 --workgroup Support --skill english=50
+  c route stats --watch                  # live per-workgroup statistics (Ctrl-C to stop)
+  c route matrix                         # calls per origin site -> agent site, and route costs
   c bench presence --clients 64 --duration 10
+  c bench route --agents 2000 --sites 20 --clients 128
   curl http://127.0.0.1:8001/metrics     # Prometheus metrics; /livez, /readyz
 Logs: $DIR/node*.log   Stop: deploy/local-cluster.sh stop   Wipe: deploy/local-cluster.sh clean
 USAGE

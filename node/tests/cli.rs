@@ -325,7 +325,9 @@ async fn routing_through_the_cli() {
     assert!(again.contains("already routed") && again.contains("reserved to ann"), "{again}");
 
     // Bob rejects his call and is marked not answering; it queues (ann is busy).
-    ok(&cluster, &["route", "accept", "c1"]);
+    let (success, _, stderr) = cli(&cluster, &["route", "accept", "c1", "--agent", "bob"]);
+    assert!(!success && stderr.contains("reserved to ann, not bob"), "{stderr}");
+    ok(&cluster, &["route", "accept", "c1", "--agent", "ann"]);
     ok(&cluster, &["route", "call", "--id", "c2", "--origin", "2", "--workgroup", "Support", "--priority", "7"]);
     ok(&cluster, &["route", "reject", "c2", "--not-answering"]);
     let queue = ok(&cluster, &["route", "queue", "Support"]);

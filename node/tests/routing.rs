@@ -181,7 +181,11 @@ async fn a_reservation_survives_the_leader_being_killed() {
     assert_eq!(winner.agent, routed.agent);
     // The agent takes it through another survivor: on the phone, and not routed to again.
     let mut other = routing(&cluster, survivors[1]).await;
-    other.accept(pb::InteractionIdRequest { interaction_id: "call-1".into() }).await.unwrap();
+    // Only the agent holding the reservation may take it.
+    let wrong = pb::AcceptRequest { interaction_id: "call-1".into(), agent: "agent99".into() };
+    assert_eq!(other.accept(wrong).await.unwrap_err().code(), Code::FailedPrecondition);
+    let accept = pb::AcceptRequest { interaction_id: "call-1".into(), agent: routed.agent.clone() };
+    other.accept(accept).await.unwrap();
     let next = other.route(call("call-2", 1)).await.unwrap().into_inner().interaction.unwrap();
     assert_eq!(next.stage, "reserved");
     assert_ne!(next.agent, routed.agent);
@@ -205,7 +209,8 @@ async fn bad_requests_get_clear_errors() {
     let status = client.route(pb::RouteRequest { workgroup: "Sales".into(), ..call("x", 1) }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("Sales"), "{}", status.message());
-    let status = client.accept(pb::InteractionIdRequest { interaction_id: "nope".into() }).await.unwrap_err();
+    let status =
+        client.accept(pb::AcceptRequest { interaction_id: "nope".into(), agent: String::new() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     client.route(call("x", 1)).await.unwrap();
     let status = client.route(pb::RouteRequest { priority: 9, ..call("x", 1) }).await.unwrap_err();

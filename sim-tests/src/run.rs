@@ -595,7 +595,8 @@ async fn route_step(
             PresencesClient::new(channel).end_interaction(deadline(end)).await.map(|_| "ended")
         }
         (Some(agent), false) if rng.gen_bool(0.7) => {
-            let result = routing.accept(deadline(pb::InteractionIdRequest { interaction_id: id.clone() })).await;
+            let accept = pb::AcceptRequest { interaction_id: id.clone(), agent: agent.clone() };
+            let result = routing.accept(deadline(accept)).await;
             if result.is_ok() {
                 world.borrow_mut().routing.accepted.push((id.clone(), agent.clone()));
                 calls[index].2 = true;
@@ -604,8 +605,8 @@ async fn route_step(
             }
             result.map(|_| "accept")
         }
-        (Some(_), false) => {
-            let reject = pb::RejectRequest { interaction_id: id.clone(), not_answering: false };
+        (Some(agent), false) => {
+            let reject = pb::RejectRequest { interaction_id: id.clone(), not_answering: false, agent };
             routing.reject(deadline(reject)).await.map(|_| "rejected")
         }
         (None, _) => {

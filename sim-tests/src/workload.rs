@@ -85,8 +85,12 @@ fn next_routing_command(rng: &mut StdRng, workgroup: &str, site: u32) -> Command
             },
             priority: rng.gen_range(0..3),
         }),
-        4..=5 => Command::AcceptInteraction { interaction_id },
-        6 => Command::RejectInteraction { interaction_id, not_answering: rng.gen_bool(0.5) },
+        4..=5 => Command::AcceptInteraction { interaction_id, agent: None },
+        6 => Command::RejectInteraction {
+            interaction_id,
+            agent: rng.gen_bool(0.5).then(|| format!("user{}", rng.gen_range(0..24))),
+            not_answering: rng.gen_bool(0.5),
+        },
         7 => Command::CancelInteraction { interaction_id },
         8 => Command::SetRoutingSettings {
             workgroup: workgroup.to_string(),

@@ -270,11 +270,18 @@ pub enum Command {
     AcceptInteraction {
         /// The interaction.
         interaction_id: String,
+        /// The agent accepting; when given, it must be the one the interaction is reserved to
+        /// (a reservation that timed out may have moved to someone else).
+        #[serde(default)]
+        agent: Option<String>,
     },
     /// The reserved agent declines: the interaction is routed again without it.
     RejectInteraction {
         /// The interaction.
         interaction_id: String,
+        /// The agent declining; when given, it must be the one the interaction is reserved to.
+        #[serde(default)]
+        agent: Option<String>,
         /// Also set the agent to `AcdAgentNotAnswering`.
         not_answering: bool,
     },

@@ -440,10 +440,20 @@ impl State {
         Ok(vec![Event::InteractionArrived(Box::new(interaction))])
     }
 
-    /// The reservation of an interaction: its agent and deadline, or why there is none.
-    fn reservation(&self, interaction_id: &str, at_ms: u64) -> Result<(&Interaction, &str), Rejection> {
+    /// The live reservation of an interaction (held by `by`, when given): its agent, or why
+    /// there is none.
+    fn reservation(
+        &self,
+        interaction_id: &str,
+        at_ms: u64,
+        by: Option<&str>,
+    ) -> Result<(&Interaction, &str), Rejection> {
         let interaction = self.routing.interaction(interaction_id)?;
         match &interaction.stage {
+            Stage::Reserved { agent, .. } if by.is_some_and(|by| key_of(by) != *agent) => Err(Rejection::precondition(
+                "agent",
+                format!("interaction {interaction_id} is reserved to {agent}, not {}", by.expect("checked")),
+            )),
             Stage::Reserved { agent, expires_at_ms, .. } if *expires_at_ms > at_ms => Ok((interaction, agent)),
             Stage::Reserved { expires_at_ms, .. } => Err(Rejection::precondition(
                 "interaction_id",
@@ -456,8 +466,13 @@ impl State {
         }
     }
 
-    pub(crate) fn decide_accept(&self, at_ms: u64, interaction_id: &str) -> Result<Vec<Event>, Rejection> {
-        let (interaction, agent) = self.reservation(interaction_id, at_ms)?;
+    pub(crate) fn decide_accept(
+        &self,
+        at_ms: u64,
+        interaction_id: &str,
+        by: Option<&str>,
+    ) -> Result<Vec<Event>, Rejection> {
+        let (interaction, agent) = self.reservation(interaction_id, at_ms, by)?;
         let user = self.user(agent)?;
         if self.presence[agent].interactions.len() >= INTERACTIONS_PER_USER_MAX {
             return Err(Rejection::LimitReached {
@@ -479,9 +494,10 @@ impl State {
         &self,
         at_ms: u64,
         interaction_id: &str,
+        by: Option<&str>,
         not_answering: bool,
     ) -> Result<Vec<Event>, Rejection> {
-        let (interaction, agent) = self.reservation(interaction_id, at_ms)?;
+        let (interaction, agent) = self.reservation(interaction_id, at_ms, by)?;
         Ok(self.release_events(interaction, agent, RELEASE_REJECTED, not_answering))
     }
 

@@ -500,9 +500,11 @@ impl State {
                 Ok(vec![Event::NoteRemoved { site: *site, name: note.value.name.clone(), reason: "removed".into() }])
             }
             Command::RouteInteraction(request) => self.decide_route(at_ms, request),
-            Command::AcceptInteraction { interaction_id } => self.decide_accept(at_ms, interaction_id),
-            Command::RejectInteraction { interaction_id, not_answering } => {
-                self.decide_reject(at_ms, interaction_id, *not_answering)
+            Command::AcceptInteraction { interaction_id, agent } => {
+                self.decide_accept(at_ms, interaction_id, agent.as_deref())
+            }
+            Command::RejectInteraction { interaction_id, agent, not_answering } => {
+                self.decide_reject(at_ms, interaction_id, agent.as_deref(), *not_answering)
             }
             Command::CancelInteraction { interaction_id } => self.decide_cancel(interaction_id),
             Command::SetRoutingSettings { workgroup, settings } => self.decide_routing_settings(workgroup, settings),

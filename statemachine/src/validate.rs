@@ -156,9 +156,15 @@ pub fn validate(command: &Command) -> Checked {
             }
             Ok(())
         }
-        Command::AcceptInteraction { interaction_id }
-        | Command::RejectInteraction { interaction_id, .. }
-        | Command::CancelInteraction { interaction_id } => {
+        Command::AcceptInteraction { interaction_id, agent }
+        | Command::RejectInteraction { interaction_id, agent, .. } => {
+            text("interaction_id", interaction_id, 1, INTERACTION_ID_CHARS_MAX)?;
+            match agent {
+                Some(agent) => self::username("agent", agent),
+                None => Ok(()),
+            }
+        }
+        Command::CancelInteraction { interaction_id } => {
             text("interaction_id", interaction_id, 1, INTERACTION_ID_CHARS_MAX)
         }
         Command::SetRoutingSettings { workgroup, settings } => {

@@ -90,6 +90,14 @@ fn status(username: &str, key: &str) -> Command {
     Command::SetStatus { username: username.into(), status_key: key.into(), until_ms: None, detail: String::new() }
 }
 
+fn accept(id: &str) -> Command {
+    Command::AcceptInteraction { interaction_id: id.into(), agent: None }
+}
+
+fn reject(id: &str, not_answering: bool) -> Command {
+    Command::RejectInteraction { interaction_id: id.into(), agent: None, not_answering }
+}
+
 fn stage(state: &State, id: &str) -> Stage {
     state.routing.interactions[id].stage.clone()
 }
@@ -131,7 +139,7 @@ fn the_longest_idle_agent_is_reserved_and_a_repeat_changes_nothing() {
 fn accept_puts_the_agent_on_the_phone_and_ending_it_frees_the_agent() {
     let mut state = world(1, &[("ann", 1, &[])]);
     ok(&mut state, 10_000, route("call-1", 1, &[], 0));
-    let events = ok(&mut state, 11_000, Command::AcceptInteraction { interaction_id: "call-1".into() });
+    let events = ok(&mut state, 11_000, accept("call-1"));
     assert!(matches!(&events[..], [Event::ReservationAccepted { .. }, Event::InteractionStarted { .. }]));
     assert!(state.presence["ann"].on_phone());
     assert!(matches!(stage(&state, "call-1"), Stage::Active { .. }));
@@ -147,9 +155,9 @@ fn accept_puts_the_agent_on_the_phone_and_ending_it_frees_the_agent() {
     let counters = state.workgroup_stats("support", 13_000).unwrap().counters;
     assert_eq!((counters.routed, counters.accepted, counters.completed), (2, 1, 1));
     // Accepting twice, or an unknown interaction, is refused.
-    let again = apply(&mut state, 14_000, Command::AcceptInteraction { interaction_id: "call-1".into() }).unwrap_err();
+    let again = apply(&mut state, 14_000, accept("call-1")).unwrap_err();
     assert!(again.to_string().contains("finished, not reserved"), "{again}");
-    let unknown = apply(&mut state, 14_000, Command::AcceptInteraction { interaction_id: "nope".into() }).unwrap_err();
+    let unknown = apply(&mut state, 14_000, accept("nope")).unwrap_err();
     assert!(matches!(unknown, Rejection::NotFound { .. }));
 }
 
@@ -169,7 +177,7 @@ fn the_queue_is_served_by_priority_then_arrival() {
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::AgentReserved { interaction_id, .. } if interaction_id == "high")));
-    ok(&mut state, 21_000, Command::AcceptInteraction { interaction_id: "high".into() });
+    ok(&mut state, 21_000, accept("high"));
     ok(&mut state, 22_000, Command::EndInteraction { username: "ann".into(), interaction_id: "high".into() });
     assert_eq!(reserved_to(&state, "low-1").as_deref(), Some("ann"));
     assert_eq!(stage(&state, "low-2"), Stage::Queued);
@@ -202,8 +210,7 @@ fn reject_and_timeout_route_again_without_the_agent() {
     let mut state = world(1, &[("ann", 1, &[]), ("bob", 1, &[])]);
     ok(&mut state, 10_000, route("call-1", 1, &[], 0));
     assert_eq!(reserved_to(&state, "call-1").as_deref(), Some("ann"));
-    let events =
-        ok(&mut state, 11_000, Command::RejectInteraction { interaction_id: "call-1".into(), not_answering: false });
+    let events = ok(&mut state, 11_000, reject("call-1", false));
     assert!(matches!(&events[0], Event::ReservationReleased { reason, .. } if reason == "rejected"));
     assert_eq!(reserved_to(&state, "call-1").as_deref(), Some("bob"));
     assert_eq!(state.presence["ann"].status_key, "Available");
@@ -218,10 +225,26 @@ fn reject_and_timeout_route_again_without_the_agent() {
     assert_eq!(state.routing.interactions["call-1"].declined_by, BTreeSet::from(["ann".into(), "bob".into()]));
     let counters = state.workgroup_stats("support", 30_000).unwrap().counters;
     assert_eq!((counters.routed, counters.rejected, counters.timed_out), (2, 1, 1));
+    // An agent may only take or decline its own reservation: ann's accept of bob's is refused.
+    ok(&mut state, 30_000, status("bob", "Available"));
+    ok(&mut state, 30_000, Command::CancelInteraction { interaction_id: "call-1".into() });
+    ok(&mut state, 31_000, route("call-3", 1, &[], 0));
+    let holder = reserved_to(&state, "call-3").unwrap();
+    let other = if holder == "ann" { "bob" } else { "ann" };
+    let by_other = Command::AcceptInteraction { interaction_id: "call-3".into(), agent: Some(other.into()) };
+    let refused = apply(&mut state, 32_000, by_other).unwrap_err();
+    assert!(refused.to_string().contains(&format!("reserved to {holder}, not {other}")), "{refused}");
+    let by_holder = Command::RejectInteraction {
+        interaction_id: "call-3".into(),
+        agent: Some(holder.to_uppercase()),
+        not_answering: false,
+    };
+    ok(&mut state, 32_000, by_holder);
+    ok(&mut state, 33_000, Command::CancelInteraction { interaction_id: "call-3".into() });
     // A reject that asks for it marks the agent too.
     ok(&mut state, 40_000, route("call-2", 1, &[], 0));
     assert_eq!(reserved_to(&state, "call-2").as_deref(), Some("ann"));
-    ok(&mut state, 41_000, Command::RejectInteraction { interaction_id: "call-2".into(), not_answering: true });
+    ok(&mut state, 41_000, reject("call-2", true));
     assert_eq!(state.presence["ann"].status_key, "AcdAgentNotAnswering");
 }
 
@@ -425,11 +448,13 @@ fn random_runs_never_double_reserve_or_reserve_an_ineligible_agent() {
                     route(&format!("call-{next_id}"), rng.gen_range(1..=3), &wanted, rng.gen_range(0..3))
                 }
                 60..=74 => match pick(&mut rng, &open) {
-                    Some(id) => Command::AcceptInteraction { interaction_id: id },
+                    Some(id) => Command::AcceptInteraction { interaction_id: id, agent: None },
                     None => Command::Tick,
                 },
                 75..=80 => match pick(&mut rng, &open) {
-                    Some(id) => Command::RejectInteraction { interaction_id: id, not_answering: rng.gen_bool(0.5) },
+                    Some(id) => {
+                        Command::RejectInteraction { interaction_id: id, agent: None, not_answering: rng.gen_bool(0.5) }
+                    }
                     None => Command::Tick,
                 },
                 81..=84 => match pick(&mut rng, &open) {

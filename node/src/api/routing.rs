@@ -139,14 +139,18 @@ impl Routing for RoutingService {
         Ok(Response::new(response))
     }
 
-    async fn accept(&self, request: Request<pb::InteractionIdRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::AcceptInteraction { interaction_id: request.into_inner().interaction_id }).await
+    async fn accept(&self, request: Request<pb::AcceptRequest>) -> Reply<pb::WriteResponse> {
+        let request = request.into_inner();
+        let agent = (!request.agent.is_empty()).then_some(request.agent);
+        self.write(Command::AcceptInteraction { interaction_id: request.interaction_id, agent }).await
     }
 
     async fn reject(&self, request: Request<pb::RejectRequest>) -> Reply<pb::WriteResponse> {
         let request = request.into_inner();
+        let agent = (!request.agent.is_empty()).then_some(request.agent);
         self.write(Command::RejectInteraction {
             interaction_id: request.interaction_id,
+            agent,
             not_answering: request.not_answering,
         })
         .await

@@ -233,7 +233,8 @@ pub async fn route(client: &Client, args: RouteArgs, format: Format) -> anyhow::
                     let _ = routing.cancel(pb::InteractionIdRequest { interaction_id: id }).await;
                     continue;
                 }
-                if let Err(status) = routing.accept(pb::InteractionIdRequest { interaction_id: id.clone() }).await {
+                let accept = pb::AcceptRequest { interaction_id: id.clone(), agent: routed.agent.clone() };
+                if let Err(status) = routing.accept(accept).await {
                     count_error(&status);
                     continue;
                 }

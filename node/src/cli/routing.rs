@@ -39,11 +39,17 @@ pub enum RouteCommand {
     Accept {
         /// Interaction id.
         interaction_id: String,
+        /// The accepting agent; refused unless it holds the reservation.
+        #[arg(long)]
+        agent: Option<String>,
     },
     /// The reserved agent declines; the interaction is routed again without it.
     Reject {
         /// Interaction id.
         interaction_id: String,
+        /// The declining agent; refused unless it holds the reservation.
+        #[arg(long)]
+        agent: Option<String>,
         /// Also set the agent to AcdAgentNotAnswering.
         #[arg(long)]
         not_answering: bool,
@@ -214,8 +220,8 @@ pub async fn route(client: &Client, command: RouteCommand, format: Format, seria
                 _ => print(format, &response, None),
             }
         }
-        RouteCommand::Accept { interaction_id } => {
-            let request = pb::InteractionIdRequest { interaction_id };
+        RouteCommand::Accept { interaction_id, agent } => {
+            let request = pb::AcceptRequest { interaction_id, agent: agent.unwrap_or_default() };
             let response = client
                 .call(|c| {
                     let r = request.clone();
@@ -224,8 +230,8 @@ pub async fn route(client: &Client, command: RouteCommand, format: Format, seria
                 .await?;
             print(format, &response.into_inner(), None);
         }
-        RouteCommand::Reject { interaction_id, not_answering } => {
-            let request = pb::RejectRequest { interaction_id, not_answering };
+        RouteCommand::Reject { interaction_id, agent, not_answering } => {
+            let request = pb::RejectRequest { interaction_id, not_answering, agent: agent.unwrap_or_default() };
             let response = client
                 .call(|c| {
                     let r = request.clone();
