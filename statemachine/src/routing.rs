@@ -556,18 +556,28 @@ impl State {
 
     /// Reservations past their deadline at `at_ms`: released, the agent possibly marked as not
     /// answering (the workgroup's setting).
+    ///
+    /// An agent whose site's lease has ended by `at_ms` was unreachable rather than not
+    /// answering: the same `Tick` logs it off, so it is released as unavailable and its status
+    /// is left to the logoff (a non-persistent status set now would outlive the logoff).
     pub(crate) fn reservation_expiry_events(&self, at_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
         for (_, id) in self.routing.index.deadlines.iter().take_while(|(deadline, _)| *deadline <= at_ms) {
             let interaction = &self.routing.interactions[id];
             if let Stage::Reserved { agent, .. } = &interaction.stage {
+                let reachable = self
+                    .presence
+                    .get(agent)
+                    .and_then(|presence| presence.logon.as_ref())
+                    .and_then(|logon| self.leases.get(&logon.site))
+                    .is_some_and(|lease| lease.expires_at_ms > at_ms);
                 let settings = self.routing.settings_of(&key_of(&interaction.request.workgroup));
-                events.extend(self.release_events(
-                    interaction,
-                    agent,
-                    RELEASE_TIMED_OUT,
-                    settings.not_answering_on_timeout,
-                ));
+                let (reason, not_answering) = if reachable {
+                    (RELEASE_TIMED_OUT, settings.not_answering_on_timeout)
+                } else {
+                    (RELEASE_AGENT_UNAVAILABLE, false)
+                };
+                events.extend(self.release_events(interaction, agent, reason, not_answering));
             }
         }
         events
@@ -740,8 +750,11 @@ impl State {
                     .get(interaction_id)
                     .is_some_and(|i| matches!(&i.stage, Stage::Active { agent, .. } if *agent == user));
                 if ends_routed {
+                    // Its workgroup may be gone by now (active calls do not block deletion).
                     let workgroup = key_of(&self.routing.interactions[interaction_id].request.workgroup);
-                    self.routing.counters.entry(workgroup).or_default().completed += 1;
+                    if let Some(counters) = self.routing.counters.get_mut(&workgroup) {
+                        counters.completed += 1;
+                    }
                     self.finish_interaction(interaction_id, "completed", at_ms);
                 }
             }
@@ -760,9 +773,12 @@ impl State {
                 self.routing.index.dirty_users.extend(affected);
             }
             Event::WorkgroupDeleted { name } => {
+                // Nothing queued or reserved is left in it (`check_workgroup_idle`); a workgroup
+                // added later under the name starts afresh.
                 let key = key_of(name);
                 self.routing.settings.remove(&key);
                 self.routing.cursors.remove(&key);
+                self.routing.counters.remove(&key);
             }
             _ => {}
         }
@@ -1016,6 +1032,11 @@ impl State {
         let mut rebuilt = self.clone();
         rebuilt.rebuild_routing_index();
         assert!(rebuilt.routing.index == *index, "the routing index differs from one rebuilt from the state");
+        for workgroup in
+            self.routing.counters.keys().chain(self.routing.settings.keys()).chain(self.routing.cursors.keys())
+        {
+            assert!(self.workgroups.contains_key(workgroup), "routing keeps data of deleted workgroup {workgroup}");
+        }
         let finished = self.routing.interactions.values().filter(|i| matches!(i.stage, Stage::Finished { .. })).count();
         assert_eq!(finished, self.routing.finished.len(), "finished interactions and the retention order disagree");
         assert!(finished <= INTERACTIONS_FINISHED_RETAINED, "{finished} finished interactions retained");

@@ -269,6 +269,39 @@ fn an_agent_who_leaves_loses_the_reservation_and_a_cancelled_call_leaves_the_que
 }
 
 #[test]
+fn a_reservation_ending_with_its_agents_lease_releases_without_marking_the_agent() {
+    let mut state = world(1, &[("ann", 1, &[])]);
+    let ttl_ms = Settings::default().reservation_ttl_ms;
+    // The lease runs out before the reservation; no Tick comes in between.
+    ok(&mut state, 3_000, Command::GrantLease { site: 1, ttl_ms: 9_000 });
+    ok(&mut state, 10_000, route("call-1", 1, &[], 0));
+    let events = ok(&mut state, 10_000 + ttl_ms, Command::Tick);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::ReservationReleased { reason, .. } if reason == "agent-unavailable")));
+    assert!(state.presence["ann"].logon.is_none());
+    assert_eq!(state.presence["ann"].status_key, "Available", "a logged-off agent keeps a persistent status");
+    assert_eq!(stage(&state, "call-1"), Stage::Queued);
+}
+
+#[test]
+fn a_deleted_workgroup_leaves_no_routing_data_behind() {
+    let mut state = world(1, &[("ann", 1, &[])]);
+    ok(&mut state, 10_000, route("call-1", 1, &[], 0));
+    ok(&mut state, 10_000, accept("call-1"));
+    ok(&mut state, 11_000, Command::SetRoutingSettings { workgroup: "support".into(), settings: Settings::default() });
+    ok(&mut state, 12_000, Command::DeleteWorkgroup { name: "Support".into() });
+    // The call it routed ends afterwards: finished, and no counters come back.
+    ok(&mut state, 13_000, Command::EndInteraction { username: "ann".into(), interaction_id: "call-1".into() });
+    assert!(matches!(stage(&state, "call-1"), Stage::Finished { .. }));
+    assert!(state.routing.counters.is_empty() && state.routing.settings.is_empty() && state.routing.cursors.is_empty());
+    let workgroup =
+        Command::AddWorkgroup { name: "Support".into(), spans_sites: true, required_skills: BTreeMap::new() };
+    ok(&mut state, 14_000, workgroup);
+    assert_eq!(state.workgroup_stats("support", 14_000).unwrap().counters.routed, 0);
+}
+
+#[test]
 fn a_workgroup_with_waiting_interactions_cannot_be_deleted() {
     let mut state = world(1, &[]);
     ok(&mut state, 10_000, route("call-1", 1, &[], 0));
