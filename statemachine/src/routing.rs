@@ -258,7 +258,8 @@ pub struct RoutingIndex {
     dirty_sites: BTreeSet<SiteId>,
     fresh: BTreeMap<String, BTreeSet<String>>,
     pending: BTreeSet<(u64, String)>,
-    releases: BTreeSet<String>,
+    /// (interaction, agent) reservations whose agent left.
+    releases: BTreeSet<(String, String)>,
 }
 
 impl RoutingIndex {
@@ -727,7 +728,7 @@ impl State {
             Event::UserLoggedOff { username, .. } | Event::UserDeleted { username } => {
                 let user = key_of(username);
                 if let Some(id) = index.reserved.get(&user) {
-                    index.releases.insert(id.clone());
+                    index.releases.insert((id.clone(), user.clone()));
                 }
                 index.dirty_users.insert(user);
             }
@@ -894,10 +895,11 @@ impl State {
     /// numbers and folds each event it produces.
     pub(crate) fn route_pending(&mut self, at_ms: u64, mut record: impl FnMut(&mut State, Event)) {
         loop {
-            if let Some(id) = self.routing.index.releases.pop_first() {
+            if let Some((id, left)) = self.routing.index.releases.pop_first() {
                 let interaction = &self.routing.interactions[&id];
-                if let Stage::Reserved { agent, .. } = &interaction.stage {
-                    for event in self.release_events(interaction, agent, RELEASE_AGENT_UNAVAILABLE, false) {
+                // Still held by the agent who left (not released or re-reserved meanwhile).
+                if matches!(&interaction.stage, Stage::Reserved { agent, .. } if *agent == left) {
+                    for event in self.release_events(interaction, &left, RELEASE_AGENT_UNAVAILABLE, false) {
                         record(self, event);
                     }
                 }
