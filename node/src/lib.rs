@@ -15,6 +15,7 @@
 //! - [`cli`]: the etcdctl-style command line and `bench`.
 
 pub mod api;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod environment;

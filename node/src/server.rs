@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::routing::get;
 use collective_proto::raft::raft_server::RaftServer;
 use collective_proto::v1::cluster_server::ClusterServer;
+use collective_proto::v1::config_server::ConfigServer;
 use collective_proto::v1::directory_server::DirectoryServer;
 use collective_proto::v1::history_server::HistoryServer;
 use collective_proto::v1::messages_server::MessagesServer;
@@ -18,6 +19,7 @@ use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
 
 use crate::api::cluster::ClusterService;
+use crate::api::config::ConfigService;
 use crate::api::directory::DirectoryService;
 use crate::api::history::HistoryService;
 use crate::api::messages::MessagesService;
@@ -85,6 +87,11 @@ where
         .add_service(MessagesServer::new(MessagesService { node: node.clone() }))
         .add_service(NotesServer::new(NotesService { node: node.clone() }))
         .add_service(RoutingServer::new(RoutingService { node: node.clone() }))
+        .add_service(
+            ConfigServer::new(ConfigService { node: node.clone() })
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::StatusDef;
+use crate::config::{ConfigSet, ImportMode};
 use crate::messaging::{Attribute, Destination, Element, MessageKind, QueueLimits, UpdateOp};
 use crate::routing::{RouteRequest, Settings};
 use crate::site::{SiteId, TrustedAccess};
@@ -264,6 +265,16 @@ pub enum Command {
         /// The note.
         name: String,
     },
+    /// Replace the fields of an existing site (matched by id); an empty password hash keeps the
+    /// current password.
+    UpdateSite(SiteSpec),
+    /// Import configuration: all of it in this one entry, or nothing.
+    ImportConfig {
+        /// Merge, or make the complete categories exactly the file's.
+        mode: ImportMode,
+        /// What to import.
+        config: Box<ConfigSet>,
+    },
     /// Route an interaction to an agent of a workgroup (or queue it).
     RouteInteraction(RouteRequest),
     /// The reserved agent takes the interaction: it becomes active, the agent on the phone.
@@ -340,6 +351,8 @@ impl Command {
             Command::CreateNote { .. } => "CreateNote",
             Command::UpdateNoteAttribute { .. } => "UpdateNoteAttribute",
             Command::RemoveNote { .. } => "RemoveNote",
+            Command::UpdateSite(_) => "UpdateSite",
+            Command::ImportConfig { .. } => "ImportConfig",
             Command::RouteInteraction(_) => "RouteInteraction",
             Command::AcceptInteraction { .. } => "AcceptInteraction",
             Command::RejectInteraction { .. } => "RejectInteraction",

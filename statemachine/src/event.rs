@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::StatusDef;
 use crate::command::Principal;
+use crate::config::{Category, ImportMode};
 use crate::messaging::{Attribute, Delivery, QueueLimits};
 use crate::routing::{Interaction, RecordedDecision, Settings};
 use crate::site::{Site, SiteId};
@@ -210,6 +211,21 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A site's fields changed.
+    SiteUpdated(Site),
+    /// A configuration import was applied (its changes are the events before it in the entry).
+    ConfigImported {
+        /// Merge or recovery.
+        mode: ImportMode,
+        /// Categories the file held completely.
+        complete: std::collections::BTreeSet<Category>,
+        /// Entities created.
+        creates: u64,
+        /// Entities changed.
+        updates: u64,
+        /// Entities deleted or deactivated.
+        deletes: u64,
+    },
     /// An interaction came in to be routed; a reservation or the queue follows in the same entry.
     InteractionArrived(Box<Interaction>),
     /// An agent was chosen and reserved for an interaction.
@@ -322,6 +338,8 @@ impl Event {
             Event::NoteCreated { .. } => "NoteCreated",
             Event::NoteAttributeUpdated { .. } => "NoteAttributeUpdated",
             Event::NoteRemoved { .. } => "NoteRemoved",
+            Event::SiteUpdated(_) => "SiteUpdated",
+            Event::ConfigImported { .. } => "ConfigImported",
             Event::InteractionArrived(_) => "InteractionArrived",
             Event::AgentReserved { .. } => "AgentReserved",
             Event::InteractionQueued { .. } => "InteractionQueued",
@@ -375,7 +393,7 @@ impl Event {
     /// The site the event is about, if any (for watch filters).
     pub fn site(&self) -> Option<SiteId> {
         match self {
-            Event::SiteAdded(site) => Some(site.id),
+            Event::SiteAdded(site) | Event::SiteUpdated(site) => Some(site.id),
             Event::SiteActiveChanged { site, .. }
             | Event::UserLoggedOn { site, .. }
             | Event::UserLoggedOff { site, .. }

@@ -14,12 +14,14 @@
 //! - [`rejection`]: why a command is refused.
 //! - [`validate`]: syntax and limits, checked at the edge before proposal.
 //! - [`state`]: the views, `apply` (decide, then fold) and `check_invariants`.
+//! - [`config`]: configuration export and import (one command, all or nothing).
 //! - [`directory`]: read-only views: per-site visibility, search, extension resolution.
 //! - [`history`]: the presence versions the node's history index records after each change.
 #![deny(missing_docs)]
 
 pub mod catalog;
 pub mod command;
+pub mod config;
 pub mod directory;
 pub mod event;
 pub mod history;

@@ -764,6 +764,9 @@ impl State {
             | Event::LeaseEnded { site, .. } => {
                 index.dirty_sites.insert(*site);
             }
+            Event::SiteUpdated(site) => {
+                index.dirty_sites.insert(site.id);
+            }
             Event::StatusDefined(def) => {
                 let affected: Vec<String> = index
                     .tracked

@@ -181,6 +181,25 @@ impl State {
     fn decide(&self, at_ms: u64, command: &Command) -> Result<Vec<Event>, Rejection> {
         match command {
             Command::AddSite(spec) => self.decide_add_site(spec),
+            Command::UpdateSite(spec) => {
+                let current = self.site(spec.id)?;
+                if let Some(other) = self.site_names.get(&key_of(&spec.name)).filter(|other| **other != spec.id) {
+                    return Err(Rejection::AlreadyExists {
+                        kind: "site".into(),
+                        field: "name".into(),
+                        key: format!("{} (site {other})", spec.name),
+                    });
+                }
+                let mut site = self.site_from_spec(spec)?;
+                if spec.password_hash.is_empty() {
+                    site.password_hash = current.password_hash.clone();
+                }
+                if site == *current {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::SiteUpdated(site)])
+            }
+            Command::ImportConfig { mode, config } => self.decide_import(at_ms, *mode, config),
             Command::SetSiteActive { site, active } => {
                 let current = self.site(*site)?;
                 if current.active == *active {
@@ -526,7 +545,11 @@ impl State {
         if self.sites.len() >= SITES_MAX {
             return Err(Rejection::LimitReached { what: "sites".into(), limit: SITES_MAX as u64 });
         }
-        Ok(vec![Event::SiteAdded(Site {
+        Ok(vec![Event::SiteAdded(self.site_from_spec(spec)?)])
+    }
+
+    fn site_from_spec(&self, spec: &SiteSpec) -> Result<Site, Rejection> {
+        Ok(Site {
             id: spec.id,
             name: spec.name.clone(),
             phone: normalize_phone(&spec.phone)?,
@@ -539,7 +562,19 @@ impl State {
             active: spec.active,
             servers: spec.servers.clone(),
             trusted_access: spec.trusted_access,
-        })])
+        })
+    }
+
+    /// One step of an import on a scratch copy: the command's events, folded, without the
+    /// routing pass (the real entry runs it once, after all the steps).
+    pub(crate) fn apply_step(&mut self, at_ms: u64, command: &Command) -> Result<Vec<Event>, Rejection> {
+        validate(command)?;
+        let events = self.decide(at_ms, command)?;
+        for event in &events {
+            self.revision += 1;
+            self.fold(event, at_ms);
+        }
+        Ok(events)
     }
 
     fn decide_add_user(&self, spec: &UserSpec) -> Result<Vec<Event>, Rejection> {
@@ -675,6 +710,13 @@ impl State {
                     site.active = *active;
                 }
             }
+            Event::SiteUpdated(site) => {
+                if let Some(old) = self.sites.insert(site.id, site.clone()) {
+                    self.site_names.remove(&key_of(&old.name));
+                }
+                self.site_names.insert(key_of(&site.name), site.id);
+            }
+            Event::ConfigImported { .. } => {}
             Event::UserAdded(user) => {
                 let user_key = key_of(&user.username);
                 self.emails.insert(key_of(&user.email), user_key.clone());

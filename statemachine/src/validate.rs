@@ -16,6 +16,20 @@ type Checked = Result<(), Rejection>;
 pub fn validate(command: &Command) -> Checked {
     match command {
         Command::AddSite(spec) => validate_site(spec),
+        // An empty hash keeps the current password; any other must be Argon2id.
+        Command::UpdateSite(spec) if spec.password_hash.is_empty() => {
+            validate_site(&SiteSpec { password_hash: "$argon2id$".into(), ..spec.clone() })
+        }
+        Command::UpdateSite(spec) => validate_site(spec),
+        Command::ImportConfig { config, .. } => {
+            if config.users.len() > USERS_MAX
+                || config.sites.len() > SITES_MAX
+                || config.workgroups.len() > WORKGROUPS_MAX
+            {
+                return Err(Rejection::invalid("config", "holds more entities than a collective may"));
+            }
+            Ok(())
+        }
         Command::SetSiteActive { site, .. } => site_id("site.id", *site),
         Command::AddUser(spec) | Command::UpdateUser(spec) => validate_user(spec),
         Command::DeleteUser { username } => self::username("user.username", username),

@@ -107,6 +107,16 @@ pub fn event(record: &EventRecord) -> pb::Event {
     use pb::event::Body;
     let body = match &record.event {
         Event::SiteAdded(s) => Body::SiteAdded(site(s)),
+        Event::SiteUpdated(s) => Body::SiteUpdated(site(s)),
+        Event::ConfigImported { mode, complete, creates, updates, deletes } => {
+            Body::ConfigImported(pb::ConfigImported {
+                mode: import_mode_name(*mode).to_string(),
+                complete: complete.iter().map(|c| c.as_str().to_string()).collect(),
+                creates: *creates,
+                updates: *updates,
+                deletes: *deletes,
+            })
+        }
         Event::SiteActiveChanged { site, active } => {
             Body::SiteActiveChanged(pb::SiteActiveChanged { site: *site, active: *active })
         }
@@ -503,5 +513,13 @@ pub fn workgroup_stats(stats: &sm::routing::WorkgroupStats) -> pb::WorkgroupStat
         timed_out: stats.counters.timed_out,
         cancelled: stats.counters.cancelled,
         completed: stats.counters.completed,
+    }
+}
+
+/// An import mode's API name.
+pub fn import_mode_name(mode: sm::config::ImportMode) -> &'static str {
+    match mode {
+        sm::config::ImportMode::Migration => "migration",
+        sm::config::ImportMode::Recovery => "recovery",
     }
 }

@@ -6,6 +6,7 @@
 //!   the services.
 
 pub mod cluster;
+pub mod config;
 pub mod convert;
 pub mod directory;
 pub mod error;

@@ -206,7 +206,7 @@ pub async fn route(client: &Client, args: RouteArgs, format: Format) -> anyhow::
             while !stop.load(Ordering::Relaxed) {
                 sequence += 1;
                 let id = format!("bench-{run}-{caller}-{sequence}");
-                let mut skills = std::collections::HashMap::from([("general".to_string(), 1)]);
+                let mut skills = BTreeMap::from([("general".to_string(), 1)]);
                 if rng.gen_range(0..100) < language_percent {
                     skills.insert(LANGUAGES[rng.gen_range(0..LANGUAGES.len())].to_string(), 30);
                 }

@@ -6,6 +6,7 @@ pub mod bench_messages;
 pub mod bench_route;
 pub mod client;
 pub mod messaging;
+pub mod migrate;
 pub mod output;
 pub mod routing;
 
@@ -119,6 +120,15 @@ pub enum Command {
     Route {
         #[command(subcommand)]
         command: routing::RouteCommand,
+    },
+    /// Export configuration to an encrypted file (categories plus what they depend on).
+    Export(migrate::ExportArgs),
+    /// Import an exported file: migration merges, recovery makes the categories exactly the file.
+    Import(migrate::ImportArgs),
+    /// Whole-state backup and disaster recovery: save, restore, status.
+    Snapshot {
+        #[command(subcommand)]
+        command: migrate::SnapshotCommand,
     },
     /// Benchmarks against a running cluster.
     Bench {
@@ -448,7 +458,7 @@ pub enum ExtensionCommand {
     },
 }
 
-fn parse_skills(skills: &[String]) -> anyhow::Result<std::collections::HashMap<String, u32>> {
+fn parse_skills(skills: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, u32>> {
     skills
         .iter()
         .map(|skill| {
@@ -563,11 +573,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         let config = NodeConfig::load(args.config.as_deref(), overrides)?;
         return crate::server::serve(config).await;
     }
-    let client = Client::new(&cli.endpoints, Duration::from_millis(cli.timeout_ms))?;
+    if let Command::Snapshot { command } = cli.command {
+        return migrate::snapshot(&cli.endpoints, cli.timeout_ms, command, format).await;
+    }
+    // Exports and imports of large collectives outlast an ordinary call's deadline.
+    let timeout_ms = match cli.command {
+        Command::Export(_) | Command::Import(_) => cli.timeout_ms.max(300_000),
+        _ => cli.timeout_ms,
+    };
+    let client = Client::new(&cli.endpoints, Duration::from_millis(timeout_ms))?;
     let result = match cli.command {
         Command::Message { command } => messaging::message(&client, command, format, cli.timeout_ms).await,
         Command::Note { command } => messaging::note(&client, command, format, serializable).await,
         Command::Route { command } => routing::route(&client, command, format, serializable).await,
+        Command::Export(args) => migrate::export(&client, args, format).await,
+        Command::Import(args) => migrate::import(&client, args, format).await,
         command => dispatch(&client, command, format, serializable).await,
     };
     result.map_err(|error| match error.downcast::<tonic::Status>() {
@@ -994,7 +1014,12 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
             }
         }
         Command::Bench { command } => bench::run(client, command, format).await?,
-        Command::Message { .. } | Command::Note { .. } | Command::Route { .. } => unreachable!("handled by run"),
+        Command::Message { .. }
+        | Command::Note { .. }
+        | Command::Route { .. }
+        | Command::Export(_)
+        | Command::Import(_)
+        | Command::Snapshot { .. } => unreachable!("handled by run"),
     }
     Ok(())
 }

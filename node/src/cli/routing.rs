@@ -119,7 +119,7 @@ pub enum RouteCommand {
     },
 }
 
-fn skills(specs: &[String]) -> anyhow::Result<std::collections::HashMap<String, u32>> {
+fn skills(specs: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, u32>> {
     specs
         .iter()
         .map(|spec| {

@@ -29,6 +29,15 @@ struct SnapshotBody {
     state: State,
 }
 
+/// The encoded body of a snapshot holding `state` as of `last_applied` (for `snapshot restore`).
+pub(crate) fn snapshot_body(
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    state: State,
+) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&SnapshotBody { last_applied, last_membership, state })
+}
+
 /// A stored snapshot: its metadata and the encoded `SnapshotBody`.
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,

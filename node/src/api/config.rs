@@ -1,0 +1,314 @@
+//! `collective.v1.Config`: encrypted configuration export and import (the vendor's Interaction
+//! Migrator), and whole-state snapshots for `snapshot save`.
+//!
+//! Export reads the chosen categories and their closure at a linearizable point, encodes them
+//! as a `ConfigBundle` (ordered maps and sorted lists: equal content, equal bytes), and seals it
+//! with [`crate::bundle`]. Import opens and decodes the file, plans it against the current
+//! state (a dry run stops there), and proposes it as one `ImportConfig` command, which `apply`
+//! plans again and applies whole or refuses whole.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use collective_proto::v1 as pb;
+use collective_proto::v1::config_server::Config;
+use collective_statemachine::config::{Category, ConfigSet, ImportMode, RouteCost, WorkgroupConfig, WorkgroupSettings};
+use collective_statemachine::{self as sm, Command};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use super::error::ApiError;
+use super::{principal, read};
+use crate::bundle::{self, BundleError};
+use crate::node::Node;
+
+/// Bytes per streamed chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Largest file an import accepts.
+const IMPORT_FILE_BYTES_MAX: usize = bundle::HEADER_BYTES + (48 << 20);
+
+/// Serves export, import and snapshots.
+pub struct ConfigService {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
+
+fn categories(names: &[String]) -> Result<BTreeSet<Category>, ApiError> {
+    if names.is_empty() {
+        return Ok(Category::ALL.into_iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            Category::parse(name).ok_or_else(|| {
+                ApiError::invalid(
+                    "categories",
+                    format!("{name:?} is not sites, statuses, users, workgroups or routing"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn mode(name: &str) -> Result<ImportMode, ApiError> {
+    match name {
+        "migration" => Ok(ImportMode::Migration),
+        "recovery" => Ok(ImportMode::Recovery),
+        other => Err(ApiError::invalid("mode", format!("{other:?} is not migration or recovery"))),
+    }
+}
+
+/// The wire form of an exported configuration.
+fn bundle_out(set: &ConfigSet, revision: u64, at_ms: u64) -> pb::ConfigBundle {
+    pb::ConfigBundle {
+        format_version: u32::from(bundle::FORMAT_VERSION),
+        exported_at_ms: at_ms,
+        revision,
+        complete: set.complete.iter().map(|c| c.as_str().to_string()).collect(),
+        sites: set
+            .sites
+            .iter()
+            .map(|site| pb::ExportedSite { site: Some(convert::site(site)), password_hash: site.password_hash.clone() })
+            .collect(),
+        statuses: set.statuses.iter().map(convert::status_def).collect(),
+        users: set
+            .users
+            .iter()
+            .map(|user| pb::User {
+                username: user.username.clone(),
+                display_name: user.display_name.clone(),
+                email: user.email.clone(),
+                home_site: user.home_site,
+                extension: user.extension.clone(),
+                skills: user.skills.clone(),
+                licences: user.licences.iter().cloned().collect(),
+                ..pb::User::default()
+            })
+            .collect(),
+        workgroups: set
+            .workgroups
+            .iter()
+            .map(|w| pb::Workgroup {
+                name: w.name.clone(),
+                spans_sites: w.spans_sites,
+                members: w.members.clone(),
+                required_skills: w.required_skills.clone(),
+            })
+            .collect(),
+        routing_settings: set
+            .routing_settings
+            .iter()
+            .map(|s| convert::routing_settings(&s.workgroup, &s.settings))
+            .collect(),
+        route_costs: set.route_costs.iter().map(|c| pb::RouteCost { from: c.from, to: c.to, cost: c.cost }).collect(),
+    }
+}
+
+/// A decoded file's configuration; any field out of shape names where it is.
+fn bundle_in(bundle: pb::ConfigBundle) -> Result<ConfigSet, ApiError> {
+    let mut sites = Vec::with_capacity(bundle.sites.len());
+    for exported in bundle.sites {
+        let site = exported.site.ok_or_else(|| ApiError::invalid("file", "a site entry without its site"))?;
+        let access = site.trusted_access.unwrap_or_default();
+        sites.push(sm::Site {
+            id: site.id,
+            name: site.name,
+            phone: site.phone,
+            password_hash: exported.password_hash,
+            note_id_dial_string: site.note_id_dial_string,
+            active: site.active,
+            servers: site.servers,
+            trusted_access: sm::TrustedAccess {
+                publish_handlers: access.publish_handlers,
+                manage_handlers: access.manage_handlers,
+                master_administrator: access.master_administrator,
+            },
+        });
+    }
+    let mut statuses = Vec::with_capacity(bundle.statuses.len());
+    for status in bundle.statuses {
+        statuses.push(convert::status_def_spec(Some(status))?);
+    }
+    let mut users = Vec::with_capacity(bundle.users.len());
+    for user in bundle.users {
+        users.push(convert::user_spec(Some(user))?);
+    }
+    let mut routing_settings = Vec::with_capacity(bundle.routing_settings.len());
+    for settings in bundle.routing_settings {
+        let parsed = convert::routing_settings_in(&settings)?;
+        routing_settings.push(WorkgroupSettings { workgroup: settings.workgroup, settings: parsed });
+    }
+    Ok(ConfigSet {
+        complete: categories(&bundle.complete)
+            .map_err(|_| ApiError::invalid("file", "names a category this collective does not know"))?
+            .into_iter()
+            .filter(|_| !bundle.complete.is_empty())
+            .collect(),
+        sites,
+        statuses,
+        users,
+        workgroups: bundle
+            .workgroups
+            .into_iter()
+            .map(|w| WorkgroupConfig {
+                name: w.name,
+                spans_sites: w.spans_sites,
+                required_skills: w.required_skills,
+                members: w.members,
+            })
+            .collect(),
+        routing_settings,
+        route_costs: bundle
+            .route_costs
+            .into_iter()
+            .map(|c| RouteCost { from: c.from, to: c.to, cost: c.cost })
+            .collect(),
+    })
+}
+
+fn bundle_error(error: BundleError) -> ApiError {
+    match error {
+        BundleError::WrongPassphrase | BundleError::Passphrase(_) => ApiError::invalid("passphrase", error.to_string()),
+        other => ApiError::invalid("file", other.to_string()),
+    }
+}
+
+/// Streams `bytes` in chunks, the first carrying `first`'s metadata.
+fn stream_chunks(bytes: Vec<u8>, first: pb::ExportChunk) -> ChunkStream {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut chunks = bytes.chunks(CHUNK_BYTES).peekable();
+        let mut head = Some(first);
+        if chunks.peek().is_none() {
+            let _ = tx.send(Ok(head.take().expect("first"))).await;
+        }
+        for chunk in chunks {
+            let mut message = head.take().unwrap_or_default();
+            message.data = chunk.to_vec();
+            if tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+fn plan_response(plan: sm::config::ImportPlan, set: &ConfigSet, revision: u64, applied: bool) -> pb::ImportResponse {
+    pb::ImportResponse {
+        revision,
+        applied,
+        creates: plan.creates,
+        updates: plan.updates,
+        deletes: plan.deletes,
+        unchanged: plan.unchanged,
+        conflicts: plan.conflicts,
+        complete: set.complete.iter().map(|c| c.as_str().to_string()).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Config for ConfigService {
+    type ExportStream = ChunkStream;
+
+    async fn export(&self, request: Request<pb::ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
+        let request = request.into_inner();
+        let chosen = categories(&request.categories)?;
+        if request.passphrase.chars().count() < bundle::PASSPHRASE_CHARS_MIN {
+            return Err(ApiError::invalid(
+                "passphrase",
+                format!("at least {} characters", bundle::PASSPHRASE_CHARS_MIN),
+            )
+            .into());
+        }
+        let now = self.node.now_ms();
+        let (set, closure, revision) = read(&self.node, false, |state| {
+            let (set, closure) = state.export_config(&chosen);
+            Ok((set, closure, state.revision))
+        })
+        .await?;
+        let counts = set.counts().into_iter().map(|(k, v)| (k.to_string(), v as u64)).collect();
+        let body = bundle_out(&set, revision, now).encode_to_vec();
+        let passphrase = request.passphrase;
+        // Argon2id takes tens of ms of CPU: off the async workers.
+        let file = tokio::task::spawn_blocking(move || bundle::seal(&body, &passphrase))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(bundle_error)?;
+        let first = pb::ExportChunk { data: vec![], closure, counts, revision };
+        Ok(Response::new(stream_chunks(file, first)))
+    }
+
+    async fn import(
+        &self,
+        request: Request<Streaming<pb::ImportChunk>>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::ImportChunk { part: Some(pb::import_chunk::Part::Header(header)) })) => header,
+            Some(Err(status)) => return Err(status),
+            _ => return Err(ApiError::invalid("header", "the first message must be the import header").into()),
+        };
+        let mode = mode(&header.mode)?;
+        let mut file = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk?.part {
+                Some(pb::import_chunk::Part::Data(data)) => file.extend_from_slice(&data),
+                _ => return Err(ApiError::invalid("data", "only the first message may be a header").into()),
+            }
+            if file.len() > IMPORT_FILE_BYTES_MAX {
+                return Err(ApiError::invalid("file", format!("larger than {IMPORT_FILE_BYTES_MAX} bytes")).into());
+            }
+        }
+        let passphrase = header.passphrase;
+        let body = tokio::task::spawn_blocking(move || bundle::open(&file, &passphrase))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(bundle_error)?;
+        let decoded = pb::ConfigBundle::decode(body.as_slice())
+            .map_err(|e| ApiError::invalid("file", format!("the decrypted body does not decode: {e}")))?;
+        if decoded.format_version != u32::from(bundle::FORMAT_VERSION) {
+            return Err(ApiError::invalid("file", format!("body format version {}", decoded.format_version)).into());
+        }
+        let set = bundle_in(decoded)?;
+        let now = self.node.now_ms();
+        let (plan, revision) = read(&self.node, false, |state| {
+            Ok((state.plan_import(mode, &set, now.max(state.last_at_ms)), state.revision))
+        })
+        .await?;
+        if header.dry_run {
+            return Ok(Response::new(plan_response(plan, &set, revision, false)));
+        }
+        if !plan.conflicts.is_empty() {
+            let shown: Vec<&str> = plan.conflicts.iter().take(20).map(String::as_str).collect();
+            return Err(ApiError::Rejected(sm::Rejection::precondition(
+                "import",
+                format!("{} conflicts, nothing imported: {}", plan.conflicts.len(), shown.join("; ")),
+            ))
+            .into());
+        }
+        let applied =
+            self.node.write(principal(), Command::ImportConfig { mode, config: Box::new(set.clone()) }).await?;
+        Ok(Response::new(plan_response(plan, &set, applied.revision, true)))
+    }
+
+    type SnapshotStream = ChunkStream;
+
+    async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (mut bytes, revision) = read(&self.node, false, |state| {
+            let file = crate::store::SnapshotFile::of(state);
+            Ok((serde_json::to_vec(&file).map_err(|e| ApiError::Internal(e.to_string()))?, state.revision))
+        })
+        .await?;
+        let digest = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&digest);
+        Ok(Response::new(stream_chunks(bytes, pb::ExportChunk { revision, ..pb::ExportChunk::default() })))
+    }
+}

@@ -1,0 +1,543 @@
+//! Configuration export and import (the vendor's Interaction Migrator): a [`ConfigSet`] of
+//! sites, statuses, users, workgroups and routing settings, taken from a state with the closure of
+//! what it depends on, and merged into (migration) or made the content of (recovery) another
+//! collective as one command.
+//!
+//! An import is planned by applying its steps, in dependency order, to a scratch copy of the
+//! state with the same rules as any command: every conflict (an extension collision, a site id
+//! taken by another name, a missing dependency) is found and named, and nothing is applied
+//! unless there is none. The events of the steps then fold into the real state in one log entry,
+//! so a reader sees the collective before or after the import, never half of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::StatusDef;
+use crate::command::{Command, SiteSpec};
+use crate::event::Event;
+use crate::rejection::Rejection;
+use crate::routing::Settings;
+use crate::site::{Site, SiteId};
+use crate::state::State;
+use crate::user::{key_of, UserSpec};
+
+/// Most conflicts one import reports (the count says how many there were).
+pub const IMPORT_CONFLICTS_REPORTED_MAX: usize = 100;
+
+/// What can be exported and imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Category {
+    /// Sites, with their password hashes and trusted access.
+    Sites,
+    /// The status catalog.
+    Statuses,
+    /// Users (needs their home sites).
+    Users,
+    /// Workgroups and their members (needs the members).
+    Workgroups,
+    /// Routing settings and route costs (needs the workgroups and sites).
+    Routing,
+}
+
+impl Category {
+    /// Every category, in dependency order.
+    pub const ALL: [Category; 5] =
+        [Category::Sites, Category::Statuses, Category::Users, Category::Workgroups, Category::Routing];
+
+    /// The name the API and CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Sites => "sites",
+            Category::Statuses => "statuses",
+            Category::Users => "users",
+            Category::Workgroups => "workgroups",
+            Category::Routing => "routing",
+        }
+    }
+
+    /// Parses a category name, case-insensitively.
+    pub fn parse(text: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|category| category.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// How an import treats what the collective already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImportMode {
+    /// Create what is missing, update what matches by natural key, delete nothing.
+    Migration,
+    /// Also make the file's complete categories exactly its content: users and workgroups not in
+    /// the file are deleted, memberships removed, route costs cleared, settings reset, sites not
+    /// in the file deactivated (sites and statuses are never deleted).
+    Recovery,
+}
+
+/// A workgroup with its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkgroupConfig {
+    /// Name.
+    pub name: String,
+    /// Whether members span sites.
+    pub spans_sites: bool,
+    /// Required skills.
+    pub required_skills: BTreeMap<String, u32>,
+    /// Members, by username.
+    pub members: Vec<String>,
+}
+
+/// A workgroup's routing settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkgroupSettings {
+    /// The workgroup.
+    pub workgroup: String,
+    /// Its settings.
+    pub settings: Settings,
+}
+
+/// A route cost between two sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteCost {
+    /// Origin site.
+    pub from: SiteId,
+    /// Agent site.
+    pub to: SiteId,
+    /// Cost in ms of idle time.
+    pub cost: u32,
+}
+
+/// Exported configuration. Every list is sorted by its natural key, so equal configurations
+/// encode to equal bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSet {
+    /// Categories held completely (chosen at export); others hold only what those depend on.
+    pub complete: BTreeSet<Category>,
+    /// Sites by id.
+    pub sites: Vec<Site>,
+    /// Statuses by key.
+    pub statuses: Vec<StatusDef>,
+    /// Users by lowercase username.
+    pub users: Vec<UserSpec>,
+    /// Workgroups by lowercase name.
+    pub workgroups: Vec<WorkgroupConfig>,
+    /// Routing settings by lowercase workgroup name.
+    pub routing_settings: Vec<WorkgroupSettings>,
+    /// Route costs by (from, to).
+    pub route_costs: Vec<RouteCost>,
+}
+
+impl ConfigSet {
+    /// Entities per category, for reports.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        BTreeMap::from([
+            ("sites", self.sites.len()),
+            ("statuses", self.statuses.len()),
+            ("users", self.users.len()),
+            ("workgroups", self.workgroups.len()),
+            ("routing_settings", self.routing_settings.len()),
+            ("route_costs", self.route_costs.len()),
+        ])
+    }
+}
+
+/// What an import does, step by step, and what stands in its way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportPlan {
+    /// Entities created, e.g. `user jo`.
+    pub creates: Vec<String>,
+    /// Entities changed.
+    pub updates: Vec<String>,
+    /// Entities deleted (or, for sites, deactivated).
+    pub deletes: Vec<String>,
+    /// Entities already equal to the file's.
+    pub unchanged: u64,
+    /// Why the import cannot be applied, one line per conflict naming the entity.
+    pub conflicts: Vec<String>,
+    /// The events of every step, in order (empty when there are conflicts).
+    pub events: Vec<Event>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+/// One step of an import: what it does to which entity, and the command that does it.
+struct Step {
+    action: Action,
+    what: String,
+    command: Command,
+}
+
+fn site_spec(site: &Site) -> SiteSpec {
+    SiteSpec {
+        id: site.id,
+        name: site.name.clone(),
+        phone: site.phone.clone(),
+        password_hash: site.password_hash.clone(),
+        note_id_dial_string: site.note_id_dial_string.clone(),
+        active: site.active,
+        servers: site.servers.clone(),
+        trusted_access: site.trusted_access,
+    }
+}
+
+impl State {
+    /// The configuration of the chosen categories plus everything they depend on; the second
+    /// value says what the closure added and why.
+    pub fn export_config(&self, chosen: &BTreeSet<Category>) -> (ConfigSet, Vec<String>) {
+        let mut closure = Vec::new();
+        let all = |category| chosen.contains(&category);
+        // Routing settings and costs, then the workgroups and sites they name.
+        let mut workgroups: BTreeSet<String> = BTreeSet::new();
+        let mut sites: BTreeSet<SiteId> = BTreeSet::new();
+        let mut users: BTreeSet<String> = BTreeSet::new();
+        let (mut routing_settings, mut route_costs) = (Vec::new(), Vec::new());
+        if all(Category::Routing) {
+            for (key, settings) in &self.routing.settings {
+                routing_settings.push(WorkgroupSettings {
+                    workgroup: self.workgroups[key].name.clone(),
+                    settings: settings.clone(),
+                });
+                workgroups.insert(key.clone());
+            }
+            for (from, row) in &self.routing.costs {
+                for (to, cost) in row {
+                    route_costs.push(RouteCost { from: *from, to: *to, cost: *cost });
+                    sites.extend([*from, *to]);
+                }
+            }
+        }
+        if all(Category::Workgroups) {
+            workgroups.extend(self.workgroups.keys().cloned());
+        } else if !workgroups.is_empty() {
+            closure.push(format!("workgroups: {} named by routing settings", workgroups.len()));
+        }
+        for key in &workgroups {
+            users.extend(self.workgroups[key].members.iter().cloned());
+        }
+        if all(Category::Users) {
+            users.extend(self.users.keys().cloned());
+        } else if !users.is_empty() {
+            closure.push(format!("users: {} members of the exported workgroups", users.len()));
+        }
+        let before = sites.len();
+        for key in &users {
+            sites.insert(self.users[key].home_site);
+        }
+        if all(Category::Sites) {
+            sites.extend(self.sites.keys().copied());
+        } else if !sites.is_empty() {
+            closure.push(format!(
+                "sites: {} home sites of the exported users{}",
+                sites.len(),
+                if before > 0 { " and sites named by route costs" } else { "" }
+            ));
+        }
+        let set = ConfigSet {
+            complete: chosen.clone(),
+            sites: sites.iter().map(|id| self.sites[id].clone()).collect(),
+            statuses: if all(Category::Statuses) { self.catalog.values().cloned().collect() } else { vec![] },
+            users: users
+                .iter()
+                .map(|key| {
+                    let user = &self.users[key];
+                    UserSpec {
+                        username: user.username.clone(),
+                        display_name: user.display_name.clone(),
+                        email: user.email.clone(),
+                        home_site: user.home_site,
+                        extension: user.extension.clone(),
+                        skills: user.skills.clone(),
+                        licences: user.licences.clone(),
+                    }
+                })
+                .collect(),
+            workgroups: workgroups
+                .iter()
+                .map(|key| {
+                    let workgroup = &self.workgroups[key];
+                    WorkgroupConfig {
+                        name: workgroup.name.clone(),
+                        spans_sites: workgroup.spans_sites,
+                        required_skills: workgroup.required_skills.clone(),
+                        members: workgroup.members.iter().map(|member| self.users[member].username.clone()).collect(),
+                    }
+                })
+                .collect(),
+            routing_settings,
+            route_costs,
+        };
+        (set, closure)
+    }
+
+    /// Plans an import at entry time `at_ms`: its steps tried on a scratch copy of the state.
+    pub fn plan_import(&self, mode: ImportMode, config: &ConfigSet, at_ms: u64) -> ImportPlan {
+        let mut plan = ImportPlan::default();
+        let steps = match self.import_steps(mode, config, &mut plan) {
+            Ok(steps) => steps,
+            Err(conflicts) => {
+                plan.conflicts = conflicts;
+                return plan;
+            }
+        };
+        let mut scratch = self.clone();
+        for step in steps {
+            match scratch.apply_step(at_ms, &step.command) {
+                Ok(events) => {
+                    plan.events.extend(events);
+                    match step.action {
+                        Action::Create => plan.creates.push(step.what),
+                        Action::Update => plan.updates.push(step.what),
+                        Action::Delete => plan.deletes.push(step.what),
+                    }
+                }
+                Err(rejection) => plan.conflicts.push(format!("{}: {rejection}", step.what)),
+            }
+        }
+        if !plan.conflicts.is_empty() {
+            plan.events.clear();
+        }
+        plan
+    }
+
+    /// Decides an `ImportConfig` command: the plan's events, or every conflict.
+    pub(crate) fn decide_import(
+        &self,
+        at_ms: u64,
+        mode: ImportMode,
+        config: &ConfigSet,
+    ) -> Result<Vec<Event>, Rejection> {
+        let plan = self.plan_import(mode, config, at_ms);
+        if !plan.conflicts.is_empty() {
+            let shown: Vec<&str> =
+                plan.conflicts.iter().take(IMPORT_CONFLICTS_REPORTED_MAX).map(String::as_str).collect();
+            return Err(Rejection::precondition(
+                "import",
+                format!("{} conflicts, nothing imported: {}", plan.conflicts.len(), shown.join("; ")),
+            ));
+        }
+        let mut events = plan.events;
+        events.push(Event::ConfigImported {
+            mode,
+            complete: config.complete.clone(),
+            creates: plan.creates.len() as u64,
+            updates: plan.updates.len() as u64,
+            deletes: plan.deletes.len() as u64,
+        });
+        Ok(events)
+    }
+
+    /// The import's steps in dependency order; structural conflicts (a site id or name held by
+    /// another site, a workgroup whose kind differs in migration) are reported up front.
+    fn import_steps(
+        &self,
+        mode: ImportMode,
+        config: &ConfigSet,
+        plan: &mut ImportPlan,
+    ) -> Result<Vec<Step>, Vec<String>> {
+        let recovery = |category| mode == ImportMode::Recovery && config.complete.contains(&category);
+        let mut steps = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut step = |action, what: String, command| steps.push(Step { action, what, command });
+        for site in &config.sites {
+            let what = format!("site {} ({})", site.id, site.name);
+            match (self.sites.get(&site.id), self.site_names.get(&key_of(&site.name))) {
+                (Some(existing), _) if key_of(&existing.name) != key_of(&site.name) => conflicts.push(format!(
+                    "{what}: site id {} is {:?} here; renumber one of them (site change-id) first",
+                    site.id, existing.name
+                )),
+                (None, Some(other)) => conflicts.push(format!(
+                    "{what}: the name belongs to site {other} here; renumber it to {} (site change-id) first",
+                    site.id
+                )),
+                (Some(existing), _) if existing == site => plan.unchanged += 1,
+                (Some(_), _) => step(Action::Update, what, Command::UpdateSite(site_spec(site))),
+                (None, None) => step(Action::Create, what, Command::AddSite(site_spec(site))),
+            }
+        }
+        for status in &config.statuses {
+            match self.catalog.get(&status.key) {
+                Some(existing) if existing == status => plan.unchanged += 1,
+                existing => step(
+                    if existing.is_some() { Action::Update } else { Action::Create },
+                    format!("status {:?}", status.key),
+                    Command::PutStatusDef(status.clone()),
+                ),
+            }
+        }
+        let file_workgroups: BTreeMap<String, &WorkgroupConfig> =
+            config.workgroups.iter().map(|w| (key_of(&w.name), w)).collect();
+        let file_users: BTreeSet<String> = config.users.iter().map(|u| key_of(&u.username)).collect();
+        // Deletions first, so what the file brings can take their names and extensions.
+        let mut replaced = BTreeSet::new();
+        if recovery(Category::Workgroups) {
+            for (key, workgroup) in &self.workgroups {
+                match file_workgroups.get(key) {
+                    None => step(
+                        Action::Delete,
+                        format!("workgroup {}", workgroup.name),
+                        Command::DeleteWorkgroup { name: workgroup.name.clone() },
+                    ),
+                    Some(file)
+                        if file.spans_sites != workgroup.spans_sites
+                            || file.required_skills != workgroup.required_skills =>
+                    {
+                        replaced.insert(key.clone());
+                        step(
+                            Action::Delete,
+                            format!("workgroup {} (replaced)", workgroup.name),
+                            Command::DeleteWorkgroup { name: workgroup.name.clone() },
+                        );
+                    }
+                    Some(file) => {
+                        let keep: BTreeSet<String> = file.members.iter().map(|m| key_of(m)).collect();
+                        for member in workgroup.members.iter().filter(|m| !keep.contains(*m)) {
+                            let username = self.users[member].username.clone();
+                            step(
+                                Action::Delete,
+                                format!("membership of {username} in {}", workgroup.name),
+                                Command::RemoveWorkgroupMember { workgroup: workgroup.name.clone(), username },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if recovery(Category::Users) {
+            for (key, user) in &self.users {
+                if !file_users.contains(key) {
+                    step(
+                        Action::Delete,
+                        format!("user {}", user.username),
+                        Command::DeleteUser { username: user.username.clone() },
+                    );
+                }
+            }
+        }
+        for spec in &config.users {
+            let what = format!("user {}", spec.username);
+            match self.users.get(&key_of(&spec.username)) {
+                Some(existing)
+                    if existing.display_name == spec.display_name
+                        && existing.email == spec.email
+                        && existing.home_site == spec.home_site
+                        && existing.extension == spec.extension
+                        && existing.skills == spec.skills
+                        && existing.licences == spec.licences =>
+                {
+                    plan.unchanged += 1
+                }
+                Some(_) => step(Action::Update, what, Command::UpdateUser(spec.clone())),
+                None => step(Action::Create, what, Command::AddUser(spec.clone())),
+            }
+        }
+        for workgroup in &config.workgroups {
+            let key = key_of(&workgroup.name);
+            let existing = self.workgroups.get(&key).filter(|_| !replaced.contains(&key));
+            let what = format!("workgroup {}", workgroup.name);
+            match existing {
+                Some(existing)
+                    if existing.spans_sites != workgroup.spans_sites
+                        || existing.required_skills != workgroup.required_skills =>
+                {
+                    conflicts.push(format!(
+                        "{what}: spans_sites or required skills differ from the collective's; recovery mode replaces it"
+                    ));
+                    continue;
+                }
+                Some(_) => plan.unchanged += 1,
+                None => step(
+                    Action::Create,
+                    what,
+                    Command::AddWorkgroup {
+                        name: workgroup.name.clone(),
+                        spans_sites: workgroup.spans_sites,
+                        required_skills: workgroup.required_skills.clone(),
+                    },
+                ),
+            }
+            let members = existing.map(|w| &w.members);
+            for member in &workgroup.members {
+                if members.is_some_and(|members| members.contains(&key_of(member))) {
+                    continue;
+                }
+                step(
+                    Action::Create,
+                    format!("membership of {member} in {}", workgroup.name),
+                    Command::AddWorkgroupMember { workgroup: workgroup.name.clone(), username: member.clone() },
+                );
+            }
+        }
+        let file_settings: BTreeMap<String, &Settings> =
+            config.routing_settings.iter().map(|s| (key_of(&s.workgroup), &s.settings)).collect();
+        for entry in &config.routing_settings {
+            let key = key_of(&entry.workgroup);
+            let current = (!replaced.contains(&key)).then(|| self.routing.settings.get(&key)).flatten();
+            if current == Some(&entry.settings) {
+                plan.unchanged += 1;
+                continue;
+            }
+            step(
+                if current.is_some() { Action::Update } else { Action::Create },
+                format!("routing settings of {}", entry.workgroup),
+                Command::SetRoutingSettings { workgroup: entry.workgroup.clone(), settings: entry.settings.clone() },
+            );
+        }
+        let file_costs: BTreeMap<(SiteId, SiteId), u32> =
+            config.route_costs.iter().map(|c| ((c.from, c.to), c.cost)).collect();
+        for cost in &config.route_costs {
+            let current = self.routing.cost(cost.from, cost.to);
+            if current == cost.cost {
+                plan.unchanged += 1;
+                continue;
+            }
+            step(
+                if current == 0 { Action::Create } else { Action::Update },
+                format!("route cost {} -> {}", cost.from, cost.to),
+                Command::SetRouteCost { from: cost.from, to: cost.to, cost: cost.cost },
+            );
+        }
+        if recovery(Category::Routing) {
+            for (key, settings) in &self.routing.settings {
+                let deleted = recovery(Category::Workgroups) && !file_workgroups.contains_key(key);
+                if !file_settings.contains_key(key) && !deleted && *settings != Settings::default() {
+                    let workgroup = self.workgroups[key].name.clone();
+                    step(
+                        Action::Delete,
+                        format!("routing settings of {workgroup} (back to the defaults)"),
+                        Command::SetRoutingSettings { workgroup, settings: Settings::default() },
+                    );
+                }
+            }
+            for (from, row) in &self.routing.costs {
+                for to in row.keys().filter(|to| !file_costs.contains_key(&(*from, **to))) {
+                    step(
+                        Action::Delete,
+                        format!("route cost {from} -> {to}"),
+                        Command::SetRouteCost { from: *from, to: *to, cost: 0 },
+                    );
+                }
+            }
+        }
+        if recovery(Category::Sites) {
+            let file_sites: BTreeSet<SiteId> = config.sites.iter().map(|s| s.id).collect();
+            for (id, site) in &self.sites {
+                if !file_sites.contains(id) && site.active {
+                    step(
+                        Action::Delete,
+                        format!("site {id} ({}) deactivated (sites are never deleted)", site.name),
+                        Command::SetSiteActive { site: *id, active: false },
+                    );
+                }
+            }
+        }
+        if conflicts.is_empty() {
+            Ok(steps)
+        } else {
+            Err(conflicts)
+        }
+    }
+}
