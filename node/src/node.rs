@@ -33,6 +33,9 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
 /// How often the leader looks for due timers (lease expiry); expiry lags the TTL by at most this.
 pub const TIMER_CHECK_INTERVAL_MS: u64 = 100;
+/// How long an import commit may take to commit and apply before its outcome is reported as
+/// unknown (it plans and applies a whole configuration in one entry).
+pub const IMPORT_COMMIT_WAIT_MS: u64 = 120_000;
 
 /// A write's outcome, delivered through the pending table.
 type Outcome = Result<Applied, ApiError>;
@@ -356,15 +359,25 @@ impl Node {
         }
     }
 
+    /// How long a write may wait for its outcome: `forward_timeout_ms`, or longer for an import
+    /// commit, which applies a whole configuration in one entry (seconds at 100,000 users).
+    fn wait_ms(&self, command: &Command) -> u64 {
+        match command {
+            Command::CommitImport { .. } => self.config.forward_timeout_ms.max(IMPORT_COMMIT_WAIT_MS),
+            _ => self.config.forward_timeout_ms,
+        }
+    }
+
     async fn forward(&self, addr: &str, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         let mut client =
             self.peers.client(addr).map_err(|e| ApiError::Unavailable(format!("leader at {addr}: {e}")))?;
+        let wait_ms = self.wait_ms(&command);
         let payload = collective_proto::raft::Payload {
             json: serde_json::to_vec(&Forwarded { principal, command })
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
         };
         let mut request = tonic::Request::new(payload);
-        request.set_timeout(Duration::from_millis(self.config.forward_timeout_ms));
+        request.set_timeout(Duration::from_millis(wait_ms));
         metrics::counter!("collective_proposals_forwarded_total").increment(1);
         let response = client.forward(request).await.map_err(|status| match status.code() {
             tonic::Code::Unavailable => self.not_leader(),
@@ -394,6 +407,7 @@ impl Node {
                 limit: limit as u64,
             })
         })?;
+        let wait_ms = self.wait_ms(&command);
         let pending = Pending { proposal: Proposal { principal, command }, waiter: Some(waiter.id()) };
         self.proposals.try_send(pending).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ApiError::Rejected(Rejection::LimitReached {
@@ -403,13 +417,12 @@ impl Node {
             mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("the node is shutting down".into()),
         })?;
         metrics::gauge!("collective_proposals_pending").increment(1.0);
-        let timeout = Duration::from_millis(self.config.forward_timeout_ms);
+        let timeout = Duration::from_millis(wait_ms);
         match tokio::time::timeout(timeout, &mut waiter).await {
             Ok(outcome) => outcome,
             Err(_) => waiter.cancel().unwrap_or_else(|| {
                 Err(ApiError::Unavailable(format!(
-                    "the write did not commit within {} ms (no quorum?); its outcome is unknown and it may still apply",
-                    self.config.forward_timeout_ms
+                    "the write did not commit within {wait_ms} ms (no quorum?); its outcome is unknown and it may still apply"
                 )))
             }),
         }

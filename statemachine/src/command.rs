@@ -268,12 +268,29 @@ pub enum Command {
     /// Replace the fields of an existing site (matched by id); an empty password hash keeps the
     /// current password.
     UpdateSite(SiteSpec),
-    /// Import configuration: all of it in this one entry, or nothing.
-    ImportConfig {
+    /// Stage one part of an import (each part is one log entry; staging a part again
+    /// replaces it, so a retried part is harmless).
+    StageImport {
+        /// Names the import.
+        import_id: String,
+        /// Part number, from 0.
+        part: u32,
+        /// The part's configuration.
+        config: Box<ConfigSet>,
+    },
+    /// Apply a staged import, all of it in this one entry, or nothing.
+    CommitImport {
+        /// The import.
+        import_id: String,
+        /// How many parts it has (all must be staged).
+        parts: u32,
         /// Merge, or make the complete categories exactly the file's.
         mode: ImportMode,
-        /// What to import.
-        config: Box<ConfigSet>,
+    },
+    /// Discard a staged import.
+    AbortImport {
+        /// The import.
+        import_id: String,
     },
     /// Route an interaction to an agent of a workgroup (or queue it).
     RouteInteraction(RouteRequest),
@@ -352,7 +369,9 @@ impl Command {
             Command::UpdateNoteAttribute { .. } => "UpdateNoteAttribute",
             Command::RemoveNote { .. } => "RemoveNote",
             Command::UpdateSite(_) => "UpdateSite",
-            Command::ImportConfig { .. } => "ImportConfig",
+            Command::StageImport { .. } => "StageImport",
+            Command::CommitImport { .. } => "CommitImport",
+            Command::AbortImport { .. } => "AbortImport",
             Command::RouteInteraction(_) => "RouteInteraction",
             Command::AcceptInteraction { .. } => "AcceptInteraction",
             Command::RejectInteraction { .. } => "RejectInteraction",

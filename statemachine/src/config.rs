@@ -24,6 +24,57 @@ use crate::user::{key_of, UserSpec};
 
 /// Most conflicts one import reports (the count says how many there were).
 pub const IMPORT_CONFLICTS_REPORTED_MAX: usize = 100;
+/// Imports being staged at once.
+pub const IMPORTS_STAGED_MAX: usize = 4;
+/// Most parts of one staged import.
+pub const IMPORT_PARTS_MAX: u32 = 10_000;
+/// Most entities (sites, statuses, users, workgroup members, settings, costs) in one part:
+/// a part is one log entry, and openraft 0.9 gives an AppendEntries only the heartbeat
+/// interval (250 ms) to be sent and fsynced, so entries must stay around a megabyte.
+pub const IMPORT_PART_ENTITIES_MAX: usize = 4_000;
+/// A staged import not committed within this long is discarded by a `Tick`.
+pub const IMPORT_STAGING_TTL_MS: u64 = 3_600_000;
+
+/// An import being uploaded in parts (each part one log entry); committing it applies the
+/// assembled configuration in one entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedImport {
+    /// Entry time of the first part.
+    pub started_at_ms: u64,
+    /// The parts by number.
+    pub parts: BTreeMap<u32, ConfigSet>,
+}
+
+impl StagedImport {
+    /// The parts joined in order (a workgroup split over parts has its members joined).
+    pub fn assembled(&self) -> ConfigSet {
+        let mut set = ConfigSet::default();
+        let mut workgroups: BTreeMap<String, usize> = BTreeMap::new();
+        for part in self.parts.values() {
+            set.complete.extend(part.complete.iter().copied());
+            set.sites.extend(part.sites.iter().cloned());
+            set.statuses.extend(part.statuses.iter().cloned());
+            set.users.extend(part.users.iter().cloned());
+            for workgroup in &part.workgroups {
+                match workgroups.get(&key_of(&workgroup.name)) {
+                    Some(&at) => set.workgroups[at].members.extend(workgroup.members.iter().cloned()),
+                    None => {
+                        workgroups.insert(key_of(&workgroup.name), set.workgroups.len());
+                        set.workgroups.push(workgroup.clone());
+                    }
+                }
+            }
+            set.routing_settings.extend(part.routing_settings.iter().cloned());
+            set.route_costs.extend(part.route_costs.iter().cloned());
+        }
+        set
+    }
+
+    /// How many entities the parts hold.
+    pub fn entities(&self) -> usize {
+        self.parts.values().map(ConfigSet::entities).sum()
+    }
+}
 
 /// What can be exported and imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -127,6 +178,67 @@ pub struct ConfigSet {
 }
 
 impl ConfigSet {
+    /// Entities held, counting each workgroup member.
+    pub fn entities(&self) -> usize {
+        self.sites.len()
+            + self.statuses.len()
+            + self.users.len()
+            + self.workgroups.iter().map(|w| 1 + w.members.len()).sum::<usize>()
+            + self.routing_settings.len()
+            + self.route_costs.len()
+    }
+
+    /// Splits the set into parts of at most [`IMPORT_PART_ENTITIES_MAX`] entities, in order; a
+    /// large workgroup's members spread over several parts. [`StagedImport::assembled`] joins
+    /// them back.
+    pub fn split(&self) -> Vec<ConfigSet> {
+        let empty = || ConfigSet { complete: self.complete.clone(), ..ConfigSet::default() };
+        let mut parts = vec![empty()];
+        let mut weight = 0;
+        let room = |parts: &mut Vec<ConfigSet>, weight: &mut usize| {
+            // One short of the bound: a part that starts inside a workgroup's members repeats
+            // the workgroup itself, which counts too.
+            if *weight >= IMPORT_PART_ENTITIES_MAX - 1 {
+                parts.push(empty());
+                *weight = 0;
+            }
+            *weight += 1;
+        };
+        for site in &self.sites {
+            room(&mut parts, &mut weight);
+            parts.last_mut().expect("a part").sites.push(site.clone());
+        }
+        for status in &self.statuses {
+            room(&mut parts, &mut weight);
+            parts.last_mut().expect("a part").statuses.push(status.clone());
+        }
+        for user in &self.users {
+            room(&mut parts, &mut weight);
+            parts.last_mut().expect("a part").users.push(user.clone());
+        }
+        for workgroup in &self.workgroups {
+            room(&mut parts, &mut weight);
+            parts.last_mut().expect("a part").workgroups.push(WorkgroupConfig { members: vec![], ..workgroup.clone() });
+            for member in &workgroup.members {
+                room(&mut parts, &mut weight);
+                let part = parts.last_mut().expect("a part");
+                if part.workgroups.last().is_none_or(|w| w.name != workgroup.name) {
+                    part.workgroups.push(WorkgroupConfig { members: vec![], ..workgroup.clone() });
+                }
+                part.workgroups.last_mut().expect("pushed").members.push(member.clone());
+            }
+        }
+        for settings in &self.routing_settings {
+            room(&mut parts, &mut weight);
+            parts.last_mut().expect("a part").routing_settings.push(settings.clone());
+        }
+        for cost in &self.route_costs {
+            room(&mut parts, &mut weight);
+            parts.last_mut().expect("a part").route_costs.push(*cost);
+        }
+        parts
+    }
+
     /// Entities per category, for reports.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         BTreeMap::from([
@@ -303,7 +415,62 @@ impl State {
         plan
     }
 
-    /// Decides an `ImportConfig` command: the plan's events, or every conflict.
+    pub(crate) fn decide_stage_import(
+        &self,
+        import_id: &str,
+        part: u32,
+        config: &ConfigSet,
+    ) -> Result<Vec<Event>, Rejection> {
+        if !self.imports.contains_key(import_id) && self.imports.len() >= IMPORTS_STAGED_MAX {
+            return Err(Rejection::LimitReached {
+                what: "imports being staged".into(),
+                limit: IMPORTS_STAGED_MAX as u64,
+            });
+        }
+        if part >= IMPORT_PARTS_MAX {
+            return Err(Rejection::invalid("part", format!("{part} is over {IMPORT_PARTS_MAX}")));
+        }
+        Ok(vec![Event::ImportPartStaged { import_id: import_id.to_string(), part, config: Box::new(config.clone()) }])
+    }
+
+    /// Decides a `CommitImport`: every part present, then the plan's events or every conflict.
+    pub(crate) fn decide_commit_import(
+        &self,
+        at_ms: u64,
+        import_id: &str,
+        parts: u32,
+        mode: ImportMode,
+    ) -> Result<Vec<Event>, Rejection> {
+        let staged = self.imports.get(import_id).ok_or_else(|| Rejection::not_found("import", import_id))?;
+        if let Some(missing) = (0..parts).find(|part| !staged.parts.contains_key(part)) {
+            return Err(Rejection::precondition(
+                "parts",
+                format!("part {missing} of import {import_id} was never staged"),
+            ));
+        }
+        if staged.parts.len() as u32 != parts {
+            return Err(Rejection::precondition(
+                "parts",
+                format!("import {import_id} has {} parts staged, not {parts}", staged.parts.len()),
+            ));
+        }
+        let mut events = self.decide_import(at_ms, mode, &staged.assembled())?;
+        if let Some(Event::ConfigImported { import_id: id, .. }) = events.last_mut() {
+            *id = import_id.to_string();
+        }
+        Ok(events)
+    }
+
+    /// Staged imports past their time to live at `at_ms`.
+    pub(crate) fn import_expiry_events(&self, at_ms: u64) -> Vec<Event> {
+        self.imports
+            .iter()
+            .filter(|(_, staged)| staged.started_at_ms + IMPORT_STAGING_TTL_MS <= at_ms)
+            .map(|(id, _)| Event::ImportDiscarded { import_id: id.clone(), reason: "expired".into() })
+            .collect()
+    }
+
+    /// Decides an import of `config`: the plan's events, or every conflict.
     pub(crate) fn decide_import(
         &self,
         at_ms: u64,
@@ -321,6 +488,7 @@ impl State {
         }
         let mut events = plan.events;
         events.push(Event::ConfigImported {
+            import_id: String::new(),
             mode,
             complete: config.complete.clone(),
             creates: plan.creates.len() as u64,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::StatusDef;
 use crate::command::Principal;
-use crate::config::{Category, ImportMode};
+use crate::config::{Category, ConfigSet, ImportMode};
 use crate::messaging::{Attribute, Delivery, QueueLimits};
 use crate::routing::{Interaction, RecordedDecision, Settings};
 use crate::site::{Site, SiteId};
@@ -215,6 +215,8 @@ pub enum Event {
     SiteUpdated(Site),
     /// A configuration import was applied (its changes are the events before it in the entry).
     ConfigImported {
+        /// The staged import it applied.
+        import_id: String,
         /// Merge or recovery.
         mode: ImportMode,
         /// Categories the file held completely.
@@ -225,6 +227,22 @@ pub enum Event {
         updates: u64,
         /// Entities deleted or deactivated.
         deletes: u64,
+    },
+    /// A part of an import was staged.
+    ImportPartStaged {
+        /// The import.
+        import_id: String,
+        /// Part number.
+        part: u32,
+        /// The part.
+        config: Box<ConfigSet>,
+    },
+    /// A staged import was dropped: `aborted` or `expired`.
+    ImportDiscarded {
+        /// The import.
+        import_id: String,
+        /// Why.
+        reason: String,
     },
     /// An interaction came in to be routed; a reservation or the queue follows in the same entry.
     InteractionArrived(Box<Interaction>),
@@ -340,6 +358,8 @@ impl Event {
             Event::NoteRemoved { .. } => "NoteRemoved",
             Event::SiteUpdated(_) => "SiteUpdated",
             Event::ConfigImported { .. } => "ConfigImported",
+            Event::ImportPartStaged { .. } => "ImportPartStaged",
+            Event::ImportDiscarded { .. } => "ImportDiscarded",
             Event::InteractionArrived(_) => "InteractionArrived",
             Event::AgentReserved { .. } => "AgentReserved",
             Event::InteractionQueued { .. } => "InteractionQueued",

@@ -65,6 +65,9 @@ pub struct State {
     /// Interactions, routing settings and statistics.
     #[serde(default)]
     pub routing: Routing,
+    /// Imports being staged, by id.
+    #[serde(default)]
+    pub imports: BTreeMap<String, crate::config::StagedImport>,
 }
 
 impl Serialize for State {
@@ -104,6 +107,7 @@ impl State {
             leases: BTreeMap::new(),
             messaging: Messaging::default(),
             routing: Routing::default(),
+            imports: BTreeMap::new(),
         }
     }
 
@@ -111,7 +115,12 @@ impl State {
     /// proposes a `Tick` once its clock passes it.
     pub fn next_timer_ms(&self) -> Option<u64> {
         let leases = self.leases.values().map(|lease| lease.expires_at_ms).min();
-        [leases, self.messaging.next_expiry_ms(), self.routing.index.next_deadline_ms()].into_iter().flatten().min()
+        let imports =
+            self.imports.values().map(|staged| staged.started_at_ms + crate::config::IMPORT_STAGING_TTL_MS).min();
+        [leases, self.messaging.next_expiry_ms(), self.routing.index.next_deadline_ms(), imports]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Applies one stamped command: the events it produced, numbered, or why it was refused.
@@ -199,7 +208,16 @@ impl State {
                 }
                 Ok(vec![Event::SiteUpdated(site)])
             }
-            Command::ImportConfig { mode, config } => self.decide_import(at_ms, *mode, config),
+            Command::StageImport { import_id, part, config } => self.decide_stage_import(import_id, *part, config),
+            Command::CommitImport { import_id, parts, mode } => {
+                self.decide_commit_import(at_ms, import_id, *parts, *mode)
+            }
+            Command::AbortImport { import_id } => {
+                if !self.imports.contains_key(import_id) {
+                    return Err(Rejection::not_found("import", import_id));
+                }
+                Ok(vec![Event::ImportDiscarded { import_id: import_id.clone(), reason: "aborted".into() }])
+            }
             Command::SetSiteActive { site, active } => {
                 let current = self.site(*site)?;
                 if current.active == *active {
@@ -480,6 +498,7 @@ impl State {
                     .collect();
                 events.extend(self.messaging_expiry_events(at_ms));
                 events.extend(self.reservation_expiry_events(at_ms));
+                events.extend(self.import_expiry_events(at_ms));
                 Ok(events)
             }
             Command::SendMessage { from_site, to, object_id, event_id, kind, elements } => {
@@ -716,7 +735,16 @@ impl State {
                 }
                 self.site_names.insert(key_of(&site.name), site.id);
             }
-            Event::ConfigImported { .. } => {}
+            Event::ConfigImported { import_id, .. } | Event::ImportDiscarded { import_id, .. } => {
+                self.imports.remove(import_id);
+            }
+            Event::ImportPartStaged { import_id, part, config } => {
+                let staged = self
+                    .imports
+                    .entry(import_id.clone())
+                    .or_insert_with(|| crate::config::StagedImport { started_at_ms: at_ms, parts: BTreeMap::new() });
+                staged.parts.insert(*part, (**config).clone());
+            }
             Event::UserAdded(user) => {
                 let user_key = key_of(&user.username);
                 self.emails.insert(key_of(&user.email), user_key.clone());
@@ -894,6 +922,7 @@ impl State {
     /// Checks every invariant of the views; panics with the numbers that broke one. Tests and
     /// simulations call it after every apply.
     pub fn check_invariants(&self) {
+        assert!(self.imports.len() <= crate::config::IMPORTS_STAGED_MAX, "{} imports staged", self.imports.len());
         self.check_messaging_invariants();
         self.check_routing_invariants();
         assert_eq!(

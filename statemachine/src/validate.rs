@@ -21,14 +21,18 @@ pub fn validate(command: &Command) -> Checked {
             validate_site(&SiteSpec { password_hash: "$argon2id$".into(), ..spec.clone() })
         }
         Command::UpdateSite(spec) => validate_site(spec),
-        Command::ImportConfig { config, .. } => {
-            if config.users.len() > USERS_MAX
-                || config.sites.len() > SITES_MAX
-                || config.workgroups.len() > WORKGROUPS_MAX
-            {
-                return Err(Rejection::invalid("config", "holds more entities than a collective may"));
+        Command::StageImport { import_id, config, .. } => {
+            text("import_id", import_id, 1, NAME_CHARS_MAX)?;
+            if config.entities() > crate::config::IMPORT_PART_ENTITIES_MAX {
+                return Err(Rejection::invalid(
+                    "config",
+                    format!("a part holds at most {} entities", crate::config::IMPORT_PART_ENTITIES_MAX),
+                ));
             }
             Ok(())
+        }
+        Command::CommitImport { import_id, .. } | Command::AbortImport { import_id } => {
+            text("import_id", import_id, 1, NAME_CHARS_MAX)
         }
         Command::SetSiteActive { site, .. } => site_id("site.id", *site),
         Command::AddUser(spec) | Command::UpdateUser(spec) => validate_user(spec),

@@ -83,8 +83,19 @@ fn categories(list: &[Category]) -> BTreeSet<Category> {
     list.iter().copied().collect()
 }
 
+/// Stages the set in parts, then commits it; a refused commit discards the staging.
 fn import(state: &mut State, mode: ImportMode, config: &ConfigSet) -> Result<Vec<Event>, Rejection> {
-    apply(state, Command::ImportConfig { mode, config: Box::new(config.clone()) })
+    let parts = config.split();
+    for (part, set) in parts.iter().enumerate() {
+        let stage = Command::StageImport { import_id: "imp".into(), part: part as u32, config: Box::new(set.clone()) };
+        apply(state, stage)?;
+    }
+    let result = apply(state, Command::CommitImport { import_id: "imp".into(), parts: parts.len() as u32, mode });
+    if result.is_err() {
+        ok(state, Command::AbortImport { import_id: "imp".into() });
+    }
+    assert!(state.imports.is_empty(), "the staging is gone after a commit or an abort");
+    result
 }
 
 #[test]
@@ -185,4 +196,79 @@ fn conflicts_refuse_the_whole_import_and_name_the_entity() {
         plan.conflicts
     );
     assert!(import(&mut bare, ImportMode::Migration, &ConfigSet { sites: vec![], ..set }).is_err());
+}
+
+#[test]
+fn a_large_set_splits_into_parts_that_assemble_back() {
+    let mut state = State::new();
+    ok(&mut state, site(1, "Indianapolis"));
+    ok(
+        &mut state,
+        Command::AddWorkgroup { name: "Everyone".into(), spans_sites: false, required_skills: BTreeMap::new() },
+    );
+    // Built without checking invariants after every command (that is quadratic at this size).
+    for i in 0..5_000 {
+        let name = format!("u{i:05}");
+        let commands = [
+            Command::AddUser(user(&name, 1, &format!("{}", 10_000 + i))),
+            Command::AddWorkgroupMember { workgroup: "Everyone".into(), username: name },
+        ];
+        for command in commands {
+            state.apply(&Envelope { at_ms: 2_000, principal: Principal::System, command }).unwrap();
+        }
+    }
+    state.check_invariants();
+    let (set, _) = state.export_config(&categories(&[Category::Workgroups]));
+    let parts = set.split();
+    assert_eq!(parts.len(), 3, "5,000 users and 5,000 members in parts of 4,000");
+    for part in &parts {
+        let staged = Command::StageImport { import_id: "v".into(), part: 0, config: Box::new(part.clone()) };
+        collective_statemachine::validate::validate(&staged).expect("every part passes the edge check");
+    }
+    assert!(parts.iter().all(|p| p.entities() <= collective_statemachine::config::IMPORT_PART_ENTITIES_MAX));
+    let staged = collective_statemachine::config::StagedImport {
+        started_at_ms: 0,
+        parts: parts.into_iter().enumerate().map(|(i, p)| (i as u32, p)).collect(),
+    };
+    assert_eq!(staged.assembled(), set);
+    let mut target = State::new();
+    let parts = set.split();
+    for (part, config) in parts.iter().enumerate() {
+        let command =
+            Command::StageImport { import_id: "big".into(), part: part as u32, config: Box::new(config.clone()) };
+        target.apply(&Envelope { at_ms: 3_000, principal: Principal::System, command }).unwrap();
+    }
+    let commit =
+        Command::CommitImport { import_id: "big".into(), parts: parts.len() as u32, mode: ImportMode::Migration };
+    target.apply(&Envelope { at_ms: 3_000, principal: Principal::System, command: commit }).unwrap();
+    target.check_invariants();
+    assert_eq!(target.workgroups["everyone"].members.len(), 5_000);
+}
+
+#[test]
+fn a_commit_needs_every_part_and_an_abandoned_staging_expires() {
+    let (set, _) = source().export_config(&categories(&[Category::Users]));
+    let mut target = State::new();
+    let stage = |part| Command::StageImport { import_id: "x".into(), part, config: Box::new(set.clone()) };
+    ok(&mut target, stage(1));
+    let missing =
+        apply(&mut target, Command::CommitImport { import_id: "x".into(), parts: 2, mode: ImportMode::Migration });
+    assert!(missing.unwrap_err().to_string().contains("part 0 of import x was never staged"));
+    assert_eq!(
+        target.next_timer_ms(),
+        Some(target.last_at_ms + collective_statemachine::config::IMPORT_STAGING_TTL_MS)
+    );
+    let at_ms = target.last_at_ms + collective_statemachine::config::IMPORT_STAGING_TTL_MS;
+    let events = target.apply(&Envelope { at_ms, principal: Principal::System, command: Command::Tick }).unwrap();
+    assert!(events.iter().any(|r| matches!(&r.event, Event::ImportDiscarded { reason, .. } if reason == "expired")));
+    assert!(target.imports.is_empty());
+    // Bounded: a fifth import cannot start while four are staged.
+    for id in ["a", "b", "c", "d"] {
+        ok(&mut target, Command::StageImport { import_id: id.into(), part: 0, config: Box::new(ConfigSet::default()) });
+    }
+    let full = apply(
+        &mut target,
+        Command::StageImport { import_id: "e".into(), part: 0, config: Box::new(ConfigSet::default()) },
+    );
+    assert!(matches!(full, Err(Rejection::LimitReached { limit: 4, .. })));
 }

@@ -4,8 +4,9 @@
 //! Export reads the chosen categories and their closure at a linearizable point, encodes them
 //! as a `ConfigBundle` (ordered maps and sorted lists: equal content, equal bytes), and seals it
 //! with [`crate::bundle`]. Import opens and decodes the file, plans it against the current
-//! state (a dry run stops there), and proposes it as one `ImportConfig` command, which `apply`
-//! plans again and applies whole or refuses whole.
+//! state (a dry run stops there), stages it in parts (`StageImport`, one log entry each, kept
+//! small because openraft 0.9 gives an AppendEntries only the heartbeat interval) and commits it
+//! with `CommitImport`, one entry that `apply` plans again and applies whole or refuses whole.
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -214,6 +215,33 @@ fn plan_response(plan: sm::config::ImportPlan, set: &ConfigSet, revision: u64, a
     }
 }
 
+impl ConfigService {
+    /// Stages the set in parts (each one log entry of about a megabyte) and commits it (one
+    /// entry that applies all of it); on any failure the staging is discarded.
+    async fn stage_and_commit(&self, mode: ImportMode, set: &ConfigSet) -> Result<u64, ApiError> {
+        let import_id = format!("import-{:016x}", rand::random::<u64>());
+        let parts = set.split();
+        let result = async {
+            for (part, config) in parts.iter().enumerate() {
+                let command = Command::StageImport {
+                    import_id: import_id.clone(),
+                    part: part as u32,
+                    config: Box::new(config.clone()),
+                };
+                self.node.write(principal(), command).await?;
+            }
+            let commit = Command::CommitImport { import_id: import_id.clone(), parts: parts.len() as u32, mode };
+            self.node.write(principal(), commit).await.map(|applied| applied.revision)
+        }
+        .await;
+        if result.is_err() {
+            // Best effort: an abandoned staging also expires on its own.
+            let _ = self.node.write(principal(), Command::AbortImport { import_id }).await;
+        }
+        result
+    }
+}
+
 #[tonic::async_trait]
 impl Config for ConfigService {
     type ExportStream = ChunkStream;
@@ -294,9 +322,8 @@ impl Config for ConfigService {
             ))
             .into());
         }
-        let applied =
-            self.node.write(principal(), Command::ImportConfig { mode, config: Box::new(set.clone()) }).await?;
-        Ok(Response::new(plan_response(plan, &set, applied.revision, true)))
+        let revision = self.stage_and_commit(mode, &set).await?;
+        Ok(Response::new(plan_response(plan, &set, revision, true)))
     }
 
     type SnapshotStream = ChunkStream;

@@ -108,14 +108,23 @@ pub fn event(record: &EventRecord) -> pb::Event {
     let body = match &record.event {
         Event::SiteAdded(s) => Body::SiteAdded(site(s)),
         Event::SiteUpdated(s) => Body::SiteUpdated(site(s)),
-        Event::ConfigImported { mode, complete, creates, updates, deletes } => {
+        Event::ConfigImported { import_id, mode, complete, creates, updates, deletes } => {
             Body::ConfigImported(pb::ConfigImported {
                 mode: import_mode_name(*mode).to_string(),
                 complete: complete.iter().map(|c| c.as_str().to_string()).collect(),
                 creates: *creates,
                 updates: *updates,
                 deletes: *deletes,
+                import_id: import_id.clone(),
             })
+        }
+        Event::ImportPartStaged { import_id, part, config } => Body::ImportPartStaged(pb::ImportPartStaged {
+            import_id: import_id.clone(),
+            part: *part,
+            entities: config.entities() as u64,
+        }),
+        Event::ImportDiscarded { import_id, reason } => {
+            Body::ImportDiscarded(pb::ImportDiscarded { import_id: import_id.clone(), reason: reason.clone() })
         }
         Event::SiteActiveChanged { site, active } => {
             Body::SiteActiveChanged(pb::SiteActiveChanged { site: *site, active: *active })

@@ -143,7 +143,9 @@ pub async fn import(client: &Client, args: ImportArgs, format: Format) -> anyhow
                     .chunks(UPLOAD_CHUNK_BYTES)
                     .map(|chunk| pb::ImportChunk { part: Some(pb::import_chunk::Part::Data(chunk.to_vec())) }),
             );
-            async move { ConfigClient::new(c).import(tokio_stream::iter(messages)).await }
+            async move {
+                ConfigClient::new(c).max_decoding_message_size(64 << 20).import(tokio_stream::iter(messages)).await
+            }
         })
         .await?
         .into_inner();
