@@ -34,8 +34,10 @@ const ARGON2_MEMORY_KIB: u32 = 19_456;
 const ARGON2_ITERATIONS: u32 = 2;
 const ARGON2_PARALLELISM: u32 = 1;
 /// The most memory a file may ask the key derivation for (a hostile header must not exhaust us).
-const ARGON2_MEMORY_KIB_MAX: u32 = 1 << 20;
-const ARGON2_ITERATIONS_MAX: u32 = 16;
+/// The header is checksummed but not keyed, so these bounds are what stops a forged one.
+const ARGON2_MEMORY_KIB_MAX: u32 = 64 << 10;
+const ARGON2_ITERATIONS_MAX: u32 = 4;
+const ARGON2_PARALLELISM_MAX: u32 = 4;
 /// Largest body accepted, in bytes.
 pub const BODY_BYTES_MAX: u64 = 256 << 20;
 /// Shortest passphrase accepted for a new file, in characters.
@@ -159,9 +161,10 @@ pub fn open(file: &[u8], passphrase: &str) -> Result<Vec<u8>, BundleError> {
     }
     let u32_at = |at: usize| u32::from_be_bytes(fields[at..at + 4].try_into().expect("4 bytes"));
     let (memory, iterations, parallelism) = (u32_at(10), u32_at(14), u32_at(18));
-    if memory > ARGON2_MEMORY_KIB_MAX || iterations > ARGON2_ITERATIONS_MAX {
+    if memory > ARGON2_MEMORY_KIB_MAX || iterations > ARGON2_ITERATIONS_MAX || parallelism > ARGON2_PARALLELISM_MAX {
         return Err(BundleError::HeaderInvalid(format!(
-            "Argon2id asks for {memory} KiB and {iterations} passes (at most {ARGON2_MEMORY_KIB_MAX} KiB, {ARGON2_ITERATIONS_MAX} passes)"
+            "Argon2id asks for {memory} KiB, {iterations} passes and {parallelism} lanes (at most \
+             {ARGON2_MEMORY_KIB_MAX} KiB, {ARGON2_ITERATIONS_MAX} passes, {ARGON2_PARALLELISM_MAX} lanes)"
         )));
     }
     let salt = &fields[22..38];

@@ -585,7 +585,11 @@ impl State {
                 }
             }
         }
-        for spec in &config.users {
+        // Updates before creates: a user the file moves off an extension or email frees it for
+        // a new user taking it. (Two existing users swapping values is still a conflict.)
+        let (existing, new): (Vec<&UserSpec>, Vec<&UserSpec>) =
+            config.users.iter().partition(|spec| self.users.contains_key(&key_of(&spec.username)));
+        for spec in existing.into_iter().chain(new) {
             let what = format!("user {}", spec.username);
             match self.users.get(&key_of(&spec.username)) {
                 Some(existing)

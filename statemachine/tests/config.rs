@@ -272,3 +272,18 @@ fn a_commit_needs_every_part_and_an_abandoned_staging_expires() {
     );
     assert!(matches!(full, Err(Rejection::LimitReached { limit: 4, .. })));
 }
+
+#[test]
+fn an_extension_moving_from_one_user_to_a_new_one_imports() {
+    let mut source = State::new();
+    ok(&mut source, site(1, "Indianapolis"));
+    ok(&mut source, Command::AddUser(user("alice", 1, "101")));
+    ok(&mut source, Command::AddUser(user("adam", 1, "100")));
+    let (set, _) = source.export_config(&categories(&[Category::Users]));
+    // Here alice still has 100, which the file gives to adam (sorted before her).
+    let mut target = State::new();
+    ok(&mut target, site(1, "Indianapolis"));
+    ok(&mut target, Command::AddUser(user("alice", 1, "100")));
+    import(&mut target, ImportMode::Recovery, &set).unwrap();
+    assert_eq!((target.users["adam"].extension.as_str(), target.users["alice"].extension.as_str()), ("100", "101"));
+}

@@ -31,8 +31,11 @@ use crate::node::Node;
 
 /// Bytes per streamed chunk.
 const CHUNK_BYTES: usize = 1 << 20;
-/// Largest file an import accepts.
-const IMPORT_FILE_BYTES_MAX: usize = bundle::HEADER_BYTES + (48 << 20);
+/// Largest file an import accepts (the largest body a file may have).
+const IMPORT_FILE_BYTES_MAX: usize = bundle::HEADER_BYTES + bundle::BODY_BYTES_MAX as usize;
+
+/// Imports one node handles at once (each holds its file, the decrypted body and a plan).
+static IMPORTS_RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Serves export, import and snapshots.
 pub struct ConfigService {
@@ -215,31 +218,29 @@ fn plan_response(plan: sm::config::ImportPlan, set: &ConfigSet, revision: u64, a
     }
 }
 
-impl ConfigService {
-    /// Stages the set in parts (each one log entry of about a megabyte) and commits it (one
-    /// entry that applies all of it); on any failure the staging is discarded.
-    async fn stage_and_commit(&self, mode: ImportMode, set: &ConfigSet) -> Result<u64, ApiError> {
-        let import_id = format!("import-{:016x}", rand::random::<u64>());
-        let parts = set.split();
-        let result = async {
-            for (part, config) in parts.iter().enumerate() {
-                let command = Command::StageImport {
-                    import_id: import_id.clone(),
-                    part: part as u32,
-                    config: Box::new(config.clone()),
-                };
-                self.node.write(principal(), command).await?;
-            }
-            let commit = Command::CommitImport { import_id: import_id.clone(), parts: parts.len() as u32, mode };
-            self.node.write(principal(), commit).await.map(|applied| applied.revision)
+/// Stages the set in parts (each one log entry of about a megabyte) and commits it (one entry
+/// that applies all of it); on any failure the staging is discarded.
+async fn stage_and_commit(node: &Node, mode: ImportMode, set: &ConfigSet) -> Result<u64, ApiError> {
+    let import_id = format!("import-{:016x}", rand::random::<u64>());
+    let parts = set.split();
+    let result = async {
+        for (part, config) in parts.iter().enumerate() {
+            let command = Command::StageImport {
+                import_id: import_id.clone(),
+                part: part as u32,
+                config: Box::new(config.clone()),
+            };
+            node.write(principal(), command).await?;
         }
-        .await;
-        if result.is_err() {
-            // Best effort: an abandoned staging also expires on its own.
-            let _ = self.node.write(principal(), Command::AbortImport { import_id }).await;
-        }
-        result
+        let commit = Command::CommitImport { import_id: import_id.clone(), parts: parts.len() as u32, mode };
+        node.write(principal(), commit).await.map(|applied| applied.revision)
     }
+    .await;
+    if result.is_err() {
+        // Best effort: an abandoned staging also expires on its own.
+        let _ = node.write(principal(), Command::AbortImport { import_id }).await;
+    }
+    result
 }
 
 #[tonic::async_trait]
@@ -278,6 +279,9 @@ impl Config for ConfigService {
         &self,
         request: Request<Streaming<pb::ImportChunk>>,
     ) -> Result<Response<pb::ImportResponse>, Status> {
+        let _running = IMPORTS_RUNNING.try_acquire().map_err(|_| {
+            ApiError::Rejected(sm::Rejection::LimitReached { what: "imports running on this node".into(), limit: 1 })
+        })?;
         let mut stream = request.into_inner();
         let header = match stream.next().await {
             Some(Ok(pb::ImportChunk { part: Some(pb::import_chunk::Part::Header(header)) })) => header,
@@ -322,7 +326,13 @@ impl Config for ConfigService {
             ))
             .into());
         }
-        let revision = self.stage_and_commit(mode, &set).await?;
+        // In its own task: a caller that disconnects mid-way must not leave parts staged (the
+        // task finishes, or aborts the staging, whatever happens to the call).
+        let node = self.node.clone();
+        let staged_set = set.clone();
+        let revision = tokio::spawn(async move { stage_and_commit(&node, mode, &staged_set).await })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
         Ok(Response::new(plan_response(plan, &set, revision, true)))
     }
 
@@ -330,8 +340,8 @@ impl Config for ConfigService {
 
     async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         let (mut bytes, revision) = read(&self.node, false, |state| {
-            let file = crate::store::SnapshotFile::of(state);
-            Ok((serde_json::to_vec(&file).map_err(|e| ApiError::Internal(e.to_string()))?, state.revision))
+            let bytes = crate::store::SnapshotFile::encode(state).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok((bytes, state.revision))
         })
         .await?;
         let digest = Sha256::digest(&bytes);

@@ -62,10 +62,18 @@ pub struct SnapshotFile {
     pub state: collective_statemachine::State,
 }
 
+/// [`SnapshotFile`] borrowing its state, so saving does not copy the whole state.
+#[derive(serde::Serialize)]
+struct SnapshotFileRef<'a> {
+    format: &'a str,
+    revision: u64,
+    state: &'a collective_statemachine::State,
+}
+
 impl SnapshotFile {
-    /// A file of `state`.
-    pub fn of(state: &collective_statemachine::State) -> SnapshotFile {
-        SnapshotFile { format: SNAPSHOT_FILE_FORMAT.into(), revision: state.revision, state: state.clone() }
+    /// The encoded file of `state` (without its checksum).
+    pub fn encode(state: &collective_statemachine::State) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&SnapshotFileRef { format: SNAPSHOT_FILE_FORMAT, revision: state.revision, state })
     }
 
     /// Checks a saved file's checksum and format and decodes it.
