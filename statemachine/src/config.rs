@@ -513,6 +513,14 @@ impl State {
         for site in &config.sites {
             let what = format!("site {} ({})", site.id, site.name);
             match (self.sites.get(&site.id), self.site_names.get(&key_of(&site.name))) {
+                // Recovery of the sites restores a renamed site's name, unless another site has it.
+                (Some(existing), None) if key_of(&existing.name) != key_of(&site.name) && recovery(Category::Sites) => {
+                    step(
+                        Action::Update,
+                        format!("{what}, renamed from {:?}", existing.name),
+                        Command::UpdateSite(site_spec(site)),
+                    )
+                }
                 (Some(existing), _) if key_of(&existing.name) != key_of(&site.name) => conflicts.push(format!(
                     "{what}: site id {} is {:?} here; renumber one of them (site change-id) first",
                     site.id, existing.name

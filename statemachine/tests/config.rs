@@ -287,3 +287,27 @@ fn an_extension_moving_from_one_user_to_a_new_one_imports() {
     import(&mut target, ImportMode::Recovery, &set).unwrap();
     assert_eq!((target.users["adam"].extension.as_str(), target.users["alice"].extension.as_str()), ("100", "101"));
 }
+
+#[test]
+fn recovery_of_the_sites_restores_a_renamed_site_and_migration_refuses_it() {
+    let (set, _) = source().export_config(&categories(&[Category::Sites]));
+    let mut target = source();
+    let renamed = SiteSpec {
+        id: 3,
+        name: "Marseille".into(),
+        phone: "+1 555 0100".into(),
+        password_hash: String::new(),
+        note_id_dial_string: String::new(),
+        active: true,
+        servers: vec!["cic3".into()],
+        trusted_access: TrustedAccess::default(),
+    };
+    ok(&mut target, Command::UpdateSite(renamed));
+    assert_eq!(target.sites[&3].name, "Marseille");
+    let refused = import(&mut target, ImportMode::Migration, &set).unwrap_err();
+    assert!(refused.to_string().contains("site id 3 is \"Marseille\" here"), "{refused}");
+    import(&mut target, ImportMode::Recovery, &set).unwrap();
+    assert_eq!(target.sites[&3].name, "Lyon");
+    assert_eq!(target.site_names.get("lyon"), Some(&3));
+    assert!(!target.site_names.contains_key("marseille"));
+}
