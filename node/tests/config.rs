@@ -56,6 +56,11 @@ async fn populate(cluster: &Cluster, users: usize) {
     }
     ok(cluster, &["route", "settings", "Support", "--strategy", "round-robin"]);
     ok(cluster, &["route", "cost", "--from", "1", "--to", "2", "7000"]);
+    ok(cluster, &["note", "create", "--site", "2", "Order", "--ttl-minutes", "600"]);
+    ok(
+        cluster,
+        &["note", "update", "--site", "2", "Order", "--attribute", "qty", "--op", "replace", "--type", "Integer", "3"],
+    );
 }
 
 /// The decrypted body of a file, without the fields that differ between exports.
@@ -74,7 +79,7 @@ async fn a_round_trip_between_two_clusters_and_every_damaged_file_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.ccfg");
     let out = file.to_str().unwrap();
-    let report = ok(&source, &["export", "--categories", "workgroups,routing", "--out", out]);
+    let report = ok(&source, &["export", "--categories", "workgroups,routing,notes", "--out", out]);
     assert!(report.contains("closure: users: 10 members") && report.contains("closure: sites: 2"), "{report}");
 
     // Dry run first: every create listed, nothing applied.
@@ -84,8 +89,17 @@ async fn a_round_trip_between_two_clusters_and_every_damaged_file_refused() {
     assert_eq!(revision(&target).await, before);
     ok(&target, &["import", "--mode", "migration", out]);
     let again = dir.path().join("again.ccfg");
-    ok(&target, &["export", "--categories", "workgroups,routing", "--out", again.to_str().unwrap()]);
-    assert_eq!(content(&again), content(&file), "the target holds the same configuration");
+    ok(&target, &["export", "--categories", "workgroups,routing,notes", "--out", again.to_str().unwrap()]);
+    let (copied, original) = (content(&again), content(&file));
+    assert_eq!(original.notes.len(), 1);
+    // A note's time to live is carried in whole minutes: compare it apart.
+    let expiry = |bundle: &pb::ConfigBundle| bundle.notes[0].note.as_ref().unwrap().expires_at_ms.unwrap();
+    assert!(expiry(&copied).abs_diff(expiry(&original)) <= 60_000);
+    let without_expiry = |mut bundle: pb::ConfigBundle| {
+        bundle.notes[0].note.as_mut().unwrap().expires_at_ms = None;
+        bundle
+    };
+    assert_eq!(without_expiry(copied), without_expiry(original), "the target holds the same configuration");
 
     // Damaged files: each refused with its own error, nothing changes.
     let bytes = std::fs::read(&file).unwrap();

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::StatusDef;
 use crate::command::{Command, SiteSpec};
 use crate::event::Event;
+use crate::messaging::{NoteValue, UpdateOp};
 use crate::rejection::Rejection;
 use crate::routing::Settings;
 use crate::site::{Site, SiteId};
@@ -66,6 +67,7 @@ impl StagedImport {
             }
             set.routing_settings.extend(part.routing_settings.iter().cloned());
             set.route_costs.extend(part.route_costs.iter().cloned());
+            set.notes.extend(part.notes.iter().cloned());
         }
         set
     }
@@ -89,12 +91,20 @@ pub enum Category {
     Workgroups,
     /// Routing settings and route costs (needs the workgroups and sites).
     Routing,
+    /// Notes with their attributes and time to live (needs their sites).
+    Notes,
 }
 
 impl Category {
     /// Every category, in dependency order.
-    pub const ALL: [Category; 5] =
-        [Category::Sites, Category::Statuses, Category::Users, Category::Workgroups, Category::Routing];
+    pub const ALL: [Category; 6] = [
+        Category::Sites,
+        Category::Statuses,
+        Category::Users,
+        Category::Workgroups,
+        Category::Routing,
+        Category::Notes,
+    ];
 
     /// The name the API and CLI use.
     pub fn as_str(self) -> &'static str {
@@ -104,6 +114,7 @@ impl Category {
             Category::Users => "users",
             Category::Workgroups => "workgroups",
             Category::Routing => "routing",
+            Category::Notes => "notes",
         }
     }
 
@@ -157,6 +168,17 @@ pub struct RouteCost {
     pub cost: u32,
 }
 
+/// A note and the site it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteNote {
+    /// The site.
+    pub site: SiteId,
+    /// Name and attributes.
+    pub value: NoteValue,
+    /// When it expires (ms since the epoch); `None`: never.
+    pub expires_at_ms: Option<u64>,
+}
+
 /// Exported configuration. Every list is sorted by its natural key, so equal configurations
 /// encode to equal bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +197,9 @@ pub struct ConfigSet {
     pub routing_settings: Vec<WorkgroupSettings>,
     /// Route costs by (from, to).
     pub route_costs: Vec<RouteCost>,
+    /// Notes by (site, name).
+    #[serde(default)]
+    pub notes: Vec<SiteNote>,
 }
 
 impl ConfigSet {
@@ -186,6 +211,7 @@ impl ConfigSet {
             + self.workgroups.iter().map(|w| 1 + w.members.len()).sum::<usize>()
             + self.routing_settings.len()
             + self.route_costs.len()
+            + self.notes.len()
     }
 
     /// Splits the set into parts of at most [`IMPORT_PART_ENTITIES_MAX`] entities, in order; a
@@ -236,6 +262,10 @@ impl ConfigSet {
             room(&mut parts, &mut weight);
             parts.last_mut().expect("a part").route_costs.push(*cost);
         }
+        for note in &self.notes {
+            room(&mut parts, &mut weight);
+            parts.last_mut().expect("a part").notes.push(note.clone());
+        }
         parts
     }
 
@@ -248,6 +278,7 @@ impl ConfigSet {
             ("workgroups", self.workgroups.len()),
             ("routing_settings", self.routing_settings.len()),
             ("route_costs", self.route_costs.len()),
+            ("notes", self.notes.len()),
         ])
     }
 }
@@ -335,6 +366,15 @@ impl State {
         } else if !users.is_empty() {
             closure.push(format!("users: {} members of the exported workgroups", users.len()));
         }
+        let mut notes = Vec::new();
+        if all(Category::Notes) {
+            for (site, site_notes) in &self.messaging.notes {
+                for note in site_notes.values().filter(|note| note.live_at(self.last_at_ms)) {
+                    notes.push(SiteNote { site: *site, value: note.value.clone(), expires_at_ms: note.expires_at_ms });
+                    sites.insert(*site);
+                }
+            }
+        }
         let before = sites.len();
         for key in &users {
             sites.insert(self.users[key].home_site);
@@ -345,7 +385,7 @@ impl State {
             closure.push(format!(
                 "sites: {} home sites of the exported users{}",
                 sites.len(),
-                if before > 0 { " and sites named by route costs" } else { "" }
+                if before > 0 { " and sites named by route costs or holding notes" } else { "" }
             ));
         }
         let set = ConfigSet {
@@ -381,6 +421,7 @@ impl State {
                 .collect(),
             routing_settings,
             route_costs,
+            notes,
         };
         (set, closure)
     }
@@ -542,6 +583,58 @@ impl State {
                     format!("status {:?}", status.key),
                     Command::PutStatusDef(status.clone()),
                 ),
+            }
+        }
+        // Notes: replaced whole when they differ; an expired one in the file is skipped.
+        let now = self.last_at_ms;
+        for note in &config.notes {
+            let what = format!("note {} at site {}", note.value.name, note.site);
+            let remaining = note.expires_at_ms.map(|expires| expires.saturating_sub(now));
+            if remaining == Some(0) {
+                continue;
+            }
+            let ttl_minutes =
+                remaining.map(|ms| ms.div_ceil(60_000).clamp(1, u64::from(crate::limits::NOTE_TTL_MINUTES_MAX)) as u32);
+            let current = self.messaging.note(note.site, &note.value.name, now).ok();
+            if current.is_some_and(|current| current.value == note.value && current.expires_at_ms == note.expires_at_ms)
+            {
+                plan.unchanged += 1;
+                continue;
+            }
+            let action = if current.is_some() { Action::Update } else { Action::Create };
+            if current.is_some() {
+                step(action, what.clone(), Command::RemoveNote { site: note.site, name: note.value.name.clone() });
+            }
+            step(
+                action,
+                what.clone(),
+                Command::CreateNote { site: note.site, name: note.value.name.clone(), ttl_minutes },
+            );
+            for (attribute, values) in &note.value.attributes {
+                step(
+                    action,
+                    format!("{what}: attribute {attribute}"),
+                    Command::UpdateNoteAttribute {
+                        site: note.site,
+                        name: note.value.name.clone(),
+                        attribute: attribute.clone(),
+                        op: UpdateOp::Replace,
+                        values: values.clone(),
+                    },
+                );
+            }
+        }
+        if recovery(Category::Notes) {
+            let keep: BTreeSet<(SiteId, &str)> = config.notes.iter().map(|n| (n.site, n.value.name.as_str())).collect();
+            for (site, notes) in &self.messaging.notes {
+                for note in notes.values().filter(|n| n.live_at(now) && !keep.contains(&(*site, n.value.name.as_str())))
+                {
+                    step(
+                        Action::Delete,
+                        format!("note {} at site {site}", note.value.name),
+                        Command::RemoveNote { site: *site, name: note.value.name.clone() },
+                    );
+                }
             }
         }
         let file_workgroups: BTreeMap<String, &WorkgroupConfig> =

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use collective_statemachine::config::{Category, ConfigSet, ImportMode};
+use collective_statemachine::messaging::{Attribute, UpdateOp};
 use collective_statemachine::routing::Settings;
 use collective_statemachine::{
     Command, Envelope, Event, Principal, Rejection, SiteSpec, State, TrustedAccess, UserSpec,
@@ -76,6 +77,15 @@ fn source() -> State {
     let settings = Settings { local_margin_ms: 30_000, ..Settings::default() };
     ok(&mut state, Command::SetRoutingSettings { workgroup: "Support".into(), settings });
     ok(&mut state, Command::SetRouteCost { from: 1, to: 2, cost: 5_000 });
+    ok(&mut state, Command::CreateNote { site: 1, name: "Order".into(), ttl_minutes: None });
+    let qty = Command::UpdateNoteAttribute {
+        site: 1,
+        name: "Order".into(),
+        attribute: "qty".into(),
+        op: UpdateOp::Replace,
+        values: Attribute::Integer(vec![3, 4]),
+    };
+    ok(&mut state, qty);
     state
 }
 
@@ -123,9 +133,14 @@ fn a_round_trip_into_an_empty_collective_gives_the_same_configuration() {
     let mut target = State::new();
     let plan = target.plan_import(ImportMode::Migration, &set, 1_000);
     assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
-    assert_eq!((plan.creates.len(), plan.updates.len(), plan.deletes.len()), (3 + 4 + 2 + 3 + 1 + 1, 0, 0));
+    // 3 sites, 4 users, 2 workgroups, 3 memberships, settings, a cost, a note and its attribute.
+    assert_eq!((plan.creates.len(), plan.updates.len(), plan.deletes.len()), (3 + 4 + 2 + 3 + 1 + 1 + 2, 0, 0));
     let events = import(&mut target, ImportMode::Migration, &set).unwrap();
-    assert!(matches!(events.last(), Some(Event::ConfigImported { creates: 14, .. })));
+    assert!(matches!(events.last(), Some(Event::ConfigImported { creates: 16, .. })));
+    assert_eq!(
+        target.messaging.note(1, "Order", target.last_at_ms).unwrap().value,
+        source.messaging.note(1, "Order", source.last_at_ms).unwrap().value
+    );
     assert_eq!(target.export_config(&chosen).0, set);
     // Importing the same file again changes nothing but says so.
     let again = target.plan_import(ImportMode::Migration, &set, 2_000);
@@ -310,4 +325,19 @@ fn recovery_of_the_sites_restores_a_renamed_site_and_migration_refuses_it() {
     assert_eq!(target.sites[&3].name, "Lyon");
     assert_eq!(target.site_names.get("lyon"), Some(&3));
     assert!(!target.site_names.contains_key("marseille"));
+}
+
+#[test]
+fn notes_export_with_their_sites_and_recovery_removes_notes_not_in_the_file() {
+    let state = source();
+    let (set, closure) = state.export_config(&categories(&[Category::Notes]));
+    assert_eq!(set.notes.len(), 1);
+    assert_eq!(set.sites.iter().map(|s| s.id).collect::<Vec<_>>(), [1], "{closure:?}");
+    let mut target = source();
+    ok(&mut target, Command::CreateNote { site: 2, name: "Stale".into(), ttl_minutes: Some(30) });
+    import(&mut target, ImportMode::Migration, &set).unwrap();
+    assert!(target.messaging.note(2, "Stale", target.last_at_ms).is_ok(), "migration never deletes");
+    import(&mut target, ImportMode::Recovery, &set).unwrap();
+    assert!(target.messaging.note(2, "Stale", target.last_at_ms).is_err());
+    assert!(target.messaging.note(1, "Order", target.last_at_ms).is_ok());
 }

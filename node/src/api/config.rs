@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use collective_proto::v1 as pb;
 use collective_proto::v1::config_server::Config;
-use collective_statemachine::config::{Category, ConfigSet, ImportMode, RouteCost, WorkgroupConfig, WorkgroupSettings};
+use collective_statemachine::config::{
+    Category, ConfigSet, ImportMode, RouteCost, SiteNote, WorkgroupConfig, WorkgroupSettings,
+};
 use collective_statemachine::{self as sm, Command};
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -55,7 +57,7 @@ fn categories(names: &[String]) -> Result<BTreeSet<Category>, ApiError> {
             Category::parse(name).ok_or_else(|| {
                 ApiError::invalid(
                     "categories",
-                    format!("{name:?} is not sites, statuses, users, workgroups or routing"),
+                    format!("{name:?} is not sites, statuses, users, workgroups, routing or notes"),
                 )
             })
         })
@@ -113,6 +115,11 @@ fn bundle_out(set: &ConfigSet, revision: u64, at_ms: u64) -> pb::ConfigBundle {
             .map(|s| convert::routing_settings(&s.workgroup, &s.settings))
             .collect(),
         route_costs: set.route_costs.iter().map(|c| pb::RouteCost { from: c.from, to: c.to, cost: c.cost }).collect(),
+        notes: set
+            .notes
+            .iter()
+            .map(|n| pb::ExportedNote { site: n.site, note: Some(convert::note_value_out(&n.value, n.expires_at_ms)) })
+            .collect(),
     }
 }
 
@@ -145,6 +152,12 @@ fn bundle_in(bundle: pb::ConfigBundle) -> Result<ConfigSet, ApiError> {
     for user in bundle.users {
         users.push(convert::user_spec(Some(user))?);
     }
+    let mut notes = Vec::with_capacity(bundle.notes.len());
+    for exported in bundle.notes {
+        let note = exported.note.ok_or_else(|| ApiError::invalid("file", "a note entry without its note"))?;
+        let expires_at_ms = note.expires_at_ms;
+        notes.push(SiteNote { site: exported.site, value: convert::note_value_in(note, "file")?, expires_at_ms });
+    }
     let mut routing_settings = Vec::with_capacity(bundle.routing_settings.len());
     for settings in bundle.routing_settings {
         let parsed = convert::routing_settings_in(&settings)?;
@@ -175,6 +188,7 @@ fn bundle_in(bundle: pb::ConfigBundle) -> Result<ConfigSet, ApiError> {
             .into_iter()
             .map(|c| RouteCost { from: c.from, to: c.to, cost: c.cost })
             .collect(),
+        notes,
     })
 }
 

@@ -383,7 +383,7 @@ pub fn note_value_out(note: &sm::messaging::NoteValue, expires_at_ms: Option<u64
     }
 }
 
-fn note_value_in(note: pb::Note, field: &str) -> Result<sm::messaging::NoteValue, ApiError> {
+pub fn note_value_in(note: pb::Note, field: &str) -> Result<sm::messaging::NoteValue, ApiError> {
     let attributes = note
         .attributes
         .into_iter()

@@ -18,7 +18,7 @@ const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Comma-separated: sites, statuses, users, workgroups, routing (default: all).
+    /// Comma-separated: sites, statuses, users, workgroups, routing, notes (default: all).
     #[arg(long, value_delimiter = ',')]
     pub categories: Vec<String>,
     /// The file to write.
