@@ -354,6 +354,12 @@ impl State {
 
     /// Picks an agent for an interaction from the current views.
     fn decide_placement(&self, interaction: &Interaction, at_ms: u64) -> RecordedDecision {
+        self.rank(interaction, at_ms, None)
+    }
+
+    /// Ranks the agents for an interaction at `at_ms`: the whole eligible pool through the
+    /// index, or only `among` (ranked one by one the same way).
+    fn rank(&self, interaction: &Interaction, at_ms: u64, among: Option<&[&director::Agent]>) -> RecordedDecision {
         let workgroup = key_of(&interaction.request.workgroup);
         let settings = self.routing.settings_of(&workgroup);
         let required_skills = self.required_skills(&interaction.request);
@@ -372,7 +378,13 @@ impl State {
             site_live: &site_live,
             cursor: self.routing.cursors.get(&workgroup).map(String::as_str),
         };
-        let decision = director::select(&self.routing.index.eligible, &request, &context);
+        let decision = match among {
+            None => director::select(&self.routing.index.eligible, &request, &context),
+            Some(agents) => {
+                let eligible = self.routing.index.eligible.pool(&workgroup).map_or(0, director::Pool::len);
+                director::select_among(agents.iter().copied(), eligible, &request, &context)
+            }
+        };
         RecordedDecision { at_ms, required_skills, decision }
     }
 
@@ -944,27 +956,9 @@ impl State {
                 continue;
             }
             let decision = if agents.len() <= FRESH_RANKED_DIRECTLY_MAX {
-                let settings = self.routing.settings_of(workgroup);
-                let required_skills = self.required_skills(&interaction.request);
-                let cost = |from: SiteId, to: SiteId| self.routing.cost(from, to);
-                let site_live = |site: SiteId| self.leases.get(&site).is_some_and(|lease| lease.expires_at_ms > at_ms);
-                let request = director::Request {
-                    workgroup,
-                    origin: interaction.request.origin_site,
-                    skills: &required_skills,
-                    exclude: &interaction.declined_by,
-                    now_ms: at_ms,
-                };
-                let context = director::Context {
-                    settings: &settings,
-                    cost: &cost,
-                    site_live: &site_live,
-                    cursor: self.routing.cursors.get(workgroup).map(String::as_str),
-                };
-                let eligible = self.routing.index.eligible.pool(workgroup).map_or(0, director::Pool::len);
-                let fresh = agents.iter().filter_map(|agent| self.routing.index.eligible.agent(agent));
-                let decision = director::select_among(fresh, eligible, &request, &context);
-                RecordedDecision { at_ms, required_skills, decision }
+                let fresh: Vec<&director::Agent> =
+                    agents.iter().filter_map(|agent| self.routing.index.eligible.agent(agent)).collect();
+                self.rank(interaction, at_ms, Some(&fresh))
             } else {
                 self.decide_placement(interaction, at_ms)
             };
@@ -1066,26 +1060,12 @@ impl State {
         for (workgroup, queue) in &index.queues {
             for (_, _, id) in queue {
                 let interaction = &self.routing.interactions[id];
-                let settings = self.routing.settings_of(workgroup);
-                let required_skills = self.required_skills(&interaction.request);
-                let cost = |from: SiteId, to: SiteId| self.routing.cost(from, to);
-                let at = self.last_at_ms;
-                let site_live = |site: SiteId| self.leases.get(&site).is_some_and(|lease| lease.expires_at_ms > at);
-                let request = director::Request {
-                    workgroup,
-                    origin: interaction.request.origin_site,
-                    skills: &required_skills,
-                    exclude: &interaction.declined_by,
-                    now_ms: at,
-                };
-                let context =
-                    director::Context { settings: &settings, cost: &cost, site_live: &site_live, cursor: None };
                 let pool: Vec<&director::Agent> = index
                     .eligible
                     .agents()
                     .filter(|agent| index.eligible.workgroups_of(&agent.key).is_some_and(|w| w.contains(workgroup)))
                     .collect();
-                let decision = director::select_among(pool.iter().copied(), pool.len(), &request, &context);
+                let decision = self.rank(interaction, self.last_at_ms, Some(&pool)).decision;
                 assert!(
                     decision.winner().is_none(),
                     "interaction {id} is queued while agent {:?} qualifies",
