@@ -85,6 +85,28 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
     }
 }
 
+/// Warms up, opens the measurement window for `duration_s`, then tells the workers to stop;
+/// returns the measured seconds. Workers record only while `measuring` is set.
+pub(super) async fn measure_window(warmup_s: u64, duration_s: u64, measuring: &AtomicBool, stop: &AtomicBool) -> f64 {
+    tokio::time::sleep(Duration::from_secs(warmup_s)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(duration_s)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    elapsed
+}
+
+/// Waits for the workers of a benchmark, reporting any that failed.
+pub(super) async fn join_workers(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+    for task in tasks {
+        if let Ok(Err(error)) = task.await {
+            eprintln!("a bench task failed: {error:#}");
+        }
+    }
+}
+
 /// Adds an active benchmark site unless it exists.
 pub(super) async fn ensure_site(client: &Client, id: u32, name: &str) -> anyhow::Result<()> {
     let site = pb::AddSiteRequest {
@@ -346,13 +368,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             tally
         }));
     }
-    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
+    let elapsed = measure_window(args.warmup, args.duration, &measuring, &stop).await;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for task in tasks {

@@ -155,18 +155,8 @@ pub async fn messages(client: &Client, args: MessagesArgs, format: Format) -> an
             }));
         }
     }
-    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let measured = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = measured.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        if let Ok(Err(error)) = task.await {
-            eprintln!("a bench task failed: {error:#}");
-        }
-    }
+    let elapsed = super::bench::measure_window(args.warmup, args.duration, &measuring, &stop).await;
+    super::bench::join_workers(tasks).await;
     let delivered = delivered.load(Ordering::Relaxed);
     let delivery = delivery_latency.lock().expect("latency lock").clone();
     let send = send_latency.lock().expect("latency lock").clone();

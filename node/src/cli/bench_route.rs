@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use collective_proto::v1 as pb;
@@ -254,18 +254,8 @@ pub async fn route(client: &Client, args: RouteArgs, format: Format) -> anyhow::
             anyhow::Ok(())
         }));
     }
-    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let measured = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = measured.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        if let Ok(Err(error)) = task.await {
-            eprintln!("a bench task failed: {error:#}");
-        }
-    }
+    let elapsed = super::bench::measure_window(args.warmup, args.duration, &measuring, &stop).await;
+    super::bench::join_workers(tasks).await;
     let calls = calls.load(Ordering::Relaxed);
     let route = route_latency.lock().expect("lock").clone();
     let call = call_latency.lock().expect("lock").clone();
