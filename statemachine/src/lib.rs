@@ -19,6 +19,7 @@
 //! - [`history`]: the presence versions the node's history index records after each change.
 #![deny(missing_docs)]
 
+pub mod authorize;
 pub mod catalog;
 pub mod command;
 pub mod config;
@@ -38,6 +39,7 @@ pub mod validate;
 pub mod workgroup;
 
 pub use catalog::{StatusDef, StatusGroup};
+pub use authorize::Access;
 pub use command::{Batch, Command, Envelope, Principal, Proposal, SiteSpec};
 pub use directory::{Entry, Resolution, SearchQuery};
 pub use event::{Event, EventRecord};

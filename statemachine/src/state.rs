@@ -148,6 +148,7 @@ impl State {
         // or concurrent batches commit out of stamp order.
         let at_ms = at_ms.max(self.last_at_ms);
         validate(command)?;
+        self.authorize(principal, command)?;
         let events = self.decide(at_ms, command)?;
         let mut records = Vec::with_capacity(events.len());
         let mut record = |state: &mut State, event: Event| {

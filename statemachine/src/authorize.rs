@@ -1,0 +1,180 @@
+//! Who may do what: the rules of the SPEC's "Security" section, applied to every command inside
+//! `apply`, so the decision sees exactly the state the command changes (a user logging off between
+//! a check at the edge and the write cannot slip through).
+//!
+//! - An administrator, and the collective itself, may do anything.
+//! - A site whose trusted access makes it a master administrator may do anything.
+//! - Any other site may change presence only for users logged on at it or homed at it, directory
+//!   entries only for its home users, and only its own lease, messages, notes and calls.
+//!   Collective-wide configuration (sites, statuses, workgroups, routing settings, imports, queue
+//!   limits) is refused.
+//!
+//! The node's gRPC layer decides who the caller is and which RPCs it may call at all (see the
+//! node's `auth` module); this module decides which entities it may touch.
+
+use crate::command::{Command, Principal};
+use crate::rejection::Rejection;
+use crate::routing::Stage;
+use crate::site::SiteId;
+use crate::state::State;
+use crate::user::key_of;
+
+/// What the SPEC calls collective-wide configuration, for refusals.
+const CONFIGURATION: &str = "collective-wide configuration needs an administrator or a master-administrator site";
+
+/// What a user from another site may do at a site: the answer to `CheckTrustedAccess`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The user is homed at the site (full rights there).
+    pub home: bool,
+    /// The user is logged on at the site now.
+    pub logged_on: bool,
+    /// May publish handlers.
+    pub publish_handlers: bool,
+    /// May manage handlers.
+    pub manage_handlers: bool,
+    /// Acts as a master administrator.
+    pub master_administrator: bool,
+}
+
+impl State {
+    /// Whether `site` exists and its trusted access makes it a master administrator.
+    pub fn is_master_administrator(&self, site: SiteId) -> bool {
+        self.sites.get(&site).is_some_and(|s| s.trusted_access.master_administrator)
+    }
+
+    /// Whether `principal` is an administrator: an administrator, the collective itself, or a
+    /// master-administrator site.
+    pub fn is_administrator(&self, principal: &Principal) -> bool {
+        match principal {
+            Principal::Admin(_) | Principal::System => true,
+            Principal::Site(site) => self.is_master_administrator(*site),
+        }
+    }
+
+    /// Whether `site` acts for `username`: the user is homed at it or logged on at it.
+    pub fn site_acts_for(&self, site: SiteId, username: &str) -> bool {
+        let key = key_of(username);
+        self.users.get(&key).is_some_and(|user| user.home_site == site)
+            || self.presence.get(&key).and_then(|p| p.logon.as_ref()).is_some_and(|logon| logon.site == site)
+    }
+
+    /// What `username` may do at `site` (vendor: "trusted access" of a peer site). A user homed
+    /// there has every right; anyone else has the site's trusted-access flags.
+    pub fn trusted_access(&self, username: &str, site: SiteId) -> Result<Access, Rejection> {
+        let user = self.user(username)?;
+        let at = self.site(site)?;
+        let home = user.home_site == site;
+        let logged_on = self
+            .presence
+            .get(&key_of(username))
+            .and_then(|p| p.logon.as_ref())
+            .is_some_and(|logon| logon.site == site);
+        Ok(Access {
+            home,
+            logged_on,
+            publish_handlers: home || at.trusted_access.publish_handlers,
+            manage_handlers: home || at.trusted_access.manage_handlers,
+            master_administrator: home || at.trusted_access.master_administrator,
+        })
+    }
+
+    /// Refuses `command` when `principal` may not ask for it (PERMISSION_DENIED naming the rule).
+    pub fn authorize(&self, principal: &Principal, command: &Command) -> Result<(), Rejection> {
+        let site = match principal {
+            Principal::Admin(_) | Principal::System => return Ok(()),
+            Principal::Site(site) => *site,
+        };
+        if self.is_master_administrator(site) {
+            return Ok(());
+        }
+        let deny = |reason: String| Err(Rejection::PermissionDenied { reason: format!("site {site}: {reason}") });
+        let own = |other: SiteId, what: &str| {
+            if other == site {
+                Ok(())
+            } else {
+                deny(format!("{what} of site {other} belongs to that site"))
+            }
+        };
+        let acts_for = |username: &str| {
+            if self.site_acts_for(site, username) {
+                Ok(())
+            } else {
+                deny(format!("user {username} is neither homed nor logged on here"))
+            }
+        };
+        let home_user = |username: &str| match self.users.get(&key_of(username)) {
+            Some(user) if user.home_site == site => Ok(()),
+            Some(_) => deny(format!("user {username} is homed at another site")),
+            None => Ok(()),
+        };
+        let reserved_agent = |interaction_id: &str| match self.routing.interactions.get(interaction_id) {
+            Some(interaction) => match &interaction.stage {
+                Stage::Reserved { agent, .. } | Stage::Active { agent, .. } => acts_for(agent),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        };
+        match command {
+            Command::SetStatus { username, .. }
+            | Command::LogOff { username, .. }
+            | Command::StartInteraction { username, .. }
+            | Command::EndInteraction { username, .. } => acts_for(username),
+            // A site logs users on at itself (a roaming user too), or logs its home users on
+            // elsewhere.
+            Command::LogOn { username, site: at, .. } if *at != site => match self.users.get(&key_of(username)) {
+                Some(user) if user.home_site == site => Ok(()),
+                _ => deny(format!("user {username} may be logged on only here")),
+            },
+            Command::LogOn { .. } => Ok(()),
+            Command::AddUser(spec) => own(spec.home_site, "a user homed").and_then(|()| home_user(&spec.username)),
+            Command::UpdateUser(spec) => home_user(&spec.username).and_then(|()| {
+                if spec.home_site == site {
+                    Ok(())
+                } else {
+                    deny(format!("user {} may not be moved to site {}", spec.username, spec.home_site))
+                }
+            }),
+            Command::DeleteUser { username } => home_user(username),
+            Command::GrantLease { site: other, .. }
+            | Command::KeepAlive { site: other }
+            | Command::RevokeLease { site: other } => own(*other, "the lease"),
+            Command::SendMessage { from_site, .. } => own(*from_site, "a message sent on behalf"),
+            Command::AckMessages { site: other, .. } => own(*other, "the queue"),
+            Command::CloseRequest { correlation_id, .. } => match self.messaging.requests.get(correlation_id) {
+                Some(request) => own(request.from_site, "a request"),
+                None => Ok(()),
+            },
+            Command::CreateNote { site: other, .. } | Command::RemoveNote { site: other, .. } => {
+                own(*other, "a note")
+            }
+            // Notes carry call data between sites: any site may update one (SPEC "Notes").
+            Command::UpdateNoteAttribute { .. } => Ok(()),
+            Command::RouteInteraction(request) => own(request.origin_site, "a call arriving"),
+            Command::AcceptInteraction { interaction_id, .. } | Command::RejectInteraction { interaction_id, .. } => {
+                reserved_agent(interaction_id)
+            }
+            Command::CancelInteraction { interaction_id } => match self.routing.interactions.get(interaction_id) {
+                Some(interaction) => own(interaction.request.origin_site, "a call arriving"),
+                None => Ok(()),
+            },
+            Command::AddSite(_)
+            | Command::SetSiteActive { .. }
+            | Command::UpdateSite(_)
+            | Command::ChangeSiteId { .. }
+            | Command::AddWorkgroup { .. }
+            | Command::DeleteWorkgroup { .. }
+            | Command::AddWorkgroupMember { .. }
+            | Command::RemoveWorkgroupMember { .. }
+            | Command::PutStatusDef(_)
+            | Command::SetQueueLimits(_)
+            | Command::StageImport { .. }
+            | Command::CommitImport { .. }
+            | Command::AbortImport { .. }
+            | Command::SetRoutingSettings { .. }
+            | Command::SetRouteCost { .. }
+            | Command::RenewLeases
+            | Command::Tick => deny(CONFIGURATION.to_string()),
+        }
+    }
+}
