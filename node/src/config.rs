@@ -47,6 +47,25 @@ pub struct NodeConfig {
     pub history_prune_interval_ms: u64,
     /// Check every state invariant after every applied entry (simulations and debugging; slow).
     pub check_invariants: bool,
+    /// This node's certificate (PEM, signed by `tls_ca_file`, common name `node:NAME`). With
+    /// `tls_key_file` and `tls_ca_file`, clients and peers talk TLS, and peers must present a
+    /// member certificate of the same CA.
+    pub tls_cert_file: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Serve gRPC without TLS (local development). Must be chosen explicitly when no certificate
+    /// is configured.
+    pub plaintext: bool,
+    /// File holding the administrator token (32 to 512 characters, one line). It also keys the
+    /// site session tokens and the members' peer credential: every member needs the same file.
+    pub admin_token_file: Option<PathBuf>,
+    /// Accept every caller as the administrator (local development). Must be chosen explicitly
+    /// when no administrator token is configured.
+    pub no_auth: bool,
+    /// How long a site's session token (from `Auth.Login`) is valid.
+    pub session_ttl_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +89,13 @@ impl Default for NodeConfig {
             history_versions_max: 20_000_000,
             history_prune_interval_ms: 60_000,
             check_invariants: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            plaintext: false,
+            admin_token_file: None,
+            no_auth: false,
+            session_ttl_ms: 3_600_000,
         }
     }
 }
@@ -91,6 +117,20 @@ pub struct Overrides {
     pub watch_history_events_max: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_after_entries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plaintext: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_auth: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_ttl_ms: Option<u64>,
 }
 
 impl NodeConfig {
@@ -120,6 +160,13 @@ impl NodeConfig {
                 "history_versions_max",
                 "history_prune_interval_ms",
                 "check_invariants",
+                "tls_cert_file",
+                "tls_key_file",
+                "tls_ca_file",
+                "plaintext",
+                "admin_token_file",
+                "no_auth",
+                "session_ttl_ms",
             ]))
             .merge(Serialized::defaults(overrides))
             .extract()?;
@@ -172,6 +219,32 @@ impl NodeConfig {
         if self.forward_timeout_ms < 100 {
             anyhow::bail!("forward_timeout_ms: must be at least 100");
         }
+        self.validate_security()
+    }
+
+    /// TLS or plaintext, a token or no authentication: each chosen explicitly.
+    fn validate_security(&self) -> anyhow::Result<()> {
+        let tls = [&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file];
+        match (tls.iter().filter(|f| f.is_some()).count(), self.plaintext) {
+            (0, false) => anyhow::bail!(
+                "tls_cert_file: no TLS certificate is configured; give tls_cert_file, tls_key_file and tls_ca_file \
+                 (see `collective certs generate`), or choose plaintext for local development"
+            ),
+            (3, true) => anyhow::bail!("plaintext: chosen together with TLS certificates; choose one"),
+            (1 | 2, _) => anyhow::bail!("tls_cert_file: tls_cert_file, tls_key_file and tls_ca_file go together"),
+            _ => {}
+        }
+        match (&self.admin_token_file, self.no_auth) {
+            (None, false) => anyhow::bail!(
+                "admin_token_file: no administrator token is configured; give admin_token_file, or choose no_auth \
+                 for local development"
+            ),
+            (Some(_), true) => anyhow::bail!("no_auth: chosen together with admin_token_file; choose one"),
+            _ => {}
+        }
+        if !(60_000..=30 * 24 * 3_600_000).contains(&self.session_ttl_ms) {
+            anyhow::bail!("session_ttl_ms: must be within 60000 (a minute) and 2592000000 (30 days)");
+        }
         Ok(())
     }
 
@@ -212,7 +285,8 @@ mod tests {
         let file = dir.join("node.toml");
         std::fs::write(
             &file,
-            "id = 2\ngrpc_addr = \"127.0.0.1:7102\"\ninitial_cluster = \"1=127.0.0.1:7101,2=127.0.0.1:7102\"\n",
+            "id = 2\ngrpc_addr = \"127.0.0.1:7102\"\ninitial_cluster = \"1=127.0.0.1:7101,2=127.0.0.1:7102\"\n\
+             plaintext = true\nno_auth = true\n",
         )
         .unwrap();
         let overrides = Overrides { grpc_addr: Some("127.0.0.1:7202".into()), ..Overrides::default() };
@@ -249,6 +323,32 @@ mod tests {
         assert!(bad(|c| c.election_timeout_max_ms = 900).starts_with("election_timeout_max_ms"));
         assert!(bad(|c| c.snapshot_after_entries = 5).starts_with("snapshot_after_entries"));
         assert!(bad(|c| c.watch_history_events_max = 1).starts_with("watch_history_events_max"));
+        // Transport and authentication are each chosen explicitly.
+        assert!(bad(|c| c.no_auth = true).starts_with("tls_cert_file: no TLS certificate"));
+        assert!(bad(|c| {
+            c.plaintext = true;
+            c.tls_ca_file = Some("ca.pem".into());
+        })
+        .contains("go together"));
+        assert!(bad(|c| c.plaintext = true).starts_with("admin_token_file: no administrator token"));
+        assert!(bad(|c| {
+            c.plaintext = true;
+            c.no_auth = true;
+            c.admin_token_file = Some("token".into());
+        })
+        .starts_with("no_auth"));
+        assert!(bad(|c| {
+            c.plaintext = true;
+            c.no_auth = true;
+            c.session_ttl_ms = 5;
+        })
+        .starts_with("session_ttl_ms"));
+        let mut development = NodeConfig { plaintext: true, no_auth: true, ..NodeConfig::default() };
+        assert!(development.validate().is_ok());
+        development.tls_cert_file = Some("node.pem".into());
+        development.tls_key_file = Some("node.key".into());
+        development.tls_ca_file = Some("ca.pem".into());
+        assert!(development.validate().unwrap_err().to_string().starts_with("plaintext"));
     }
 }
 

@@ -10,11 +10,13 @@
 //! - [`history`]: the presence history index in RocksDB (past presence, availability, durations).
 //! - [`network`]: the Raft transport over tonic; [`raft_service`]: its server side.
 //! - [`node`]: one member: stamping, proposing, forwarding, read barriers, bootstrap.
+//! - [`auth`]: TLS, credentials, the gate every gRPC request passes, certificate generation.
 //! - [`api`]: the client gRPC services and the error mapping.
 //! - [`server`]: wiring gRPC, health, reflection, HTTP probes and metrics.
 //! - [`cli`]: the etcdctl-style command line and `bench`.
 
 pub mod api;
+pub mod auth;
 pub mod bundle;
 pub mod cli;
 pub mod config;

@@ -17,7 +17,10 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::environment::Connect;
 use crate::raft_types::{NodeId, TypeConfig};
@@ -33,17 +36,41 @@ pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// Most cached peer channels (peers come and go with membership changes).
 pub const PEER_CHANNELS_MAX: usize = 64;
 
+/// Adds the peer token (when authentication is on) to every Raft RPC a member sends.
+#[derive(Clone)]
+pub struct PeerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for PeerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A Raft RPC client to one peer.
+pub type PeerClient = RaftClient<InterceptedService<Channel, PeerToken>>;
+
 /// One lazily connected channel per peer address, shared by the Raft transport and forwarding.
 /// A lazy tonic channel reconnects by itself on its next use after a failure.
 pub struct Peers {
     channels: Mutex<BTreeMap<String, Channel>>,
     connect: Connect,
+    /// TLS towards peers (the cluster CA, this node's certificate), when the cluster uses TLS.
+    tls: Option<ClientTlsConfig>,
+    token: PeerToken,
 }
 
 impl Peers {
-    /// No channels yet; `connect` opens them (TCP, or the simulated network).
-    pub fn new(connect: Connect) -> Peers {
-        Peers { channels: Mutex::new(BTreeMap::new()), connect }
+    /// No channels yet; `connect` opens them (TCP, or the simulated network), over TLS when
+    /// `tls` is given, sending `peer_token` on Raft RPCs when given.
+    pub fn new(connect: Connect, tls: Option<ClientTlsConfig>, peer_token: Option<&str>) -> anyhow::Result<Peers> {
+        let token = peer_token
+            .map(|token| format!("Bearer {token}").parse::<MetadataValue<Ascii>>())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("peer token: {e}"))?;
+        Ok(Peers { channels: Mutex::new(BTreeMap::new()), connect, tls, token: PeerToken(token) })
     }
 
     /// The channel to `addr` (host:port), created on first use.
@@ -52,7 +79,12 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -66,8 +98,8 @@ impl Peers {
     }
 
     /// A Raft RPC client to `addr`.
-    pub fn client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
-        Ok(RaftClient::new(self.channel(addr)?)
+    pub fn client(&self, addr: &str) -> Result<PeerClient, tonic::transport::Error> {
+        Ok(RaftClient::with_interceptor(self.channel(addr)?, self.token.clone())
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
     }
@@ -105,7 +137,7 @@ fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<Node
 }
 
 impl Connection {
-    fn client<E: std::error::Error>(&self) -> Result<RaftClient<Channel>, RPCError<NodeId, BasicNode, E>> {
+    fn client<E: std::error::Error>(&self) -> Result<PeerClient, RPCError<NodeId, BasicNode, E>> {
         self.peers.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 

@@ -13,6 +13,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
+use crate::auth::Security;
 use crate::config::NodeConfig;
 use crate::environment::Environment;
 use crate::history::HistoryStore;
@@ -59,6 +60,8 @@ pub struct Node {
     pub config: NodeConfig,
     /// Channels to peers (also used for forwarding).
     pub peers: Arc<Peers>,
+    /// TLS material and credentials (see `auth`).
+    pub security: Arc<Security>,
     /// Commands waiting for the proposer task (leader only).
     proposals: mpsc::Sender<Pending>,
     /// Writers waiting for their command's outcome (queued or proposed), bounded.
@@ -99,7 +102,13 @@ impl Node {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate()?);
-        let peers = Arc::new(Peers::new(environment.connect.clone()));
+        let security = Arc::new(Security::load(&config)?);
+        let peer_token = security.auth.as_ref().map(|auth| auth.peer_token().to_string());
+        let peers = Arc::new(Peers::new(
+            environment.connect.clone(),
+            security.tls.as_ref().map(|tls| tls.client()),
+            peer_token.as_deref(),
+        )?);
         let network = Network { peers: peers.clone() };
         let raft = Raft::new(config.id, raft_config, network, log_store, state_machine).await?;
         let (proposals, queue) = mpsc::channel(PROPOSALS_QUEUED_MAX);
@@ -109,6 +118,7 @@ impl Node {
             shared,
             config,
             peers,
+            security,
             proposals,
             waiting: Arc::new(PendingTable::new(PROPOSALS_QUEUED_MAX)),
             environment,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use collective_proto::raft::raft_server::RaftServer;
+use collective_proto::v1::auth_server::AuthServer;
 use collective_proto::v1::cluster_server::ClusterServer;
 use collective_proto::v1::config_server::ConfigServer;
 use collective_proto::v1::directory_server::DirectoryServer;
@@ -18,6 +19,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
 
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::config::ConfigService;
 use crate::api::directory::DirectoryService;
@@ -26,6 +28,7 @@ use crate::api::messages::MessagesService;
 use crate::api::notes::NotesService;
 use crate::api::presence::PresenceService;
 use crate::api::routing::RoutingService;
+use crate::auth::gate::GateLayer;
 use crate::config::NodeConfig;
 use crate::network::PEER_MESSAGE_BYTES_MAX;
 use crate::node::Node;
@@ -36,6 +39,7 @@ pub const GRPC_CONCURRENT_STREAMS_MAX: u32 = 1_024;
 
 /// Starts a node and serves it until the process ends.
 pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    crate::auth::tls::install_crypto_provider();
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let grpc_listener = tokio::net::TcpListener::bind(&config.grpc_addr)
         .await
@@ -72,9 +76,16 @@ where
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let grpc = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &node.security.tls {
+        server = server.tls_config(tls.server())?;
+    }
+    let grpc = server
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .max_concurrent_streams(GRPC_CONCURRENT_STREAMS_MAX)
+        // Every request passes the gate before its service (auth::gate).
+        .layer(GateLayer::new(node.clone()))
+        .add_service(AuthServer::new(AuthService { node: node.clone() }))
         .add_service(
             RaftServer::new(RaftService { node: node.clone() })
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)

@@ -11,20 +11,10 @@ use collective_client::{MessageReader, MessageWriter};
 use collective_proto::v1 as pb;
 use collective_proto::v1::messages_client::MessagesClient;
 use collective_proto::v1::notes_client::NotesClient;
-use common::{reason, site, Cluster};
+use common::{http_get, reason, site, Cluster};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
-
-/// A plain HTTP/1.0 GET (the probes and metrics endpoint).
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
 
 async fn messages(cluster: &Cluster, node: usize) -> MessagesClient<Channel> {
     MessagesClient::new(cluster.channel(node).await)

@@ -51,7 +51,9 @@ async fn single_node(dir: &std::path::Path, shared: Arc<Shared>) -> Raft {
     Raft::new(
         1,
         config,
-        Network { peers: Arc::new(Peers::new(collective::environment::Environment::system().connect)) },
+        Network {
+            peers: Arc::new(Peers::new(collective::environment::Environment::system().connect, None, None).unwrap()),
+        },
         log,
         sm,
     )

@@ -19,3 +19,24 @@ pub mod raft {
 
 /// Encoded `FileDescriptorSet` of every `.proto` file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("collective_descriptor");
+
+/// Writes a message's fields for `Debug`, with the secret ones as `<redacted>`.
+macro_rules! redacted_debug {
+    ($message:ident { $($field:ident),* } secret { $($secret:ident),* }) => {
+        impl std::fmt::Debug for v1::$message {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($message))
+                    $(.field(stringify!($field), &self.$field))*
+                    $(.field(stringify!($secret), &if self.$secret.is_empty() { "" } else { "<redacted>" }))*
+                    .finish()
+            }
+        }
+    };
+}
+
+redacted_debug!(AddSiteRequest { site } secret { password });
+redacted_debug!(CheckSiteRequest { id } secret { password });
+redacted_debug!(ExportRequest { categories } secret { passphrase });
+redacted_debug!(ImportHeader { mode, dry_run } secret { passphrase });
+redacted_debug!(LoginRequest { site } secret { password });
+redacted_debug!(LoginResponse { expires_at_ms, site } secret { token });

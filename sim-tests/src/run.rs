@@ -197,6 +197,8 @@ pub fn run(options: &Options) -> Report {
             forward_timeout_ms: 1_500,
             history_prune_interval_ms: 0,
             check_invariants: true,
+            plaintext: true,
+            no_auth: true,
             ..NodeConfig::default()
         };
         let world = world.clone();

@@ -65,11 +65,8 @@ impl State {
         let user = self.user(username)?;
         let at = self.site(site)?;
         let home = user.home_site == site;
-        let logged_on = self
-            .presence
-            .get(&key_of(username))
-            .and_then(|p| p.logon.as_ref())
-            .is_some_and(|logon| logon.site == site);
+        let logged_on =
+            self.presence.get(&key_of(username)).and_then(|p| p.logon.as_ref()).is_some_and(|logon| logon.site == site);
         Ok(Access {
             home,
             logged_on,
@@ -145,9 +142,7 @@ impl State {
                 Some(request) => own(request.from_site, "a request"),
                 None => Ok(()),
             },
-            Command::CreateNote { site: other, .. } | Command::RemoveNote { site: other, .. } => {
-                own(*other, "a note")
-            }
+            Command::CreateNote { site: other, .. } | Command::RemoveNote { site: other, .. } => own(*other, "a note"),
             // Notes carry call data between sites: any site may update one (SPEC "Notes").
             Command::UpdateNoteAttribute { .. } => Ok(()),
             Command::RouteInteraction(request) => own(request.origin_site, "a call arriving"),

@@ -38,8 +38,8 @@ pub mod user;
 pub mod validate;
 pub mod workgroup;
 
-pub use catalog::{StatusDef, StatusGroup};
 pub use authorize::Access;
+pub use catalog::{StatusDef, StatusGroup};
 pub use command::{Batch, Command, Envelope, Principal, Proposal, SiteSpec};
 pub use directory::{Entry, Resolution, SearchQuery};
 pub use event::{Event, EventRecord};

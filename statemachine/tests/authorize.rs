@@ -137,7 +137,8 @@ fn a_site_changes_directory_entries_only_of_its_home_users() {
 #[test]
 fn collective_wide_configuration_needs_an_administrator_or_a_master_administrator_site() {
     let mut state = world();
-    let workgroup = || Command::AddWorkgroup { name: "Sales".into(), spans_sites: true, required_skills: BTreeMap::new() };
+    let workgroup =
+        || Command::AddWorkgroup { name: "Sales".into(), spans_sites: true, required_skills: BTreeMap::new() };
     for command in [
         workgroup(),
         Command::SetSiteActive { site: 2, active: false },
@@ -171,7 +172,10 @@ fn a_site_acts_only_for_its_own_lease_messages_notes_and_calls() {
     denied(apply(&mut state, Principal::Site(1), note(2)));
     apply(&mut state, Principal::Site(2), note(2)).unwrap();
 
-    admin(&mut state, Command::AddWorkgroup { name: "Support".into(), spans_sites: true, required_skills: BTreeMap::new() });
+    admin(
+        &mut state,
+        Command::AddWorkgroup { name: "Support".into(), spans_sites: true, required_skills: BTreeMap::new() },
+    );
     admin(&mut state, Command::AddWorkgroupMember { workgroup: "support".into(), username: "bob".into() });
     let route = |origin_site| {
         Command::RouteInteraction(RouteRequest {

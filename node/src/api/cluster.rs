@@ -12,6 +12,9 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use crate::node::Node;
 
+/// How long `MemberAdd` waits for the new learner to receive the entry that added it.
+pub const LEARNER_CATCH_UP_MS: u64 = 10_000;
+
 /// Serves cluster administration.
 pub struct ClusterService {
     /// The node.
@@ -106,12 +109,36 @@ impl Cluster for ClusterService {
                 ApiError::Rejected(collective_statemachine::Rejection::exists("member", "id", request.id)).into()
             );
         }
-        // Blocking: returns once the learner has caught up with the log.
-        self.node
+        let id = request.id;
+        let added = self
+            .node
             .raft
-            .add_learner(request.id, BasicNode { addr: request.addr }, true)
+            .add_learner(id, BasicNode { addr: request.addr.clone() }, false)
             .await
             .map_err(membership_error)?;
+        // Returns once the learner has the membership entry that added it. openraft's own
+        // "blocking" add gives up after 500 ms and reports success anyway, so the wait is here.
+        let caught_up = self
+            .node
+            .raft
+            .wait(Some(std::time::Duration::from_millis(LEARNER_CATCH_UP_MS)))
+            .metrics(
+                |metrics| {
+                    let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
+                    matched.is_some_and(|log_id| log_id.index >= added.log_id.index)
+                },
+                "the new learner has the entry that added it",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(ApiError::Unavailable(format!(
+                "member {id} was added as a learner at {} but has not caught up within {LEARNER_CATCH_UP_MS} ms: \
+                 is it running and reachable there (with a certificate of this cluster's CA, when TLS is on)? \
+                 Remove it with `member remove {id}` or wait for it",
+                request.addr
+            ))
+            .into());
+        }
         Ok(Response::new(self.members()))
     }
 

@@ -17,7 +17,7 @@ use collective_proto::v1::config_server::Config;
 use collective_statemachine::config::{
     Category, ConfigSet, ImportMode, RouteCost, SiteNote, WorkgroupConfig, WorkgroupSettings,
 };
-use collective_statemachine::{self as sm, Command};
+use collective_statemachine::{self as sm, Command, Principal};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -234,7 +234,12 @@ fn plan_response(plan: sm::config::ImportPlan, set: &ConfigSet, revision: u64, a
 
 /// Stages the set in parts (each one log entry of about a megabyte) and commits it (one entry
 /// that applies all of it); on any failure the staging is discarded.
-async fn stage_and_commit(node: &Node, mode: ImportMode, set: &ConfigSet) -> Result<u64, ApiError> {
+async fn stage_and_commit(
+    node: &Node,
+    principal: &Principal,
+    mode: ImportMode,
+    set: &ConfigSet,
+) -> Result<u64, ApiError> {
     let import_id = format!("import-{:016x}", rand::random::<u64>());
     let parts = set.split();
     let result = async {
@@ -244,15 +249,15 @@ async fn stage_and_commit(node: &Node, mode: ImportMode, set: &ConfigSet) -> Res
                 part: part as u32,
                 config: Box::new(config.clone()),
             };
-            node.write(principal(), command).await?;
+            node.write(principal.clone(), command).await?;
         }
         let commit = Command::CommitImport { import_id: import_id.clone(), parts: parts.len() as u32, mode };
-        node.write(principal(), commit).await.map(|applied| applied.revision)
+        node.write(principal.clone(), commit).await.map(|applied| applied.revision)
     }
     .await;
     if result.is_err() {
         // Best effort: an abandoned staging also expires on its own.
-        let _ = node.write(principal(), Command::AbortImport { import_id }).await;
+        let _ = node.write(principal.clone(), Command::AbortImport { import_id }).await;
     }
     result
 }
@@ -293,6 +298,7 @@ impl Config for ConfigService {
         &self,
         request: Request<Streaming<pb::ImportChunk>>,
     ) -> Result<Response<pb::ImportResponse>, Status> {
+        let principal = principal(&request)?;
         let _running = IMPORTS_RUNNING.try_acquire().map_err(|_| {
             ApiError::Rejected(sm::Rejection::LimitReached { what: "imports running on this node".into(), limit: 1 })
         })?;
@@ -344,7 +350,7 @@ impl Config for ConfigService {
         // task finishes, or aborts the staging, whatever happens to the call).
         let node = self.node.clone();
         let staged_set = set.clone();
-        let revision = tokio::spawn(async move { stage_and_commit(&node, mode, &staged_set).await })
+        let revision = tokio::spawn(async move { stage_and_commit(&node, &principal, mode, &staged_set).await })
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         Ok(Response::new(plan_response(plan, &set, revision, true)))

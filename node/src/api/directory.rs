@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
 use collective_proto::v1 as pb;
 use collective_proto::v1::directory_server::Directory;
 use collective_statemachine::lease::LEASE_TTL_MS_DEFAULT;
-use collective_statemachine::{limits, user::key_of, Command, SearchQuery, SiteSpec, TrustedAccess};
+use collective_statemachine::{limits, user::key_of, Command, Principal, SearchQuery, SiteSpec, TrustedAccess};
 use tonic::{Request, Response, Status};
 
+use super::auth::check_site_password;
 use super::convert;
 use super::error::ApiError;
 use super::{principal, read};
@@ -25,8 +26,8 @@ pub struct DirectoryService {
 type Reply<T> = Result<Response<T>, Status>;
 
 impl DirectoryService {
-    async fn write(&self, command: Command) -> Reply<pb::WriteResponse> {
-        let applied = self.node.write(principal(), command).await?;
+    async fn write(&self, principal: Principal, command: Command) -> Reply<pb::WriteResponse> {
+        let applied = self.node.write(principal, command).await?;
         Ok(Response::new(convert::write_response(applied)))
     }
 }
@@ -51,6 +52,7 @@ pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, ApiError
 #[tonic::async_trait]
 impl Directory for DirectoryService {
     async fn add_site(&self, request: Request<pb::AddSiteRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let site = request.site.ok_or_else(|| ApiError::invalid("site", "is required"))?;
         collective_statemachine::validate::site_id("site.id", site.id).map_err(ApiError::from)?;
@@ -62,26 +64,30 @@ impl Directory for DirectoryService {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         let access = site.trusted_access.unwrap_or_default();
-        self.write(Command::AddSite(SiteSpec {
-            id: site.id,
-            name: site.name,
-            phone: site.phone,
-            password_hash,
-            note_id_dial_string: site.note_id_dial_string,
-            active: site.active,
-            servers: site.servers,
-            trusted_access: TrustedAccess {
-                publish_handlers: access.publish_handlers,
-                manage_handlers: access.manage_handlers,
-                master_administrator: access.master_administrator,
-            },
-        }))
+        self.write(
+            principal,
+            Command::AddSite(SiteSpec {
+                id: site.id,
+                name: site.name,
+                phone: site.phone,
+                password_hash,
+                note_id_dial_string: site.note_id_dial_string,
+                active: site.active,
+                servers: site.servers,
+                trusted_access: TrustedAccess {
+                    publish_handlers: access.publish_handlers,
+                    manage_handlers: access.manage_handlers,
+                    master_administrator: access.master_administrator,
+                },
+            }),
+        )
         .await
     }
 
     async fn set_site_active(&self, request: Request<pb::SetSiteActiveRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::SetSiteActive { site: request.id, active: request.active }).await
+        self.write(principal, Command::SetSiteActive { site: request.id, active: request.active }).await
     }
 
     async fn get_site(&self, request: Request<pb::GetSiteRequest>) -> Reply<pb::Site> {
@@ -102,7 +108,32 @@ impl Directory for DirectoryService {
         Ok(Response::new(response))
     }
 
+    async fn check_trusted_access(
+        &self,
+        request: Request<pb::CheckTrustedAccessRequest>,
+    ) -> Reply<pb::CheckTrustedAccessResponse> {
+        let request = request.into_inner();
+        collective_statemachine::validate::site_id("site", request.site).map_err(ApiError::from)?;
+        if request.username.is_empty() {
+            return Err(ApiError::invalid("username", "is required").into());
+        }
+        let (access, home_site) = read(&self.node, request.serializable, |state| {
+            let access = state.trusted_access(&request.username, request.site)?;
+            Ok((access, state.user(&request.username)?.home_site))
+        })
+        .await?;
+        Ok(Response::new(pb::CheckTrustedAccessResponse {
+            home: access.home,
+            logged_on: access.logged_on,
+            publish_handlers: access.publish_handlers,
+            manage_handlers: access.manage_handlers,
+            master_administrator: access.master_administrator,
+            home_site,
+        }))
+    }
+
     async fn check_site(&self, request: Request<pb::CheckSiteRequest>) -> Reply<pb::CheckSiteResponse> {
+        let source = request.remote_addr().map(|addr| addr.ip());
         let request = request.into_inner();
         collective_statemachine::validate::site_id("id", request.id).map_err(ApiError::from)?;
         let found = read(&self.node, false, |state| {
@@ -115,18 +146,8 @@ impl Directory for DirectoryService {
                 ..Default::default()
             }));
         };
-        let hash = site.password_hash.clone();
-        let password = request.password;
-        let password_ok = self
-            .node
-            .environment
-            .blocking(move || {
-                PasswordHash::new(&hash)
-                    .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-                    .unwrap_or(false)
-            })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let hash = Some(site.password_hash.clone());
+        let password_ok = check_site_password(&self.node, site.id, hash, request.password, source).await?;
         // Whether the lease is alive is a question about now: the edge clock answers it, even
         // before the Tick that will end an overdue lease is applied.
         let now_ms = self.node.now_ms();
@@ -161,30 +182,36 @@ impl Directory for DirectoryService {
     }
 
     async fn change_site_id(&self, request: Request<pb::ChangeSiteIdRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::ChangeSiteId { old: request.old, new: request.new }).await
+        self.write(principal, Command::ChangeSiteId { old: request.old, new: request.new }).await
     }
 
     async fn grant_lease(&self, request: Request<pb::GrantLeaseRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let ttl_ms = if request.ttl_ms == 0 { LEASE_TTL_MS_DEFAULT } else { request.ttl_ms };
-        self.write(Command::GrantLease { site: request.site, ttl_ms }).await
+        self.write(principal, Command::GrantLease { site: request.site, ttl_ms }).await
     }
 
     async fn keep_alive(&self, request: Request<pb::KeepAliveRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::KeepAlive { site: request.into_inner().site }).await
+        let principal = principal(&request)?;
+        self.write(principal, Command::KeepAlive { site: request.into_inner().site }).await
     }
 
     async fn revoke_lease(&self, request: Request<pb::RevokeLeaseRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::RevokeLease { site: request.into_inner().site }).await
+        let principal = principal(&request)?;
+        self.write(principal, Command::RevokeLease { site: request.into_inner().site }).await
     }
 
     async fn add_user(&self, request: Request<pb::UserRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::AddUser(convert::user_spec(request.into_inner().user)?)).await
+        let principal = principal(&request)?;
+        self.write(principal, Command::AddUser(convert::user_spec(request.into_inner().user)?)).await
     }
 
     async fn update_user(&self, request: Request<pb::UserRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::UpdateUser(convert::user_spec(request.into_inner().user)?)).await
+        let principal = principal(&request)?;
+        self.write(principal, Command::UpdateUser(convert::user_spec(request.into_inner().user)?)).await
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Reply<pb::DirectoryEntry> {
@@ -202,21 +229,27 @@ impl Directory for DirectoryService {
     }
 
     async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::DeleteUser { username: request.into_inner().username }).await
+        let principal = principal(&request)?;
+        self.write(principal, Command::DeleteUser { username: request.into_inner().username }).await
     }
 
     async fn add_workgroup(&self, request: Request<pb::AddWorkgroupRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let workgroup = request.into_inner().workgroup.ok_or_else(|| ApiError::invalid("workgroup", "is required"))?;
-        self.write(Command::AddWorkgroup {
-            name: workgroup.name,
-            spans_sites: workgroup.spans_sites,
-            required_skills: workgroup.required_skills.into_iter().collect(),
-        })
+        self.write(
+            principal,
+            Command::AddWorkgroup {
+                name: workgroup.name,
+                spans_sites: workgroup.spans_sites,
+                required_skills: workgroup.required_skills.into_iter().collect(),
+            },
+        )
         .await
     }
 
     async fn delete_workgroup(&self, request: Request<pb::DeleteWorkgroupRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::DeleteWorkgroup { name: request.into_inner().name }).await
+        let principal = principal(&request)?;
+        self.write(principal, Command::DeleteWorkgroup { name: request.into_inner().name }).await
     }
 
     async fn list_workgroups(&self, request: Request<pb::ListWorkgroupsRequest>) -> Reply<pb::ListWorkgroupsResponse> {
@@ -232,13 +265,20 @@ impl Directory for DirectoryService {
     }
 
     async fn add_workgroup_member(&self, request: Request<pb::WorkgroupMemberRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::AddWorkgroupMember { workgroup: request.workgroup, username: request.username }).await
+        self.write(principal, Command::AddWorkgroupMember { workgroup: request.workgroup, username: request.username })
+            .await
     }
 
     async fn remove_workgroup_member(&self, request: Request<pb::WorkgroupMemberRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::RemoveWorkgroupMember { workgroup: request.workgroup, username: request.username }).await
+        self.write(
+            principal,
+            Command::RemoveWorkgroupMember { workgroup: request.workgroup, username: request.username },
+        )
+        .await
     }
 
     async fn list_statuses(&self, request: Request<pb::ListStatusesRequest>) -> Reply<pb::ListStatusesResponse> {
@@ -251,7 +291,8 @@ impl Directory for DirectoryService {
     }
 
     async fn put_status(&self, request: Request<pb::PutStatusRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::PutStatusDef(convert::status_def_spec(request.into_inner().status)?)).await
+        let principal = principal(&request)?;
+        self.write(principal, Command::PutStatusDef(convert::status_def_spec(request.into_inner().status)?)).await
     }
 
     async fn search(&self, request: Request<pb::SearchRequest>) -> Reply<pb::SearchResponse> {

@@ -9,7 +9,7 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::messages_server::Messages;
 use collective_statemachine::messaging::{Delivery, Destination, MessageKind, QueueLimits};
 use collective_statemachine::validate::site_id;
-use collective_statemachine::{Command, Event, EventRecord, Rejection};
+use collective_statemachine::{Command, Event, EventRecord, Principal, Rejection};
 use collective_sync::hub::{Compacted, Hub, SubscribeError, Subscription};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -76,6 +76,8 @@ impl Filters {
 /// the state stays bounded without waiting for the request's expiry.
 struct CloseOnDrop {
     node: Arc<Node>,
+    /// The requester, who closes its own request.
+    principal: Principal,
     correlation_id: u64,
     armed: bool,
 }
@@ -84,18 +86,18 @@ impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         // Outside a runtime (the process is shutting down) the request just expires.
         if let (true, Ok(runtime)) = (self.armed, tokio::runtime::Handle::try_current()) {
-            let (node, correlation_id) = (self.node.clone(), self.correlation_id);
+            let (node, correlation_id, principal) = (self.node.clone(), self.correlation_id, self.principal.clone());
             runtime.spawn(async move {
                 let command = Command::CloseRequest { correlation_id, reason: "abandoned".into() };
-                let _ = node.write(principal(), command).await;
+                let _ = node.write(principal, command).await;
             });
         }
     }
 }
 
 impl MessagesService {
-    async fn send(&self, command: Command) -> Reply<pb::SendResult> {
-        let applied = self.node.write(principal(), command).await?;
+    async fn send(&self, principal: Principal, command: Command) -> Reply<pb::SendResult> {
+        let applied = self.node.write(principal, command).await?;
         Ok(Response::new(pb::SendResult { revision: applied.revision, message_ids: message_ids(&applied) }))
     }
 
@@ -143,20 +145,25 @@ impl MessagesService {
 #[tonic::async_trait]
 impl Messages for MessagesService {
     async fn send_event(&self, request: Request<pb::SendEventRequest>) -> Reply<pb::SendResult> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let to = if request.to_site == 0 { Destination::AllOthers } else { Destination::Site(request.to_site) };
-        self.send(Command::SendMessage {
-            from_site: request.from_site,
-            to,
-            object_id: request.object_id,
-            event_id: request.event_id,
-            kind: MessageKind::Event,
-            elements: convert::elements_in(request.elements, "elements")?,
-        })
+        self.send(
+            principal,
+            Command::SendMessage {
+                from_site: request.from_site,
+                to,
+                object_id: request.object_id,
+                event_id: request.event_id,
+                kind: MessageKind::Event,
+                elements: convert::elements_in(request.elements, "elements")?,
+            },
+        )
         .await
     }
 
     async fn send_request(&self, request: Request<pb::SendRequestRequest>) -> Reply<pb::SendRequestResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         if request.to_site == 0 {
             return Err(ApiError::invalid("to_site", "a request goes to one site (not 0, which means *)").into());
@@ -171,12 +178,13 @@ impl Messages for MessagesService {
         };
         // Subscribed before sending: the response cannot slip past unseen.
         let mut subscription = Hub::subscribe(&self.node.shared.events, None).map_err(subscribe_error)?;
-        let applied = self.node.write(principal(), command).await?;
+        let applied = self.node.write(principal.clone(), command).await?;
         let correlation_id = message_ids(&applied)
             .first()
             .copied()
             .ok_or_else(|| ApiError::Internal("a request was applied without queueing its message".into()))?;
-        let mut guard = CloseOnDrop { node: self.node.clone(), correlation_id, armed: true };
+        let mut guard =
+            CloseOnDrop { node: self.node.clone(), principal: principal.clone(), correlation_id, armed: true };
         let waited = if request.timeout_ms == 0 {
             Some(self.wait_for_response(&mut subscription, correlation_id).await)
         } else {
@@ -195,22 +203,26 @@ impl Messages for MessagesService {
         guard.armed = false;
         // Best effort: an unclosed request still expires after its timeout and grace.
         let close = Command::CloseRequest { correlation_id, reason: reason.into() };
-        if let Err(error) = self.node.write(principal(), close).await {
+        if let Err(error) = self.node.write(principal, close).await {
             tracing::debug!(%error, correlation_id, "closing a request");
         }
         Ok(Response::new(pb::SendRequestResponse { correlation_id, timed_out: response.is_none(), response }))
     }
 
     async fn send_response(&self, request: Request<pb::SendResponseRequest>) -> Reply<pb::SendResult> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.send(Command::SendMessage {
-            from_site: request.from_site,
-            to: Destination::Site(request.response_destination),
-            object_id: "response".into(),
-            event_id: "response".into(),
-            kind: MessageKind::Response { correlation_id: request.correlation_id },
-            elements: convert::elements_in(request.elements, "elements")?,
-        })
+        self.send(
+            principal,
+            Command::SendMessage {
+                from_site: request.from_site,
+                to: Destination::Site(request.response_destination),
+                object_id: "response".into(),
+                event_id: "response".into(),
+                kind: MessageKind::Response { correlation_id: request.correlation_id },
+                elements: convert::elements_in(request.elements, "elements")?,
+            },
+        )
         .await
     }
 
@@ -283,9 +295,9 @@ impl Messages for MessagesService {
     }
 
     async fn ack(&self, request: Request<pb::AckRequest>) -> Reply<pb::AckResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        let applied =
-            self.node.write(principal(), Command::AckMessages { site: request.site, ids: request.ids }).await?;
+        let applied = self.node.write(principal, Command::AckMessages { site: request.site, ids: request.ids }).await?;
         let removed = applied
             .events
             .iter()
@@ -328,9 +340,10 @@ impl Messages for MessagesService {
     }
 
     async fn set_queue_limits(&self, request: Request<pb::QueueLimits>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let limits = request.into_inner();
         let command = Command::SetQueueLimits(QueueLimits { messages: limits.messages, bytes: limits.bytes });
-        let applied = self.node.write(principal(), command).await?;
+        let applied = self.node.write(principal, command).await?;
         Ok(Response::new(convert::write_response(applied)))
     }
 }

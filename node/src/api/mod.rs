@@ -5,6 +5,7 @@
 //! - [`directory`], [`presence`], [`history`], [`cluster`], [`messages`], [`notes`], [`routing`]:
 //!   the services.
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod convert;
@@ -18,13 +19,28 @@ pub mod routing;
 
 use collective_statemachine::{Principal, State};
 
+use crate::auth::Authenticated;
 use crate::node::Node;
 use error::ApiError;
 
-/// The principal of client requests until authentication lands (issue "Security"): every caller
-/// is treated as the local administrator.
-pub fn principal() -> Principal {
-    Principal::Admin("admin".to_string())
+/// The principal a request's commands are recorded under, as the gate (`auth::gate`)
+/// authenticated it.
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> {
+    let authenticated = authenticated(request)?;
+    authenticated.caller.principal().ok_or_else(|| {
+        ApiError::Rejected(collective_statemachine::Rejection::PermissionDenied {
+            reason: format!("{} is a member credential, not a principal", authenticated.caller),
+        })
+    })
+}
+
+/// The caller of a request, as the gate put it in the request's extensions.
+pub fn authenticated<T>(request: &tonic::Request<T>) -> Result<Authenticated, ApiError> {
+    request
+        .extensions()
+        .get::<Authenticated>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("the request did not pass the authentication gate".into()))
 }
 
 /// Runs `read` over the applied state after the read barrier.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use collective_proto::v1 as pb;
 use collective_proto::v1::notes_server::Notes;
 use collective_statemachine::messaging::{Attribute, UpdateOp};
-use collective_statemachine::{Command, Rejection};
+use collective_statemachine::{Command, Principal, Rejection};
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -23,8 +23,8 @@ pub struct NotesService {
 type Reply<T> = Result<Response<T>, Status>;
 
 impl NotesService {
-    async fn write(&self, command: Command) -> Reply<pb::WriteResponse> {
-        let applied = self.node.write(principal(), command).await?;
+    async fn write(&self, principal: Principal, command: Command) -> Reply<pb::WriteResponse> {
+        let applied = self.node.write(principal, command).await?;
         Ok(Response::new(convert::write_response(applied)))
     }
 }
@@ -32,9 +32,10 @@ impl NotesService {
 #[tonic::async_trait]
 impl Notes for NotesService {
     async fn create_note(&self, request: Request<pb::CreateNoteRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let ttl_minutes = (request.ttl_minutes != 0).then_some(request.ttl_minutes);
-        self.write(Command::CreateNote { site: request.site, name: request.name, ttl_minutes }).await
+        self.write(principal, Command::CreateNote { site: request.site, name: request.name, ttl_minutes }).await
     }
 
     async fn get_note(&self, request: Request<pb::GetNoteRequest>) -> Reply<pb::Note> {
@@ -78,6 +79,7 @@ impl Notes for NotesService {
     }
 
     async fn update_attribute(&self, request: Request<pb::UpdateAttributeRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let op = match request.op.as_str() {
             "append" => UpdateOp::Append,
@@ -86,19 +88,23 @@ impl Notes for NotesService {
             other => return Err(ApiError::invalid("op", format!("{other:?} is not append, replace or remove")).into()),
         };
         let values: Attribute = convert::attribute_in(request.values, "values")?;
-        self.write(Command::UpdateNoteAttribute {
-            site: request.site,
-            name: request.name,
-            attribute: request.attribute,
-            op,
-            values,
-        })
+        self.write(
+            principal,
+            Command::UpdateNoteAttribute {
+                site: request.site,
+                name: request.name,
+                attribute: request.attribute,
+                op,
+                values,
+            },
+        )
         .await
     }
 
     async fn remove_note(&self, request: Request<pb::NoteRef>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::RemoveNote { site: request.site, name: request.name }).await
+        self.write(principal, Command::RemoveNote { site: request.site, name: request.name }).await
     }
 
     async fn list_notes(&self, request: Request<pb::ListNotesRequest>) -> Reply<pb::ListNotesResponse> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use collective_proto::v1 as pb;
 use collective_proto::v1::presences_server::Presences;
-use collective_statemachine::{user::key_of, Command, EventRecord, SearchQuery, State};
+use collective_statemachine::{user::key_of, Command, EventRecord, Principal, SearchQuery, State};
 use collective_sync::hub::{Hub, SubscribeError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,8 +36,8 @@ impl PresenceService {
         PresenceService { node }
     }
 
-    async fn write(&self, command: Command) -> Result<Response<pb::WriteResponse>, Status> {
-        let applied = self.node.write(principal(), command).await?;
+    async fn write(&self, principal: Principal, command: Command) -> Result<Response<pb::WriteResponse>, Status> {
+        let applied = self.node.write(principal, command).await?;
         Ok(Response::new(convert::write_response(applied)))
     }
 }
@@ -82,13 +82,17 @@ type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Event, Sta
 #[tonic::async_trait]
 impl Presences for PresenceService {
     async fn set_status(&self, request: Request<pb::SetStatusRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::SetStatus {
-            username: request.username,
-            status_key: request.status_key,
-            until_ms: request.until_ms,
-            detail: request.detail,
-        })
+        self.write(
+            principal,
+            Command::SetStatus {
+                username: request.username,
+                status_key: request.status_key,
+                until_ms: request.until_ms,
+                detail: request.detail,
+            },
+        )
         .await
     }
 
@@ -140,35 +144,47 @@ impl Presences for PresenceService {
     }
 
     async fn log_on(&self, request: Request<pb::LogOnRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::LogOn { username: request.username, site: request.site, server: request.server }).await
+        self.write(principal, Command::LogOn { username: request.username, site: request.site, server: request.server })
+            .await
     }
 
     async fn log_off(&self, request: Request<pb::LogOffRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let reason = if request.reason.is_empty() {
             collective_statemachine::state::LOGOFF_REASON_USER.to_string()
         } else {
             request.reason
         };
-        self.write(Command::LogOff { username: request.username, reason }).await
+        self.write(principal, Command::LogOff { username: request.username, reason }).await
     }
 
     async fn start_interaction(
         &self,
         request: Request<pb::InteractionRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::StartInteraction { username: request.username, interaction_id: request.interaction_id })
-            .await
+        self.write(
+            principal,
+            Command::StartInteraction { username: request.username, interaction_id: request.interaction_id },
+        )
+        .await
     }
 
     async fn end_interaction(
         &self,
         request: Request<pb::InteractionRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::EndInteraction { username: request.username, interaction_id: request.interaction_id }).await
+        self.write(
+            principal,
+            Command::EndInteraction { username: request.username, interaction_id: request.interaction_id },
+        )
+        .await
     }
 
     type WatchStream = EventStream;

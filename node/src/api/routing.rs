@@ -10,7 +10,7 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::routing_server::Routing;
 use collective_statemachine::routing::{Interaction, MediaType, RouteRequest, Stage};
 use collective_statemachine::user::key_of;
-use collective_statemachine::{Command, Event, State};
+use collective_statemachine::{Command, Event, Principal, State};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -40,8 +40,8 @@ type Reply<T> = Result<Response<T>, Status>;
 type StatsStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::StatsResponse, Status>> + Send>>;
 
 impl RoutingService {
-    async fn write(&self, command: Command) -> Reply<pb::WriteResponse> {
-        let applied = self.node.write(principal(), command).await?;
+    async fn write(&self, principal: Principal, command: Command) -> Reply<pb::WriteResponse> {
+        let applied = self.node.write(principal, command).await?;
         Ok(Response::new(convert::write_response(applied)))
     }
 }
@@ -102,6 +102,7 @@ fn stats(state: &State, workgroups: &[String], now_ms: u64) -> Result<pb::StatsR
 #[tonic::async_trait]
 impl Routing for RoutingService {
     async fn route(&self, request: Request<pb::RouteRequest>) -> Reply<pb::RouteResponse> {
+        let principal = principal(&request)?;
         let r = request.into_inner();
         let media = match r.media.as_str() {
             "" => MediaType::Call,
@@ -118,7 +119,7 @@ impl Routing for RoutingService {
             skills: r.skills.into_iter().collect(),
             priority: r.priority,
         });
-        let applied = self.node.write(principal(), command).await?;
+        let applied = self.node.write(principal, command).await?;
         if let Some(interaction) = routed_by(&id, &applied.events) {
             return Ok(Response::new(pb::RouteResponse {
                 revision: applied.revision,
@@ -140,24 +141,30 @@ impl Routing for RoutingService {
     }
 
     async fn accept(&self, request: Request<pb::AcceptRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let agent = (!request.agent.is_empty()).then_some(request.agent);
-        self.write(Command::AcceptInteraction { interaction_id: request.interaction_id, agent }).await
+        self.write(principal, Command::AcceptInteraction { interaction_id: request.interaction_id, agent }).await
     }
 
     async fn reject(&self, request: Request<pb::RejectRequest>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let agent = (!request.agent.is_empty()).then_some(request.agent);
-        self.write(Command::RejectInteraction {
-            interaction_id: request.interaction_id,
-            agent,
-            not_answering: request.not_answering,
-        })
+        self.write(
+            principal,
+            Command::RejectInteraction {
+                interaction_id: request.interaction_id,
+                agent,
+                not_answering: request.not_answering,
+            },
+        )
         .await
     }
 
     async fn cancel(&self, request: Request<pb::InteractionIdRequest>) -> Reply<pb::WriteResponse> {
-        self.write(Command::CancelInteraction { interaction_id: request.into_inner().interaction_id }).await
+        let principal = principal(&request)?;
+        self.write(principal, Command::CancelInteraction { interaction_id: request.into_inner().interaction_id }).await
     }
 
     async fn explain(&self, request: Request<pb::ExplainRequest>) -> Reply<pb::Interaction> {
@@ -290,9 +297,10 @@ impl Routing for RoutingService {
     }
 
     async fn set_settings(&self, request: Request<pb::RoutingSettings>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let settings = convert::routing_settings_in(&request)?;
-        self.write(Command::SetRoutingSettings { workgroup: request.workgroup, settings }).await
+        self.write(principal, Command::SetRoutingSettings { workgroup: request.workgroup, settings }).await
     }
 
     async fn get_settings(&self, request: Request<pb::GetRoutingSettingsRequest>) -> Reply<pb::RoutingSettings> {
@@ -307,7 +315,8 @@ impl Routing for RoutingService {
     }
 
     async fn set_route_cost(&self, request: Request<pb::RouteCost>) -> Reply<pb::WriteResponse> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
-        self.write(Command::SetRouteCost { from: request.from, to: request.to, cost: request.cost }).await
+        self.write(principal, Command::SetRouteCost { from: request.from, to: request.to, cost: request.cost }).await
     }
 }

@@ -12,9 +12,8 @@ use collective_proto::v1::directory_client::DirectoryClient;
 use collective_proto::v1::presences_client::PresencesClient;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use tonic::transport::{Channel, Endpoint};
 
-use super::client::Client;
+use super::client::{Client, Conn};
 use super::output::Format;
 
 /// Site the benchmark's users live at.
@@ -69,11 +68,6 @@ pub enum Target {
     Collective,
     /// An etcd v3 cluster.
     Etcd,
-}
-
-pub(super) async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    let uri = if endpoint.starts_with("http") { endpoint.to_string() } else { format!("http://{endpoint}") };
-    Ok(Endpoint::from_shared(uri)?.tcp_nodelay(true).timeout(Duration::from_secs(10)).connect().await?)
 }
 
 /// Runs a benchmark.
@@ -233,7 +227,7 @@ impl Workload {
 
 /// Where the load goes.
 enum Sink {
-    Collective(PresencesClient<Channel>),
+    Collective(PresencesClient<Conn>),
     /// etcd: one put of the equivalent serialized presence record per change.
     Etcd(Box<etcd_client::KvClient>),
 }
@@ -309,9 +303,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
         Target::Collective => {
             prepare(client, args.users).await?;
             for index in 0..connection_count {
-                sinks.push(Sink::Collective(PresencesClient::new(
-                    connect(&endpoints[index as usize % endpoints.len()]).await?,
-                )));
+                sinks.push(Sink::Collective(PresencesClient::new(client.dedicated(index as usize).await?)));
             }
         }
         Target::Etcd => {

@@ -65,8 +65,8 @@ pub async fn messages(client: &Client, args: MessagesArgs, format: Format) -> an
     create_sites(client, args.sites).await?;
     let endpoints = client.endpoints().to_vec();
     let mut channels = Vec::new();
-    for endpoint in &endpoints {
-        channels.push(super::bench::connect(endpoint).await?);
+    for index in 0..endpoints.len() {
+        channels.push(client.dedicated(index).await?);
     }
     let started_us = now_us();
     let measuring = Arc::new(AtomicBool::new(false));

@@ -15,9 +15,8 @@ use collective_proto::v1::presences_client::PresencesClient;
 use collective_proto::v1::routing_client::RoutingClient;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use tonic::transport::Channel;
 
-use super::client::Client;
+use super::client::{Client, Conn};
 use super::output::Format;
 
 /// The benchmark's sites are numbered from here.
@@ -92,7 +91,7 @@ fn tolerate_existing(result: Result<impl Sized, tonic::Status>) -> Result<(), to
     }
 }
 
-async fn prepare(client: &Client, channel: Channel, args: &RouteArgs) -> anyhow::Result<()> {
+async fn prepare(client: &Client, channel: Conn, args: &RouteArgs) -> anyhow::Result<()> {
     let sites: Vec<u32> = (FIRST_ROUTE_SITE..FIRST_ROUTE_SITE + args.sites).collect();
     for &site in &sites {
         super::bench::ensure_site(client, site, &format!("route-{site}")).await?;
@@ -173,8 +172,8 @@ async fn prepare(client: &Client, channel: Channel, args: &RouteArgs) -> anyhow:
 pub async fn route(client: &Client, args: RouteArgs, format: Format) -> anyhow::Result<()> {
     let endpoints = client.endpoints().to_vec();
     let mut channels = Vec::new();
-    for endpoint in &endpoints {
-        channels.push(super::bench::connect(endpoint).await?);
+    for index in 0..endpoints.len() {
+        channels.push(client.dedicated(index).await?);
     }
     let prepared = Instant::now();
     prepare(client, channels[0].clone(), &args).await?;

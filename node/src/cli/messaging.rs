@@ -273,7 +273,7 @@ pub async fn message(client: &Client, command: MessageCommand, format: Format, t
             } else {
                 Duration::from_millis(wait_ms + timeout_ms)
             };
-            let waiting = Client::new(&client.endpoints().join(","), deadline)?;
+            let waiting = client.with_timeout(deadline);
             let response = waiting
                 .call(|c| {
                     let r = request.clone();
@@ -314,7 +314,7 @@ pub async fn message(client: &Client, command: MessageCommand, format: Format, t
                 })
                 .collect();
             let request = pb::SubscribeRequest { site, filters };
-            let streaming = Client::new(&client.endpoints().join(","), Duration::from_secs(365 * 24 * 3_600))?;
+            let streaming = client.with_timeout(Duration::from_secs(365 * 24 * 3_600));
             let mut stream = streaming
                 .call(|c| {
                     let r = request.clone();

@@ -180,14 +180,14 @@ pub async fn import(client: &Client, args: ImportArgs, format: Format) -> anyhow
 
 /// `collective snapshot …`.
 pub async fn snapshot(
-    endpoints: &str,
+    client: &Client,
     timeout_ms: u64,
     command: SnapshotCommand,
     format: Format,
 ) -> anyhow::Result<()> {
     match command {
         SnapshotCommand::Save { file } => {
-            let client = Client::new(endpoints, std::time::Duration::from_millis(timeout_ms.max(60_000)))?;
+            let client = client.with_timeout(std::time::Duration::from_millis(timeout_ms.max(60_000)));
             let mut stream = client
                 .call(|c| async move {
                     ConfigClient::new(c).max_decoding_message_size(64 << 20).snapshot(pb::SnapshotRequest {}).await

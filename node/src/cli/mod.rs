@@ -9,6 +9,7 @@ pub mod messaging;
 pub mod migrate;
 pub mod output;
 pub mod routing;
+pub mod security;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use collective_proto::v1::presences_client::PresencesClient;
 use tokio_stream::StreamExt;
 
 use crate::config::{NodeConfig, Overrides};
-use client::Client;
+use client::{Client, Transport};
 use output::{print, Format};
 
 /// collective: presence, directory and routing state shared by contact-center sites, replicated
@@ -47,6 +48,19 @@ pub struct Cli {
     /// Read from the contacted member without a quorum check (possibly stale).
     #[arg(long, global = true, env = "COLLECTIVE_SERIALIZABLE")]
     pub serializable: bool,
+    /// The cluster CA (PEM): talk TLS to the members and verify them against it.
+    #[arg(long, global = true, env = "COLLECTIVE_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// A client certificate (PEM) naming an administrator or a site (with --key and --cacert).
+    #[arg(long, global = true, env = "COLLECTIVE_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "COLLECTIVE_KEY")]
+    pub key: Option<PathBuf>,
+    /// File holding a bearer token: the administrator token, or a site session token from
+    /// `collective login`. Without it, the COLLECTIVE_TOKEN variable is used when set.
+    #[arg(long, global = true, env = "COLLECTIVE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -130,6 +144,15 @@ pub enum Command {
         #[command(subcommand)]
         command: migrate::SnapshotCommand,
     },
+    /// Certificates: a cluster CA, node, site and administrator certificates.
+    Certs {
+        #[command(subcommand)]
+        command: security::CertsCommand,
+    },
+    /// Exchange a site's id and password for a session token (printed on stdout).
+    Login(security::LoginArgs),
+    /// The principal these credentials authenticate as.
+    Whoami,
     /// Benchmarks against a running cluster.
     Bench {
         #[command(subcommand)]
@@ -164,6 +187,27 @@ pub struct ServeArgs {
     /// Snapshot and compact the log after this many entries.
     #[arg(long)]
     pub snapshot_after_entries: Option<u64>,
+    /// This node's certificate (PEM, from `collective certs generate --node`).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM).
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Serve without TLS (local development only).
+    #[arg(long)]
+    pub plaintext: bool,
+    /// File holding the administrator token (the same file on every member).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Accept every caller as the administrator (local development only).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// How long a site session token is valid, in ms.
+    #[arg(long)]
+    pub session_ttl_ms: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,6 +327,12 @@ pub enum UserCommand {
     },
     /// Delete a user everywhere.
     Delete { username: String },
+    /// What a user may do at a site: at home every right, elsewhere the site's trusted access.
+    Access {
+        username: String,
+        #[arg(long)]
+        site: u32,
+    },
     /// Log a user on at a site.
     Logon {
         username: String,
@@ -472,7 +522,7 @@ fn parse_skills(skills: &[String]) -> anyhow::Result<std::collections::BTreeMap<
         .collect()
 }
 
-fn read_password(file: &Option<PathBuf>) -> anyhow::Result<String> {
+pub(crate) fn read_password(file: &Option<PathBuf>) -> anyhow::Result<String> {
     match file {
         Some(path) => Ok(std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("--password-file {}: {e}", path.display()))?
@@ -569,20 +619,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             initial_cluster: args.initial_cluster,
             watch_history_events_max: args.watch_history_events_max,
             snapshot_after_entries: args.snapshot_after_entries,
+            tls_cert_file: args.tls_cert_file,
+            tls_key_file: args.tls_key_file,
+            tls_ca_file: args.tls_ca_file,
+            plaintext: args.plaintext.then_some(true),
+            admin_token_file: args.admin_token_file,
+            no_auth: args.no_auth.then_some(true),
+            session_ttl_ms: args.session_ttl_ms,
         };
         let config = NodeConfig::load(args.config.as_deref(), overrides)?;
         return crate::server::serve(config).await;
     }
-    if let Command::Snapshot { command } = cli.command {
-        return migrate::snapshot(&cli.endpoints, cli.timeout_ms, command, format).await;
+    if let Command::Certs { command } = cli.command {
+        return security::certs(command, format);
     }
+    let transport = Transport::from_flags(
+        cli.cacert.as_deref(),
+        cli.cert.as_deref(),
+        cli.key.as_deref(),
+        cli.token_file.as_deref(),
+    )?;
     // Exports and imports of large collectives outlast an ordinary call's deadline.
     let timeout_ms = match cli.command {
         Command::Export(_) | Command::Import(_) => cli.timeout_ms.max(300_000),
         _ => cli.timeout_ms,
     };
-    let client = Client::new(&cli.endpoints, Duration::from_millis(timeout_ms))?;
+    let client = Client::new(&cli.endpoints, Duration::from_millis(timeout_ms), transport)?;
     let result = match cli.command {
+        Command::Snapshot { command } => migrate::snapshot(&client, cli.timeout_ms, command, format).await,
+        Command::Login(args) => security::login(&client, args, format).await,
+        Command::Whoami => security::whoami(&client, format).await,
         Command::Message { command } => messaging::message(&client, command, format, cli.timeout_ms).await,
         Command::Note { command } => messaging::note(&client, command, format, serializable).await,
         Command::Route { command } => routing::route(&client, command, format, serializable).await,
@@ -751,6 +817,15 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                     .into_inner();
                 let users: Vec<pb::User> = response.entries.into_iter().filter_map(|e| e.user).collect();
                 print(format, &serde_json::json!({ "users": users, "revision": response.revision }), Some("users"));
+            }
+            UserCommand::Access { username, site } => {
+                let response = client
+                    .call(|c| {
+                        let request = pb::CheckTrustedAccessRequest { username: username.clone(), site, serializable };
+                        async move { dir(c).check_trusted_access(request).await }
+                    })
+                    .await?;
+                print(format, &response.into_inner(), None);
             }
             UserCommand::Delete { username } => {
                 let response = client
@@ -1019,7 +1094,10 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
         | Command::Route { .. }
         | Command::Export(_)
         | Command::Import(_)
-        | Command::Snapshot { .. } => unreachable!("handled by run"),
+        | Command::Snapshot { .. }
+        | Command::Certs { .. }
+        | Command::Login(_)
+        | Command::Whoami => unreachable!("handled by run"),
     }
     Ok(())
 }

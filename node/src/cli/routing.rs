@@ -298,7 +298,7 @@ pub async fn route(client: &Client, command: RouteCommand, format: Format, seria
         }
         RouteCommand::Stats { workgroups, watch: true, interval_ms } => {
             let request = pb::WatchStatsRequest { workgroups, min_interval_ms: interval_ms };
-            let streaming = Client::new(&client.endpoints().join(","), Duration::from_secs(365 * 24 * 3_600))?;
+            let streaming = client.with_timeout(Duration::from_secs(365 * 24 * 3_600));
             let mut stream = streaming
                 .call(|c| {
                     let r = request.clone();

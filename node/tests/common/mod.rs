@@ -19,6 +19,20 @@ pub struct Cluster {
     pub http: Vec<String>,
     children: Vec<Option<Child>>,
     extra_args: Vec<String>,
+    log_filter: Option<String>,
+    /// Members started with their own arguments instead of `extra_args`.
+    own_args: std::collections::BTreeMap<usize, Vec<String>>,
+}
+
+/// A plain HTTP/1.0 GET (the probes and metrics endpoint); empty when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let mut response = String::new();
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_ok() {
+        let _ = stream.read_to_string(&mut response);
+    }
+    response
 }
 
 fn free_port() -> u16 {
@@ -26,8 +40,25 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// Starts `size` members and waits until every one knows the leader.
+    /// Starts `size` members and waits until every one knows the leader. Members serve
+    /// plaintext without authentication unless `extra_args` configure TLS or an admin token.
     pub async fn start(size: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_logged(size, extra_args, None).await
+    }
+
+    /// Like `start`, with the members' log filter (`COLLECTIVE_LOG`). In `extra_args`, `{id}`
+    /// stands for the member's id (per-member certificate files). A cluster with TLS or
+    /// authentication is waited for through `/readyz` (the test's plain channels cannot ask it).
+    pub async fn start_logged(size: usize, extra_args: &[&str], log_filter: Option<&str>) -> Cluster {
+        let mut extra_args: Vec<&str> = extra_args.to_vec();
+        if !extra_args.iter().any(|a| a.starts_with("--tls") || *a == "--plaintext") {
+            extra_args.push("--plaintext");
+        }
+        if !extra_args.iter().any(|a| *a == "--admin-token-file" || *a == "--no-auth") {
+            extra_args.push("--no-auth");
+        }
+        let secure = extra_args.iter().any(|a| a.starts_with("--tls"));
+        let wait = !extra_args.contains(&"--admin-token-file") && !secure;
         let grpc: Vec<String> = (0..size).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let http: Vec<String> = (0..size).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let mut cluster = Cluster {
@@ -36,12 +67,38 @@ impl Cluster {
             http,
             children: (0..size).map(|_| None).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log_filter: log_filter.map(str::to_string),
+            own_args: Default::default(),
         };
         for index in 0..size {
             cluster.spawn(index);
         }
-        cluster.wait_for_leader(&(0..size).collect::<Vec<_>>()).await;
+        if wait {
+            cluster.wait_for_leader(&(0..size).collect::<Vec<_>>()).await;
+        } else {
+            for index in 0..size {
+                cluster.wait_ready(index).await;
+            }
+        }
         cluster
+    }
+
+    /// Waits until member `index` answers `/readyz` with 200 (a leader and a quorum read).
+    pub async fn wait_ready(&self, index: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = http_get(&self.http[index], "/readyz");
+            if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "member {index} never became ready: {answer}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What member `index` has logged so far.
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{}.log", index + 1))).unwrap_or_default()
     }
 
     /// Starts one more process that is not in the initial cluster (it waits for `member add`);
@@ -55,20 +112,37 @@ impl Cluster {
         index
     }
 
+    /// Like `spawn_joiner`, with its own arguments instead of the cluster's.
+    pub fn spawn_joiner_with(&mut self, args: &[&str]) -> usize {
+        self.own_args.insert(self.grpc.len(), args.iter().map(|s| s.to_string()).collect());
+        self.spawn_joiner()
+    }
+
     fn spawn(&mut self, index: usize) {
         let initial: Vec<String> = self.grpc.iter().enumerate().map(|(i, addr)| format!("{}={addr}", i + 1)).collect();
         self.spawn_with(index, initial.join(","));
     }
 
     fn spawn_with(&mut self, index: usize, initial_cluster: String) {
-        let log = std::fs::File::create(self.dir.path().join(format!("node{}.log", index + 1))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_collective"))
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{}.log", index + 1)))
+            .unwrap();
+        let id = (index + 1).to_string();
+        let args = self.own_args.get(&index).unwrap_or(&self.extra_args);
+        let extra_args: Vec<String> = args.iter().map(|arg| arg.replace("{id}", &id)).collect();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_collective"));
+        if let Some(filter) = &self.log_filter {
+            command.env("COLLECTIVE_LOG", filter);
+        }
+        let child = command
             .arg("serve")
             .args(["--id", &(index + 1).to_string()])
             .args(["--data-dir", self.dir.path().join(format!("node{}", index + 1)).to_str().unwrap()])
             .args(["--grpc-addr", &self.grpc[index], "--http-addr", &self.http[index]])
             .args(["--initial-cluster", &initial_cluster])
-            .args(&self.extra_args)
+            .args(&extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

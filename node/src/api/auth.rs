@@ -1,0 +1,123 @@
+//! `collective.v1.Auth`: a site logs in with its id and password for a session token; any caller
+//! asks who it authenticated as. Site passwords are checked here only (`Login`, and `CheckSite`
+//! through [`check_site_password`]), always through the failure limiter.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use argon2::Argon2;
+use collective_proto::v1 as pb;
+use collective_proto::v1::auth_server::Auth;
+use collective_statemachine::validate::site_id;
+use collective_statemachine::{Rejection, SiteId};
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use super::{authenticated, read};
+use crate::auth::limiter::Key;
+use crate::auth::{AuthError, Credential};
+use crate::node::Node;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Longest password looked at.
+pub const PASSWORD_BYTES_MAX: usize = 1_024;
+
+/// An Argon2id hash no password matches, verified for unknown sites so that an unknown site
+/// and a wrong password cost the same time.
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Serves `collective.v1.Auth`.
+pub struct AuthService {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+/// Whether `password` is site `site`'s (`hash` is its Argon2id hash; `None` for an unknown site,
+/// which never matches). With authentication on, failures count against the caller's address
+/// and the site, and an attempt over the limit is refused before any check.
+pub async fn check_site_password(
+    node: &Node,
+    site: SiteId,
+    hash: Option<String>,
+    password: String,
+    source: Option<IpAddr>,
+) -> Result<bool, Status> {
+    if password.len() > PASSWORD_BYTES_MAX {
+        return Err(ApiError::invalid("password", format!("longer than {PASSWORD_BYTES_MAX} bytes")).into());
+    }
+    let keys = [Key::Source(source), Key::Site(site)];
+    let auth = node.security.auth.as_ref();
+    let _permit = match auth {
+        Some(auth) => {
+            auth.failures
+                .check(&keys, node.now_ms())
+                .map_err(|retry_after_ms| Status::from(AuthError::RateLimited { retry_after_ms }))?;
+            Some(auth.verifications.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?)
+        }
+        None => None,
+    };
+    let known = hash.is_some();
+    let hash = hash.unwrap_or_else(|| DECOY_HASH.to_string());
+    let matches = node
+        .environment
+        .blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        && known;
+    if !matches {
+        if let Some(auth) = auth {
+            auth.failures.fail(&keys, node.now_ms());
+        }
+        let reason = if known { "wrong password" } else { "unknown site" };
+        tracing::warn!(site, source = ?source, reason, "site authentication failed");
+    }
+    Ok(matches)
+}
+
+#[tonic::async_trait]
+impl Auth for AuthService {
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
+        let source = request.remote_addr().map(|addr| addr.ip());
+        let pb::LoginRequest { site, password } = request.into_inner();
+        site_id("site", site).map_err(ApiError::from)?;
+        if password.is_empty() {
+            return Err(ApiError::invalid("password", "is required").into());
+        }
+        let Some(auth) = self.node.security.auth.as_ref() else {
+            let reason = "authentication is off on this cluster (no_auth): every caller is the administrator";
+            return Err(ApiError::Rejected(Rejection::precondition("login", reason)).into());
+        };
+        // The member's own state: a session is checked against it too (a site added a moment
+        // ago on another member may need a retry).
+        let hash = read(&self.node, true, |state| Ok(state.sites.get(&site).map(|s| s.password_hash.clone()))).await?;
+        if !check_site_password(&self.node, site, hash.clone(), password, source).await? {
+            return Err(AuthError::Unauthenticated(format!("site {site}: unknown site or wrong password")).into());
+        }
+        let nonce = u64::from_le_bytes(self.node.environment.random());
+        let (token, expires_at_ms) = auth.issue(site, &hash.unwrap_or_default(), self.node.now_ms(), nonce);
+        tracing::info!(site, source = ?source, expires_at_ms, "site logged in");
+        Ok(Response::new(pb::LoginResponse { token, expires_at_ms, site }))
+    }
+
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIResponse> {
+        let authenticated = authenticated(&request)?;
+        let (credential, expires_at_ms) = match authenticated.credential {
+            Credential::None => ("none", 0),
+            Credential::Token => ("token", 0),
+            Credential::Session { expires_at_ms } => ("session", expires_at_ms),
+            Credential::Certificate => ("certificate", 0),
+        };
+        Ok(Response::new(pb::WhoAmIResponse {
+            principal: authenticated.caller.to_string(),
+            credential: credential.into(),
+            expires_at_ms,
+        }))
+    }
+}

@@ -1,0 +1,101 @@
+//! TLS with rustls through tonic: the server accepts clients with or without a certificate
+//! (tokens authenticate the latter) but any certificate presented must chain to the cluster CA;
+//! peers always present their node certificate, so a node holding a certificate from another CA
+//! fails the handshake and can neither join nor send Raft RPCs.
+
+use std::path::Path;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// Installs rustls's ring provider as the process default (once). tonic's server builds its
+/// rustls config from the default provider; only ring is compiled in (aws-lc beside it would
+/// make rustls panic on the ambiguity).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A node's TLS material: its identity and the cluster CA.
+#[derive(Clone)]
+pub struct Tls {
+    identity: Identity,
+    ca: Certificate,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+fn read(field: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{field}: {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+        anyhow::bail!("{field}: {} is not a PEM file", path.display());
+    }
+    Ok(bytes)
+}
+
+impl Tls {
+    /// Reads the certificate, key and CA files (PEM).
+    pub fn load(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<Tls> {
+        install_crypto_provider();
+        let (cert, key, ca) = (read("tls_cert_file", cert)?, read("tls_key_file", key)?, read("tls_ca_file", ca)?);
+        // Fail at start-up, naming the file, rather than at the first handshake.
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&cert, &key))
+            .client_ca_root(Certificate::from_pem(&ca))
+            .client_auth_optional(true);
+        Ok(Tls { identity: Identity::from_pem(cert, key), ca: Certificate::from_pem(ca) })
+    }
+
+    /// The server side: this node's identity; client certificates optional but verified.
+    pub fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(self.ca.clone())
+            .client_auth_optional(true)
+    }
+
+    /// The client side towards peers: trust the cluster CA only, present this node's identity.
+    pub fn client(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new().ca_certificate(self.ca.clone()).identity(self.identity.clone())
+    }
+}
+
+/// What a certificate's subject common name says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// `node:NAME`.
+    Node(String),
+    /// `site:ID`.
+    Site(u32),
+    /// `admin:NAME`.
+    Admin(String),
+}
+
+/// The principal named by a (CA-verified) DER certificate, or why it names none.
+pub fn subject(der: &[u8]) -> Result<Subject, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or_else(|| "the certificate has no common name".to_string())?;
+    parse_subject(common_name)
+}
+
+/// Parses `node:NAME`, `site:ID` or `admin:NAME`.
+pub fn parse_subject(common_name: &str) -> Result<Subject, String> {
+    let bad = || format!("certificate common name {common_name:?} is not node:NAME, site:ID or admin:NAME");
+    let (kind, name) = common_name.split_once(':').ok_or_else(bad)?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    match kind {
+        "node" => Ok(Subject::Node(name.to_string())),
+        "admin" => Ok(Subject::Admin(name.to_string())),
+        "site" => name.parse().map(Subject::Site).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}

@@ -1,0 +1,349 @@
+//! Security over real `collective serve` processes: credentials at the gate (UNAUTHENTICATED
+//! without them, session tokens from a site's password, rate-limited failures), authorization
+//! of what a site may change (PERMISSION_DENIED, nothing changed; a master-administrator site
+//! allowed), principals recorded on events, mutual TLS between members (a member of another CA
+//! cannot join or call the Raft service), a plaintext client against TLS failing clearly, and
+//! no password or token in any log.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use collective_proto::raft::raft_client::RaftClient;
+use collective_proto::v1 as pb;
+use collective_proto::v1::auth_client::AuthClient;
+use collective_proto::v1::config_client::ConfigClient;
+use collective_proto::v1::directory_client::DirectoryClient;
+use collective_proto::v1::presences_client::PresencesClient;
+use common::{http_get, reason, site, user, Cluster};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+
+const ADMIN_TOKEN: &str = "test-administrator-token-0123456789abcdef";
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+/// Sends `authorization: Bearer <token>` on every call.
+#[derive(Clone)]
+struct Bearer(String);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let value: MetadataValue<_> = format!("Bearer {}", self.0).parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+async fn with_token(cluster: &Cluster, index: usize, token: &str) -> Authed {
+    InterceptedService::new(cluster.channel(index).await, Bearer(token.to_string()))
+}
+
+fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+async fn login(cluster: &Cluster, index: usize, site: u32, password: &str) -> Result<String, tonic::Status> {
+    let mut auth = AuthClient::new(cluster.channel(index).await);
+    auth.login(pb::LoginRequest { site, password: password.into() }).await.map(|r| r.into_inner().token)
+}
+
+fn set_status(username: &str, key: &str) -> pb::SetStatusRequest {
+    pb::SetStatusRequest { username: username.into(), status_key: key.into(), until_ms: None, detail: String::new() }
+}
+
+async fn status_of(cluster: &Cluster, username: &str) -> String {
+    let mut presence = PresencesClient::new(with_token(cluster, 0, ADMIN_TOKEN).await);
+    let list = presence
+        .get_presence(pb::GetPresenceRequest { usernames: vec![username.into()], serializable: false })
+        .await
+        .unwrap()
+        .into_inner();
+    list.presences[0].status_key.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_authenticate_and_change_only_what_is_theirs() {
+    let secrets = tempfile::TempDir::new().unwrap();
+    let token_file = write_file(secrets.path(), "admin.token", &format!("{ADMIN_TOKEN}\n"));
+    let args = ["--admin-token-file", token_file.to_str().unwrap()];
+    let cluster = Cluster::start_logged(3, &args, Some("debug")).await;
+
+    // No credentials: UNAUTHENTICATED, saying what would do.
+    let error = DirectoryClient::new(cluster.channel(0).await)
+        .list_sites(pb::ListSitesRequest { serializable: false })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
+    assert!(error.message().contains("credentials"), "{error:?}");
+    let forged = "cst1.1.99999999999999.0000000000000000.00";
+    let error = DirectoryClient::new(with_token(&cluster, 0, forged).await)
+        .list_sites(pb::ListSitesRequest { serializable: false })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
+
+    // The administrator sets up three sites (site 3 a master administrator) and Bob, homed at
+    // and logged on at site 2.
+    let mut admin = DirectoryClient::new(with_token(&cluster, 0, ADMIN_TOKEN).await);
+    for id in 1..=3 {
+        let mut request = site(id, &format!("Site {id}"));
+        if id == 3 {
+            request.site.as_mut().unwrap().trusted_access =
+                Some(pb::TrustedAccess { publish_handlers: true, manage_handlers: false, master_administrator: true });
+        }
+        admin.add_site(request).await.unwrap();
+    }
+    admin.add_user(user("bob", 2, "2001")).await.unwrap();
+    let mut admin_presence = PresencesClient::new(with_token(&cluster, 0, ADMIN_TOKEN).await);
+    admin_presence.log_on(pb::LogOnRequest { username: "bob".into(), site: 2, server: String::new() }).await.unwrap();
+
+    // Sites log in with their passwords; the sessions work on every member.
+    let site1 = login(&cluster, 0, 1, "password-1").await.unwrap();
+    let site2 = login(&cluster, 0, 2, "password-2").await.unwrap();
+    let site3 = login(&cluster, 0, 3, "password-3").await.unwrap();
+    let me = AuthClient::new(with_token(&cluster, 2, &site1).await)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((me.principal.as_str(), me.credential.as_str()), ("site:1", "session"));
+    assert!(me.expires_at_ms > 0);
+
+    // Site 1 may not change Bob (homed at and logged on at site 2): PERMISSION_DENIED, unchanged.
+    let error = PresencesClient::new(with_token(&cluster, 1, &site1).await)
+        .set_status(set_status("bob", "Away from desk"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+    assert!(error.message().contains("bob"), "{error:?}");
+    assert_eq!(status_of(&cluster, "bob").await, "Available");
+    // Nor his directory entry, nor collective-wide configuration.
+    let mut moved = user("bob", 2, "2001");
+    moved.user.as_mut().unwrap().display_name = "Robert".into();
+    let error =
+        DirectoryClient::new(with_token(&cluster, 1, &site1).await).update_user(moved.clone()).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+    let workgroup = pb::AddWorkgroupRequest {
+        workgroup: Some(pb::Workgroup { name: "Sales".into(), spans_sites: true, ..Default::default() }),
+    };
+    let error =
+        DirectoryClient::new(with_token(&cluster, 1, &site1).await).add_workgroup(workgroup.clone()).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+    // An export is for administrators: refused at the gate.
+    let export = pb::ExportRequest { categories: vec![], passphrase: "export-passphrase".into() };
+    let error = ConfigClient::new(with_token(&cluster, 1, &site1).await).export(export.clone()).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+
+    // Site 2 may; the event records it as the principal.
+    let response = PresencesClient::new(with_token(&cluster, 1, &site2).await)
+        .set_status(set_status("bob", "Away from desk"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!response.events.is_empty() && response.events.iter().all(|e| e.principal == "site:2"), "{response:?}");
+    DirectoryClient::new(with_token(&cluster, 1, &site2).await).update_user(moved).await.unwrap();
+    // A master-administrator site may change anyone, and configuration.
+    PresencesClient::new(with_token(&cluster, 2, &site3).await)
+        .set_status(set_status("bob", "Available"))
+        .await
+        .unwrap();
+    DirectoryClient::new(with_token(&cluster, 2, &site3).await).add_workgroup(workgroup).await.unwrap();
+    ConfigClient::new(with_token(&cluster, 2, &site3).await).export(export).await.unwrap();
+    let response = PresencesClient::new(with_token(&cluster, 0, ADMIN_TOKEN).await)
+        .set_status(set_status("bob", "Away from desk"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.events.iter().all(|e| e.principal == "admin:admin"), "{response:?}");
+
+    // What Bob may do at site 3 (trusted access) and at home.
+    let mut directory = DirectoryClient::new(with_token(&cluster, 0, &site1).await);
+    let at3 = directory
+        .check_trusted_access(pb::CheckTrustedAccessRequest { username: "bob".into(), site: 3, serializable: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!at3.home && !at3.logged_on && at3.publish_handlers && !at3.manage_handlers && at3.master_administrator);
+    assert_eq!(at3.home_site, 2);
+
+    // Wrong passwords: UNAUTHENTICATED, then rate-limited, and then even the right one waits.
+    for attempt in 0..5 {
+        let error = login(&cluster, 1, 1, &format!("wrong-guess-{attempt}")).await.unwrap_err();
+        assert_eq!(error.code(), Code::Unauthenticated, "attempt {attempt}: {error:?}");
+        assert!(!error.message().contains("wrong-guess"), "{error:?}");
+    }
+    let error = login(&cluster, 1, 1, "wrong-guess-5").await.unwrap_err();
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+    assert_eq!(reason(&error), "AUTH_RATE_LIMITED");
+    let error = login(&cluster, 1, 1, "password-1").await.unwrap_err();
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+    // A session already issued keeps working.
+    PresencesClient::new(with_token(&cluster, 1, &site2).await)
+        .set_status(set_status("bob", "Available"))
+        .await
+        .unwrap();
+
+    // No log line of any member carries a password, passphrase or token.
+    let logs: String = (0..3).map(|i| cluster.log(i)).collect();
+    assert!(logs.contains("site authentication failed"), "failures are logged");
+    let secrets = [
+        ADMIN_TOKEN,
+        site1.as_str(),
+        site2.as_str(),
+        site3.as_str(),
+        "password-1",
+        "password-2",
+        "password-3",
+        "wrong-guess",
+        "export-passphrase",
+    ];
+    for secret in secrets {
+        assert!(!logs.contains(secret), "a log carries the secret {secret:?}");
+    }
+    // Nor does any token appear after its MAC is cut off (a prefix could leak it too).
+    for token in [&site1, &site2, &site3] {
+        let mac = token.rsplit('.').next().unwrap();
+        assert!(!logs.contains(mac));
+    }
+}
+
+/// Runs the CLI with `args`.
+fn cli(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_collective")).args(args).output().unwrap()
+}
+
+fn generate(ca: &Path, extra: &[&str]) {
+    let mut args = vec!["certs", "generate", "--ca", ca.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let output = cli(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+async fn tls_channel(
+    addr: &str,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?.timeout(Duration::from_secs(5)).connect().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_use_mutual_tls_and_strangers_are_kept_out() {
+    collective::auth::tls::install_crypto_provider();
+    let certs = tempfile::TempDir::new().unwrap();
+    let (ca, other_ca) = (certs.path().join("ca"), certs.path().join("other"));
+    generate(&ca, &["--node", "n1", "--node", "n2", "--node", "n3", "--admin", "ops", "--site", "7"]);
+    generate(&other_ca, &["--node", "n4"]);
+    // The CA is reused, a certificate is never overwritten.
+    let again = cli(&["certs", "generate", "--ca", ca.to_str().unwrap(), "--node", "n1"]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let key_mode = std::fs::metadata(ca.join("node-n1.key")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777, 0o600);
+
+    let token_file = write_file(certs.path(), "admin.token", ADMIN_TOKEN);
+    let cert = format!("{}/node-n{{id}}.pem", ca.display());
+    let key = format!("{}/node-n{{id}}.key", ca.display());
+    let ca_pem = ca.join("ca.pem");
+    let args = [
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-file",
+        ca_pem.to_str().unwrap(),
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ];
+    // The members elect a leader and serve quorum reads over mutual TLS.
+    let mut cluster = Cluster::start(3, &args).await;
+    let endpoints = cluster.grpc.join(",");
+
+    // A plaintext client against the TLS members fails, and says what to do.
+    let plain = cli(&["--endpoints", &endpoints, "--token-file", token_file.to_str().unwrap(), "cluster", "status"]);
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success(), "plaintext succeeded against TLS");
+    assert!(stderr.contains("if the cluster serves TLS, pass --cacert"), "{stderr}");
+
+    // The administrator's certificate authenticates over TLS.
+    let admin_cert = ca.join("admin-ops.pem");
+    let admin_key = ca.join("admin-ops.key");
+    let tls_args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--endpoints",
+            &endpoints,
+            "--cacert",
+            ca_pem.to_str().unwrap(),
+            "--cert",
+            admin_cert.to_str().unwrap(),
+            "--key",
+            admin_key.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let whoami = cli(&tls_args(&["-w", "json", "whoami"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&whoami.stdout);
+    assert!(whoami.status.success(), "{}", String::from_utf8_lossy(&whoami.stderr));
+    assert!(stdout.contains("admin:ops") && stdout.contains("certificate"), "{stdout}");
+
+    // A site's certificate is a principal for the client API, never for the Raft service.
+    let site_cert = (ca.join("site-7.pem"), ca.join("site-7.key"));
+    let channel = tls_channel(&cluster.grpc[0], &ca_pem, Some((&site_cert.0, &site_cert.1))).await.unwrap();
+    let mut raft = RaftClient::new(channel.clone());
+    let error = raft.vote(collective_proto::raft::Payload { json: b"{}".to_vec() }).await.unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated, "site 7 does not exist yet: {error:?}");
+    let password = write_file(certs.path(), "site7.password", "password-7");
+    let add = ["site", "add", "--id", "7", "--name", "Seven", "--phone", "+1 555 0107"];
+    let mut add: Vec<&str> = add.to_vec();
+    add.extend(["--password-file", password.to_str().unwrap()]);
+    let added = cli(&tls_args(&add).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let error = raft.vote(collective_proto::raft::Payload { json: b"{}".to_vec() }).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+    let me = AuthClient::new(channel).who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    assert_eq!((me.principal.as_str(), me.credential.as_str()), ("site:7", "certificate"));
+
+    // A client holding a certificate of another CA is refused in the handshake.
+    let (stranger_cert, stranger_key) = (other_ca.join("node-n4.pem"), other_ca.join("node-n4.key"));
+    let stranger = tls_channel(&cluster.grpc[0], &ca_pem, Some((&stranger_cert, &stranger_key))).await;
+    let refused = match stranger {
+        Err(_) => true,
+        Ok(channel) => RaftClient::new(channel).vote(collective_proto::raft::Payload { json: vec![] }).await.is_err(),
+    };
+    assert!(refused, "a certificate of another CA reached the Raft service");
+
+    // A member with a certificate of another CA cannot join: adding it never completes, and it
+    // never learns of a leader.
+    let joiner = cluster.spawn_joiner_with(&[
+        "--tls-cert-file",
+        stranger_cert.to_str().unwrap(),
+        "--tls-key-file",
+        stranger_key.to_str().unwrap(),
+        "--tls-ca-file",
+        other_ca.join("ca.pem").to_str().unwrap(),
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let addr = cluster.grpc[joiner].clone();
+    let add = cli(&tls_args(&["--timeout-ms", "4000", "member", "add", "4", &addr])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(!add.status.success(), "a member of another CA joined: {}", String::from_utf8_lossy(&add.stdout));
+    let ready = http_get(&cluster.http[joiner], "/readyz");
+    assert!(ready.contains("503"), "the stranger became ready: {ready}");
+}
