@@ -38,7 +38,8 @@ done
 cluster="1=127.0.0.1:17001,2=127.0.0.1:17002,3=127.0.0.1:17003"
 for i in 1 2 3; do
   "$BIN" serve --id "$i" --data-dir "$WORK/collective$i" --grpc-addr "127.0.0.1:1700$i" \
-    --http-addr "127.0.0.1:1800$i" --initial-cluster "$cluster" >"$WORK/collective$i.log" 2>&1 &
+    --http-addr "127.0.0.1:1800$i" --initial-cluster "$cluster" \
+    --plaintext --no-auth >"$WORK/collective$i.log" 2>&1 &
   pids+=($!)
 done
 for _ in $(seq 1 120); do

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Starts a 3-node collective on 127.0.0.1 with demo data, and prints how to use it.
+# Starts a 3-node collective on 127.0.0.1 with demo data, and prints how to use it. The nodes talk
+# mutual TLS (a demo CA in deploy/.cluster/pki) and require credentials: the CLI uses the
+# administrator token, each site's lease keeper its site certificate.
 #   deploy/local-cluster.sh          start (building first), load demo data once
 #   deploy/local-cluster.sh stop     stop the nodes (data stays in deploy/.cluster)
 #   deploy/local-cluster.sh clean    stop and delete the data
@@ -30,13 +32,23 @@ deploy/install-deps.sh
 cargo build --bin collective
 mkdir -p "$DIR"
 stop
+PKI="$DIR/pki"
+if [ ! -f "$PKI/ca.pem" ]; then
+  "$BIN" certs generate --ca "$PKI" --node n1 --node n2 --node n3 --site 1 --site 2 --site 3 --admin demo >/dev/null
+fi
+if [ ! -f "$DIR/admin.token" ]; then
+  (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/admin.token")
+fi
 for id in 1 2 3; do
   nohup "$BIN" serve --id "$id" --data-dir "$DIR/node$id" --grpc-addr "127.0.0.1:700$id" \
-    --http-addr "127.0.0.1:800$id" --initial-cluster "$CLUSTER" >"$DIR/node$id.log" 2>&1 &
+    --http-addr "127.0.0.1:800$id" --initial-cluster "$CLUSTER" \
+    --tls-cert-file "$PKI/node-n$id.pem" --tls-key-file "$PKI/node-n$id.key" --tls-ca-file "$PKI/ca.pem" \
+    --admin-token-file "$DIR/admin.token" >"$DIR/node$id.log" 2>&1 &
   echo $! >"$DIR/node$id.pid"
 done
 
-c() { "$BIN" --endpoints "$ENDPOINTS" "$@"; }
+export COLLECTIVE_ENDPOINTS="$ENDPOINTS" COLLECTIVE_CACERT="$PKI/ca.pem" COLLECTIVE_TOKEN_FILE="$DIR/admin.token"
+c() { "$BIN" "$@"; }
 echo -n "waiting for a leader"
 for _ in $(seq 1 120); do
   if curl -fs http://127.0.0.1:8001/readyz >/dev/null 2>&1; then break; fi
@@ -55,8 +67,10 @@ fi
 
 # Each site is "connected": a keeper holds its lease alive (its agents can take calls) until
 # `stop`. Started before users log on, so an expired lease from a previous run logs nobody off.
+# Each keeper authenticates as its site (its certificate), not as the administrator.
 for site in 1 2 3; do
-  nohup "$BIN" --endpoints "$ENDPOINTS" site lease "$site" --ttl-ms 10000 >"$DIR/lease$site.log" 2>&1 &
+  env -u COLLECTIVE_TOKEN_FILE nohup "$BIN" --cert "$PKI/site-$site.pem" --key "$PKI/site-$site.key" \
+    site lease "$site" --ttl-ms 10000 >"$DIR/lease$site.log" 2>&1 &
   echo $! >"$DIR/lease$site.pid"
 done
 sleep 1
@@ -97,8 +111,11 @@ fi
 
 cat <<USAGE
 
-collective is running: 3 nodes on 127.0.0.1:7001-7003 (gRPC), 127.0.0.1:8001-8003 (HTTP).
-  alias c="$BIN --endpoints $ENDPOINTS"
+collective is running: 3 nodes on 127.0.0.1:7001-7003 (gRPC over mutual TLS), 127.0.0.1:8001-8003 (HTTP).
+  export COLLECTIVE_ENDPOINTS=$ENDPOINTS
+  export COLLECTIVE_CACERT=$PWD/$PKI/ca.pem COLLECTIVE_TOKEN_FILE=$PWD/$DIR/admin.token
+  alias c="$BIN"
+  c whoami                               # admin:admin, by the administrator token
   c cluster status                       # leader, term, revision, members
   c site list
   c directory search --site 2            # what site 2's directory shows (spanning users included)
@@ -112,5 +129,9 @@ collective is running: 3 nodes on 127.0.0.1:7001-7003 (gRPC), 127.0.0.1:8001-800
   c bench presence --clients 64 --duration 10
   c bench route --agents 2000 --sites 20 --clients 128
   curl http://127.0.0.1:8001/metrics     # Prometheus metrics; /livez, /readyz
+  # A site's own session: it may change its users only (PERMISSION_DENIED otherwise).
+  COLLECTIVE_SITE_PASSWORD=demo-password c login --site 2 > /tmp/site2.token
+  c --token-file /tmp/site2.token status set alan.s2 "Available"       # allowed: homed at site 2
+  c --token-file /tmp/site2.token status set alan.s1 "Available"       # refused: site 1's user
 Logs: $DIR/node*.log   Stop: deploy/local-cluster.sh stop   Wipe: deploy/local-cluster.sh clean
 USAGE

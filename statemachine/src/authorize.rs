@@ -76,6 +76,19 @@ impl State {
         })
     }
 
+    /// Refuses reading what is addressed to `site` (its message queue) unless `principal` is
+    /// that site or an administrator.
+    pub fn authorize_site_read(&self, principal: &Principal, site: SiteId) -> Result<(), Rejection> {
+        match principal {
+            Principal::Site(own) if *own != site && !self.is_master_administrator(*own) => {
+                Err(Rejection::PermissionDenied {
+                    reason: format!("site {own}: the queue of site {site} is that site's"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses `command` when `principal` may not ask for it (PERMISSION_DENIED naming the rule).
     pub fn authorize(&self, principal: &Principal, command: &Command) -> Result<(), Rejection> {
         let site = match principal {

@@ -168,6 +168,9 @@ fn a_site_acts_only_for_its_own_lease_messages_notes_and_calls() {
     denied(apply(&mut state, Principal::Site(1), send(2)));
     apply(&mut state, Principal::Site(2), send(2)).unwrap();
     denied(apply(&mut state, Principal::Site(2), Command::AckMessages { site: 1, ids: vec![1] }));
+    assert!(state.authorize_site_read(&Principal::Site(2), 1).is_err());
+    assert!(state.authorize_site_read(&Principal::Site(1), 1).is_ok());
+    assert!(state.authorize_site_read(&Principal::Site(3), 1).is_ok());
     let note = |site| Command::CreateNote { site, name: "n".into(), ttl_minutes: None };
     denied(apply(&mut state, Principal::Site(1), note(2)));
     apply(&mut state, Principal::Site(2), note(2)).unwrap();

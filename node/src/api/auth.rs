@@ -10,7 +10,7 @@ use argon2::Argon2;
 use collective_proto::v1 as pb;
 use collective_proto::v1::auth_server::Auth;
 use collective_statemachine::validate::site_id;
-use collective_statemachine::{Rejection, SiteId};
+use collective_statemachine::{limits, Rejection, SiteId};
 use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
@@ -20,9 +20,6 @@ use crate::auth::{AuthError, Credential};
 use crate::node::Node;
 
 type Reply<T> = Result<Response<T>, Status>;
-
-/// Longest password looked at.
-pub const PASSWORD_BYTES_MAX: usize = 1_024;
 
 /// An Argon2id hash no password matches, verified for unknown sites so that an unknown site
 /// and a wrong password cost the same time.
@@ -45,8 +42,9 @@ pub async fn check_site_password(
     password: String,
     source: Option<IpAddr>,
 ) -> Result<bool, Status> {
-    if password.len() > PASSWORD_BYTES_MAX {
-        return Err(ApiError::invalid("password", format!("longer than {PASSWORD_BYTES_MAX} bytes")).into());
+    if password.len() > limits::PASSWORD_BYTES_MAX {
+        let reason = format!("longer than {} bytes", limits::PASSWORD_BYTES_MAX);
+        return Err(ApiError::invalid("password", reason).into());
     }
     let keys = [Key::Source(source), Key::Site(site)];
     let auth = node.security.auth.as_ref();

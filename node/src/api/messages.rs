@@ -229,9 +229,11 @@ impl Messages for MessagesService {
     type SubscribeStream = DeliveryStream;
 
     async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Reply<Self::SubscribeStream> {
+        let principal = principal(&request)?;
         let request = request.into_inner();
         let site = request.site;
         site_id("site", site).map_err(ApiError::from)?;
+        read(&self.node, true, |state| Ok(state.authorize_site_read(&principal, site)?)).await?;
         if request.filters.len() > SUBSCRIPTION_FILTERS_MAX {
             return Err(ApiError::invalid("filters", format!("at most {SUBSCRIPTION_FILTERS_MAX}")).into());
         }
