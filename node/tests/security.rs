@@ -16,6 +16,7 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::auth_client::AuthClient;
 use collective_proto::v1::config_client::ConfigClient;
 use collective_proto::v1::directory_client::DirectoryClient;
+use collective_proto::v1::messages_client::MessagesClient;
 use collective_proto::v1::presences_client::PresencesClient;
 use common::{http_get, reason, site, user, Cluster};
 use tonic::metadata::MetadataValue;
@@ -82,12 +83,6 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
         .unwrap_err();
     assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
     assert!(error.message().contains("credentials"), "{error:?}");
-    let forged = "cst1.1.99999999999999.0000000000000000.00";
-    let error = DirectoryClient::new(with_token(&cluster, 0, forged).await)
-        .list_sites(pb::ListSitesRequest { serializable: false })
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
 
     // The administrator sets up three sites (site 3 a master administrator) and Bob, homed at
     // and logged on at site 2.
@@ -103,6 +98,15 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
     admin.add_user(user("bob", 2, "2001")).await.unwrap();
     let mut admin_presence = PresencesClient::new(with_token(&cluster, 0, ADMIN_TOKEN).await);
     admin_presence.log_on(pb::LogOnRequest { username: "bob".into(), site: 2, server: String::new() }).await.unwrap();
+
+    // A forged session for an existing site fails its MAC.
+    let forged = format!("cst1.1.99999999999999.0000000000000000.{}", "00".repeat(32));
+    let error = DirectoryClient::new(with_token(&cluster, 0, &forged).await)
+        .list_sites(pb::ListSitesRequest { serializable: false })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
+    assert!(error.message().contains("not valid"), "{error:?}");
 
     // Sites log in with their passwords; the sessions work on every member.
     let site1 = login(&cluster, 0, 1, "password-1").await.unwrap();
@@ -172,6 +176,38 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
         .into_inner();
     assert!(!at3.home && !at3.logged_on && at3.publish_handlers && !at3.manage_handlers && at3.master_administrator);
     assert_eq!(at3.home_site, 2);
+
+    // Messages between sites 2 and 3 are theirs: site 1's watch skips them and sees its own.
+    let mut messages = MessagesClient::new(with_token(&cluster, 0, &site2).await);
+    let send = |to_site: u32| pb::SendEventRequest {
+        from_site: 2,
+        to_site,
+        object_id: "Orders".into(),
+        event_id: format!("to-{to_site}"),
+        elements: vec![],
+    };
+    let first = messages.send_event(send(3)).await.unwrap().into_inner().revision;
+    messages.send_event(send(1)).await.unwrap();
+    let watch = |token: String| {
+        let cluster = &cluster;
+        async move {
+            let mut presence = PresencesClient::new(with_token(cluster, 0, &token).await);
+            let request =
+                pb::WatchRequest { start_revision: first, kinds: vec!["MessageQueued".into()], ..Default::default() };
+            let mut stream = presence.watch(request).await.unwrap().into_inner();
+            match stream.message().await.unwrap().unwrap().body {
+                Some(pb::event::Body::MessageQueued(delivery)) => delivery.event_id,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(watch(site1.clone()).await, "to-1");
+    assert_eq!(watch(ADMIN_TOKEN.to_string()).await, "to-3");
+    let error = MessagesClient::new(with_token(&cluster, 0, &site1).await)
+        .subscribe(pb::SubscribeRequest { site: 3, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
 
     // Wrong passwords: UNAUTHENTICATED, then rate-limited, and then even the right one waits.
     for attempt in 0..5 {
@@ -304,7 +340,7 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
     let site_cert = (ca.join("site-7.pem"), ca.join("site-7.key"));
     let channel = tls_channel(&cluster.grpc[0], &ca_pem, Some((&site_cert.0, &site_cert.1))).await.unwrap();
     let mut raft = RaftClient::new(channel.clone());
-    let error = raft.vote(collective_proto::raft::Payload { json: b"{}".to_vec() }).await.unwrap_err();
+    let error = AuthClient::new(channel.clone()).who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
     assert_eq!(error.code(), Code::Unauthenticated, "site 7 does not exist yet: {error:?}");
     let password = write_file(certs.path(), "site7.password", "password-7");
     let add = ["site", "add", "--id", "7", "--name", "Seven", "--phone", "+1 555 0107"];
@@ -317,14 +353,30 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
     let me = AuthClient::new(channel).who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
     assert_eq!((me.principal.as_str(), me.credential.as_str()), ("site:7", "certificate"));
 
-    // A client holding a certificate of another CA is refused in the handshake.
+    // A member's certificate reaches the Raft service (the undecodable vote is refused there);
+    // a client holding a certificate of another CA never gets that far; nor does a caller with
+    // the peer token but no member certificate.
+    let garbage = || collective_proto::raft::Payload { json: b"not json".to_vec() };
+    let (member_cert, member_key) = (ca.join("node-n1.pem"), ca.join("node-n1.key"));
+    let member = tls_channel(&cluster.grpc[0], &ca_pem, Some((&member_cert, &member_key))).await.unwrap();
+    let error = RaftClient::new(member).vote(garbage()).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
     let (stranger_cert, stranger_key) = (other_ca.join("node-n4.pem"), other_ca.join("node-n4.key"));
-    let stranger = tls_channel(&cluster.grpc[0], &ca_pem, Some((&stranger_cert, &stranger_key))).await;
-    let refused = match stranger {
-        Err(_) => true,
-        Ok(channel) => RaftClient::new(channel).vote(collective_proto::raft::Payload { json: vec![] }).await.is_err(),
-    };
-    assert!(refused, "a certificate of another CA reached the Raft service");
+    match tls_channel(&cluster.grpc[0], &ca_pem, Some((&stranger_cert, &stranger_key))).await {
+        Err(_) => {}
+        Ok(channel) => {
+            let error = RaftClient::new(channel).vote(garbage()).await.unwrap_err();
+            assert!(
+                !matches!(error.code(), Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated),
+                "a certificate of another CA got past the handshake: {error:?}"
+            );
+        }
+    }
+    let peer_token = collective::auth::Authenticator::new(ADMIN_TOKEN, 60_000).unwrap().peer_token().to_string();
+    let anonymous = tls_channel(&cluster.grpc[0], &ca_pem, None).await.unwrap();
+    let error =
+        RaftClient::new(InterceptedService::new(anonymous, Bearer(peer_token))).vote(garbage()).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
 
     // A member with a certificate of another CA cannot join: adding it never completes, and it
     // never learns of a leader.

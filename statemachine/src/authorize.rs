@@ -13,6 +13,7 @@
 //! node's `auth` module); this module decides which entities it may touch.
 
 use crate::command::{Command, Principal};
+use crate::event::Event;
 use crate::rejection::Rejection;
 use crate::routing::Stage;
 use crate::site::SiteId;
@@ -89,6 +90,23 @@ impl State {
         }
     }
 
+    /// Whether a watcher authenticated as `principal` may see `event`: inter-site messages (their
+    /// contents, acks and requests) only reach the sites they are between; everything else is
+    /// visible to every principal (presence and the directory are shared by design).
+    pub fn event_visible_to(&self, principal: &Principal, event: &Event) -> bool {
+        let Principal::Site(own) = principal else { return true };
+        let between: &[SiteId] = match event {
+            Event::MessageQueued(delivery) | Event::ResponseArrived(delivery) => {
+                &[delivery.from_site, delivery.to_site]
+            }
+            Event::MessagesAcked { site, .. } => std::slice::from_ref(site),
+            Event::RequestOpened { from_site, to_site, .. } => &[*from_site, *to_site],
+            Event::RequestClosed { .. } => &[],
+            _ => return true,
+        };
+        between.contains(own) || self.is_master_administrator(*own)
+    }
+
     /// Refuses `command` when `principal` may not ask for it (PERMISSION_DENIED naming the rule).
     pub fn authorize(&self, principal: &Principal, command: &Command) -> Result<(), Rejection> {
         let site = match principal {
@@ -130,13 +148,21 @@ impl State {
             | Command::LogOff { username, .. }
             | Command::StartInteraction { username, .. }
             | Command::EndInteraction { username, .. } => acts_for(username),
-            // A site logs users on at itself (a roaming user too), or logs its home users on
-            // elsewhere.
-            Command::LogOn { username, site: at, .. } if *at != site => match self.users.get(&key_of(username)) {
-                Some(user) if user.home_site == site => Ok(()),
-                _ => deny(format!("user {username} may be logged on only here")),
-            },
-            Command::LogOn { .. } => Ok(()),
+            // A site logs its home users on anywhere, and any user on at itself (a roaming user
+            // arriving) unless they are logged on at another site: moving them away from there
+            // is for that site, the home site or an administrator.
+            Command::LogOn { username, site: at, .. } => {
+                let key = key_of(username);
+                let current = self.presence.get(&key).and_then(|p| p.logon.as_ref()).map(|logon| logon.site);
+                match (self.users.get(&key), current) {
+                    (Some(user), _) if user.home_site == site => Ok(()),
+                    _ if *at != site => deny(format!("user {username} may be logged on only here")),
+                    (_, Some(elsewhere)) if elsewhere != site => {
+                        deny(format!("user {username} is logged on at site {elsewhere}; log them off there first"))
+                    }
+                    _ => Ok(()),
+                }
+            }
             Command::AddUser(spec) => own(spec.home_site, "a user homed").and_then(|()| home_user(&spec.username)),
             Command::UpdateUser(spec) => home_user(&spec.username).and_then(|()| {
                 if spec.home_site == site {

@@ -112,7 +112,14 @@ fn a_site_logs_users_on_at_itself_and_its_home_users_anywhere() {
     // Site 1 may not log Bob on at site 2, but site 2 may log its own Bob on at site 1.
     let elsewhere = Command::LogOn { username: "bob".into(), site: 2, server: String::new() };
     denied(apply(&mut state, Principal::Site(1), elsewhere));
-    apply(&mut state, Principal::Site(2), Command::LogOn { username: "bob".into(), site: 1, server: String::new() })
+    // Bob is logged on at site 2: site 1 may not pull him over (that would log him off there).
+    let takeover = Command::LogOn { username: "bob".into(), site: 1, server: String::new() };
+    let reason = denied(apply(&mut state, Principal::Site(1), takeover.clone()));
+    assert!(reason.contains("logged on at site 2"), "{reason}");
+    apply(&mut state, Principal::Site(2), takeover).unwrap();
+    // Once logged off, site 1 may log him on there.
+    apply(&mut state, Principal::Site(2), Command::LogOff { username: "bob".into(), reason: "user".into() }).unwrap();
+    apply(&mut state, Principal::Site(1), Command::LogOn { username: "bob".into(), site: 1, server: String::new() })
         .unwrap();
 }
 

@@ -21,6 +21,9 @@ use crate::node::Node;
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// How long a password check may wait for one of the Argon2id permits.
+pub const VERIFICATION_WAIT_MS: u64 = 5_000;
+
 /// An Argon2id hash no password matches, verified for unknown sites so that an unknown site
 /// and a wrong password cost the same time.
 const DECOY_HASH: &str =
@@ -50,10 +53,23 @@ pub async fn check_site_password(
     let auth = node.security.auth.as_ref();
     let _permit = match auth {
         Some(auth) => {
+            // The attempt is taken before the check (and given back if the password is right),
+            // so attempts sent together cannot all slip under the limit.
             auth.failures
-                .check(&keys, node.now_ms())
+                .acquire(&keys, node.now_ms())
                 .map_err(|retry_after_ms| Status::from(AuthError::RateLimited { retry_after_ms }))?;
-            Some(auth.verifications.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?)
+            let waiting = tokio::time::timeout(
+                std::time::Duration::from_millis(VERIFICATION_WAIT_MS),
+                auth.verifications.acquire(),
+            );
+            match waiting.await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    auth.failures.refund(&keys, node.now_ms());
+                    let reason = "too many password checks at once on this member; retry shortly";
+                    return Err(ApiError::Unavailable(reason.into()).into());
+                }
+            }
         }
         None => None,
     };
@@ -69,10 +85,11 @@ pub async fn check_site_password(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         && known;
-    if !matches {
+    if matches {
         if let Some(auth) = auth {
-            auth.failures.fail(&keys, node.now_ms());
+            auth.failures.refund(&keys, node.now_ms());
         }
+    } else {
         let reason = if known { "wrong password" } else { "unknown site" };
         tracing::warn!(site, source = ?source, reason, "site authentication failed");
     }
@@ -94,9 +111,16 @@ impl Auth for AuthService {
         };
         // The member's own state: a session is checked against it too (a site added a moment
         // ago on another member may need a retry).
-        let hash = read(&self.node, true, |state| Ok(state.sites.get(&site).map(|s| s.password_hash.clone()))).await?;
+        let known =
+            read(&self.node, true, |state| Ok(state.sites.get(&site).map(|s| (s.password_hash.clone(), s.active))))
+                .await?;
+        let hash = known.as_ref().map(|(hash, _)| hash.clone());
         if !check_site_password(&self.node, site, hash.clone(), password, source).await? {
             return Err(AuthError::Unauthenticated(format!("site {site}: unknown site or wrong password")).into());
+        }
+        if known.is_some_and(|(_, active)| !active) {
+            let reason = format!("site {site} is inactive; an administrator must activate it first");
+            return Err(ApiError::Rejected(Rejection::precondition("site", reason)).into());
         }
         let nonce = u64::from_le_bytes(self.node.environment.random());
         let (token, expires_at_ms) = auth.issue(site, &hash.unwrap_or_default(), self.node.now_ms(), nonce);

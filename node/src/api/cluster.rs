@@ -13,7 +13,7 @@ use super::error::ApiError;
 use crate::node::Node;
 
 /// How long `MemberAdd` waits for the new learner to receive the entry that added it.
-pub const LEARNER_CATCH_UP_MS: u64 = 10_000;
+pub const LEARNER_CATCH_UP_MS: u64 = 8_000;
 
 /// Serves cluster administration.
 pub struct ClusterService {
@@ -131,11 +131,14 @@ impl Cluster for ClusterService {
             )
             .await;
         if caught_up.is_err() {
-            return Err(ApiError::Unavailable(format!(
-                "member {id} was added as a learner at {} but has not caught up within {LEARNER_CATCH_UP_MS} ms: \
+            return Err(ApiError::Rejected(collective_statemachine::Rejection::precondition(
+                "addr",
+                format!(
+                    "member {id} was added as a learner at {} but has not caught up within {LEARNER_CATCH_UP_MS} ms: \
                  is it running and reachable there (with a certificate of this cluster's CA, when TLS is on)? \
                  Remove it with `member remove {id}` or wait for it",
-                request.addr
+                    request.addr
+                ),
             ))
             .into());
         }

@@ -190,6 +190,7 @@ impl Presences for PresenceService {
     type WatchStream = EventStream;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let reader = principal(&request)?;
         let request = request.into_inner();
         let filter = WatchFilter {
             usernames: request.usernames.iter().map(|u| key_of(u)).collect(),
@@ -230,7 +231,13 @@ impl Presences for PresenceService {
                 };
                 let events: Vec<pb::Event> = {
                     let state = shared.state.read().expect("state lock");
-                    batch.iter().filter(|record| filter.matches(&state, record)).map(convert::event).collect()
+                    batch
+                        .iter()
+                        .filter(|record| {
+                            filter.matches(&state, record) && state.event_visible_to(&reader, &record.event)
+                        })
+                        .map(convert::event)
+                        .collect()
                 };
                 for event in events {
                     if tx.send(Ok(event)).await.is_err() {

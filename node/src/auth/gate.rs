@@ -165,15 +165,18 @@ impl From<AuthError> for tonic::Status {
 /// Authenticates `request` and applies its RPC's rule; on success the caller is in its extensions.
 fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::Status> {
     let rule = rule(request.uri().path());
-    let Some(auth) = node.security.auth.as_ref() else {
-        // Authentication off (local development): everyone is the administrator, except that
-        // with TLS the Raft service still wants a member's certificate.
-        if rule == Rule::Members
-            && node.security.tls.is_some()
-            && !matches!(certificate(request), Some(Ok(Subject::Node(_))))
-        {
+    // Under TLS the Raft service takes a member's certificate and nothing else (mutual TLS
+    // between members; a token alone is not enough).
+    if rule == Rule::Members && node.security.tls.is_some() {
+        let Some(Ok(Subject::Node(name))) = certificate(request) else {
             return Err(denied("the Raft service needs a member certificate of the cluster CA".into()));
-        }
+        };
+        let member = Authenticated { caller: Caller::Node(name), credential: Credential::Certificate };
+        request.extensions_mut().insert(member);
+        return Ok(());
+    }
+    let Some(auth) = node.security.auth.as_ref() else {
+        // Authentication off (local development): everyone is the administrator.
         let admin = Authenticated { caller: Caller::Admin("admin".into()), credential: Credential::None };
         request.extensions_mut().insert(admin);
         return Ok(());
@@ -202,10 +205,19 @@ fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::St
                 let caller = match subject {
                     Subject::Node(name) => Caller::Node(name),
                     Subject::Admin(name) => Caller::Admin(name),
-                    Subject::Site(site) if state.sites.contains_key(&site) => Caller::Site(site),
-                    Subject::Site(site) => {
-                        return Err(unauthenticated(format!("the certificate names site {site}, which does not exist")))
-                    }
+                    Subject::Site(site) => match state.sites.get(&site) {
+                        Some(known) if known.active => Caller::Site(site),
+                        Some(_) => {
+                            return Err(unauthenticated(format!(
+                                "the certificate names site {site}, which is inactive"
+                            )))
+                        }
+                        None => {
+                            return Err(unauthenticated(format!(
+                                "the certificate names site {site}, which does not exist"
+                            )))
+                        }
+                    },
                 };
                 Authenticated { caller, credential: Credential::Certificate }
             }

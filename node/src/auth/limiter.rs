@@ -1,41 +1,53 @@
 //! Failed authentication, rate-limited per caller address and per site id: each key has a
-//! bucket of `BURST` failures that refills one every `REFILL_MS`. While a key's bucket is empty,
-//! every attempt under it is refused before any password is checked, a right one too (otherwise
-//! guessing would only be slowed, not stopped). Successes cost nothing.
+//! bucket of `BURST` attempts that refills one every `REFILL_MS`.
 //!
-//! Hand-written rather than `governor`: this counts failures only and refuses attempts, and the
-//! table must stay bounded under a flood of source addresses (`KEYS_MAX`).
+//! - A password attempt takes its attempt from every key *before* the password is checked
+//!   ([`Limiter::acquire`]) and gives it back when the password was right ([`Limiter::refund`]):
+//!   attempts sent at the same moment cannot all pass a check made before any of them failed,
+//!   and while a bucket is empty even the right password waits (guessing is stopped, not slowed).
+//! - A bad bearer token counts against its address only ([`Limiter::fail`]): a token cannot be
+//!   guessed, and counting it against the site it names would let anyone lock a site out.
+//!
+//! Addresses are keyed by IPv4 address or IPv6 /64 (one host's whole prefix), in a table bounded
+//! by `SOURCES_MAX`; site buckets are kept apart, one per valid site id, and never evicted.
+//! Hand-written rather than `governor`: this counts failures, takes attempts up front and gives
+//! them back, and must stay bounded under a flood of addresses.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-/// Failures allowed in a burst per key.
-pub const BURST: u32 = 5;
-/// One more failure is allowed every this many ms (5 a minute).
-pub const REFILL_MS: u64 = 12_000;
-/// Most keys tracked; beyond it, the keys that would be allowed anyway go first, then the
-/// longest quiet.
-pub const KEYS_MAX: usize = 10_000;
+use collective_statemachine::limits::SITE_ID_MAX;
 
-/// What failures are counted under.
+/// Attempts allowed in a burst per key.
+pub const BURST: u32 = 5;
+/// One more attempt is allowed every this many ms (5 a minute).
+pub const REFILL_MS: u64 = 12_000;
+/// Most addresses tracked; beyond it, buckets that have refilled go first, then the quietest.
+pub const SOURCES_MAX: usize = 10_000;
+
+/// What attempts are counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Key {
     /// The caller's address (unknown when the transport has none, as in the simulations).
     Source(Option<IpAddr>),
-    /// The site id a login or session token named.
+    /// The site id a login named.
     Site(u32),
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
-    /// Failures still allowed as of `at_ms`.
+    /// Attempts still allowed as of `at_ms`.
     tokens: u32,
     /// When `tokens` was last computed.
     at_ms: u64,
 }
 
 impl Bucket {
+    fn full(now_ms: u64) -> Bucket {
+        Bucket { tokens: BURST, at_ms: now_ms }
+    }
+
     fn refilled(self, now_ms: u64) -> Bucket {
         let earned = now_ms.saturating_sub(self.at_ms) / REFILL_MS;
         if earned == 0 {
@@ -44,58 +56,121 @@ impl Bucket {
         let tokens = (u64::from(self.tokens) + earned).min(u64::from(BURST)) as u32;
         Bucket { tokens, at_ms: if tokens == BURST { now_ms } else { self.at_ms + earned * REFILL_MS } }
     }
+
+    /// How long until an attempt is allowed (0: now).
+    fn wait_ms(self, now_ms: u64) -> u64 {
+        if self.tokens > 0 {
+            0
+        } else {
+            (self.at_ms + REFILL_MS).saturating_sub(now_ms).max(1)
+        }
+    }
 }
 
-/// The failure buckets.
+/// Where a source's bucket lives: IPv4 addresses one by one, IPv6 by /64.
+fn source_key(source: Option<IpAddr>) -> Option<IpAddr> {
+    source.map(|ip| match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+    })
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    sources: HashMap<Option<IpAddr>, Bucket>,
+    sites: HashMap<u32, Bucket>,
+}
+
+impl Buckets {
+    /// The bucket of `key` as of now, if it is tracked (or may be).
+    fn get(&self, key: &Key, now_ms: u64) -> Bucket {
+        let found = match key {
+            Key::Source(source) => self.sources.get(&source_key(*source)),
+            Key::Site(site) => self.sites.get(site),
+        };
+        found.copied().unwrap_or(Bucket::full(now_ms)).refilled(now_ms)
+    }
+
+    fn set(&mut self, key: &Key, bucket: Bucket, now_ms: u64) {
+        match key {
+            Key::Source(source) => {
+                let source = source_key(*source);
+                if !self.sources.contains_key(&source) && self.sources.len() >= SOURCES_MAX {
+                    evict(&mut self.sources, now_ms);
+                }
+                self.sources.insert(source, bucket);
+            }
+            // Only valid site ids get a bucket, so this table holds at most 999.
+            Key::Site(site) if (1..=SITE_ID_MAX).contains(site) => {
+                self.sites.insert(*site, bucket);
+            }
+            Key::Site(_) => {}
+        }
+    }
+}
+
+/// The attempt buckets.
 #[derive(Debug, Default)]
 pub struct Limiter {
-    buckets: Mutex<HashMap<Key, Bucket>>,
+    buckets: Mutex<Buckets>,
 }
 
 impl Limiter {
-    /// Refuses when any of `keys` has no failure left: how many ms until one is allowed.
+    /// Refuses when any of `keys` has no attempt left: how many ms until one is allowed.
     pub fn check(&self, keys: &[Key], now_ms: u64) -> Result<(), u64> {
         let buckets = self.buckets.lock().expect("limiter lock");
-        let wait = keys
-            .iter()
-            .filter_map(|key| buckets.get(key))
-            .map(|bucket| bucket.refilled(now_ms))
-            .filter(|bucket| bucket.tokens == 0)
-            .map(|bucket| (bucket.at_ms + REFILL_MS).saturating_sub(now_ms).max(1))
-            .max();
-        wait.map_or(Ok(()), Err)
-    }
-
-    /// Counts a failure under each of `keys`.
-    pub fn fail(&self, keys: &[Key], now_ms: u64) {
-        let mut buckets = self.buckets.lock().expect("limiter lock");
-        for key in keys {
-            if !buckets.contains_key(key) && buckets.len() >= KEYS_MAX {
-                evict(&mut buckets, now_ms);
-            }
-            let bucket = buckets.get(key).copied().unwrap_or(Bucket { tokens: BURST, at_ms: now_ms }).refilled(now_ms);
-            buckets.insert(*key, Bucket { tokens: bucket.tokens.saturating_sub(1), at_ms: bucket.at_ms });
+        match keys.iter().map(|key| buckets.get(key, now_ms).wait_ms(now_ms)).max().unwrap_or(0) {
+            0 => Ok(()),
+            wait => Err(wait),
         }
     }
 
-    /// Keys tracked now (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.buckets.lock().expect("limiter lock").len()
+    /// Takes one attempt from every key, or none when any is empty (then: ms until allowed).
+    pub fn acquire(&self, keys: &[Key], now_ms: u64) -> Result<(), u64> {
+        let mut buckets = self.buckets.lock().expect("limiter lock");
+        let current: Vec<Bucket> = keys.iter().map(|key| buckets.get(key, now_ms)).collect();
+        match current.iter().map(|bucket| bucket.wait_ms(now_ms)).max().unwrap_or(0) {
+            0 => {
+                for (key, bucket) in keys.iter().zip(current) {
+                    buckets.set(key, Bucket { tokens: bucket.tokens - 1, at_ms: bucket.at_ms }, now_ms);
+                }
+                Ok(())
+            }
+            wait => Err(wait),
+        }
     }
 
-    /// Whether no key is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Gives back an attempt taken by `acquire` that succeeded.
+    pub fn refund(&self, keys: &[Key], now_ms: u64) {
+        let mut buckets = self.buckets.lock().expect("limiter lock");
+        for key in keys {
+            let bucket = buckets.get(key, now_ms);
+            buckets.set(key, Bucket { tokens: (bucket.tokens + 1).min(BURST), at_ms: bucket.at_ms }, now_ms);
+        }
+    }
+
+    /// Counts a failure under each of `keys` (an empty bucket stays empty).
+    pub fn fail(&self, keys: &[Key], now_ms: u64) {
+        let mut buckets = self.buckets.lock().expect("limiter lock");
+        for key in keys {
+            let bucket = buckets.get(key, now_ms);
+            buckets.set(key, Bucket { tokens: bucket.tokens.saturating_sub(1), at_ms: bucket.at_ms }, now_ms);
+        }
+    }
+
+    /// Addresses tracked now.
+    pub fn sources(&self) -> usize {
+        self.buckets.lock().expect("limiter lock").sources.len()
     }
 }
 
 /// Makes room: drops every bucket that has refilled completely, or else the quietest one.
-fn evict(buckets: &mut HashMap<Key, Bucket>, now_ms: u64) {
-    let before = buckets.len();
-    buckets.retain(|_, bucket| bucket.refilled(now_ms).tokens < BURST);
-    if buckets.len() == before {
-        if let Some(oldest) = buckets.iter().min_by_key(|(_, bucket)| bucket.at_ms).map(|(key, _)| *key) {
-            buckets.remove(&oldest);
+fn evict(sources: &mut HashMap<Option<IpAddr>, Bucket>, now_ms: u64) {
+    let before = sources.len();
+    sources.retain(|_, bucket| bucket.refilled(now_ms).tokens < BURST);
+    if sources.len() == before {
+        if let Some(oldest) = sources.iter().min_by_key(|(_, bucket)| bucket.at_ms).map(|(key, _)| *key) {
+            sources.remove(&oldest);
         }
     }
 }
@@ -105,32 +180,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_burst_of_failures_blocks_the_key_until_it_refills() {
+    fn attempts_are_taken_up_front_and_given_back_on_success() {
         let limiter = Limiter::default();
         let keys = [Key::Source(Some([10, 0, 0, 1].into())), Key::Site(7)];
+        // Five attempts at once all take theirs before any is judged; the sixth waits.
         for _ in 0..BURST {
-            assert_eq!(limiter.check(&keys, 1_000), Ok(()));
-            limiter.fail(&keys, 1_000);
+            assert_eq!(limiter.acquire(&keys, 1_000), Ok(()));
         }
-        assert_eq!(limiter.check(&keys, 1_000), Err(REFILL_MS));
-        // Another address trying the same site is refused too; the first address trying another
+        assert_eq!(limiter.acquire(&keys, 1_000), Err(REFILL_MS));
+        // Another address trying the same site waits too; the first address trying another
         // site as well.
-        assert!(limiter.check(&[Key::Source(None), Key::Site(7)], 1_000).is_err());
+        assert!(limiter.acquire(&[Key::Source(None), Key::Site(7)], 1_000).is_err());
         assert!(limiter.check(&[keys[0], Key::Site(8)], 1_000).is_err());
         assert_eq!(limiter.check(&[Key::Source(None), Key::Site(8)], 1_000), Ok(()));
-        // One refill allows exactly one more failure.
-        assert_eq!(limiter.check(&keys, 1_000 + REFILL_MS), Ok(()));
-        limiter.fail(&keys, 1_000 + REFILL_MS);
-        assert!(limiter.check(&keys, 1_000 + REFILL_MS).is_err());
+        // A success gives its attempt back.
+        limiter.refund(&keys, 1_000);
+        assert_eq!(limiter.acquire(&keys, 1_000), Ok(()));
+        // One refill allows exactly one more attempt; a quiet minute refills the burst.
+        assert_eq!(limiter.acquire(&keys, 1_000 + REFILL_MS), Ok(()));
+        assert!(limiter.acquire(&keys, 1_000 + REFILL_MS).is_err());
         assert_eq!(limiter.check(&keys, 1_000 + 6 * REFILL_MS), Ok(()));
     }
 
     #[test]
-    fn the_table_stays_bounded() {
+    fn ipv6_addresses_share_their_prefix() {
         let limiter = Limiter::default();
-        for i in 0..(KEYS_MAX as u32 + 500) {
-            limiter.fail(&[Key::Source(Some(std::net::Ipv4Addr::from(i).into()))], u64::from(i));
+        let first: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_prefix: IpAddr = "2001:db8::ffff:1".parse().unwrap();
+        for _ in 0..BURST {
+            limiter.fail(&[Key::Source(Some(first))], 0);
         }
-        assert!(limiter.len() <= KEYS_MAX);
+        assert!(limiter.check(&[Key::Source(Some(same_prefix))], 0).is_err());
+        assert!(limiter.check(&[Key::Source(Some("2001:db9::1".parse().unwrap()))], 0).is_ok());
+    }
+
+    #[test]
+    fn a_flood_of_addresses_stays_bounded_and_never_frees_a_site() {
+        let limiter = Limiter::default();
+        for _ in 0..BURST {
+            limiter.fail(&[Key::Site(7)], 0);
+        }
+        for i in 0..(SOURCES_MAX as u32 + 500) {
+            limiter.fail(&[Key::Source(Some(std::net::Ipv4Addr::from(i).into()))], 0);
+        }
+        assert!(limiter.sources() <= SOURCES_MAX);
+        assert!(limiter.check(&[Key::Site(7)], 0).is_err());
+        // Ids that are not sites are never tracked.
+        for _ in 0..BURST {
+            limiter.fail(&[Key::Site(5_000)], 0);
+        }
+        assert!(limiter.check(&[Key::Site(5_000)], 0).is_ok());
     }
 }

@@ -207,8 +207,9 @@ impl Authenticator {
 
     /// Who a bearer token stands for. A valid token always passes (tokens are too long to
     /// guess, so a flood from a shared address must not lock its honest callers out); failures
-    /// are counted under the caller's address (and the site a session token names), and once
-    /// over the limit they are answered `RateLimited`.
+    /// are counted under the caller's address only (counting them against the site a token
+    /// names would let anyone lock that site out), and once over the limit they are answered
+    /// `RateLimited`.
     pub fn verify_token(
         &self,
         token: &str,
@@ -221,7 +222,7 @@ impl Authenticator {
             other => return other,
         };
         let named_site = session_site(token);
-        let keys: Vec<Key> = [Some(Key::Source(source)), named_site.map(Key::Site)].into_iter().flatten().collect();
+        let keys = [Key::Source(source)];
         if let Err(retry_after_ms) = self.failures.check(&keys, now_ms) {
             return Err(AuthError::RateLimited { retry_after_ms });
         }

@@ -14,6 +14,9 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// How long a client may take to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
 /// A node's TLS material: its identity and the cluster CA.
 #[derive(Clone)]
 pub struct Tls {
@@ -40,12 +43,16 @@ impl Tls {
     pub fn load(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<Tls> {
         install_crypto_provider();
         let (cert, key, ca) = (read("tls_cert_file", cert)?, read("tls_key_file", key)?, read("tls_ca_file", ca)?);
-        // Fail at start-up, naming the file, rather than at the first handshake.
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&cert, &key))
-            .client_ca_root(Certificate::from_pem(&ca))
-            .client_auth_optional(true);
-        Ok(Tls { identity: Identity::from_pem(cert, key), ca: Certificate::from_pem(ca) })
+        let tls = Tls { identity: Identity::from_pem(cert, key), ca: Certificate::from_pem(ca) };
+        // Fail at start-up rather than at the first handshake: building the server and client
+        // sides parses the certificate, the key and the CA.
+        tonic::transport::Server::builder().tls_config(tls.server()).map_err(|e| {
+            anyhow::anyhow!("tls_cert_file, tls_key_file, tls_ca_file: not a usable certificate, key and CA ({e:?})")
+        })?;
+        tonic::transport::Endpoint::from_static("https://127.0.0.1:1").tls_config(tls.client()).map_err(|e| {
+            anyhow::anyhow!("tls_cert_file, tls_key_file, tls_ca_file: not a usable client identity ({e:?})")
+        })?;
+        Ok(tls)
     }
 
     /// The server side: this node's identity; client certificates optional but verified.
@@ -54,6 +61,8 @@ impl Tls {
             .identity(self.identity.clone())
             .client_ca_root(self.ca.clone())
             .client_auth_optional(true)
+            // A connection that stalls in its handshake is dropped.
+            .timeout(std::time::Duration::from_millis(HANDSHAKE_TIMEOUT_MS))
     }
 
     /// The client side towards peers: trust the cluster CA only, present this node's identity.

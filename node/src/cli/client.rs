@@ -127,9 +127,10 @@ impl Transport {
 }
 
 impl Transport {
-    /// A call that died with its connection becomes `UNAVAILABLE` (the next endpoint is tried)
-    /// naming the endpoint. A plaintext client talking to a TLS member sees exactly this (the
-    /// member drops the connection after the HTTP/2 preface): the message says what to do.
+    /// A call that died with its connection names the endpoint and, for a plaintext client, the
+    /// likely cause: a TLS member drops a plaintext connection after the HTTP/2 preface, which
+    /// the client sees only at its first call. The code stays what it was, so a write whose
+    /// answer was lost is never silently sent to the next endpoint.
     fn explain(&self, endpoint: &str, status: tonic::Status) -> tonic::Status {
         let message = status.message();
         let connection_lost =
@@ -143,7 +144,7 @@ impl Transport {
         }
         let hint =
             if self.tls.is_some() { "" } else { " (if the cluster serves TLS, pass --cacert with the cluster CA)" };
-        tonic::Status::unavailable(format!("endpoint {endpoint}: the connection failed: {message}{hint}"))
+        tonic::Status::new(status.code(), format!("endpoint {endpoint}: the connection failed: {message}{hint}"))
     }
 }
 
