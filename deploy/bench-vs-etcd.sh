@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Side by side on this machine: a 3-member etcd and a 3-node collective on loopback, both
-# fsyncing before they acknowledge, loaded with the same presence write shape by the same tool
-# (`collective bench presence --target collective|etcd`) at 1, 64 and 1,000 clients, alternating.
-# Prints one table of medians over RUNS runs with the ratio collective/etcd. Stops all it starts.
-#   RUNS=3 DURATION=10 CLIENTS="1 64 1000" deploy/bench-vs-etcd.sh
+# fsyncing before they acknowledge, loaded by the same tool (`collective bench WORKLOAD --target
+# collective|etcd`) at 1, 64 and 1,000 clients, alternating: `presence` (the same write shape:
+# one put of a serialized presence record per change) and `read` (linearizable gets, etcd's
+# default). Prints one table of medians over RUNS runs with the ratio collective/etcd. Stops all
+# it starts.
+#   RUNS=3 DURATION=10 CLIENTS="1 64 1000" WORKLOADS="presence read" deploy/bench-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/collective-target}"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-10}"
 CLIENTS="${CLIENTS:-1 64 1000}"
+WORKLOADS="${WORKLOADS:-presence read}"
 deploy/install-deps.sh
 if ! command -v etcd >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -53,12 +56,14 @@ collective_endpoints="127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003"
 etcd_endpoints="http://127.0.0.1:12379,http://127.0.0.1:22379,http://127.0.0.1:32379"
 results="$WORK/results.jsonl"
 for run in $(seq 1 "$RUNS"); do
-  for clients in $CLIENTS; do
-    for target in collective etcd; do
-      endpoints="$collective_endpoints"; [ "$target" = etcd ] && endpoints="$etcd_endpoints"
-      echo "run $run: $target, $clients clients" >&2
-      "$BIN" --endpoints "$endpoints" -w json bench presence --target "$target" --clients "$clients" \
-        --duration "$DURATION" --warmup 2 | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
+  for workload in $WORKLOADS; do
+    for clients in $CLIENTS; do
+      for target in collective etcd; do
+        endpoints="$collective_endpoints"; [ "$target" = etcd ] && endpoints="$etcd_endpoints"
+        echo "run $run: $workload, $target, $clients clients" >&2
+        "$BIN" --endpoints "$endpoints" -w json bench "$workload" --target "$target" --clients "$clients" \
+          --duration "$DURATION" --warmup 2 | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
+      done
     done
   done
 done
@@ -66,13 +71,16 @@ done
 python3 - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-def median(target, clients, key):
-    values = [r[key] for r in rows if r["target"] == target and r["clients"] == clients]
+def median(workload, target, clients, key):
+    values = [r[key] for r in rows if r["workload"] == workload and r["target"] == target and r["clients"] == clients]
     return statistics.median(values) if values else float("nan")
-print(f"{'clients':>7}  {'collective ops/s':>16}  {'etcd ops/s':>10}  {'ratio':>5}  {'collective p99 ms':>17}  {'etcd p99 ms':>11}  {'errors':>6}")
-for clients in sorted({r["clients"] for r in rows}):
-    c, e = median("collective", clients, "throughput_per_s"), median("etcd", clients, "throughput_per_s")
-    errors = sum(sum(r["errors"].values()) for r in rows if r["clients"] == clients)
-    print(f"{clients:>7}  {c:>16.0f}  {e:>10.0f}  {c / e:>5.2f}  {median('collective', clients, 'p99_ms'):>17.2f}  {median('etcd', clients, 'p99_ms'):>11.2f}  {errors:>6}")
-print(f"(medians of {len(rows) // max(1, 2 * len({r['clients'] for r in rows}))} runs; same machine, loopback, both fsync before acknowledging)")
+print(f"{'workload':>8}  {'clients':>7}  {'collective ops/s':>16}  {'etcd ops/s':>10}  {'ratio':>5}  {'collective p99 ms':>17}  {'etcd p99 ms':>11}  {'errors':>6}")
+for workload in sorted({r["workload"] for r in rows}):
+    for clients in sorted({r["clients"] for r in rows if r["workload"] == workload}):
+        c, e = median(workload, "collective", clients, "throughput_per_s"), median(workload, "etcd", clients, "throughput_per_s")
+        errors = sum(sum(r["errors"].values()) for r in rows if r["workload"] == workload and r["clients"] == clients)
+        cp, ep = median(workload, "collective", clients, "p99_ms"), median(workload, "etcd", clients, "p99_ms")
+        print(f"{workload:>8}  {clients:>7}  {c:>16.0f}  {e:>10.0f}  {c / e:>5.2f}  {cp:>17.2f}  {ep:>11.2f}  {errors:>6}")
+runs = len({(r["workload"], r["target"], r["clients"]) for r in rows})
+print(f"(medians of {len(rows) // max(1, runs)} runs; same machine, loopback, both fsync before acknowledging)")
 PY

@@ -17,7 +17,7 @@ use super::client::{Client, Conn};
 use super::output::Format;
 
 /// Site the benchmark's users live at.
-const BENCH_SITE_ID: u32 = 999;
+pub(super) const BENCH_SITE_ID: u32 = 999;
 /// Statuses the presence workload cycles through (none needs an `until`).
 const BENCH_STATUSES: [&str; 4] = ["Available", "Away from desk", "On Break", "Gone Home"];
 
@@ -29,6 +29,10 @@ pub enum BenchCommand {
     Messages(super::bench_messages::MessagesArgs),
     /// Calls routed to agents across sites, each accepted and ended by its agent.
     Route(super::bench_route::RouteArgs),
+    /// Presence reads of random users, linearizable or serializable.
+    Read(super::bench_read::ReadArgs),
+    /// Watchers receiving a writer's status changes: fan-out latency from write to each watcher.
+    Watch(super::bench_read::WatchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +59,9 @@ pub struct PresenceArgs {
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Total requests per second across the clients (default: as fast as they are answered).
+    #[arg(long)]
+    pub rate: Option<u32>,
     /// What to load: this collective, or an etcd cluster given by --endpoints (the same writes
     /// as puts of serialized presence records), for a side-by-side comparison.
     #[arg(long, value_enum, default_value = "collective")]
@@ -76,6 +83,8 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
         BenchCommand::Presence(args) => presence(client, args, format).await,
         BenchCommand::Messages(args) => super::bench_messages::messages(client, args, format).await,
         BenchCommand::Route(args) => super::bench_route::route(client, args, format).await,
+        BenchCommand::Read(args) => super::bench_read::read(client, args, format).await,
+        BenchCommand::Watch(args) => super::bench_read::watch(client, args, format).await,
     }
 }
 
@@ -90,6 +99,87 @@ pub(super) async fn measure_window(warmup_s: u64, duration_s: u64, measuring: &A
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     elapsed
+}
+
+/// Spaces one client's requests to a rate: each request has a scheduled start, and latency is
+/// measured from it (a slow answer delays the next request but is not forgiven, so coordinated
+/// omission does not flatter the percentiles). Without a rate, requests go back to back.
+pub(super) struct Pacer {
+    interval: Option<Duration>,
+    next: Instant,
+}
+
+impl Pacer {
+    /// `rate` requests per second in total, shared by `clients`.
+    pub(super) fn new(rate: Option<u32>, clients: u32) -> Pacer {
+        let interval =
+            rate.filter(|rate| *rate > 0).map(|rate| Duration::from_secs_f64(f64::from(clients) / f64::from(rate)));
+        Pacer { interval, next: Instant::now() }
+    }
+
+    /// Waits for the next slot; returns the time latency is measured from.
+    pub(super) async fn slot(&mut self) -> Instant {
+        let Some(interval) = self.interval else { return Instant::now() };
+        let scheduled = self.next;
+        self.next += interval;
+        tokio::time::sleep_until(scheduled.into()).await;
+        scheduled
+    }
+}
+
+/// A latency histogram in µs (1 µs to 60 s, 3 significant digits).
+pub(super) fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// Prints a benchmark's result as one table row or as JSON (the fields `deploy/bench-vs-etcd.sh`
+/// reads).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn print_report(
+    format: Format,
+    workload: &str,
+    target: &str,
+    clients: u32,
+    connections: u32,
+    elapsed: f64,
+    histogram: &Histogram<u64>,
+    errors: &BTreeMap<String, u64>,
+) -> anyhow::Result<()> {
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let report = serde_json::json!({
+        "workload": workload,
+        "target": target,
+        "clients": clients,
+        "connections": connections,
+        "duration_s": elapsed,
+        "ok": histogram.len(),
+        "throughput_per_s": histogram.len() as f64 / elapsed,
+        "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+        "max_ms": histogram.max() as f64 / 1000.0,
+        "errors": errors,
+    });
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            println!("workload  target      clients  conns  ok        ops/s     p50 ms  p90 ms  p99 ms  p999 ms  max ms   errors");
+            println!(
+                "{:<8}  {:<10}  {:<7}  {:<5}  {:<8}  {:<8.0}  {:<6.2}  {:<6.2}  {:<6.2}  {:<7.2}  {:<7.2}  {:?}",
+                workload,
+                target,
+                clients,
+                connections,
+                histogram.len(),
+                histogram.len() as f64 / elapsed,
+                ms(0.5),
+                ms(0.9),
+                ms(0.99),
+                ms(0.999),
+                histogram.max() as f64 / 1000.0,
+                errors
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the workers of a benchmark, reporting any that failed.
@@ -127,7 +217,8 @@ pub(super) async fn ensure_site(client: &Client, id: u32, name: &str) -> anyhow:
     }
 }
 
-async fn prepare(client: &Client, users: u32) -> anyhow::Result<()> {
+/// Creates the bench site and users `bench0..bench{users}` that are missing.
+pub(super) async fn prepare(client: &Client, users: u32) -> anyhow::Result<()> {
     ensure_site(client, BENCH_SITE_ID, "bench").await?;
     let existing = client
         .call(|c| async move {
@@ -338,14 +429,12 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             logged_on: Default::default(),
             on_call: Default::default(),
         };
+        let mut pacer = Pacer::new(args.rate, args.clients);
         tasks.push(tokio::spawn(async move {
-            let mut tally = Tally {
-                histogram: Some(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")),
-                errors: BTreeMap::new(),
-            };
+            let mut tally = Tally { histogram: Some(histogram()), errors: BTreeMap::new() };
             while !stop.load(Ordering::Relaxed) {
                 let op = workload.next();
-                let started = Instant::now();
+                let started = pacer.slot().await;
                 let result = sink.execute(op).await;
                 if measuring.load(Ordering::Relaxed) {
                     match result {
@@ -361,7 +450,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
         }));
     }
     let elapsed = measure_window(args.warmup, args.duration, &measuring, &stop).await;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut histogram = histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for task in tasks {
         let tally = task.await?;
@@ -370,40 +459,6 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             *errors.entry(code).or_default() += count;
         }
     }
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    let report = serde_json::json!({
-        "workload": "presence",
-        "target": format!("{:?}", args.target).to_lowercase(),
-        "clients": args.clients,
-        "connections": connection_count,
-        "duration_s": elapsed,
-        "ok": histogram.len(),
-        "throughput_per_s": histogram.len() as f64 / elapsed,
-        "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
-        "max_ms": histogram.max() as f64 / 1000.0,
-        "errors": errors,
-    });
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Table => {
-            println!(
-                "target      clients  conns  ok        ops/s     p50 ms  p90 ms  p99 ms  p999 ms  max ms   errors"
-            );
-            println!(
-                "{:<10}  {:<7}  {:<5}  {:<8}  {:<8.0}  {:<6.2}  {:<6.2}  {:<6.2}  {:<7.2}  {:<7.2}  {:?}",
-                format!("{:?}", args.target).to_lowercase(),
-                args.clients,
-                connection_count,
-                histogram.len(),
-                histogram.len() as f64 / elapsed,
-                ms(0.5),
-                ms(0.9),
-                ms(0.99),
-                ms(0.999),
-                histogram.max() as f64 / 1000.0,
-                errors
-            );
-        }
-    }
-    Ok(())
+    let target = format!("{:?}", args.target).to_lowercase();
+    print_report(format, "presence", &target, args.clients, connection_count, elapsed, &histogram, &errors)
 }

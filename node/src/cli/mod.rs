@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_messages;
+pub mod bench_read;
 pub mod bench_route;
 pub mod client;
 pub mod messaging;
