@@ -72,6 +72,23 @@ pub struct Node {
     leases_renewed_in_term: AtomicU64,
     /// This node's presence history index.
     pub history: Arc<HistoryStore>,
+    /// Linearizable reads waiting for a read-index round (see `read_index`).
+    read_rounds: std::sync::Mutex<ReadRounds>,
+}
+
+/// The outcome of one read-index round, shared by every read it serves.
+type RoundOutcome = Option<Result<u64, ApiError>>;
+
+/// Concurrent linearizable reads share read-index rounds, as etcd batches its ReadIndex
+/// requests: a read joins the round that has not started yet (`next`), so the round it gets its
+/// index from began after it arrived. At most one round runs at a time; without this, every read
+/// was its own quorum round (or its own RPC to the leader).
+#[derive(Default)]
+struct ReadRounds {
+    /// The round the next readers join; taken when it starts.
+    next: Option<tokio::sync::watch::Sender<RoundOutcome>>,
+    /// Whether a task is running rounds.
+    running: bool,
 }
 
 impl Node {
@@ -124,6 +141,7 @@ impl Node {
             environment,
             history,
             leases_renewed_in_term: AtomicU64::new(0),
+            read_rounds: std::sync::Mutex::new(ReadRounds::default()),
         });
         if node.config.history_prune_interval_ms > 0 {
             tokio::spawn(node.clone().prune_history());
@@ -354,7 +372,8 @@ impl Node {
         Some((leader, addr))
     }
 
-    fn not_leader(&self) -> ApiError {
+    /// NOT_LEADER, naming the leader when one is known.
+    pub fn not_leader(&self) -> ApiError {
         let leader = self.leader();
         ApiError::NotLeader { leader_id: leader.as_ref().map(|l| l.0), leader_addr: leader.map(|l| l.1) }
     }
@@ -453,10 +472,66 @@ impl Node {
 
     /// Waits until a read here is linearizable (unless `serializable`): the leader confirms its
     /// leadership and this node has applied everything committed before the read began.
-    pub async fn read_barrier(&self, serializable: bool) -> Result<(), ApiError> {
+    pub async fn read_barrier(self: &Arc<Self>, serializable: bool) -> Result<(), ApiError> {
         if serializable {
             return Ok(());
         }
+        let index = self.read_index().await?;
+        self.raft
+            .wait(Some(Duration::from_millis(self.config.forward_timeout_ms)))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("waiting to apply index {index}: {e}")))?;
+        Ok(())
+    }
+
+    /// A read index for a read arriving now, from a round shared with the reads around it.
+    pub async fn read_index(self: &Arc<Self>) -> Result<u64, ApiError> {
+        let (mut outcome, start) = {
+            let mut rounds = self.read_rounds.lock().expect("read rounds lock");
+            let outcome = match &rounds.next {
+                Some(next) => next.subscribe(),
+                None => {
+                    let (next, outcome) = tokio::sync::watch::channel(None);
+                    rounds.next = Some(next);
+                    outcome
+                }
+            };
+            (outcome, !std::mem::replace(&mut rounds.running, true))
+        };
+        metrics::counter!("collective_linearizable_reads_total").increment(1);
+        if start {
+            tokio::spawn(self.clone().run_read_rounds());
+        }
+        let outcome = outcome
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ApiError::Unavailable("the read-index round was abandoned".into()))?;
+        outcome.clone().expect("waited for an outcome")
+    }
+
+    /// Runs rounds while readers wait for one.
+    async fn run_read_rounds(self: Arc<Self>) {
+        loop {
+            let next = {
+                let mut rounds = self.read_rounds.lock().expect("read rounds lock");
+                match rounds.next.take() {
+                    Some(next) => next,
+                    None => {
+                        rounds.running = false;
+                        return;
+                    }
+                }
+            };
+            metrics::counter!("collective_read_index_rounds_total").increment(1);
+            let outcome = self.read_index_round().await;
+            let _ = next.send(Some(outcome));
+        }
+    }
+
+    /// One read-index round: the leader confirms its leadership with a quorum; a follower asks
+    /// the leader.
+    async fn read_index_round(&self) -> Result<u64, ApiError> {
         let index = match self.leader() {
             Some((leader, _)) if leader == self.id => self.leader_read_index().await?,
             Some((_, addr)) if !addr.is_empty() => {
@@ -474,12 +549,7 @@ impl Node {
             }
             _ => return Err(self.not_leader()),
         };
-        self.raft
-            .wait(Some(Duration::from_millis(self.config.forward_timeout_ms)))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("waiting to apply index {index}: {e}")))?;
-        Ok(())
+        Ok(index)
     }
 
     /// Voters and learners of the current membership.

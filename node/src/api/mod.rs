@@ -17,6 +17,8 @@ pub mod notes;
 pub mod presence;
 pub mod routing;
 
+use std::sync::Arc;
+
 use collective_statemachine::{Principal, State};
 
 use crate::auth::Authenticated;
@@ -45,7 +47,7 @@ pub fn authenticated<T>(request: &tonic::Request<T>) -> Result<Authenticated, Ap
 
 /// Runs `read` over the applied state after the read barrier.
 pub async fn read<T>(
-    node: &Node,
+    node: &Arc<Node>,
     serializable: bool,
     read: impl FnOnce(&State) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
