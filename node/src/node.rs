@@ -524,7 +524,12 @@ impl Node {
                 }
             };
             metrics::counter!("collective_read_index_rounds_total").increment(1);
-            let outcome = self.read_index_round().await;
+            // A round that never ends would hold every later read: it is bounded like a
+            // forwarded request.
+            let deadline = Duration::from_millis(self.config.forward_timeout_ms);
+            let outcome = tokio::time::timeout(deadline, self.read_index_round()).await.unwrap_or_else(|_| {
+                Err(ApiError::Unavailable(format!("no read index within {} ms", self.config.forward_timeout_ms)))
+            });
             let _ = next.send(Some(outcome));
         }
     }
