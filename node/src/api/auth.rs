@@ -143,3 +143,17 @@ impl Auth for AuthService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decoy must be a well-formed Argon2id hash, or an unknown site would skip the Argon2
+    /// work and answer faster than a wrong password.
+    #[test]
+    fn the_decoy_hash_costs_a_real_verification() {
+        let parsed = PasswordHash::new(DECOY_HASH).expect("the decoy parses");
+        assert_eq!(parsed.algorithm.as_str(), "argon2id");
+        assert!(Argon2::default().verify_password(b"anything", &parsed).is_err());
+    }
+}
