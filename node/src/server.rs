@@ -181,6 +181,9 @@ async fn report_backlog(node: Arc<Node>) {
             (state.messaging.requests.len(), (queued, index.eligible.len(), routed, accepted))
         };
         metrics::gauge!("collective_open_requests").set(open as f64);
+        if let Some(bytes) = resident_memory_bytes() {
+            metrics::gauge!("collective_process_resident_memory_bytes").set(bytes as f64);
+        }
         // Routing totals (per workgroup they are in `collective route stats`: label sets of up
         // to 100,000 workgroups do not belong in Prometheus).
         metrics::gauge!("collective_routing_queued").set(routing.0 as f64);
@@ -188,6 +191,14 @@ async fn report_backlog(node: Arc<Node>) {
         metrics::gauge!("collective_routing_routed").set(routing.2 as f64);
         metrics::gauge!("collective_routing_accepted").set(routing.3 as f64);
     }
+}
+
+/// This process's resident set size, from `/proc/self/status` (`None` where there is none).
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 async fn serve_http(listener: tokio::net::TcpListener, node: Arc<Node>, prometheus: PrometheusHandle) {

@@ -124,6 +124,14 @@ async fn a_disconnected_site_gets_everything_in_order_when_it_reconnects() {
         assert!(Instant::now() < deadline, "no backlog gauge for site 2 in:\n{metrics}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The same task reports the member's resident memory.
+    let metrics = http_get(&cluster.http[1], "/metrics");
+    let rss: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("collective_process_resident_memory_bytes "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no resident memory gauge in:\n{metrics}"));
+    assert!(rss > 1e6, "resident memory {rss} bytes");
     let receive = |node: usize| {
         let cluster = &cluster;
         async move {
