@@ -35,8 +35,9 @@ pub enum BenchCommand {
     Watch(super::bench_read::WatchArgs),
 }
 
+/// The closed-loop load options every request benchmark shares.
 #[derive(Args, Debug)]
-pub struct PresenceArgs {
+pub struct Load {
     /// Concurrent clients (each one request at a time).
     #[arg(long, default_value_t = 64)]
     pub clients: u32,
@@ -49,6 +50,30 @@ pub struct PresenceArgs {
     /// Warm-up seconds before measuring.
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
+    /// Total requests per second across the clients (default: as fast as they are answered).
+    #[arg(long)]
+    pub rate: Option<u32>,
+}
+
+impl Load {
+    /// Checks the options; the error names them.
+    pub(super) fn check(&self) -> anyhow::Result<()> {
+        if self.clients == 0 || self.duration == 0 {
+            anyhow::bail!("--clients and --duration must be positive");
+        }
+        Ok(())
+    }
+
+    /// Connections to open: `--connections`, or one per client up to 16.
+    pub(super) fn connection_count(&self) -> u32 {
+        self.connections.unwrap_or(self.clients.min(16)).max(1)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PresenceArgs {
+    #[command(flatten)]
+    pub load: Load,
     /// Users written to (created first if missing).
     #[arg(long, default_value_t = 1_000)]
     pub users: u32,
@@ -59,9 +84,6 @@ pub struct PresenceArgs {
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Total requests per second across the clients (default: as fast as they are answered).
-    #[arg(long)]
-    pub rate: Option<u32>,
     /// What to load: this collective, or an etcd cluster given by --endpoints (the same writes
     /// as puts of serialized presence records), for a side-by-side comparison.
     #[arg(long, value_enum, default_value = "collective")]
@@ -384,11 +406,12 @@ impl Sink {
 }
 
 async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow::Result<()> {
-    if args.clients == 0 || args.users == 0 || args.duration == 0 || args.status_percent > 100 {
-        anyhow::bail!("--clients, --users and --duration must be positive and --status-percent at most 100");
+    args.load.check()?;
+    if args.users == 0 || args.status_percent > 100 {
+        anyhow::bail!("--users must be positive and --status-percent at most 100");
     }
     let endpoints = client.endpoints();
-    let connection_count = args.connections.unwrap_or(args.clients.min(16)).max(1);
+    let connection_count = args.load.connection_count();
     let mut sinks = Vec::new();
     match args.target {
         Target::Collective => {
@@ -412,7 +435,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
     let mut tasks = Vec::new();
     // Interaction ids must not collide with those a previous run left open.
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    for index in 0..args.clients {
+    for index in 0..args.load.clients {
         let mut sink = match &sinks[index as usize % sinks.len()] {
             Sink::Collective(presences) => Sink::Collective(presences.clone()),
             Sink::Etcd(kv) => Sink::Etcd(kv.clone()),
@@ -421,7 +444,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
         let mut workload = Workload {
             rng: rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64)),
             index,
-            clients: args.clients,
+            clients: args.load.clients,
             users: args.users,
             status_percent: args.status_percent,
             run,
@@ -429,7 +452,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             logged_on: Default::default(),
             on_call: Default::default(),
         };
-        let mut pacer = Pacer::new(args.rate, args.clients);
+        let mut pacer = Pacer::new(args.load.rate, args.load.clients);
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally { histogram: Some(histogram()), errors: BTreeMap::new() };
             while !stop.load(Ordering::Relaxed) {
@@ -449,7 +472,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             tally
         }));
     }
-    let elapsed = measure_window(args.warmup, args.duration, &measuring, &stop).await;
+    let elapsed = measure_window(args.load.warmup, args.load.duration, &measuring, &stop).await;
     let mut histogram = histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for task in tasks {
@@ -460,5 +483,5 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
         }
     }
     let target = format!("{:?}", args.target).to_lowercase();
-    print_report(format, "presence", &target, args.clients, connection_count, elapsed, &histogram, &errors)
+    print_report(format, "presence", &target, args.load.clients, connection_count, elapsed, &histogram, &errors)
 }

@@ -17,7 +17,7 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::presences_client::PresencesClient;
 use rand::{Rng, SeedableRng};
 
-use super::bench::{histogram, measure_window, prepare, print_report, Pacer, Target};
+use super::bench::{histogram, measure_window, prepare, print_report, Load, Pacer, Target};
 use super::client::{Client, Conn};
 use super::output::Format;
 
@@ -26,27 +26,14 @@ pub const WATCHERS_MAX: u32 = 10_000;
 
 #[derive(Args, Debug)]
 pub struct ReadArgs {
-    /// Concurrent clients (each one request at a time).
-    #[arg(long, default_value_t = 64)]
-    pub clients: u32,
-    /// gRPC connections shared by the clients (default: min(clients, 16)).
-    #[arg(long)]
-    pub connections: Option<u32>,
-    /// Measured duration in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub duration: u64,
-    /// Warm-up seconds before measuring.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: u64,
+    #[command(flatten)]
+    pub load: Load,
     /// Users read (created first if missing).
     #[arg(long, default_value_t = 1_000)]
     pub users: u32,
     /// Serve each read from the contacted member without a quorum check.
     #[arg(long)]
     pub serializable: bool,
-    /// Total requests per second across the clients (default: as fast as they are answered).
-    #[arg(long)]
-    pub rate: Option<u32>,
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -128,10 +115,11 @@ async fn prepare_etcd(etcd: &mut etcd_client::Client, users: u32) -> anyhow::Res
 
 /// `collective bench read`.
 pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Result<()> {
-    if args.clients == 0 || args.users == 0 || args.duration == 0 {
-        anyhow::bail!("--clients, --users and --duration must be positive");
+    args.load.check()?;
+    if args.users == 0 {
+        anyhow::bail!("--users must be positive");
     }
-    let connection_count = args.connections.unwrap_or(args.clients.min(16)).max(1);
+    let connection_count = args.load.connection_count();
     let connections = connect(client, args.target, connection_count).await?;
     match &connections {
         Connections::Collective(_) => prepare(client, args.users).await?,
@@ -140,7 +128,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for index in 0..args.clients {
+    for index in 0..args.load.clients {
         let (measuring, stop) = (measuring.clone(), stop.clone());
         let slot = index as usize % connection_count as usize;
         let mut reader = match &connections {
@@ -149,7 +137,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
         };
         let mut rng =
             rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(index)));
-        let mut pacer = Pacer::new(args.rate, args.clients);
+        let mut pacer = Pacer::new(args.load.rate, args.load.clients);
         let (users, serializable) = (args.users, args.serializable);
         tasks.push(tokio::spawn(async move {
             let mut tally = (histogram(), BTreeMap::<String, u64>::new());
@@ -167,7 +155,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
             tally
         }));
     }
-    let elapsed = measure_window(args.warmup, args.duration, &measuring, &stop).await;
+    let elapsed = measure_window(args.load.warmup, args.load.duration, &measuring, &stop).await;
     let (mut total, mut errors) = (histogram(), BTreeMap::<String, u64>::new());
     for task in tasks {
         let (tally, failed) = task.await?;
@@ -178,7 +166,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
     }
     let target = format!("{:?}", args.target).to_lowercase();
     let workload = if args.serializable { "read-serializable" } else { "read" };
-    print_report(format, workload, &target, args.clients, connection_count, elapsed, &total, &errors)
+    print_report(format, workload, &target, args.load.clients, connection_count, elapsed, &total, &errors)
 }
 
 /// One reader's connection.
