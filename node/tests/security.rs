@@ -177,6 +177,31 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
     assert!(!at3.home && !at3.logged_on && at3.publish_handlers && !at3.manage_handlers && at3.master_administrator);
     assert_eq!(at3.home_site, 2);
 
+    // The same through the CLI: a site logs in, and its session token file is its credential.
+    let password_file = write_file(secrets.path(), "site2.password", "password-2\n");
+    let endpoint = cluster.grpc[0].clone();
+    let logged_in =
+        cli(&["--endpoints", &endpoint, "login", "--site", "2", "--password-file", password_file.to_str().unwrap()]);
+    assert!(logged_in.status.success(), "{}", String::from_utf8_lossy(&logged_in.stderr));
+    let cli_token = String::from_utf8(logged_in.stdout).unwrap().trim().to_string();
+    let session_file = write_file(secrets.path(), "site2.token", &cli_token);
+    let as_site2 = |args: &[&str]| {
+        let mut all = vec!["--endpoints", &endpoint, "--token-file", session_file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        cli(&all)
+    };
+    let set = as_site2(&["status", "set", "bob", "Available"]);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let access = as_site2(&["-w", "json", "user", "access", "bob", "--site", "3"]);
+    let access_json = String::from_utf8_lossy(&access.stdout);
+    assert!(access.status.success() && access_json.contains("\"publish_handlers\": true"), "{access_json}");
+    let other = as_site2(&["site", "set-active", "1", "false"]);
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && stderr.contains("PermissionDenied"), "{stderr}");
+    let anonymous = cli(&["--endpoints", &endpoint, "site", "list"]);
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(!anonymous.status.success() && stderr.contains("collective login"), "{stderr}");
+
     // Messages between sites 2 and 3 are theirs: site 1's watch skips them and sees its own.
     let mut messages = MessagesClient::new(with_token(&cluster, 0, &site2).await);
     let send = |to_site: u32| pb::SendEventRequest {
@@ -220,17 +245,25 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
     assert_eq!(reason(&error), "AUTH_RATE_LIMITED");
     let error = login(&cluster, 1, 1, "password-1").await.unwrap_err();
     assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
-    // A session already issued keeps working.
+    // A session already issued keeps working, until its site is deactivated.
     PresencesClient::new(with_token(&cluster, 1, &site2).await)
         .set_status(set_status("bob", "Available"))
         .await
         .unwrap();
+    admin.set_site_active(pb::SetSiteActiveRequest { id: 2, active: false }).await.unwrap();
+    let error = PresencesClient::new(with_token(&cluster, 0, &site2).await)
+        .set_status(set_status("bob", "Available"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
+    assert!(error.message().contains("inactive"), "{error:?}");
 
     // No log line of any member carries a password, passphrase or token.
     let logs: String = (0..3).map(|i| cluster.log(i)).collect();
     assert!(logs.contains("site authentication failed"), "failures are logged");
     let secrets = [
         ADMIN_TOKEN,
+        cli_token.as_str(),
         site1.as_str(),
         site2.as_str(),
         site3.as_str(),

@@ -196,8 +196,8 @@ fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::St
     };
     let source = source(request);
     let now_ms = node.now_ms();
+    let state = node.shared.state.read().expect("state lock");
     let authenticated = {
-        let state = node.shared.state.read().expect("state lock");
         match (bearer, certificate(request)) {
             (Some(token), _) => auth.verify_token(&token, source, now_ms, &state)?,
             (None, Some(Err(reason))) => return Err(unauthenticated(reason)),
@@ -223,14 +223,13 @@ fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::St
             }
             (None, None) => {
                 return Err(unauthenticated(
-                    "this cluster requires credentials: an administrator token (--token-file), a site session \
-                     (--site with --password-file) or a client certificate (--cert, --key)"
+                    "this cluster requires credentials: an administrator token or a site session token \
+                     (`collective login`) in --token-file, or a client certificate (--cert, --key)"
                         .into(),
                 ))
             }
         }
     };
-    let state = node.shared.state.read().expect("state lock");
     match (rule, &authenticated.caller) {
         (Rule::Members, Caller::Node(_)) => {}
         (Rule::Members, caller) => {

@@ -277,6 +277,9 @@ impl Authenticator {
         if expires_at_ms <= now_ms {
             return refuse(format!("the session token of site {site} expired at {expires_at_ms} ms; log in again"));
         }
+        if !known.active {
+            return refuse(format!("site {site} is inactive; its sessions are suspended"));
+        }
         Ok(Authenticated { caller: Caller::Site(site), credential: Credential::Session { expires_at_ms } })
     }
 }
