@@ -31,6 +31,10 @@ pub const PROPOSALS_PER_BATCH_MAX: usize = 1_024;
 /// Most batches proposed to Raft and not yet applied. While they are in flight, new commands
 /// queue and form the next, larger batch: one fsync then covers many writes.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+/// Deadline of a snapshot chunk RPC, including the install after the last one (see `Node::start_in`).
+pub const SNAPSHOT_INSTALL_TIMEOUT_MS: u64 = 120_000;
+/// Argon2id hashes or checks at once on one node (see `Node::argon2`).
+pub const ARGON2_CONCURRENT_MAX: usize = 2;
 
 /// How often the leader looks for due timers (lease expiry); expiry lags the TTL by at most this.
 pub const TIMER_CHECK_INTERVAL_MS: u64 = 100;
@@ -72,6 +76,9 @@ pub struct Node {
     leases_renewed_in_term: AtomicU64,
     /// This node's presence history index.
     pub history: Arc<HistoryStore>,
+    /// Argon2id work (site password hashing and checks) running at once: each takes ~19 MiB
+    /// and tens of ms, so unbounded it would let a burst of `AddSite` calls take gigabytes.
+    pub argon2: tokio::sync::Semaphore,
     /// Linearizable reads waiting for a read-index round (see `read_index`).
     read_rounds: std::sync::Mutex<ReadRounds>,
 }
@@ -116,6 +123,11 @@ impl Node {
             max_in_snapshot_log_to_keep: (config.snapshot_after_entries / 2).min(1_000),
             // Entries are batches; `network.rs` also splits requests over APPEND_ENTRIES_BYTES_MAX.
             max_payload_entries: 64,
+            // The deadline of each snapshot chunk RPC, the last of which installs the snapshot
+            // on the follower (decoding the state, resetting its history). openraft 0.9's
+            // default of 200 ms made every install of a large state time out and restart from
+            // the first chunk, forever: a wiped member never rejoined at 1,000,000 users.
+            install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate()?);
@@ -142,6 +154,7 @@ impl Node {
             history,
             leases_renewed_in_term: AtomicU64::new(0),
             read_rounds: std::sync::Mutex::new(ReadRounds::default()),
+            argon2: tokio::sync::Semaphore::new(ARGON2_CONCURRENT_MAX),
         });
         if node.config.history_prune_interval_ms > 0 {
             tokio::spawn(node.clone().prune_history());

@@ -194,7 +194,7 @@ async fn report_backlog(node: Arc<Node>) {
 }
 
 /// This process's resident set size, from `/proc/self/status` (`None` where there is none).
-fn resident_memory_bytes() -> Option<u64> {
+pub(crate) fn resident_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;

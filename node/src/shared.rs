@@ -24,6 +24,16 @@ pub struct Shared {
     check_invariants: bool,
     /// Invariant violations seen (with `check_invariants`).
     violations: Mutex<Vec<String>>,
+    /// Size and timings of this node's snapshots, for `Cluster.Status`.
+    pub snapshots: SnapshotStats,
+}
+
+/// This node's last snapshot: its size, and how long the last build and install took (0: none).
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub build_ms: std::sync::atomic::AtomicU64,
+    pub install_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -40,6 +50,7 @@ impl Shared {
             events: Arc::new(Hub::new(1, history_events_max, WATCHERS_MAX)),
             check_invariants,
             violations: Mutex::new(Vec::new()),
+            snapshots: SnapshotStats::default(),
         }
     }
 

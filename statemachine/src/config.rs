@@ -402,8 +402,8 @@ impl State {
                         email: user.email.clone(),
                         home_site: user.home_site,
                         extension: user.extension.clone(),
-                        skills: user.skills.clone(),
-                        licences: user.licences.clone(),
+                        skills: BTreeMap::from(&user.skills),
+                        licences: user.licences.iter().cloned().collect(),
                     }
                 })
                 .collect(),
@@ -698,8 +698,8 @@ impl State {
                         && existing.email == spec.email
                         && existing.home_site == spec.home_site
                         && existing.extension == spec.extension
-                        && existing.skills == spec.skills
-                        && existing.licences == spec.licences =>
+                        && existing.skills.iter().eq(spec.skills.iter())
+                        && existing.licences.iter().eq(spec.licences.iter()) =>
                 {
                     plan.unchanged += 1
                 }

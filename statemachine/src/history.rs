@@ -2,7 +2,7 @@
 //! change touched. Stored per user and time (by the node), versions answer "presence of U at T",
 //! "who was available in W at T" and "time in each status" without replaying events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ pub struct PresenceVersion {
     /// On the phone.
     pub on_phone: bool,
     /// Workgroups (lowercase) the user was a member of.
-    pub workgroups: BTreeSet<String>,
+    pub workgroups: crate::small::VecSet<String>,
     /// The user was deleted by this change (no presence from here on).
     pub deleted: bool,
     /// Entry time of the change that put the user in this presence.
@@ -105,7 +105,7 @@ pub fn versions(state: &State, records: &[EventRecord]) -> Vec<(String, u64, u64
                 logged_on_site: None,
                 home_site: 0,
                 on_phone: false,
-                workgroups: BTreeSet::new(),
+                workgroups: crate::small::VecSet::new(),
                 deleted: true,
                 since_ms: at_ms,
             });

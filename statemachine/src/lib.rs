@@ -33,6 +33,7 @@ pub mod presence;
 pub mod rejection;
 pub mod routing;
 pub mod site;
+pub mod small;
 pub mod state;
 pub mod user;
 pub mod validate;

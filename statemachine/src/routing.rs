@@ -199,7 +199,7 @@ pub struct Routing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Tracked {
     site: SiteId,
-    workgroups: BTreeSet<String>,
+    workgroups: crate::small::VecSet<String>,
     ready: bool,
     on_phone: bool,
     reserved: bool,
@@ -852,7 +852,7 @@ impl State {
             key: Arc::from(user_key),
             site: logon.site,
             idle_since_ms: presence.since_ms,
-            skills: Arc::new(user.skills.clone()),
+            skills: Arc::new(BTreeMap::from(&user.skills)),
         });
         Some((tracked, agent))
     }
@@ -888,7 +888,10 @@ impl State {
             Some(agent) => {
                 let before = index.eligible.agent(user_key);
                 let fresh = before.is_none_or(|before| before.site != agent.site || before.skills != agent.skills)
-                    || index.eligible.workgroups_of(user_key) != Some(&tracked.workgroups);
+                    || !index
+                        .eligible
+                        .workgroups_of(user_key)
+                        .is_some_and(|held| held.iter().eq(tracked.workgroups.iter()));
                 let idle_changed = before.is_some_and(|before| before.idle_since_ms != agent.idle_since_ms);
                 if fresh {
                     for workgroup in &tracked.workgroups {
@@ -896,7 +899,7 @@ impl State {
                     }
                 }
                 if fresh || idle_changed {
-                    index.eligible.insert(agent, tracked.workgroups.clone());
+                    index.eligible.insert(agent, tracked.workgroups.iter().cloned().collect());
                 }
             }
             None => {

@@ -17,6 +17,7 @@ use crate::presence::{Logon, Presence};
 use crate::rejection::Rejection;
 use crate::routing::Routing;
 use crate::site::{Site, SiteId, NOTE_ID_DIAL_STRING_DEFAULT};
+use crate::small::VecSet;
 use crate::user::{key_of, User, UserSpec};
 use crate::validate::{normalize_phone, validate};
 use crate::workgroup::Workgroup;
@@ -49,7 +50,7 @@ pub struct State {
     /// Lowercase email → lowercase username.
     pub emails: BTreeMap<String, String>,
     /// Extension → lowercase usernames that have it.
-    pub extensions: BTreeMap<String, BTreeSet<String>>,
+    pub extensions: BTreeMap<String, VecSet<String>>,
     /// Workgroups by lowercase name.
     pub workgroups: BTreeMap<String, Workgroup>,
     /// Status catalog by key.
@@ -606,7 +607,7 @@ impl State {
             return Err(Rejection::LimitReached { what: "users".into(), limit: USERS_MAX as u64 });
         }
         self.check_user_fields(&user_key, spec, false)?;
-        Ok(vec![Event::UserAdded(User::from_spec(spec, spec.username.clone(), BTreeSet::new()))])
+        Ok(vec![Event::UserAdded(User::from_spec(spec, spec.username.clone(), VecSet::new()))])
     }
 
     fn decide_update_user(&self, spec: &UserSpec) -> Result<Vec<Event>, Rejection> {
@@ -950,7 +951,7 @@ impl State {
             self.emails.len(),
             self.users.len()
         );
-        let indexed: usize = self.extensions.values().map(BTreeSet::len).sum();
+        let indexed: usize = self.extensions.values().map(VecSet::len).sum();
         assert_eq!(indexed, self.users.len(), "{indexed} extension index entries for {} users", self.users.len());
         for (user_key, user) in &self.users {
             assert_eq!(*user_key, key_of(&user.username), "user key {user_key:?} for {:?}", user.username);

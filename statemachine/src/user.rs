@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::site::SiteId;
+use crate::small::{VecMap, VecSet};
 
 /// A user as the collective stores it. Usernames are unique case-insensitively; the stored
 /// form keeps the case it was created with.
@@ -21,11 +22,11 @@ pub struct User {
     /// Extension, 2..=15 digits.
     pub extension: String,
     /// Skill name → level 1..=100.
-    pub skills: BTreeMap<String, u32>,
+    pub skills: VecMap<String, u32>,
     /// Licences (the home site's terms apply while roaming).
-    pub licences: BTreeSet<String>,
+    pub licences: VecSet<String>,
     /// Workgroups the user is a member of, by lowercase name.
-    pub workgroups: BTreeSet<String>,
+    pub workgroups: VecSet<String>,
 }
 
 /// The fields a caller supplies to create or update a user.
@@ -49,15 +50,15 @@ pub struct UserSpec {
 
 impl User {
     /// A user with the caller-supplied fields of `spec`, the given stored username and memberships.
-    pub fn from_spec(spec: &UserSpec, username: String, workgroups: BTreeSet<String>) -> User {
+    pub fn from_spec(spec: &UserSpec, username: String, workgroups: VecSet<String>) -> User {
         User {
             username,
             display_name: spec.display_name.clone(),
             email: spec.email.clone(),
             home_site: spec.home_site,
             extension: spec.extension.clone(),
-            skills: spec.skills.clone(),
-            licences: spec.licences.clone(),
+            skills: spec.skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            licences: spec.licences.iter().cloned().collect(),
             workgroups,
         }
     }

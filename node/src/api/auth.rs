@@ -51,27 +51,23 @@ pub async fn check_site_password(
     }
     let keys = [Key::Source(source), Key::Site(site)];
     let auth = node.security.auth.as_ref();
-    let _permit = match auth {
-        Some(auth) => {
-            // The attempt is taken before the check (and given back if the password is right),
-            // so attempts sent together cannot all slip under the limit.
-            auth.failures
-                .acquire(&keys, node.now_ms())
-                .map_err(|retry_after_ms| Status::from(AuthError::RateLimited { retry_after_ms }))?;
-            let waiting = tokio::time::timeout(
-                std::time::Duration::from_millis(VERIFICATION_WAIT_MS),
-                auth.verifications.acquire(),
-            );
-            match waiting.await {
-                Ok(Ok(permit)) => Some(permit),
-                _ => {
-                    auth.failures.refund(&keys, node.now_ms());
-                    let reason = "too many password checks at once on this member; retry shortly";
-                    return Err(ApiError::Unavailable(reason.into()).into());
-                }
+    if let Some(auth) = auth {
+        // The attempt is taken before the check (and given back if the password is right),
+        // so attempts sent together cannot all slip under the limit.
+        auth.failures
+            .acquire(&keys, node.now_ms())
+            .map_err(|retry_after_ms| Status::from(AuthError::RateLimited { retry_after_ms }))?;
+    }
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(VERIFICATION_WAIT_MS), node.argon2.acquire());
+    let _permit = match waiting.await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            if let Some(auth) = auth {
+                auth.failures.refund(&keys, node.now_ms());
             }
+            let reason = "too many password checks at once on this member; retry shortly";
+            return Err(ApiError::Unavailable(reason.into()).into());
         }
-        None => None,
     };
     let known = hash.is_some();
     let hash = hash.unwrap_or_else(|| DECOY_HASH.to_string());

@@ -1,6 +1,7 @@
 //! `collective.v1.Cluster`: status and membership changes (etcd's `member` commands).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use collective_proto::v1 as pb;
@@ -14,6 +15,9 @@ use crate::node::Node;
 
 /// How long `MemberAdd` waits for the new learner to receive the entry that added it.
 pub const LEARNER_CATCH_UP_MS: u64 = 8_000;
+
+/// How long `TakeSnapshot` waits for the snapshot to be stored.
+pub const SNAPSHOT_WAIT_MS: u64 = 120_000;
 
 /// Serves cluster administration.
 pub struct ClusterService {
@@ -72,6 +76,11 @@ impl Cluster for ClusterService {
     async fn status(&self, _request: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
         let metrics = self.node.raft.metrics().borrow().clone();
         let leader = self.node.leader();
+        let (users, sites) = {
+            let state = self.node.shared.state.read().expect("state lock");
+            (state.users.len() as u64, state.sites.len() as u64)
+        };
+        let snapshots = &self.node.shared.snapshots;
         Ok(Response::new(pb::ClusterStatus {
             id: self.node.id,
             leader_id: leader.as_ref().map(|l| l.0).unwrap_or(0),
@@ -84,7 +93,45 @@ impl Cluster for ClusterService {
             members: self.members().members,
             snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
+            resident_memory_bytes: crate::server::resident_memory_bytes().unwrap_or(0),
+            snapshot_bytes: snapshots.bytes.load(Ordering::Relaxed),
+            snapshot_build_ms: snapshots.build_ms.load(Ordering::Relaxed),
+            snapshot_install_ms: snapshots.install_ms.load(Ordering::Relaxed),
+            users,
+            sites,
         }))
+    }
+
+    async fn take_snapshot(
+        &self,
+        _request: Request<pb::TakeSnapshotRequest>,
+    ) -> Result<Response<pb::TakeSnapshotResponse>, Status> {
+        let started = std::time::Instant::now();
+        let mut metrics = self.node.raft.metrics();
+        let applied = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        self.node.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_WAIT_MS);
+        loop {
+            let snapshot_index = metrics.borrow().snapshot.map(|l| l.index).unwrap_or(0);
+            if snapshot_index >= applied {
+                return Ok(Response::new(pb::TakeSnapshotResponse {
+                    id: self.node.id,
+                    snapshot_index,
+                    snapshot_bytes: self.node.shared.snapshots.bytes.load(Ordering::Relaxed),
+                    build_ms: started.elapsed().as_millis() as u64,
+                }));
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ApiError::Unavailable("the node is shutting down".into()).into()),
+                Err(_) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "no snapshot covering index {applied} within {SNAPSHOT_WAIT_MS} ms (one may still be building)"
+                    ))
+                    .into())
+                }
+            }
+        }
     }
 
     async fn member_list(

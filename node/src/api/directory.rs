@@ -32,9 +32,9 @@ impl DirectoryService {
     }
 }
 
-/// Hashes a site password with Argon2id and a random salt. Runs at the edge, before proposal:
-/// hashing is random, so `apply` must never do it.
-/// Hashes a site password with Argon2id and the given salt (from `Environment::random`).
+/// Hashes a site password with Argon2id and the given salt (from `Environment::random`). Runs at
+/// the edge, before proposal (hashing is random, so `apply` must never do it), under a permit of
+/// `Node::argon2`.
 pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, ApiError> {
     if password.is_empty() {
         return Err(ApiError::invalid("password", "must not be empty"));
@@ -57,6 +57,7 @@ impl Directory for DirectoryService {
         let site = request.site.ok_or_else(|| ApiError::invalid("site", "is required"))?;
         collective_statemachine::validate::site_id("site.id", site.id).map_err(ApiError::from)?;
         let salt = self.node.environment.random::<16>();
+        let _permit = self.node.argon2.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         let password_hash = self
             .node
             .environment

@@ -39,8 +39,9 @@ pub enum Rule {
 
 /// The rule of the RPC at `path` (`/package.Service/Method`).
 pub fn rule(path: &str) -> Rule {
-    const ADMINISTRATORS: [&str; 6] = [
+    const ADMINISTRATORS: [&str; 7] = [
         "/collective.v1.Cluster/MemberAdd",
+        "/collective.v1.Cluster/TakeSnapshot",
         "/collective.v1.Cluster/MemberPromote",
         "/collective.v1.Cluster/MemberRemove",
         "/collective.v1.Config/Export",

@@ -130,8 +130,6 @@ pub struct Authenticator {
     session_ttl_ms: u64,
     /// Failed authentications per address and per site.
     pub failures: Limiter,
-    /// At most this many Argon2id verifications at once (each takes ~20 MiB and tens of ms).
-    pub verifications: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -181,7 +179,6 @@ impl Authenticator {
             peer_token: format!("{PEER_PREFIX}.{}", hex(&hmac(token.as_bytes(), &[b"collective peer token v1"]))),
             session_ttl_ms,
             failures: Limiter::default(),
-            verifications: tokio::sync::Semaphore::new(2),
         })
     }
 

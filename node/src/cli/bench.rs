@@ -33,6 +33,9 @@ pub enum BenchCommand {
     Read(super::bench_read::ReadArgs),
     /// Watchers receiving a writer's status changes: fan-out latency from write to each watcher.
     Watch(super::bench_read::WatchArgs),
+    /// Fill the collective to a scale (sites, workgroups, users with skills), then report each
+    /// member's memory and snapshot figures.
+    Load(super::bench_load::LoadArgs),
 }
 
 /// The closed-loop load options every request benchmark shares.
@@ -107,6 +110,7 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
         BenchCommand::Route(args) => super::bench_route::route(client, args, format).await,
         BenchCommand::Read(args) => super::bench_read::read(client, args, format).await,
         BenchCommand::Watch(args) => super::bench_read::watch(client, args, format).await,
+        BenchCommand::Load(args) => super::bench_load::load(client, args, format).await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! talk to a running cluster over gRPC. Every flag can also come from a `COLLECTIVE_*` variable.
 
 pub mod bench;
+pub mod bench_load;
 pub mod bench_messages;
 pub mod bench_read;
 pub mod bench_route;
@@ -213,8 +214,12 @@ pub struct ServeArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Leader, term, applied index and revision, members, as seen by the contacted member.
+    /// Leader, term, applied index and revision, members, memory and snapshot figures, as seen
+    /// by the contacted member.
     Status,
+    /// Take a Raft snapshot on the contacted member now and compact its log (administrators);
+    /// prints its index, size and how long it took.
+    Snapshot,
 }
 
 #[derive(Subcommand, Debug)]
@@ -673,6 +678,15 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
             let status =
                 client.call(|c| async move { clu(c).status(pb::ClusterStatusRequest {}).await }).await?.into_inner();
             print(format, &status, None);
+        }
+        Command::Cluster { command: ClusterCommand::Snapshot } => {
+            let client =
+                client.with_timeout(std::time::Duration::from_millis(crate::api::cluster::SNAPSHOT_WAIT_MS + 5_000));
+            let taken = client
+                .call(|c| async move { clu(c).take_snapshot(pb::TakeSnapshotRequest {}).await })
+                .await?
+                .into_inner();
+            print(format, &taken, None);
         }
         Command::Member { command } => {
             let members = match command {

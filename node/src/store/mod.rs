@@ -2,7 +2,8 @@
 //!
 //! - `logs`: log entries keyed by big-endian index, JSON values.
 //! - `meta`: vote, last purged log id, committed log id.
-//! - `snapshot`: the latest state machine snapshot.
+//! - `snapshot`: the metadata of the latest state machine snapshot, whose body is a file in
+//!   `snapshots/` beside the database (`state_machine.rs`).
 //! - `history`: the presence history index (`crate::history`).
 //!
 //! Durability: every append, vote and truncate is written with `sync = true`, so the data is on
@@ -19,6 +20,8 @@ pub use log_store::LogStore;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use state_machine::{Shared, StateMachineStore};
 
+/// Memory all memtables of a node's RocksDB may take together.
+pub const MEMTABLES_BYTES_MAX: usize = 64 << 20;
 /// Column family of log entries.
 pub const CF_LOGS: &str = "logs";
 /// Column family of Raft metadata.
@@ -32,14 +35,19 @@ pub async fn open(dir: &Path, shared: Arc<Shared>) -> anyhow::Result<(LogStore, 
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    // Small WAL-bound writes dominate; a bigger write buffer keeps compactions rare.
-    options.set_write_buffer_size(64 << 20);
-    let families =
-        [CF_LOGS, CF_META, CF_SNAPSHOT, CF_HISTORY].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    // Memtables of all column families together stay under MEMTABLES_BYTES_MAX (each column
+    // family's default is 64 MiB, two of them, which at a million users held hundreds of MiB of
+    // log entries and history already on disk); the fullest is flushed when they reach it.
+    options.set_db_write_buffer_size(MEMTABLES_BYTES_MAX);
+    let families = [CF_LOGS, CF_META, CF_SNAPSHOT, CF_HISTORY].map(|name| {
+        let mut family = Options::default();
+        family.set_write_buffer_size(MEMTABLES_BYTES_MAX / 4);
+        ColumnFamilyDescriptor::new(name, family)
+    });
     let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
     let log_store = LogStore::new(db.clone());
     let history = HistoryStore::new(db.clone());
-    let state_machine = StateMachineStore::open(db, shared, history.clone()).await?;
+    let state_machine = StateMachineStore::open(db, dir, shared, history.clone()).await?;
     Ok((log_store, state_machine, history))
 }
 

@@ -1,7 +1,17 @@
 //! `StateMachineStore`: openraft's `RaftStateMachine`. The state lives in memory (`Shared`) and is
 //! persisted as a snapshot; on restart the snapshot is loaded and later entries are re-applied.
+//!
+//! A snapshot is a file, `{data_dir}/snapshots/{snapshot_id}.json` (the encoded `SnapshotBody`),
+//! written to a temporary name, fsynced and renamed; its metadata, naming the file, is then
+//! written to RocksDB with `sync`, and older files are removed. The metadata is the commit point:
+//! a crash before it leaves the previous snapshot current. Builds stream the state into the file,
+//! so no encoded copy of it sits in memory or in a RocksDB memtable (at 1,000,000 users the
+//! encoded state is ~500 MB). Data directories from before kept the bytes in RocksDB under
+//! `data`; they are still read, and the next snapshot moves them to a file.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -19,7 +29,10 @@ pub use crate::shared::Shared;
 use collective_statemachine::State;
 
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
+/// Where data directories before snapshot files kept the encoded snapshot.
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+/// Directory of snapshot files inside the data directory.
+pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
 
 /// What a snapshot holds: the state and the Raft bookkeeping that goes with it.
 #[derive(Serialize, Deserialize)]
@@ -47,6 +60,8 @@ struct StoredSnapshot {
 /// The Raft state machine over `Shared`.
 pub struct StateMachineStore {
     db: Arc<DB>,
+    /// `{data_dir}/snapshots`.
+    snapshots: PathBuf,
     shared: Arc<Shared>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership<NodeId, BasicNode>,
@@ -63,8 +78,12 @@ pub struct StateMachineStore {
 /// replica restored from it would apply them twice.
 pub struct SnapshotBuilder {
     db: Arc<DB>,
+    snapshots: PathBuf,
     body: SnapshotBody,
     snapshot_write: Arc<std::sync::Mutex<()>>,
+    shared: Arc<Shared>,
+    /// When openraft asked for the builder (the copy of the state is part of the build).
+    started: std::time::Instant,
 }
 
 fn snapshot_error(
@@ -79,19 +98,24 @@ fn snapshot_error(
 impl StateMachineStore {
     pub(crate) async fn open(
         db: Arc<DB>,
+        data_dir: &Path,
         shared: Arc<Shared>,
         history: Arc<HistoryStore>,
     ) -> anyhow::Result<StateMachineStore> {
+        let snapshots = data_dir.join(SNAPSHOTS_DIR);
+        std::fs::create_dir_all(&snapshots)?;
         let mut store = StateMachineStore {
             db,
+            snapshots,
             shared,
             last_applied: None,
             last_membership: StoredMembership::default(),
             snapshot_write: Arc::default(),
             history,
         };
-        if let Some(stored) = read_stored(&store.db)? {
+        if let Some(stored) = read_stored(&store.db, &store.snapshots)? {
             let body: SnapshotBody = serde_json::from_slice(&stored.data)?;
+            store.shared.snapshots.bytes.store(stored.data.len() as u64, Ordering::Relaxed);
             store.restore(body);
         }
         Ok(store)
@@ -110,37 +134,91 @@ fn read_meta(db: &DB) -> Result<Option<SnapshotMeta<NodeId, BasicNode>>, Storage
     bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))).transpose()
 }
 
-fn read_stored(db: &DB) -> Result<Option<StoredSnapshot>, StorageError> {
+/// The file holding the snapshot `meta` describes (ids are ours, `term-index`, but are reduced to
+/// safe characters all the same: a leader's id names a file here).
+fn snapshot_path(dir: &Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> PathBuf {
+    let id: String = meta
+        .snapshot_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(128)
+        .collect();
+    dir.join(format!("{id}.json"))
+}
+
+fn read_stored(db: &DB, dir: &Path) -> Result<Option<StoredSnapshot>, StorageError> {
     let Some(meta) = read_meta(db)? else { return Ok(None) };
-    let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-    let data = db.get_cf(cf, KEY_SNAPSHOT_DATA).map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Read, e))?;
-    let data = data
-        .ok_or_else(|| snapshot_error(Some(&meta), ErrorVerb::Read, std::io::Error::other("snapshot data missing")))?;
+    let path = snapshot_path(dir, &meta);
+    let data = match std::fs::read(&path) {
+        Ok(data) => data,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
+            let legacy =
+                db.get_cf(cf, KEY_SNAPSHOT_DATA).map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Read, e))?;
+            legacy.ok_or_else(|| {
+                let missing = std::io::Error::other(format!("snapshot file {} missing", path.display()));
+                snapshot_error(Some(&meta), ErrorVerb::Read, missing)
+            })?
+        }
+        Err(error) => return Err(snapshot_error(Some(&meta), ErrorVerb::Read, error)),
+    };
     Ok(Some(StoredSnapshot { meta, data }))
 }
 
-/// Stores a snapshot (metadata as JSON, data as raw bytes, one synced batch) unless a newer one
-/// is already stored.
-fn write_stored(db: &DB, lock: &std::sync::Mutex<()>, stored: &StoredSnapshot) -> Result<(), StorageError> {
+/// Makes the snapshot `meta` current, unless a newer one already is: `write` fills its file
+/// (under a temporary name, then fsynced and renamed), the metadata is written with `sync`, and
+/// other snapshot files are removed. Returns the file's size (0 when a newer one was current).
+fn commit_snapshot(
+    db: &DB,
+    lock: &std::sync::Mutex<()>,
+    dir: &Path,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<u64, StorageError> {
     let _guard = lock.lock().expect("snapshot write lock");
     if let Some(current) = read_meta(db)? {
-        if current.last_log_id > stored.meta.last_log_id {
-            return Ok(());
+        if current.last_log_id > meta.last_log_id {
+            return Ok(0);
         }
     }
+    let error = |e: std::io::Error| snapshot_error(Some(meta), ErrorVerb::Write, e);
+    let path = snapshot_path(dir, meta);
+    let temporary = path.with_extension("json.tmp");
+    let bytes = (|| {
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&temporary)?);
+        write(&mut writer)?;
+        writer.flush()?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(bytes)
+    })()
+    .map_err(error)?;
     let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-    let meta = serde_json::to_vec(&stored.meta).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))?;
+    let encoded = serde_json::to_vec(meta).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
     let mut batch = WriteBatch::default();
-    batch.put_cf(cf, KEY_SNAPSHOT_META, meta);
-    batch.put_cf(cf, KEY_SNAPSHOT_DATA, &stored.data);
+    batch.put_cf(cf, KEY_SNAPSHOT_META, encoded);
+    batch.delete_cf(cf, KEY_SNAPSHOT_DATA);
     let mut options = WriteOptions::default();
     options.set_sync(true);
-    db.write_opt(batch, &options).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))
+    db.write_opt(batch, &options).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
+    // Older snapshots and temporaries left by a crash: nothing refers to them any more.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.path() != path {
+                if let Err(error) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(%error, file = %entry.path().display(), "removing an old snapshot file");
+                }
+            }
+        }
+    }
+    Ok(bytes)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data = serde_json::to_vec(&self.body).map_err(|e| snapshot_error(None, ErrorVerb::Write, e))?;
         // The id only has to be unique per snapshot; the applied log id is.
         let snapshot_id = match self.body.last_applied {
             Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
@@ -151,10 +229,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.body.last_membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        write_stored(&self.db, &self.snapshot_write, &stored)?;
-        metrics::gauge!("collective_snapshot_bytes").set(stored.data.len() as f64);
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        let body = &self.body;
+        let bytes = commit_snapshot(&self.db, &self.snapshot_write, &self.snapshots, &meta, |writer| {
+            serde_json::to_writer(writer, body).map_err(std::io::Error::other)
+        })?;
+        let elapsed = self.started.elapsed();
+        metrics::gauge!("collective_snapshot_bytes").set(bytes as f64);
+        metrics::histogram!("collective_snapshot_build_seconds").record(elapsed.as_secs_f64());
+        self.shared.snapshots.bytes.store(bytes, Ordering::Relaxed);
+        self.shared.snapshots.build_ms.store(elapsed.as_millis() as u64, Ordering::Relaxed);
+        // openraft 0.9 keeps only the metadata of a built snapshot (`core/sm/worker.rs`); whoever
+        // needs the bytes (a follower's transfer) reads them through `get_current_snapshot`. So
+        // the encoded state is not read back into memory here.
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) })
     }
 }
 
@@ -224,15 +311,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Called between applies, so the copy matches `last_applied` exactly.
+        let started = std::time::Instant::now();
         let state = self.shared.state.read().expect("state lock").clone();
         SnapshotBuilder {
             db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
             body: SnapshotBody {
                 last_applied: self.last_applied,
                 last_membership: self.last_membership.clone(),
                 state,
             },
             snapshot_write: self.snapshot_write.clone(),
+            shared: self.shared.clone(),
+            started,
         }
     }
 
@@ -245,19 +336,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let data = snapshot.into_inner();
         let body: SnapshotBody =
             serde_json::from_slice(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
         // The history is reset first: the synced snapshot write below makes it durable through
         // the shared WAL, so a crash never leaves a restored snapshot without its history reset.
         self.history.reset_to(&body.state).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
-        write_stored(&self.db, &self.snapshot_write, &StoredSnapshot { meta: meta.clone(), data })?;
+        let bytes =
+            commit_snapshot(&self.db, &self.snapshot_write, &self.snapshots, meta, |writer| writer.write_all(&data))?;
+        drop(data);
         self.restore(body);
+        let elapsed = started.elapsed();
+        metrics::histogram!("collective_snapshot_install_seconds").record(elapsed.as_secs_f64());
+        self.shared.snapshots.bytes.store(bytes, Ordering::Relaxed);
+        self.shared.snapshots.install_ms.store(elapsed.as_millis() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(read_stored(&self.db)?
+        Ok(read_stored(&self.db, &self.snapshots)?
             .map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }
