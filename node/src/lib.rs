@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod environment;
 pub mod history;
+pub mod memory;
 pub mod network;
 pub mod node;
 pub mod raft_service;

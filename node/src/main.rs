@@ -2,11 +2,12 @@
 
 use clap::Parser;
 
-/// mimalloc instead of glibc's malloc: glibc kept every freed peak in its per-thread arenas
-/// (Argon2id's 19 MiB blocks on the blocking pool alone held ~350 MiB on the member that hashed
-/// site passwords), and memory is what bounds the collective's scale.
+/// jemalloc instead of glibc's malloc, with its background thread returning freed memory to the
+/// system (`collective::memory`): glibc kept every freed peak in its per-thread arenas (Argon2id's
+/// 19 MiB blocks on the blocking pool alone held ~350 MiB), and mimalloc purges only when the
+/// freeing thread allocates again, so a snapshot's transient copy of the state stayed resident.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() {
@@ -19,6 +20,9 @@ async fn main() {
         })
     });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if matches!(cli.command, collective::cli::Command::Serve(_)) {
+        collective::memory::start_background_purging();
+    }
     if let Err(error) = collective::cli::run(cli).await {
         eprintln!("Error: {error:#}");
         std::process::exit(1);

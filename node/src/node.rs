@@ -362,7 +362,7 @@ impl Node {
 
     /// Whether the node at `addr` answers a gRPC health check within a second (over the node's
     /// connector, so this works in the simulated network too).
-    async fn answers(&self, addr: &str) -> bool {
+    pub async fn answers(&self, addr: &str) -> bool {
         let Ok(channel) = self.peers.channel(addr) else { return false };
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
         let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });

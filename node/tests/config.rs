@@ -275,3 +275,52 @@ async fn snapshot_save_wipe_restore_serves_the_same_revision() {
     directory.add_user(common::user("after", 1, "8888")).await.unwrap();
     assert!(revision(&cluster).await > revision_saved);
 }
+
+/// `collective cluster snapshot` on one member: the snapshot covers what it applied, is one file
+/// in its data directory, shows in `cluster status` with the member's memory, and a member
+/// killed and started again comes back from it with everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_snapshot_is_a_file_that_a_restarted_member_starts_from() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.leader(0).await;
+    let mut directory = cluster.directory(leader).await;
+    directory.add_site(site(1, "Indianapolis")).await.unwrap();
+    for i in 0..40 {
+        directory.add_user(user(&format!("agent{i}"), 1, &format!("{}", 10_000 + i))).await.unwrap();
+    }
+    let member = (leader + 1) % 3;
+    let output = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc[member], "-w", "json", "cluster", "snapshot"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "cluster snapshot failed: {}", String::from_utf8_lossy(&output.stderr));
+    let taken: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let status = cluster.status(member).await;
+    assert_eq!(taken["id"].as_u64(), Some(member as u64 + 1), "{taken}");
+    assert_eq!(taken["snapshot_index"].as_u64(), Some(status.snapshot_index), "{taken} vs {status:?}");
+    assert!(status.snapshot_index > 0 && status.snapshot_index <= status.applied_index, "{status:?}");
+    assert_eq!((status.users, status.sites), (40, 1), "{status:?}");
+    assert!(status.resident_memory_bytes > 0, "{status:?}");
+
+    let snapshots = cluster.dir.path().join(format!("node{}", member + 1)).join("snapshots");
+    let files: Vec<_> = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one snapshot file, no temporaries: {files:?}");
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), status.snapshot_bytes, "{files:?} vs {status:?}");
+    // Its body is the state as JSON, users included.
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    assert!(body["state"]["users"]["agent39"].is_object(), "the snapshot file lacks agent39");
+
+    let revision = cluster.status(leader).await.revision;
+    cluster.kill(member);
+    cluster.restart(member);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let restarted = cluster.status(member).await;
+        if restarted.revision == revision && restarted.users == 40 {
+            assert_eq!(restarted.snapshot_bytes, status.snapshot_bytes, "{restarted:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "restarted member at {restarted:?}, leader at {revision}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use crate::node::Node;
 
-/// How long `MemberAdd` waits for the new learner to receive the entry that added it.
+/// How long `MemberAdd` waits for the new learner to receive the entry that added it (longer,
+/// `SNAPSHOT_INSTALL_TIMEOUT_MS`, when the learner answers: it may be installing a snapshot).
 pub const LEARNER_CATCH_UP_MS: u64 = 8_000;
 
 /// How long `TakeSnapshot` waits for the snapshot to be stored.
@@ -99,6 +100,7 @@ impl Cluster for ClusterService {
             snapshot_install_ms: snapshots.install_ms.load(Ordering::Relaxed),
             users,
             sites,
+            heap_allocated_bytes: crate::memory::heap_allocated_bytes().unwrap_or(0),
         }))
     }
 
@@ -165,19 +167,28 @@ impl Cluster for ClusterService {
             .map_err(membership_error)?;
         // Returns once the learner has the membership entry that added it. openraft's own
         // "blocking" add gives up after 500 ms and reports success anyway, so the wait is here.
-        let caught_up = self
-            .node
-            .raft
-            .wait(Some(std::time::Duration::from_millis(LEARNER_CATCH_UP_MS)))
-            .metrics(
-                |metrics| {
-                    let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
-                    matched.is_some_and(|log_id| log_id.index >= added.log_id.index)
-                },
-                "the new learner has the entry that added it",
-            )
-            .await;
-        if caught_up.is_err() {
+        // A learner that answers (over the members' channel, so with a certificate of this CA)
+        // but is still receiving a large snapshot gets up to SNAPSHOT_INSTALL_TIMEOUT_MS more.
+        let added_index = added.log_id.index;
+        let caught_up = |wait_ms: u64| async move {
+            self.node
+                .raft
+                .wait(Some(std::time::Duration::from_millis(wait_ms)))
+                .metrics(
+                    move |metrics| {
+                        let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
+                        matched.is_some_and(|log_id| log_id.index >= added_index)
+                    },
+                    "the new learner has the entry that added it",
+                )
+                .await
+                .is_ok()
+        };
+        let mut done = caught_up(LEARNER_CATCH_UP_MS).await;
+        if !done && self.node.answers(&request.addr).await {
+            done = caught_up(crate::node::SNAPSHOT_INSTALL_TIMEOUT_MS).await;
+        }
+        if !done {
             return Err(ApiError::Rejected(collective_statemachine::Rejection::precondition(
                 "addr",
                 format!(

@@ -88,11 +88,18 @@ fn done_or_exists(result: Result<tonic::Response<pb::WriteResponse>, tonic::Stat
     }
 }
 
-/// Runs `write(i)` for `0..count` with `concurrency` in flight, reporting progress on stderr.
-async fn phase<F, Fut>(name: &str, count: u64, concurrency: usize, write: F) -> anyhow::Result<(f64, f64)>
+/// Runs `write(i)` for `0..count` with `concurrency` in flight, each making `writes_each` writes,
+/// reporting progress on stderr; returns the seconds taken and the writes per second.
+async fn phase<F, Fut>(
+    name: &str,
+    count: u64,
+    writes_each: u64,
+    concurrency: usize,
+    write: F,
+) -> anyhow::Result<(f64, f64)>
 where
     F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let progress = Progress::new();
     let reporter = {
@@ -102,7 +109,7 @@ where
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let done = progress.done.load(Ordering::Relaxed);
-                eprintln!("{name}: {done}/{count} writes, {:.0}/s", progress.rate());
+                eprintln!("{name}: {done}/{} writes, {:.0}/s", count * writes_each, progress.rate());
             }
         })
     };
@@ -111,8 +118,8 @@ where
     let mut result = Ok(());
     while let Some(outcome) = writes.next().await {
         match outcome {
-            Ok(n) => {
-                progress.done.fetch_add(n, Ordering::Relaxed);
+            Ok(()) => {
+                progress.done.fetch_add(writes_each, Ordering::Relaxed);
             }
             Err(error) => {
                 result = Err(error);
@@ -164,14 +171,14 @@ pub async fn load(client: &Client, args: LoadArgs, format: Format) -> anyhow::Re
     let directory = |i: u64| DirectoryClient::new(connections[i as usize % connections.len()].clone());
     let directory = &directory;
     let started = Instant::now();
-    let (sites_s, _) = phase("sites", u64::from(args.sites), args.concurrency.min(64), |i| async move {
+    let (sites_s, _) = phase("sites", u64::from(args.sites), 1, args.concurrency.min(64), |i| async move {
         let id = i as u32 + 1;
         super::bench::ensure_site(client, id, &format!("load-site-{id}")).await?;
-        Ok(1)
+        Ok(())
     })
     .await?;
     let workgroups = u64::from(args.sites) * u64::from(args.workgroups_per_site);
-    let (workgroups_s, _) = phase("workgroups", workgroups, args.concurrency, |i| async move {
+    let (workgroups_s, _) = phase("workgroups", workgroups, 1, args.concurrency, |i| async move {
         let site = (i / u64::from(args.workgroups_per_site)) as u32 + 1;
         let k = (i % u64::from(args.workgroups_per_site)) as u32;
         let request = pb::AddWorkgroupRequest {
@@ -179,11 +186,11 @@ pub async fn load(client: &Client, args: LoadArgs, format: Format) -> anyhow::Re
         };
         let result = directory(i).add_workgroup(request).await;
         done_or_exists(result, "adding a workgroup")?;
-        Ok(1)
+        Ok(())
     })
     .await?;
     let args_ref = &args;
-    let (users_s, writes_per_s) = phase("users", u64::from(args.users), args.concurrency, |i| async move {
+    let (users_s, writes_per_s) = phase("users", u64::from(args.users), 2, args.concurrency, |i| async move {
         let (user, workgroup) = user(args_ref, i);
         let username = user.username.clone();
         let result = directory(i).add_user(pb::UserRequest { user: Some(user) }).await;
@@ -191,7 +198,7 @@ pub async fn load(client: &Client, args: LoadArgs, format: Format) -> anyhow::Re
         let member = pb::WorkgroupMemberRequest { workgroup, username };
         let result = directory(i).add_workgroup_member(member.clone()).await;
         done_or_exists(result, &format!("adding {} to {}", member.username, member.workgroup))?;
-        Ok(2)
+        Ok(())
     })
     .await?;
     let total_s = started.elapsed().as_secs_f64();
@@ -208,7 +215,8 @@ pub async fn load(client: &Client, args: LoadArgs, format: Format) -> anyhow::Re
         "total_s": total_s,
         "members": members.iter().map(|m| serde_json::json!({
             "id": m.id, "state": m.state, "users": m.users, "sites": m.sites,
-            "resident_memory_bytes": m.resident_memory_bytes, "snapshot_bytes": m.snapshot_bytes,
+            "resident_memory_bytes": m.resident_memory_bytes, "heap_allocated_bytes": m.heap_allocated_bytes,
+            "snapshot_bytes": m.snapshot_bytes,
             "snapshot_build_ms": m.snapshot_build_ms, "snapshot_install_ms": m.snapshot_install_ms,
         })).collect::<Vec<_>>(),
     });
@@ -261,14 +269,15 @@ pub(super) async fn member_status(client: &Client) -> Vec<pb::ClusterStatus> {
 
 /// One line per member: role, users, RSS and snapshot figures.
 pub(super) fn print_members(members: &[pb::ClusterStatus]) {
-    println!("  member  state      users      RSS MiB  snapshot MiB  build ms  install ms");
+    println!("  member  state      users      RSS MiB  heap MiB  snapshot MiB  build ms  install ms");
     for m in members {
         println!(
-            "  {:<6}  {:<9}  {:<9}  {:<7.0}  {:<12.1}  {:<8}  {}",
+            "  {:<6}  {:<9}  {:<9}  {:<7.0}  {:<8.0}  {:<12.1}  {:<8}  {}",
             m.id,
             m.state,
             m.users,
             m.resident_memory_bytes as f64 / (1 << 20) as f64,
+            m.heap_allocated_bytes as f64 / (1 << 20) as f64,
             m.snapshot_bytes as f64 / (1 << 20) as f64,
             m.snapshot_build_ms,
             m.snapshot_install_ms
