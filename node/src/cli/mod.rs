@@ -649,9 +649,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout_ms = match cli.command {
         Command::Export(_) | Command::Import(_) => cli.timeout_ms.max(300_000),
         // A new member of a large collective catches up from a snapshot before the add returns.
-        Command::Member { command: MemberCommand::Add { .. } } => {
-            cli.timeout_ms.max(crate::node::SNAPSHOT_INSTALL_TIMEOUT_MS + crate::api::cluster::LEARNER_CATCH_UP_MS + 5_000)
-        }
+        Command::Member { command: MemberCommand::Add { .. } } => cli
+            .timeout_ms
+            .max(crate::node::SNAPSHOT_INSTALL_TIMEOUT_MS + crate::api::cluster::LEARNER_CATCH_UP_MS + 5_000),
         _ => cli.timeout_ms,
     };
     let client = Client::new(&cli.endpoints, Duration::from_millis(timeout_ms), transport)?;
