@@ -40,8 +40,10 @@ fn state_at(steps: &[(u64, State, Vec<collective_statemachine::EventRecord>)], a
 fn check_presence(history: &HistoryStore, expected: &State, at_ms: u64) {
     for index in 0..USERS {
         let key = format!("user{index}");
-        let want =
-            expected.presence.get(&key).map(|p| (p.status_key.clone(), p.logon.as_ref().map(|l| l.site), p.on_phone()));
+        let want = expected
+            .presence
+            .get(key.as_str())
+            .map(|p| (p.status_key.clone(), p.logon.as_ref().map(|l| l.site), p.on_phone()));
         let got = history.presence_at(&key, at_ms).unwrap().map(|(_, v)| (v.status_key, v.logged_on_site, v.on_phone));
         assert_eq!(got, want, "presence of {key} at {at_ms}");
     }

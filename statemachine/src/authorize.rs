@@ -56,8 +56,8 @@ impl State {
     /// Whether `site` acts for `username`: the user is homed at it or logged on at it.
     pub fn site_acts_for(&self, site: SiteId, username: &str) -> bool {
         let key = key_of(username);
-        self.users.get(&key).is_some_and(|user| user.home_site == site)
-            || self.presence.get(&key).and_then(|p| p.logon.as_ref()).is_some_and(|logon| logon.site == site)
+        self.users.get(key.as_str()).is_some_and(|user| user.home_site == site)
+            || self.presence.get(key.as_str()).and_then(|p| p.logon.as_ref()).is_some_and(|logon| logon.site == site)
     }
 
     /// What `username` may do at `site` (vendor: "trusted access" of a peer site). A user homed
@@ -66,8 +66,11 @@ impl State {
         let user = self.user(username)?;
         let at = self.site(site)?;
         let home = user.home_site == site;
-        let logged_on =
-            self.presence.get(&key_of(username)).and_then(|p| p.logon.as_ref()).is_some_and(|logon| logon.site == site);
+        let logged_on = self
+            .presence
+            .get(key_of(username).as_str())
+            .and_then(|p| p.logon.as_ref())
+            .is_some_and(|logon| logon.site == site);
         Ok(Access {
             home,
             logged_on,
@@ -131,7 +134,7 @@ impl State {
                 deny(format!("user {username} is neither homed nor logged on here"))
             }
         };
-        let home_user = |username: &str| match self.users.get(&key_of(username)) {
+        let home_user = |username: &str| match self.users.get(key_of(username).as_str()) {
             Some(user) if user.home_site == site => Ok(()),
             Some(_) => deny(format!("user {username} is homed at another site")),
             None => Ok(()),
@@ -153,8 +156,8 @@ impl State {
             // is for that site, the home site or an administrator.
             Command::LogOn { username, site: at, .. } => {
                 let key = key_of(username);
-                let current = self.presence.get(&key).and_then(|p| p.logon.as_ref()).map(|logon| logon.site);
-                match (self.users.get(&key), current) {
+                let current = self.presence.get(key.as_str()).and_then(|p| p.logon.as_ref()).map(|logon| logon.site);
+                match (self.users.get(key.as_str()), current) {
                     (Some(user), _) if user.home_site == site => Ok(()),
                     _ if *at != site => deny(format!("user {username} may be logged on only here")),
                     (_, Some(elsewhere)) if elsewhere != site => {

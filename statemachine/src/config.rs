@@ -362,7 +362,7 @@ impl State {
             users.extend(self.workgroups[key].members.iter().cloned());
         }
         if all(Category::Users) {
-            users.extend(self.users.keys().cloned());
+            users.extend(self.users.keys().map(|key| key.to_string()));
         } else if !users.is_empty() {
             closure.push(format!("users: {} members of the exported workgroups", users.len()));
         }
@@ -377,7 +377,7 @@ impl State {
         }
         let before = sites.len();
         for key in &users {
-            sites.insert(self.users[key].home_site);
+            sites.insert(self.users[key.as_str()].home_site);
         }
         if all(Category::Sites) {
             sites.extend(self.sites.keys().copied());
@@ -395,7 +395,7 @@ impl State {
             users: users
                 .iter()
                 .map(|key| {
-                    let user = &self.users[key];
+                    let user = &self.users[key.as_str()];
                     UserSpec {
                         username: user.username.clone(),
                         display_name: user.display_name.clone(),
@@ -415,7 +415,11 @@ impl State {
                         name: workgroup.name.clone(),
                         spans_sites: workgroup.spans_sites,
                         required_skills: workgroup.required_skills.clone(),
-                        members: workgroup.members.iter().map(|member| self.users[member].username.clone()).collect(),
+                        members: workgroup
+                            .members
+                            .iter()
+                            .map(|member| self.users[member.as_str()].username.clone())
+                            .collect(),
                     }
                 })
                 .collect(),
@@ -664,7 +668,7 @@ impl State {
                     Some(file) => {
                         let keep: BTreeSet<String> = file.members.iter().map(|m| key_of(m)).collect();
                         for member in workgroup.members.iter().filter(|m| !keep.contains(*m)) {
-                            let username = self.users[member].username.clone();
+                            let username = self.users[member.as_str()].username.clone();
                             step(
                                 Action::Delete,
                                 format!("membership of {username} in {}", workgroup.name),
@@ -677,7 +681,7 @@ impl State {
         }
         if recovery(Category::Users) {
             for (key, user) in &self.users {
-                if !file_users.contains(key) {
+                if !file_users.contains(key.as_str()) {
                     step(
                         Action::Delete,
                         format!("user {}", user.username),
@@ -689,10 +693,10 @@ impl State {
         // Updates before creates: a user the file moves off an extension or email frees it for
         // a new user taking it. (Two existing users swapping values is still a conflict.)
         let (existing, new): (Vec<&UserSpec>, Vec<&UserSpec>) =
-            config.users.iter().partition(|spec| self.users.contains_key(&key_of(&spec.username)));
+            config.users.iter().partition(|spec| self.users.contains_key(key_of(&spec.username).as_str()));
         for spec in existing.into_iter().chain(new) {
             let what = format!("user {}", spec.username);
-            match self.users.get(&key_of(&spec.username)) {
+            match self.users.get(key_of(&spec.username).as_str()) {
                 Some(existing)
                     if existing.display_name == spec.display_name
                         && existing.email == spec.email

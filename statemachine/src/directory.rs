@@ -6,6 +6,7 @@ use crate::limits::SEARCH_RESULTS_MAX;
 use crate::presence::Presence;
 use crate::rejection::Rejection;
 use crate::site::SiteId;
+use crate::small::Name;
 use crate::state::State;
 use crate::user::{key_of, User};
 
@@ -72,16 +73,16 @@ impl State {
         let limit = if query.limit == 0 { SEARCH_RESULTS_MAX } else { (query.limit as usize).min(SEARCH_RESULTS_MAX) };
         let name = query.name.as_deref().map(str::to_lowercase);
         let workgroup = query.workgroup.as_deref().map(key_of);
-        let candidates: Box<dyn Iterator<Item = &String>> = match (&workgroup, &query.extension) {
+        let candidates: Box<dyn Iterator<Item = &str>> = match (&workgroup, &query.extension) {
             (Some(wg), _) => match self.workgroups.get(wg) {
-                Some(workgroup) => Box::new(workgroup.members.iter()),
+                Some(workgroup) => Box::new(workgroup.members.iter().map(String::as_str)),
                 None => Box::new(std::iter::empty()),
             },
-            (None, Some(extension)) => match self.extensions.get(extension) {
-                Some(holders) => Box::new(holders.iter()),
+            (None, Some(extension)) => match self.extensions.get(extension.as_str()) {
+                Some(holders) => Box::new(holders.iter().map(Name::as_str)),
                 None => Box::new(std::iter::empty()),
             },
-            (None, None) => Box::new(self.users.keys()),
+            (None, None) => Box::new(self.users.keys().map(Name::as_str)),
         };
         candidates
             .filter_map(|user_key| {

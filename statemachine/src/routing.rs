@@ -395,7 +395,10 @@ impl State {
             Some(winner) => Event::AgentReserved {
                 interaction_id: interaction.request.interaction_id.clone(),
                 workgroup: interaction.request.workgroup.clone(),
-                agent: self.users.get(&winner.agent).map_or_else(|| winner.agent.clone(), |u| u.username.clone()),
+                agent: self
+                    .users
+                    .get(winner.agent.as_str())
+                    .map_or_else(|| winner.agent.clone(), |u| u.username.clone()),
                 agent_site: winner.site,
                 origin_site: interaction.request.origin_site,
                 expires_at_ms: decision.at_ms + self.routing.settings_of(&workgroup).reservation_ttl_ms,
@@ -580,7 +583,7 @@ impl State {
             if let Stage::Reserved { agent, .. } = &interaction.stage {
                 let reachable = self
                     .presence
-                    .get(agent)
+                    .get(agent.as_str())
                     .and_then(|presence| presence.logon.as_ref())
                     .and_then(|logon| self.leases.get(&logon.site))
                     .is_some_and(|lease| lease.expires_at_ms > at_ms);
@@ -783,7 +786,7 @@ impl State {
                 let affected: Vec<String> = index
                     .tracked
                     .keys()
-                    .filter(|user| self.presence.get(*user).is_some_and(|p| p.status_key == def.key))
+                    .filter(|user| self.presence.get(user.as_str()).is_some_and(|p| p.status_key == def.key))
                     .cloned()
                     .collect();
                 self.routing.index.dirty_users.extend(affected);
@@ -993,8 +996,12 @@ impl State {
             }
         }
         self.routing.index = index;
-        let logged_on: Vec<String> =
-            self.presence.iter().filter(|(_, presence)| presence.logon.is_some()).map(|(key, _)| key.clone()).collect();
+        let logged_on: Vec<String> = self
+            .presence
+            .iter()
+            .filter(|(_, presence)| presence.logon.is_some())
+            .map(|(key, _)| key.to_string())
+            .collect();
         for user in logged_on {
             self.refresh_agent(&user);
         }

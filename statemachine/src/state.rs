@@ -17,7 +17,7 @@ use crate::presence::{Logon, Presence};
 use crate::rejection::Rejection;
 use crate::routing::Routing;
 use crate::site::{Site, SiteId, NOTE_ID_DIAL_STRING_DEFAULT};
-use crate::small::VecSet;
+use crate::small::{Name, VecSet};
 use crate::user::{key_of, User, UserSpec};
 use crate::validate::{normalize_phone, validate};
 use crate::workgroup::Workgroup;
@@ -46,17 +46,17 @@ pub struct State {
     /// Lowercase site name → id.
     pub site_names: BTreeMap<String, SiteId>,
     /// Users by lowercase username.
-    pub users: BTreeMap<String, User>,
+    pub users: BTreeMap<Name, User>,
     /// Lowercase email → lowercase username.
-    pub emails: BTreeMap<String, String>,
+    pub emails: BTreeMap<Name, Name>,
     /// Extension → lowercase usernames that have it.
-    pub extensions: BTreeMap<String, VecSet<String>>,
+    pub extensions: BTreeMap<Name, VecSet<Name>>,
     /// Workgroups by lowercase name.
     pub workgroups: BTreeMap<String, Workgroup>,
     /// Status catalog by key.
     pub catalog: BTreeMap<String, StatusDef>,
     /// Presence by lowercase username; exactly one per user.
-    pub presence: BTreeMap<String, Presence>,
+    pub presence: BTreeMap<Name, Presence>,
     /// Live site leases by site id.
     #[serde(default)]
     pub leases: BTreeMap<SiteId, Lease>,
@@ -176,7 +176,7 @@ impl State {
 
     /// The user with this username, case-insensitively.
     pub fn user(&self, username: &str) -> Result<&User, Rejection> {
-        self.users.get(&key_of(username)).ok_or_else(|| Rejection::not_found("user", username))
+        self.users.get(key_of(username).as_str()).ok_or_else(|| Rejection::not_found("user", username))
     }
 
     /// The site with this id.
@@ -234,7 +234,7 @@ impl State {
                 // (or a fold of the events) sees the user leave its site and its workgroups.
                 let user = self.user(username)?;
                 let user_key = key_of(&user.username);
-                let presence = &self.presence[&user_key];
+                let presence = &self.presence[user_key.as_str()];
                 let mut events: Vec<Event> = presence
                     .interactions
                     .iter()
@@ -276,7 +276,7 @@ impl State {
                 self.check_workgroup_idle(&workgroup.name)?;
                 let mut events = Vec::new();
                 for member in &workgroup.members {
-                    events.extend(self.removal_events(workgroup, &self.users[member]));
+                    events.extend(self.removal_events(workgroup, &self.users[member.as_str()]));
                 }
                 events.push(Event::WorkgroupDeleted { name: workgroup.name.clone() });
                 Ok(events)
@@ -391,7 +391,7 @@ impl State {
                 if !target.servers.is_empty() && !target.servers.contains(&server) {
                     return Err(Rejection::invalid("server", format!("{server:?} is not a server of site {site}")));
                 }
-                let presence = &self.presence[&key_of(&user.username)];
+                let presence = &self.presence[key_of(&user.username).as_str()];
                 let mut events = Vec::new();
                 if let Some(logon) = &presence.logon {
                     if logon.site == *site && logon.server == server {
@@ -404,7 +404,7 @@ impl State {
             }
             Command::LogOff { username, reason } => {
                 let user = self.user(username)?;
-                let presence = &self.presence[&key_of(&user.username)];
+                let presence = &self.presence[key_of(&user.username).as_str()];
                 let Some(logon) = &presence.logon else {
                     return Err(Rejection::precondition(
                         "username",
@@ -415,7 +415,7 @@ impl State {
             }
             Command::StartInteraction { username, interaction_id } => {
                 let user = self.user(username)?;
-                let presence = &self.presence[&key_of(&user.username)];
+                let presence = &self.presence[key_of(&user.username).as_str()];
                 if presence.interactions.contains(interaction_id) {
                     return Err(Rejection::exists("interaction", "interaction_id", interaction_id));
                 }
@@ -432,7 +432,7 @@ impl State {
             }
             Command::EndInteraction { username, interaction_id } => {
                 let user = self.user(username)?;
-                if !self.presence[&key_of(&user.username)].interactions.contains(interaction_id) {
+                if !self.presence[key_of(&user.username).as_str()].interactions.contains(interaction_id) {
                     return Err(Rejection::not_found("interaction", interaction_id));
                 }
                 Ok(vec![Event::InteractionEnded {
@@ -600,7 +600,7 @@ impl State {
 
     fn decide_add_user(&self, spec: &UserSpec) -> Result<Vec<Event>, Rejection> {
         let user_key = key_of(&spec.username);
-        if self.users.contains_key(&user_key) {
+        if self.users.contains_key(user_key.as_str()) {
             return Err(Rejection::exists("user", "username", &spec.username));
         }
         if self.users.len() >= USERS_MAX {
@@ -628,7 +628,7 @@ impl State {
         self.site(spec.home_site).map_err(|_| {
             Rejection::precondition("user.home_site", format!("site {} does not exist", spec.home_site))
         })?;
-        if let Some(owner) = self.emails.get(&key_of(&spec.email)) {
+        if let Some(owner) = self.emails.get(key_of(&spec.email).as_str()) {
             if owner != user_key {
                 return Err(Rejection::AlreadyExists {
                     kind: "user".into(),
@@ -748,9 +748,9 @@ impl State {
                 staged.parts.insert(*part, (**config).clone());
             }
             Event::UserAdded(user) => {
-                let user_key = key_of(&user.username);
-                self.emails.insert(key_of(&user.email), user_key.clone());
-                self.extensions.entry(user.extension.clone()).or_default().insert(user_key.clone());
+                let user_key = Name::from(key_of(&user.username));
+                self.emails.insert(key_of(&user.email).into(), user_key.clone());
+                self.extensions.entry(user.extension.as_str().into()).or_default().insert(user_key.clone());
                 self.presence.insert(
                     user_key.clone(),
                     Presence {
@@ -767,16 +767,16 @@ impl State {
                 self.users.insert(user_key, user.clone());
             }
             Event::UserUpdated(user) => {
-                let user_key = key_of(&user.username);
+                let user_key = Name::from(key_of(&user.username));
                 if let Some(old) = self.users.insert(user_key.clone(), user.clone()) {
                     self.unindex_user(&user_key, &old);
                 }
-                self.emails.insert(key_of(&user.email), user_key.clone());
-                self.extensions.entry(user.extension.clone()).or_default().insert(user_key);
+                self.emails.insert(key_of(&user.email).into(), user_key.clone());
+                self.extensions.entry(user.extension.as_str().into()).or_default().insert(user_key);
             }
             Event::UserDeleted { username } => {
                 let user_key = key_of(username);
-                if let Some(old) = self.users.remove(&user_key) {
+                if let Some(old) = self.users.remove(user_key.as_str()) {
                     self.unindex_user(&user_key, &old);
                     for wg in &old.workgroups {
                         if let Some(workgroup) = self.workgroups.get_mut(wg) {
@@ -784,7 +784,7 @@ impl State {
                         }
                     }
                 }
-                self.presence.remove(&user_key);
+                self.presence.remove(user_key.as_str());
             }
             Event::WorkgroupAdded(workgroup) => {
                 self.workgroups.insert(key_of(&workgroup.name), workgroup.clone());
@@ -797,7 +797,7 @@ impl State {
                 if let Some(wg) = self.workgroups.get_mut(&wg_key) {
                     wg.members.insert(user_key.clone());
                 }
-                if let Some(user) = self.users.get_mut(&user_key) {
+                if let Some(user) = self.users.get_mut(user_key.as_str()) {
                     user.workgroups.insert(wg_key);
                 }
             }
@@ -806,7 +806,7 @@ impl State {
                 if let Some(wg) = self.workgroups.get_mut(&wg_key) {
                     wg.members.remove(&user_key);
                 }
-                if let Some(user) = self.users.get_mut(&user_key) {
+                if let Some(user) = self.users.get_mut(user_key.as_str()) {
                     user.workgroups.remove(&wg_key);
                 }
             }
@@ -817,7 +817,7 @@ impl State {
             }
             Event::StatusChanged { username, status_key, until_ms, detail } => {
                 let persistent = self.catalog.get(status_key).is_some_and(|def| def.persistent);
-                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
                     presence.status_key = status_key.clone();
                     presence.until_ms = *until_ms;
                     presence.detail = detail.clone();
@@ -829,21 +829,21 @@ impl State {
                 }
             }
             Event::UserLoggedOn { username, site, server } => {
-                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
                     presence.logon = Some(Logon { site: *site, server: server.clone() });
                     presence.since_ms = at_ms;
                     presence.revision = revision;
                 }
             }
             Event::UserLoggedOff { username, .. } => {
-                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
                     presence.logon = None;
                     presence.since_ms = at_ms;
                     presence.revision = revision;
                 }
             }
             Event::InteractionStarted { username, interaction_id } => {
-                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
                     presence.interactions.insert(interaction_id.clone());
                     presence.since_ms = at_ms;
                     presence.revision = revision;
@@ -880,7 +880,7 @@ impl State {
             | Event::RoutingSettingsSet { .. }
             | Event::RouteCostSet { .. } => self.fold_routing(event, at_ms),
             Event::InteractionEnded { username, interaction_id } => {
-                if let Some(presence) = self.presence.get_mut(&key_of(username)) {
+                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
                     presence.interactions.remove(interaction_id);
                     presence.since_ms = at_ms;
                     presence.revision = revision;
@@ -912,11 +912,11 @@ impl State {
     }
 
     fn unindex_user(&mut self, user_key: &str, old: &User) {
-        self.emails.remove(&key_of(&old.email));
-        if let Some(holders) = self.extensions.get_mut(&old.extension) {
+        self.emails.remove(key_of(&old.email).as_str());
+        if let Some(holders) = self.extensions.get_mut(old.extension.as_str()) {
             holders.remove(user_key);
             if holders.is_empty() {
-                self.extensions.remove(&old.extension);
+                self.extensions.remove(old.extension.as_str());
             }
         }
     }
@@ -961,11 +961,20 @@ impl State {
                 user.username,
                 user.home_site
             );
-            assert_eq!(self.emails.get(&key_of(&user.email)), Some(user_key), "email index of {}", user.username);
-            assert!(self.extensions[&user.extension].contains(user_key), "extension index of {}", user.username);
+            assert_eq!(
+                self.emails.get(key_of(&user.email).as_str()),
+                Some(user_key),
+                "email index of {}",
+                user.username
+            );
+            assert!(
+                self.extensions[user.extension.as_str()].contains(user_key),
+                "extension index of {}",
+                user.username
+            );
             for wg in &user.workgroups {
                 assert!(
-                    self.workgroups.get(wg).is_some_and(|w| w.members.contains(user_key)),
+                    self.workgroups.get(wg).is_some_and(|w| w.members.contains(user_key.as_str())),
                     "user {} lists workgroup {wg} that lacks it",
                     user.username
                 );
@@ -998,7 +1007,7 @@ impl State {
                 );
             }
             let spanning = self.is_spanning(user_key);
-            for other_key in self.extensions[&user.extension].iter().filter(|other| *other != user_key) {
+            for other_key in self.extensions[user.extension.as_str()].iter().filter(|other| *other != user_key) {
                 let other = &self.users[other_key];
                 assert!(
                     !(spanning || self.is_spanning(other_key) || other.home_site == user.home_site),
@@ -1022,7 +1031,7 @@ impl State {
             assert_eq!(*wg_key, key_of(&workgroup.name), "workgroup keyed {wg_key:?} is named {:?}", workgroup.name);
             for member in &workgroup.members {
                 assert!(
-                    self.users.get(member).is_some_and(|u| u.workgroups.contains(wg_key)),
+                    self.users.get(member.as_str()).is_some_and(|u| u.workgroups.contains(wg_key)),
                     "workgroup {wg_key} lists member {member} that lacks it"
                 );
             }

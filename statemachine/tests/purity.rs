@@ -2,7 +2,7 @@
 //! hash-ordered maps whose iteration order could leak into results.
 
 /// `collective-routing` is held to the same rules (its sources are scanned below too).
-const ALLOWED_DEPENDENCIES: [&str; 4] = ["collective-routing", "serde", "serde_json", "thiserror"];
+const ALLOWED_DEPENDENCIES: [&str; 5] = ["collective-routing", "compact_str", "serde", "serde_json", "thiserror"];
 const FORBIDDEN_IN_SOURCE: [&str; 10] = [
     "std::fs",
     "std::net",

@@ -498,7 +498,7 @@ fn random_runs_never_double_reserve_or_reserve_an_ineligible_agent() {
                     let on_phone: Vec<(String, String)> = state
                         .presence
                         .iter()
-                        .flat_map(|(user, p)| p.interactions.iter().map(move |id| (user.clone(), id.clone())))
+                        .flat_map(|(user, p)| p.interactions.iter().map(move |id| (user.to_string(), id.clone())))
                         .collect();
                     match on_phone.get(rng.gen_range(0..on_phone.len().max(1))) {
                         Some((user, id)) => {

@@ -64,7 +64,7 @@ pub fn workgroup(state: &State, workgroup: &sm::Workgroup) -> pb::Workgroup {
         members: workgroup
             .members
             .iter()
-            .map(|key| state.users.get(key).map(|u| u.username.clone()).unwrap_or_else(|| key.clone()))
+            .map(|key| state.users.get(key.as_str()).map(|u| u.username.clone()).unwrap_or_else(|| key.clone()))
             .collect(),
         required_skills: workgroup.required_skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
     }

@@ -219,7 +219,7 @@ impl Directory for DirectoryService {
         let request = request.into_inner();
         let entry = read(&self.node, request.serializable, |state| {
             let user = state.user(&request.username)?;
-            let presence = &state.presence[&key_of(&user.username)];
+            let presence = &state.presence[key_of(&user.username).as_str()];
             Ok(pb::DirectoryEntry {
                 user: Some(convert::user(state, user)),
                 presence: Some(convert::presence(state, &user.username, presence)),

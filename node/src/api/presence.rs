@@ -71,7 +71,7 @@ impl WatchFilter {
         event.username().is_some_and(|username| {
             state
                 .users
-                .get(&key_of(username))
+                .get(key_of(username).as_str())
                 .is_some_and(|user| user.workgroups.iter().any(|wg| self.workgroups.contains(wg)))
         })
     }
@@ -108,7 +108,11 @@ impl Presences for PresenceService {
             let mut presences = Vec::with_capacity(request.usernames.len());
             for username in &request.usernames {
                 let user = state.user(username)?;
-                presences.push(convert::presence(state, &user.username, &state.presence[&key_of(&user.username)]));
+                presences.push(convert::presence(
+                    state,
+                    &user.username,
+                    &state.presence[key_of(&user.username).as_str()],
+                ));
             }
             Ok(pb::PresenceList { presences, revision: state.revision })
         })
