@@ -33,6 +33,12 @@ pub const PROPOSALS_PER_BATCH_MAX: usize = 1_024;
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// Deadline of a snapshot chunk RPC, including the install after the last one (see `Node::start_in`).
 pub const SNAPSHOT_INSTALL_TIMEOUT_MS: u64 = 120_000;
+/// Most writes in one forwarded batch.
+pub const FORWARD_BATCH_MAX: usize = 1_024;
+/// Forwarded batches in flight from one follower at once (more writes queue meanwhile).
+pub const FORWARD_BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// How much longer than the leader's deadline a forwarded write waits for its answer.
+const FORWARD_GRACE_MS: u64 = 1_000;
 /// Argon2id hashes or checks at once on one node (see `Node::argon2`).
 pub const ARGON2_CONCURRENT_MAX: usize = 2;
 
@@ -44,6 +50,12 @@ pub const IMPORT_COMMIT_WAIT_MS: u64 = 120_000;
 
 /// A write's outcome, delivered through the pending table.
 type Outcome = Result<Applied, ApiError>;
+
+/// A write waiting to be forwarded to the leader, and where its outcome goes.
+struct ForwardPending {
+    forwarded: Forwarded,
+    reply: tokio::sync::oneshot::Sender<Result<Applied, ApiError>>,
+}
 
 /// A command waiting to be batched, and the pending-table id of the caller waiting for its
 /// outcome (none for the node's own `RenewLeases`).
@@ -68,6 +80,8 @@ pub struct Node {
     pub security: Arc<Security>,
     /// Commands waiting for the proposer task (leader only).
     proposals: mpsc::Sender<Pending>,
+    /// Writes waiting for the forwarder task to send them to the leader (followers).
+    forwards: mpsc::Sender<ForwardPending>,
     /// Writers waiting for their command's outcome (queued or proposed), bounded.
     waiting: Arc<PendingTable<Outcome>>,
     /// Clock and connector.
@@ -141,6 +155,7 @@ impl Node {
         let network = Network { peers: peers.clone() };
         let raft = Raft::new(config.id, raft_config, network, log_store, state_machine).await?;
         let (proposals, queue) = mpsc::channel(PROPOSALS_QUEUED_MAX);
+        let (forwards, forward_queue) = mpsc::channel(PROPOSALS_QUEUED_MAX);
         let node = Arc::new(Node {
             id: config.id,
             raft,
@@ -149,6 +164,7 @@ impl Node {
             peers,
             security,
             proposals,
+            forwards,
             waiting: Arc::new(PendingTable::new(PROPOSALS_QUEUED_MAX)),
             environment,
             history,
@@ -160,6 +176,7 @@ impl Node {
             tokio::spawn(node.clone().prune_history());
         }
         tokio::spawn(node.clone().propose_batches(queue));
+        tokio::spawn(node.clone().forward_batches(forward_queue));
         tokio::spawn(node.clone().run_timers());
         tokio::spawn(node.clone().break_election_ties());
         Ok(node)
@@ -410,7 +427,107 @@ impl Node {
         }
     }
 
+    /// Sends a write to the leader: with the other writes waiting to go (`forward_batches`), or
+    /// alone when it may wait longer than a batch (an import commit).
     async fn forward(&self, addr: &str, principal: Principal, command: Command) -> Result<Applied, ApiError> {
+        let wait_ms = self.wait_ms(&command);
+        if wait_ms > self.config.forward_timeout_ms {
+            return self.forward_one(addr, principal, command).await;
+        }
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let pending = ForwardPending { forwarded: Forwarded { principal, command }, reply };
+        self.forwards.try_send(pending).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ApiError::Rejected(Rejection::LimitReached {
+                what: "writes waiting to be forwarded to the leader".into(),
+                limit: PROPOSALS_QUEUED_MAX as u64,
+            }),
+            mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("the node is shutting down".into()),
+        })?;
+        match tokio::time::timeout(Duration::from_millis(wait_ms + FORWARD_GRACE_MS), outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(ApiError::Unavailable("the forwarder stopped; the write's outcome is unknown".into())),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "no answer from the leader within {wait_ms} ms; the write's outcome is unknown and it may still apply"
+            ))),
+        }
+    }
+
+    /// Turns the writes waiting to be forwarded into `ForwardBatch` RPCs to the current leader,
+    /// at most `FORWARD_BATCHES_IN_FLIGHT_MAX` at once: one RPC (and one wake-up of the leader's
+    /// proposer) for many writes, instead of one each.
+    async fn forward_batches(self: Arc<Self>, mut queue: mpsc::Receiver<ForwardPending>) {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(FORWARD_BATCHES_IN_FLIGHT_MAX));
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let Some(first) = queue.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < FORWARD_BATCH_MAX {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let node = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                node.send_forwarded(batch).await;
+            });
+        }
+    }
+
+    /// One `ForwardBatch` RPC; every write in it gets its own outcome, or the RPC's failure.
+    async fn send_forwarded(&self, batch: Vec<ForwardPending>) {
+        let count = batch.len();
+        let (forwarded, replies): (Vec<Forwarded>, Vec<_>) = batch.into_iter().map(|p| (p.forwarded, p.reply)).unzip();
+        let outcomes = match self.leader() {
+            Some((leader, addr)) if leader != self.id && !addr.is_empty() => {
+                self.forward_batch_rpc(&addr, &forwarded).await
+            }
+            _ => Err(self.not_leader()),
+        };
+        metrics::counter!("collective_proposals_forwarded_total").increment(count as u64);
+        match outcomes {
+            Ok(outcomes) if outcomes.len() == count => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Ok(outcomes) => {
+                let error =
+                    ApiError::Internal(format!("the leader answered {} of {count} forwarded writes", outcomes.len()));
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    async fn forward_batch_rpc(
+        &self,
+        addr: &str,
+        batch: &[Forwarded],
+    ) -> Result<Vec<Result<Applied, ApiError>>, ApiError> {
+        let mut client =
+            self.peers.client(addr).map_err(|e| ApiError::Unavailable(format!("leader at {addr}: {e}")))?;
+        let payload = collective_proto::raft::Payload {
+            json: serde_json::to_vec(batch).map_err(|e| ApiError::Internal(e.to_string()))?,
+        };
+        let mut request = tonic::Request::new(payload);
+        request.set_timeout(Duration::from_millis(self.config.forward_timeout_ms));
+        let response = client.forward_batch(request).await.map_err(|status| match status.code() {
+            tonic::Code::Unavailable => self.not_leader(),
+            _ => ApiError::Unavailable(format!("forwarding to the leader at {addr}: {}", status.message())),
+        })?;
+        serde_json::from_slice(&response.into_inner().json).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Forwards one write in its own RPC, with its own deadline.
+    async fn forward_one(&self, addr: &str, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         let mut client =
             self.peers.client(addr).map_err(|e| ApiError::Unavailable(format!("leader at {addr}: {e}")))?;
         let wait_ms = self.wait_ms(&command);

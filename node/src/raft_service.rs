@@ -69,6 +69,23 @@ impl RaftRpc for RaftService {
         Ok(encode(&self.node.write_as_leader(forwarded.principal, forwarded.command).await))
     }
 
+    async fn forward_batch(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let batch: Vec<Forwarded> = decode(&request.into_inner().json)?;
+        if batch.len() > crate::node::FORWARD_BATCH_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a forwarded batch holds at most {} writes, not {}",
+                crate::node::FORWARD_BATCH_MAX,
+                batch.len()
+            )));
+        }
+        // Queued together, so they share the leader's next log entry.
+        let outcomes = futures::future::join_all(
+            batch.into_iter().map(|forwarded| self.node.write_as_leader(forwarded.principal, forwarded.command)),
+        )
+        .await;
+        Ok(encode(&outcomes))
+    }
+
     async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         // Only the leader answers (a stale follower would otherwise pass the request on); reads
         // from every follower share the leader's rounds.
