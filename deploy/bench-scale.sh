@@ -18,9 +18,9 @@ deploy/install-deps.sh
 cargo build --bin collective
 BIN="$CARGO_TARGET_DIR/debug/collective"
 WORK="$(mktemp -d /tmp/collective-scale.XXXXXX)"
-declare -A pids
+declare -A pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -79,7 +79,8 @@ echo
 echo "== restart-to-serving: member $restart killed (SIGKILL) and started again"
 kill -9 "${pids[$restart]}"; wait "${pids[$restart]}" 2>/dev/null || true
 start "$restart"
-echo "member $restart serving after $(until_ready "$restart") s"
+took=$(until_ready "$restart")
+echo "member $restart serving after $took s"
 member "$restart" -w json cluster status | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
@@ -99,7 +100,8 @@ member "$leader" member add "$wiped" "127.0.0.1:1710$wiped" >/dev/null
 now=$(date +%s.%N)
 echo "member $wiped caught up from the snapshot (member add returned) after $(python3 -c "print(round($now - $added, 2))") s"
 member "$leader" member promote "$wiped" >/dev/null
-echo "member $wiped serving after $(until_ready "$wiped") s more"
+took=$(until_ready "$wiped")
+echo "member $wiped serving after $took s more"
 member "$wiped" -w json cluster status | python3 -c '
 import json, sys
 s = json.load(sys.stdin)

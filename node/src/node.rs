@@ -443,7 +443,7 @@ impl Node {
             }),
             mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("the node is shutting down".into()),
         })?;
-        match tokio::time::timeout(Duration::from_millis(wait_ms + FORWARD_GRACE_MS), outcome).await {
+        match tokio::time::timeout(Duration::from_millis(wait_ms + 2 * FORWARD_GRACE_MS), outcome).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(ApiError::Unavailable("the forwarder stopped; the write's outcome is unknown".into())),
             Err(_) => Err(ApiError::Unavailable(format!(
@@ -467,6 +467,12 @@ impl Node {
                     Err(_) => break,
                 }
             }
+            // A write whose caller gave up (timed out, disconnected) is not sent: before it left
+            // this node it has no effect, and its caller may be retrying it already.
+            batch.retain(|pending| !pending.reply.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
             let node = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -480,9 +486,12 @@ impl Node {
         let count = batch.len();
         let (forwarded, replies): (Vec<Forwarded>, Vec<_>) = batch.into_iter().map(|p| (p.forwarded, p.reply)).unzip();
         let outcomes = match self.leader() {
-            Some((leader, addr)) if leader != self.id && !addr.is_empty() => {
-                self.forward_batch_rpc(&addr, &forwarded).await
-            }
+            // This node became the leader while the writes waited: it proposes them itself.
+            Some((leader, _)) if leader == self.id => Ok(futures::future::join_all(
+                forwarded.into_iter().map(|f| self.write_as_leader(f.principal, f.command)),
+            )
+            .await),
+            Some((_, addr)) if !addr.is_empty() => self.forward_batch_rpc(&addr, &forwarded).await,
             _ => Err(self.not_leader()),
         };
         metrics::counter!("collective_proposals_forwarded_total").increment(count as u64);
@@ -518,10 +527,16 @@ impl Node {
             json: serde_json::to_vec(batch).map_err(|e| ApiError::Internal(e.to_string()))?,
         };
         let mut request = tonic::Request::new(payload);
-        request.set_timeout(Duration::from_millis(self.config.forward_timeout_ms));
-        let response = client.forward_batch(request).await.map_err(|status| match status.code() {
-            tonic::Code::Unavailable => self.not_leader(),
-            _ => ApiError::Unavailable(format!("forwarding to the leader at {addr}: {}", status.message())),
+        // Longer than each write's own wait on the leader, so those answer first.
+        request.set_timeout(Duration::from_millis(self.config.forward_timeout_ms + FORWARD_GRACE_MS));
+        let response = client.forward_batch(request).await.map_err(|status| {
+            // The writes may have reached the leader before the call failed: their outcome is
+            // unknown, so this is not NOT_LEADER (which tells a client it is safe to retry).
+            ApiError::Unavailable(format!(
+                "forwarding to the leader at {addr} failed ({:?}: {}); the outcome of the writes is unknown",
+                status.code(),
+                status.message()
+            ))
         })?;
         serde_json::from_slice(&response.into_inner().json).map_err(|e| ApiError::Internal(e.to_string()))
     }

@@ -289,6 +289,11 @@ async fn an_on_demand_snapshot_is_a_file_that_a_restarted_member_starts_from() {
         directory.add_user(user(&format!("agent{i}"), 1, &format!("{}", 10_000 + i))).await.unwrap();
     }
     let member = (leader + 1) % 3;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cluster.status(member).await.users < 40 {
+        assert!(std::time::Instant::now() < deadline, "member {member} never applied the 40 users");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let output = Command::new(env!("CARGO_BIN_EXE_collective"))
         .args(["--endpoints", &cluster.grpc[member], "-w", "json", "cluster", "snapshot"])
         .output()

@@ -111,10 +111,14 @@ impl Cluster for ClusterService {
         let started = std::time::Instant::now();
         let mut metrics = self.node.raft.metrics();
         let applied = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
-        self.node.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_WAIT_MS);
         loop {
             let snapshot_index = metrics.borrow().snapshot.map(|l| l.index).unwrap_or(0);
+            if snapshot_index < applied {
+                // openraft ignores the trigger while a build runs (that build may predate
+                // `applied`), so it is pulled again after every change until one covers it.
+                self.node.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            }
             if snapshot_index >= applied {
                 return Ok(Response::new(pb::TakeSnapshotResponse {
                     id: self.node.id,
@@ -127,10 +131,9 @@ impl Cluster for ClusterService {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(ApiError::Unavailable("the node is shutting down".into()).into()),
                 Err(_) => {
-                    return Err(ApiError::Unavailable(format!(
+                    return Err(Status::deadline_exceeded(format!(
                         "no snapshot covering index {applied} within {SNAPSHOT_WAIT_MS} ms (one may still be building)"
-                    ))
-                    .into())
+                    )))
                 }
             }
         }
@@ -192,10 +195,11 @@ impl Cluster for ClusterService {
             return Err(ApiError::Rejected(collective_statemachine::Rejection::precondition(
                 "addr",
                 format!(
-                    "member {id} was added as a learner at {} but has not caught up within {LEARNER_CATCH_UP_MS} ms: \
+                    "member {id} was added as a learner at {} but has not caught up (waited {LEARNER_CATCH_UP_MS} ms, or {} ms while it answered): \
                  is it running and reachable there (with a certificate of this cluster's CA, when TLS is on)? \
                  Remove it with `member remove {id}` or wait for it",
-                    request.addr
+                    request.addr,
+                    LEARNER_CATCH_UP_MS + crate::node::SNAPSHOT_INSTALL_TIMEOUT_MS
                 ),
             ))
             .into());

@@ -57,13 +57,15 @@ impl Directory for DirectoryService {
         let site = request.site.ok_or_else(|| ApiError::invalid("site", "is required"))?;
         collective_statemachine::validate::site_id("site.id", site.id).map_err(ApiError::from)?;
         let salt = self.node.environment.random::<16>();
-        let _permit = self.node.argon2.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        // The permit covers the hashing only, not the write that follows.
+        let permit = self.node.argon2.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         let password_hash = self
             .node
             .environment
             .blocking(move || hash_password(&request.password, &salt))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
+        drop(permit);
         let access = site.trusted_access.unwrap_or_default();
         self.write(
             principal,

@@ -79,12 +79,31 @@ impl Progress {
     }
 }
 
-/// A write that already happened (a repeated run) counts as done.
-fn done_or_exists(result: Result<tonic::Response<pb::WriteResponse>, tonic::Status>, what: &str) -> anyhow::Result<()> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
-        Err(status) => anyhow::bail!("{what}: {}", super::describe(&status)),
+/// Attempts of one write before the load gives up.
+const ATTEMPTS: u32 = 5;
+
+/// Runs `write` until it succeeds; a write that already happened (a repeated run, or a retried
+/// write whose first attempt applied) counts as done; UNAVAILABLE and RESOURCE_EXHAUSTED (a
+/// full queue, an election) are retried with a growing pause, ATTEMPTS times in all.
+async fn write_once<F, Fut>(what: &str, write: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<pb::WriteResponse>, tonic::Status>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Ok(_) => return Ok(()),
+            Err(status) if status.code() == tonic::Code::AlreadyExists => return Ok(()),
+            Err(status)
+                if attempt < ATTEMPTS
+                    && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                attempt += 1;
+            }
+            Err(status) => anyhow::bail!("{what}: {}", super::describe(&status)),
+        }
     }
 }
 
@@ -184,8 +203,11 @@ pub async fn load(client: &Client, args: LoadArgs, format: Format) -> anyhow::Re
         let request = pb::AddWorkgroupRequest {
             workgroup: Some(pb::Workgroup { name: workgroup_name(site, k), ..Default::default() }),
         };
-        let result = directory(i).add_workgroup(request).await;
-        done_or_exists(result, "adding a workgroup")?;
+        write_once("adding a workgroup", || {
+            let (mut directory, request) = (directory(i), request.clone());
+            async move { directory.add_workgroup(request).await }
+        })
+        .await?;
         Ok(())
     })
     .await?;
@@ -193,11 +215,19 @@ pub async fn load(client: &Client, args: LoadArgs, format: Format) -> anyhow::Re
     let (users_s, writes_per_s) = phase("users", u64::from(args.users), 2, args.concurrency, |i| async move {
         let (user, workgroup) = user(args_ref, i);
         let username = user.username.clone();
-        let result = directory(i).add_user(pb::UserRequest { user: Some(user) }).await;
-        done_or_exists(result, &format!("adding {username}"))?;
+        let request = pb::UserRequest { user: Some(user) };
+        write_once(&format!("adding {username}"), || {
+            let (mut directory, request) = (directory(i), request.clone());
+            async move { directory.add_user(request).await }
+        })
+        .await?;
         let member = pb::WorkgroupMemberRequest { workgroup, username };
-        let result = directory(i).add_workgroup_member(member.clone()).await;
-        done_or_exists(result, &format!("adding {} to {}", member.username, member.workgroup))?;
+        let what = format!("adding {} to {}", member.username, member.workgroup);
+        write_once(&what, || {
+            let (mut directory, member) = (directory(i), member.clone());
+            async move { directory.add_workgroup_member(member).await }
+        })
+        .await?;
         Ok(())
     })
     .await?;
@@ -247,7 +277,14 @@ async fn leader_connections(client: &Client, count: usize) -> anyhow::Result<Vec
             let endpoint = endpoint.trim_start_matches("http://").trim_start_matches("https://");
             !status.leader_addr.is_empty() && endpoint == status.leader_addr
         })
-        .unwrap_or(0);
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the leader is {:?} at {:?}, which is not among --endpoints {:?}: name it there",
+                status.leader_id,
+                status.leader_addr,
+                client.endpoints()
+            )
+        })?;
     let mut connections = Vec::with_capacity(count);
     for _ in 0..count {
         connections.push(client.dedicated(index).await?);

@@ -6,7 +6,8 @@
 //! written to RocksDB with `sync`, and older files are removed. The metadata is the commit point:
 //! a crash before it leaves the previous snapshot current. Builds stream the state into the file,
 //! so no encoded copy of it sits in memory or in a RocksDB memtable (at 1,000,000 users the
-//! encoded state is ~500 MB). Data directories from before kept the bytes in RocksDB under
+//! encoded state is ~500 MB); sending a snapshot to a follower still reads the file into memory
+//! (`get_current_snapshot`: openraft 0.9's chunked transfer takes a `Cursor<Vec<u8>>` here). Data directories from before kept the bytes in RocksDB under
 //! `data`; they are still read, and the next snapshot moves them to a file.
 
 use std::io::{Cursor, Write};
@@ -104,6 +105,7 @@ impl StateMachineStore {
     ) -> anyhow::Result<StateMachineStore> {
         let snapshots = data_dir.join(SNAPSHOTS_DIR);
         std::fs::create_dir_all(&snapshots)?;
+        remove_temporaries(&snapshots);
         let mut store = StateMachineStore {
             db,
             snapshots,
@@ -113,7 +115,7 @@ impl StateMachineStore {
             snapshot_write: Arc::default(),
             history,
         };
-        if let Some(stored) = read_stored(&store.db, &store.snapshots)? {
+        if let Some(stored) = read_stored(&store.db, &store.snapshot_write, &store.snapshots)? {
             let body: SnapshotBody = serde_json::from_slice(&stored.data)?;
             store.shared.snapshots.bytes.store(stored.data.len() as u64, Ordering::Relaxed);
             store.restore(body);
@@ -146,54 +148,93 @@ fn snapshot_path(dir: &Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> PathBuf 
     dir.join(format!("{id}.json"))
 }
 
-fn read_stored(db: &DB, dir: &Path) -> Result<Option<StoredSnapshot>, StorageError> {
-    let Some(meta) = read_meta(db)? else { return Ok(None) };
-    let path = snapshot_path(dir, &meta);
-    let data = match std::fs::read(&path) {
-        Ok(data) => data,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-            let legacy =
-                db.get_cf(cf, KEY_SNAPSHOT_DATA).map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Read, e))?;
-            legacy.ok_or_else(|| {
-                let missing = std::io::Error::other(format!("snapshot file {} missing", path.display()));
-                snapshot_error(Some(&meta), ErrorVerb::Read, missing)
-            })?
+/// The current snapshot. Its metadata is read and its file opened under the snapshot lock, so a
+/// build committing meanwhile cannot remove the file in between (an open file outlives its name).
+fn read_stored(db: &DB, lock: &std::sync::Mutex<()>, dir: &Path) -> Result<Option<StoredSnapshot>, StorageError> {
+    let (meta, file) = {
+        let _guard = lock.lock().expect("snapshot write lock");
+        let Some(meta) = read_meta(db)? else { return Ok(None) };
+        let path = snapshot_path(dir, &meta);
+        match std::fs::File::open(&path) {
+            Ok(file) => (meta, Ok(file)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
+                let legacy =
+                    db.get_cf(cf, KEY_SNAPSHOT_DATA).map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Read, e))?;
+                let legacy = legacy.ok_or_else(|| {
+                    let missing = std::io::Error::other(format!("snapshot file {} missing", path.display()));
+                    snapshot_error(Some(&meta), ErrorVerb::Read, missing)
+                })?;
+                (meta, Err(legacy))
+            }
+            Err(error) => return Err(snapshot_error(Some(&meta), ErrorVerb::Read, error)),
         }
-        Err(error) => return Err(snapshot_error(Some(&meta), ErrorVerb::Read, error)),
+    };
+    let data = match file {
+        Ok(mut file) => {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut data)
+                .map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Read, e))?;
+            data
+        }
+        Err(legacy) => legacy,
     };
     Ok(Some(StoredSnapshot { meta, data }))
 }
 
-/// Makes the snapshot `meta` current, unless a newer one already is: `write` fills its file
-/// (under a temporary name, then fsynced and renamed), the metadata is written with `sync`, and
-/// other snapshot files are removed. Returns the file's size (0 when a newer one was current).
+/// Removes temporaries a crash left in the snapshots directory (at open, before any writer).
+fn remove_temporaries(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Makes the snapshot `meta` current, unless a newer one already is: `write` fills a temporary
+/// file (unique to this call, without the lock: encoding a large state takes seconds), which is
+/// fsynced; then, under the lock, it is renamed to the snapshot's name, the metadata is written
+/// with `sync`, and the other snapshot files are removed; `before_commit` runs under the lock
+/// just before the rename (an install resets the history there). Returns the file's size (0 when a
+/// newer snapshot was current and this one was dropped).
 fn commit_snapshot(
     db: &DB,
     lock: &std::sync::Mutex<()>,
     dir: &Path,
     meta: &SnapshotMeta<NodeId, BasicNode>,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+    before_commit: impl FnOnce() -> Result<(), StorageError>,
 ) -> Result<u64, StorageError> {
-    let _guard = lock.lock().expect("snapshot write lock");
-    if let Some(current) = read_meta(db)? {
-        if current.last_log_id > meta.last_log_id {
-            return Ok(0);
-        }
-    }
+    static TEMPORARIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let error = |e: std::io::Error| snapshot_error(Some(meta), ErrorVerb::Write, e);
     let path = snapshot_path(dir, meta);
-    let temporary = path.with_extension("json.tmp");
-    let bytes = (|| {
+    let temporary = path.with_extension(format!("{}.tmp", TEMPORARIES.fetch_add(1, Ordering::Relaxed)));
+    let written = (|| {
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&temporary)?);
         write(&mut writer)?;
         writer.flush()?;
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        let bytes = file.metadata()?.len();
+        file.metadata().map(|m| m.len())
+    })();
+    let bytes = match written {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(error(e));
+        }
+    };
+    let _guard = lock.lock().expect("snapshot write lock");
+    if read_meta(db)?.is_some_and(|current| current.last_log_id > meta.last_log_id) {
+        let _ = std::fs::remove_file(&temporary);
+        return Ok(0);
+    }
+    before_commit()?;
+    (|| {
         std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(bytes)
+        std::fs::File::open(dir)?.sync_all()
     })()
     .map_err(error)?;
     let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
@@ -204,12 +245,13 @@ fn commit_snapshot(
     let mut options = WriteOptions::default();
     options.set_sync(true);
     db.write_opt(batch, &options).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
-    // Older snapshots and temporaries left by a crash: nothing refers to them any more.
+    // Older snapshots: nothing refers to them any more. Temporaries may be another writer's.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            if entry.path() != path {
-                if let Err(error) = std::fs::remove_file(entry.path()) {
-                    tracing::warn!(%error, file = %entry.path().display(), "removing an old snapshot file");
+            let old = entry.path();
+            if old != path && old.extension().is_some_and(|e| e == "json") {
+                if let Err(error) = std::fs::remove_file(&old) {
+                    tracing::warn!(%error, file = %old.display(), "removing an old snapshot file");
                 }
             }
         }
@@ -230,14 +272,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id,
         };
         let body = &self.body;
-        let bytes = commit_snapshot(&self.db, &self.snapshot_write, &self.snapshots, &meta, |writer| {
-            serde_json::to_writer(writer, body).map_err(std::io::Error::other)
-        })?;
+        let bytes = commit_snapshot(
+            &self.db,
+            &self.snapshot_write,
+            &self.snapshots,
+            &meta,
+            |writer| serde_json::to_writer(writer, body).map_err(std::io::Error::other),
+            || Ok(()),
+        )?;
         let elapsed = self.started.elapsed();
-        metrics::gauge!("collective_snapshot_bytes").set(bytes as f64);
         metrics::histogram!("collective_snapshot_build_seconds").record(elapsed.as_secs_f64());
-        self.shared.snapshots.bytes.store(bytes, Ordering::Relaxed);
         self.shared.snapshots.build_ms.store(elapsed.as_millis() as u64, Ordering::Relaxed);
+        if bytes > 0 {
+            metrics::gauge!("collective_snapshot_bytes").set(bytes as f64);
+            self.shared.snapshots.bytes.store(bytes, Ordering::Relaxed);
+        }
         // openraft 0.9 keeps only the metadata of a built snapshot (`core/sm/worker.rs`); whoever
         // needs the bytes (a follower's transfer) reads them through `get_current_snapshot`. So
         // the encoded state is not read back into memory here.
@@ -340,22 +389,32 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let body: SnapshotBody =
             serde_json::from_slice(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
-        // The history is reset first: the synced snapshot write below makes it durable through
-        // the shared WAL, so a crash never leaves a restored snapshot without its history reset.
-        self.history.reset_to(&body.state).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
-        let bytes =
-            commit_snapshot(&self.db, &self.snapshot_write, &self.snapshots, meta, |writer| writer.write_all(&data))?;
+        // The history is reset just before the commit: the synced metadata write makes it
+        // durable through the shared WAL, so a crash never leaves a restored snapshot without its
+        // history reset.
+        let history = &self.history;
+        let bytes = commit_snapshot(
+            &self.db,
+            &self.snapshot_write,
+            &self.snapshots,
+            meta,
+            |writer| writer.write_all(&data),
+            || history.reset_to(&body.state).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e)),
+        )?;
         drop(data);
         self.restore(body);
         let elapsed = started.elapsed();
         metrics::histogram!("collective_snapshot_install_seconds").record(elapsed.as_secs_f64());
-        self.shared.snapshots.bytes.store(bytes, Ordering::Relaxed);
         self.shared.snapshots.install_ms.store(elapsed.as_millis() as u64, Ordering::Relaxed);
+        if bytes > 0 {
+            metrics::gauge!("collective_snapshot_bytes").set(bytes as f64);
+            self.shared.snapshots.bytes.store(bytes, Ordering::Relaxed);
+        }
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(read_stored(&self.db, &self.snapshots)?
+        Ok(read_stored(&self.db, &self.snapshot_write, &self.snapshots)?
             .map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }
