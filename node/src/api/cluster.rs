@@ -19,6 +19,8 @@ pub const LEARNER_CATCH_UP_MS: u64 = 8_000;
 
 /// How long `TakeSnapshot` waits for the snapshot to be stored.
 pub const SNAPSHOT_WAIT_MS: u64 = 120_000;
+/// How often `TakeSnapshot` pulls the trigger again while no snapshot covers the applied index.
+const SNAPSHOT_RETRIGGER_MS: u64 = 5_000;
 
 /// Serves cluster administration.
 pub struct ClusterService {
@@ -112,12 +114,16 @@ impl Cluster for ClusterService {
         let mut metrics = self.node.raft.metrics();
         let applied = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_WAIT_MS);
+        let mut triggered_at = None;
         loop {
             let snapshot_index = metrics.borrow().snapshot.map(|l| l.index).unwrap_or(0);
-            if snapshot_index < applied {
-                // openraft ignores the trigger while a build runs (that build may predate
-                // `applied`), so it is pulled again after every change until one covers it.
+            if snapshot_index < applied && triggered_at != Some(snapshot_index) {
+                // openraft ignores the trigger while a build runs, and that build may predate
+                // `applied`: so it is pulled again each time a snapshot lands short of it (and
+                // only then: a trigger after every change would queue needless builds, each a
+                // copy of the whole state).
                 self.node.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                triggered_at = Some(snapshot_index);
             }
             if snapshot_index >= applied {
                 return Ok(Response::new(pb::TakeSnapshotResponse {
@@ -127,14 +133,19 @@ impl Cluster for ClusterService {
                     build_ms: started.elapsed().as_millis() as u64,
                 }));
             }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "no snapshot covering index {applied} within {SNAPSHOT_WAIT_MS} ms (one may still be building)"
+                )));
+            }
+            // Woken by a change, or every few seconds to pull again (a build that ended at the
+            // index already current changes nothing a watcher sees).
+            let wake =
+                deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_RETRIGGER_MS));
+            match tokio::time::timeout_at(wake, metrics.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(ApiError::Unavailable("the node is shutting down".into()).into()),
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "no snapshot covering index {applied} within {SNAPSHOT_WAIT_MS} ms (one may still be building)"
-                    )))
-                }
+                Err(_) => triggered_at = None,
             }
         }
     }

@@ -418,3 +418,42 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory from before snapshot files keeps the encoded snapshot in RocksDB under
+    /// `data`: it still loads, and the next snapshot moves to a file and drops the old bytes.
+    #[tokio::test]
+    async fn a_snapshot_an_older_build_kept_in_rocksdb_loads_and_the_next_one_is_a_file() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut state = State::new();
+        state.revision = 42;
+        {
+            let shared = Arc::new(Shared::new(16));
+            let (_log, mut store, _history) = crate::store::open(dir.path(), shared.clone()).await.unwrap();
+            shared.reset(state);
+            let snapshot = store.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            // As an older build stored it: the bytes under `data`, no file.
+            let path = snapshot_path(&store.snapshots, &snapshot.meta);
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let cf = store.db.cf_handle(CF_SNAPSHOT).unwrap();
+            store.db.put_cf(cf, KEY_SNAPSHOT_DATA, &bytes).unwrap();
+        }
+        let shared = Arc::new(Shared::new(16));
+        let (_log, mut store, _history) = crate::store::open(dir.path(), shared.clone()).await.unwrap();
+        assert_eq!(shared.state.read().unwrap().revision, 42, "the snapshot under `data` was not loaded");
+        let current = store.get_current_snapshot().await.unwrap().expect("a current snapshot");
+        assert!(!current.snapshot.get_ref().is_empty(), "the current snapshot has no bytes");
+
+        store.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let cf = store.db.cf_handle(CF_SNAPSHOT).unwrap();
+        assert!(store.db.get_cf(cf, KEY_SNAPSHOT_DATA).unwrap().is_none(), "the old bytes stayed in RocksDB");
+        let files: Vec<_> = std::fs::read_dir(&store.snapshots).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert_eq!(body["state"]["revision"], 42, "{files:?}");
+    }
+}
