@@ -358,3 +358,36 @@ async fn routing_through_the_cli() {
     );
     assert!(!success && stderr.contains("skills"), "a bad level names the field: {stderr}");
 }
+
+/// The benchmark tools as an operator runs them: `bench load` fills the cluster and reports every
+/// member; `bench presence --count` measures exactly that many requests (or a few more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_load_and_a_counted_presence_run() {
+    let cluster = Cluster::start(3, &[]).await;
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_collective"))
+            .args(["--endpoints", &cluster.grpc.join(","), "-w", "json", "bench"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "bench {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let loaded = run(&["load", "--sites", "3", "--users", "60", "--workgroups-per-site", "2", "--concurrency", "16"]);
+    assert_eq!(loaded["users"], 60, "{loaded}");
+    let members = loaded["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{loaded}");
+    for member in members {
+        assert_eq!(member["sites"], 3, "{loaded}");
+        assert!(member["resident_memory_bytes"].as_u64().unwrap() > 0, "{loaded}");
+    }
+    // The leader applied everything; the members that reported fewer users were still catching up.
+    assert!(members.iter().any(|m| m["users"] == 60), "{loaded}");
+
+    let presence = run(&["presence", "--clients", "4", "--users", "20", "--count", "300", "--warmup", "0"]);
+    let measured = presence["ok"].as_u64().unwrap()
+        + presence["errors"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>();
+    // The window closes once 300 are measured; requests still in flight may land in it too.
+    assert!((300..360).contains(&measured), "{presence}");
+    assert_eq!(presence["errors"], serde_json::json!({}), "{presence}");
+}

@@ -2,7 +2,7 @@
 //! errors by gRPC code. A benchmark, never a test.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,10 @@ pub struct Load {
     /// Measured duration in seconds.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// Measure this many requests (answered or failed) instead of --duration seconds; the window
+    /// closes once they are done (at most an hour), so a few more may complete in it.
+    #[arg(long)]
+    pub count: Option<u64>,
     /// Warm-up seconds before measuring.
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
@@ -58,13 +62,35 @@ pub struct Load {
     pub rate: Option<u32>,
 }
 
+/// Longest window a `--count` run measures.
+const COUNT_WINDOW_MAX_S: u64 = 3_600;
+
 impl Load {
     /// Checks the options; the error names them.
     pub(super) fn check(&self) -> anyhow::Result<()> {
-        if self.clients == 0 || self.duration == 0 {
-            anyhow::bail!("--clients and --duration must be positive");
+        if self.clients == 0 || self.duration == 0 || self.count == Some(0) {
+            anyhow::bail!("--clients, --duration and --count must be positive");
         }
         Ok(())
+    }
+
+    /// Opens the measurement window after the warm-up and closes it after `--duration`, or once
+    /// `--count` requests were measured (`measured` counts them); returns the measured seconds.
+    pub(super) async fn window(&self, measured: &AtomicU64, measuring: &AtomicBool, stop: &AtomicBool) -> f64 {
+        let Some(count) = self.count else {
+            return measure_window(self.warmup, self.duration, measuring, stop).await;
+        };
+        tokio::time::sleep(Duration::from_secs(self.warmup)).await;
+        measuring.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let limit = Duration::from_secs(COUNT_WINDOW_MAX_S);
+        while measured.load(Ordering::Relaxed) < count && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        measuring.store(false, Ordering::Relaxed);
+        let elapsed = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        elapsed
     }
 
     /// Connections to open: `--connections`, or one per client up to 16.
@@ -436,6 +462,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
     }
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let measured = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     // Interaction ids must not collide with those a previous run left open.
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
@@ -444,7 +471,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             Sink::Collective(presences) => Sink::Collective(presences.clone()),
             Sink::Etcd(kv) => Sink::Etcd(kv.clone()),
         };
-        let (measuring, stop) = (measuring.clone(), stop.clone());
+        let (measuring, stop, measured) = (measuring.clone(), stop.clone(), measured.clone());
         let mut workload = Workload {
             rng: rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64)),
             index,
@@ -464,6 +491,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
                 let started = pacer.slot().await;
                 let result = sink.execute(op).await;
                 if measuring.load(Ordering::Relaxed) {
+                    measured.fetch_add(1, Ordering::Relaxed);
                     match result {
                         Ok(()) => {
                             let micros = started.elapsed().as_micros() as u64;
@@ -476,7 +504,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             tally
         }));
     }
-    let elapsed = measure_window(args.load.warmup, args.load.duration, &measuring, &stop).await;
+    let elapsed = args.load.window(&measured, &measuring, &stop).await;
     let mut histogram = histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for task in tasks {

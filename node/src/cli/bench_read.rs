@@ -8,7 +8,7 @@
 //!   watcher's receipt (fan-out), and the throughput counts deliveries.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -127,9 +127,10 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
     }
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let measured = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for index in 0..args.load.clients {
-        let (measuring, stop) = (measuring.clone(), stop.clone());
+        let (measuring, stop, measured) = (measuring.clone(), stop.clone(), measured.clone());
         let slot = index as usize % connection_count as usize;
         let mut reader = match &connections {
             Connections::Collective(conns) => Reader::Collective(PresencesClient::new(conns[slot].clone())),
@@ -146,6 +147,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
                 let started = pacer.slot().await;
                 let result = reader.get(user, serializable).await;
                 if measuring.load(Ordering::Relaxed) {
+                    measured.fetch_add(1, Ordering::Relaxed);
                     match result {
                         Ok(()) => tally.0.saturating_record((started.elapsed().as_micros() as u64).max(1)),
                         Err(code) => *tally.1.entry(code).or_default() += 1,
@@ -155,7 +157,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
             tally
         }));
     }
-    let elapsed = measure_window(args.load.warmup, args.load.duration, &measuring, &stop).await;
+    let elapsed = args.load.window(&measured, &measuring, &stop).await;
     let (mut total, mut errors) = (histogram(), BTreeMap::<String, u64>::new());
     for task in tasks {
         let (tally, failed) = task.await?;
