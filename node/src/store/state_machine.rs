@@ -7,8 +7,9 @@
 //! a crash before it leaves the previous snapshot current. Builds stream the state into the file,
 //! so no encoded copy of it sits in memory or in a RocksDB memtable (at 1,000,000 users the
 //! encoded state is ~500 MB); sending a snapshot to a follower still reads the file into memory
-//! (`get_current_snapshot`: openraft 0.9's chunked transfer takes a `Cursor<Vec<u8>>` here). Data directories from before kept the bytes in RocksDB under
-//! `data`; they are still read, and the next snapshot moves them to a file.
+//! (`get_current_snapshot`: openraft 0.9's chunked transfer takes a `Cursor<Vec<u8>>` here).
+//! Data directories from before kept the bytes in RocksDB under `data`; they are still read, and
+//! the next snapshot moves them to a file.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
