@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building collective needs on Debian, when missing: libclang (RocksDB bindings),
-# protoc (proto code generation), a C++ compiler (RocksDB), curl (scripts).
+# protoc (proto code generation), a C++ compiler (RocksDB), make (jemalloc's build), curl (scripts).
 set -euo pipefail
 missing=()
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 if [ ${#missing[@]} -gt 0 ]; then
