@@ -51,6 +51,19 @@ pub const IMPORT_COMMIT_WAIT_MS: u64 = 120_000;
 /// A write's outcome, delivered through the pending table.
 type Outcome = Result<Applied, ApiError>;
 
+/// Waits for the next item, then takes whatever else is queued, up to `max` in all; `None` once
+/// the queue is closed.
+async fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![queue.recv().await?];
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// A write waiting to be forwarded to the leader, and where its outcome goes.
 struct ForwardPending {
     forwarded: Forwarded,
@@ -275,14 +288,7 @@ impl Node {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT_MAX));
         loop {
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-            let Some(first) = queue.recv().await else { return };
-            let mut pending = vec![first];
-            while pending.len() < PROPOSALS_PER_BATCH_MAX {
-                match queue.try_recv() {
-                    Ok(next) => pending.push(next),
-                    Err(_) => break,
-                }
-            }
+            let Some(mut pending) = next_batch(&mut queue, PROPOSALS_PER_BATCH_MAX).await else { return };
             // The first batch of each term starts with `RenewLeases` and is proposed alone: no
             // command of the new term (a site's keepalive that finds its lease overdue, a Tick)
             // can commit before the leases that lived through the election are extended.
@@ -459,14 +465,7 @@ impl Node {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(FORWARD_BATCHES_IN_FLIGHT_MAX));
         loop {
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-            let Some(first) = queue.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < FORWARD_BATCH_MAX {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
+            let Some(mut batch) = next_batch(&mut queue, FORWARD_BATCH_MAX).await else { return };
             // A write whose caller gave up (timed out, disconnected) is not sent: before it left
             // this node it has no effect, and its caller may be retrying it already.
             batch.retain(|pending| !pending.reply.is_closed());
