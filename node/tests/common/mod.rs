@@ -35,8 +35,23 @@ pub fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// A port for a member to listen on, below Linux's ephemeral range (32768–60999). A port the
+/// kernel hands out for `:0` is free only until someone else takes it: the tests' own outgoing
+/// connections draw from that range, and once one took a member's port before the member bound
+/// it, the cluster never formed (bootstrap waits for every initial member). Ports here are taken
+/// in turn from a start that differs per test process, and only if nothing listens on them.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    loop {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
