@@ -64,6 +64,17 @@ async fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<
     Some(batch)
 }
 
+/// The answer to a write its queue (of `PROPOSALS_QUEUED_MAX`) could not take: full, or closed
+/// because the node is stopping.
+fn queue_error<T>(error: mpsc::error::TrySendError<T>, what: &str) -> ApiError {
+    match error {
+        mpsc::error::TrySendError::Full(_) => {
+            ApiError::Rejected(Rejection::LimitReached { what: what.into(), limit: PROPOSALS_QUEUED_MAX as u64 })
+        }
+        mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("the node is shutting down".into()),
+    }
+}
+
 /// A write waiting to be forwarded to the leader, and where its outcome goes.
 struct ForwardPending {
     forwarded: Forwarded,
@@ -442,13 +453,7 @@ impl Node {
         }
         let (reply, outcome) = tokio::sync::oneshot::channel();
         let pending = ForwardPending { forwarded: Forwarded { principal, command }, reply };
-        self.forwards.try_send(pending).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => ApiError::Rejected(Rejection::LimitReached {
-                what: "writes waiting to be forwarded to the leader".into(),
-                limit: PROPOSALS_QUEUED_MAX as u64,
-            }),
-            mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("the node is shutting down".into()),
-        })?;
+        self.forwards.try_send(pending).map_err(|e| queue_error(e, "writes waiting to be forwarded to the leader"))?;
         match tokio::time::timeout(Duration::from_millis(wait_ms + 2 * FORWARD_GRACE_MS), outcome).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(ApiError::Unavailable("the forwarder stopped; the write's outcome is unknown".into())),
@@ -582,13 +587,7 @@ impl Node {
         })?;
         let wait_ms = self.wait_ms(&command);
         let pending = Pending { proposal: Proposal { principal, command }, waiter: Some(waiter.id()) };
-        self.proposals.try_send(pending).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => ApiError::Rejected(Rejection::LimitReached {
-                what: "queued proposals on the leader".into(),
-                limit: PROPOSALS_QUEUED_MAX as u64,
-            }),
-            mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("the node is shutting down".into()),
-        })?;
+        self.proposals.try_send(pending).map_err(|e| queue_error(e, "queued proposals on the leader"))?;
         metrics::gauge!("collective_proposals_pending").increment(1.0);
         let timeout = Duration::from_millis(wait_ms);
         match tokio::time::timeout(timeout, &mut waiter).await {

@@ -144,6 +144,12 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
     let export = pb::ExportRequest { categories: vec![], passphrase: "export-passphrase".into() };
     let error = ConfigClient::new(with_token(&cluster, 1, &site1).await).export(export.clone()).await.unwrap_err();
     assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+    // So is taking a snapshot.
+    let error = collective_proto::v1::cluster_client::ClusterClient::new(with_token(&cluster, 1, &site1).await)
+        .take_snapshot(pb::TakeSnapshotRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
 
     // Site 2 may; the event records it as the principal.
     let response = PresencesClient::new(with_token(&cluster, 1, &site2).await)

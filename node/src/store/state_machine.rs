@@ -425,7 +425,8 @@ mod tests {
     use super::*;
 
     /// A data directory from before snapshot files keeps the encoded snapshot in RocksDB under
-    /// `data`: it still loads, and the next snapshot moves to a file and drops the old bytes.
+    /// `data`: it still loads, and the next snapshot moves to a file and drops the old bytes. A
+    /// temporary left by a build killed half-way is removed when the store opens.
     #[tokio::test]
     async fn a_snapshot_an_older_build_kept_in_rocksdb_loads_and_the_next_one_is_a_file() {
         let dir = tempfile::TempDir::new().unwrap();
@@ -442,10 +443,13 @@ mod tests {
             std::fs::remove_file(&path).unwrap();
             let cf = store.db.cf_handle(CF_SNAPSHOT).unwrap();
             store.db.put_cf(cf, KEY_SNAPSHOT_DATA, &bytes).unwrap();
+            // And a build was killed half-way through its temporary.
+            std::fs::write(store.snapshots.join("1-9.3.tmp"), &bytes[..bytes.len() / 2]).unwrap();
         }
         let shared = Arc::new(Shared::new(16));
         let (_log, mut store, _history) = crate::store::open(dir.path(), shared.clone()).await.unwrap();
         assert_eq!(shared.state.read().unwrap().revision, 42, "the snapshot under `data` was not loaded");
+        assert!(!store.snapshots.join("1-9.3.tmp").exists(), "a crashed build's temporary was left at open");
         let current = store.get_current_snapshot().await.unwrap().expect("a current snapshot");
         assert!(!current.snapshot.get_ref().is_empty(), "the current snapshot has no bytes");
 
