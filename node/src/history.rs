@@ -4,7 +4,8 @@
 //! after the last snapshot are re-applied on restart, rewriting the same keys).
 //!
 //! Key layout in column family `history`:
-//! - `u/<user key>\0<at_ms BE><revision BE>` → JSON `PresenceVersion`
+//! - `u/<user key>\0<at_ms BE><revision BE>` → `PresenceVersion` (`crate::codec`; JSON from
+//!   earlier builds still reads)
 //! - `m/oldest_ms` → the earliest time this node answers for (BE u64)
 
 use std::collections::BTreeMap;
@@ -13,6 +14,8 @@ use std::sync::Arc;
 use collective_statemachine::history::{versions, PresenceVersion};
 use collective_statemachine::{EventRecord, State};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+
+use crate::codec;
 
 /// Column family of the history.
 pub const CF_HISTORY: &str = "history";
@@ -93,7 +96,7 @@ impl HistoryStore {
     pub fn record(&self, state: &State, records: &[EventRecord]) -> Result<(), HistoryError> {
         let mut batch = WriteBatch::default();
         for (user_key, at_ms, revision, version) in versions(state, records) {
-            let value = serde_json::to_vec(&version).map_err(storage)?;
+            let value = codec::encode(&version).map_err(storage)?;
             batch.put_cf(self.cf(), version_key(&user_key, at_ms, revision), value);
         }
         self.db.write(batch).map_err(storage)
@@ -109,7 +112,7 @@ impl HistoryStore {
         batch.delete_range_cf(self.cf(), USER_PREFIX, USER_PREFIX_END);
         for user_key in state.users.keys() {
             if let Some(version) = PresenceVersion::of(state, user_key) {
-                let value = serde_json::to_vec(&version).map_err(storage)?;
+                let value = codec::encode(&version).map_err(storage)?;
                 batch.put_cf(self.cf(), version_key(user_key, state.last_at_ms, state.revision), value);
             }
         }
@@ -138,7 +141,7 @@ impl HistoryStore {
                 if !key.starts_with(&prefix) {
                     return Ok(None);
                 }
-                let version: PresenceVersion = serde_json::from_slice(&value).map_err(storage)?;
+                let version: PresenceVersion = codec::decode(&value).map_err(storage)?;
                 Ok((!version.deleted).then_some((version.since_ms, version)))
             }
             None => Ok(None),
@@ -173,7 +176,7 @@ impl HistoryStore {
                 current = Some((user.to_vec(), None));
             }
             if version_at <= at_ms {
-                let version: PresenceVersion = serde_json::from_slice(&value).map_err(storage)?;
+                let version: PresenceVersion = codec::decode(&value).map_err(storage)?;
                 if let Some((_, slot)) = current.as_mut() {
                     *slot = Some(version);
                 }
@@ -201,7 +204,7 @@ impl HistoryStore {
             if at_ms >= to_ms {
                 break;
             }
-            let version: PresenceVersion = serde_json::from_slice(&value).map_err(storage)?;
+            let version: PresenceVersion = codec::decode(&value).map_err(storage)?;
             spans.push((at_ms, (!version.deleted).then_some(version.status_key)));
         }
         let mut totals = BTreeMap::new();
@@ -249,7 +252,7 @@ impl HistoryStore {
                 continue;
             }
             settle(previous.take(), same_user, &mut batch);
-            let tombstone = serde_json::from_slice::<PresenceVersion>(&value).map(|v| v.deleted).unwrap_or(false);
+            let tombstone = codec::decode::<PresenceVersion>(&value).map(|v| v.deleted).unwrap_or(false);
             previous = Some((user.to_vec(), key.to_vec(), tombstone));
         }
         settle(previous.take(), false, &mut batch);

@@ -19,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod bundle;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod environment;
 pub mod history;

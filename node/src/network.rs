@@ -22,6 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use crate::codec;
 use crate::environment::Connect;
 use crate::raft_types::{NodeId, TypeConfig};
 
@@ -146,7 +147,7 @@ impl Connection {
         payload: Payload,
     ) -> RpcResult<T, E> {
         let result: Result<T, RaftError<NodeId, E>> =
-            serde_json::from_slice(&payload.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            codec::decode(&payload.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -158,7 +159,7 @@ fn request<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Payload {
-    Payload { json: serde_json::to_vec(value).expect("openraft messages serialize") }
+    Payload { body: codec::encode(value).expect("openraft messages encode") }
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
@@ -168,7 +169,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let payload = encode(&rpc);
-        if payload.json.len() > APPEND_ENTRIES_BYTES_MAX && rpc.entries.len() > 1 {
+        if payload.body.len() > APPEND_ENTRIES_BYTES_MAX && rpc.entries.len() > 1 {
             let hint = (rpc.entries.len() as u64 / 2).max(1);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
@@ -183,9 +184,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let mut client = self.client()?;
-        // Snapshot bytes travel raw; only the small header is JSON.
+        // Snapshot bytes travel raw; only the small header is encoded.
         let data = std::mem::take(&mut rpc.data);
-        let chunk = SnapshotChunk { header_json: serde_json::to_vec(&rpc).expect("openraft messages serialize"), data };
+        let chunk = SnapshotChunk { header: codec::encode(&rpc).expect("openraft messages encode"), data };
         let response = client.install_snapshot(request(chunk, &option)).await.map_err(transport_error)?;
         self.decode(response.into_inner())
     }

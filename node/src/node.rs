@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
 use crate::auth::Security;
+use crate::codec;
 use crate::config::NodeConfig;
 use crate::environment::Environment;
 use crate::history::HistoryStore;
@@ -328,7 +329,7 @@ impl Node {
         let (proposals, waiters): (Vec<Proposal>, Vec<_>) = pending.into_iter().map(|p| (p.proposal, p.waiter)).unzip();
         // The entry's time is the leader's clock; `apply` never lets the state's time go back
         // (a new leader's clock may be behind, and two batches may commit out of stamp order).
-        let batch = Batch { at_ms: self.now_ms(), proposals };
+        let batch = Batch { at_ms: self.now_ms(), proposals: proposals.into() };
         metrics::histogram!("collective_proposal_batch_commands").record(count as f64);
         let result = self.raft.client_write(batch).await;
         metrics::gauge!("collective_proposals_pending").decrement(count as f64);
@@ -528,7 +529,7 @@ impl Node {
         let mut client =
             self.peers.client(addr).map_err(|e| ApiError::Unavailable(format!("leader at {addr}: {e}")))?;
         let payload = collective_proto::raft::Payload {
-            json: serde_json::to_vec(batch).map_err(|e| ApiError::Internal(e.to_string()))?,
+            body: codec::encode(batch).map_err(|e| ApiError::Internal(e.to_string()))?,
         };
         let mut request = tonic::Request::new(payload);
         // Longer than each write's own wait on the leader, so those answer first.
@@ -542,7 +543,7 @@ impl Node {
                 status.message()
             ))
         })?;
-        serde_json::from_slice(&response.into_inner().json).map_err(|e| ApiError::Internal(e.to_string()))
+        codec::decode(&response.into_inner().body).map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// Forwards one write in its own RPC, with its own deadline.
@@ -551,8 +552,7 @@ impl Node {
             self.peers.client(addr).map_err(|e| ApiError::Unavailable(format!("leader at {addr}: {e}")))?;
         let wait_ms = self.wait_ms(&command);
         let payload = collective_proto::raft::Payload {
-            json: serde_json::to_vec(&Forwarded { principal, command })
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            body: codec::encode(&Forwarded { principal, command }).map_err(|e| ApiError::Internal(e.to_string()))?,
         };
         let mut request = tonic::Request::new(payload);
         request.set_timeout(Duration::from_millis(wait_ms));
@@ -561,7 +561,7 @@ impl Node {
             tonic::Code::Unavailable => self.not_leader(),
             _ => ApiError::Unavailable(format!("forwarding to the leader at {addr}: {}", status.message())),
         })?;
-        serde_json::from_slice::<Result<Applied, ApiError>>(&response.into_inner().json)
+        codec::decode::<Result<Applied, ApiError>>(&response.into_inner().body)
             .map_err(|e| ApiError::Internal(e.to_string()))?
     }
 

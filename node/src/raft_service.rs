@@ -9,6 +9,7 @@ use openraft::raft::InstallSnapshotRequest;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
+use crate::codec;
 use crate::node::Node;
 use crate::raft_types::TypeConfig;
 
@@ -31,28 +32,28 @@ pub struct RaftService {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(payload).map_err(|e| Status::invalid_argument(format!("undecodable Raft payload: {e}")))
+    codec::decode(payload).map_err(|e| Status::invalid_argument(format!("undecodable Raft payload: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Response<Payload> {
-    Response::new(Payload { json: serde_json::to_vec(value).expect("Raft responses serialize") })
+    Response::new(Payload { body: codec::encode(value).expect("Raft responses encode") })
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = decode(&request.into_inner().json)?;
+        let rpc = decode(&request.into_inner().body)?;
         Ok(encode(&self.node.raft.append_entries(rpc).await))
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = decode(&request.into_inner().json)?;
+        let rpc = decode(&request.into_inner().body)?;
         Ok(encode(&self.node.raft.vote(rpc).await))
     }
 
     async fn install_snapshot(&self, request: Request<SnapshotChunk>) -> Result<Response<Payload>, Status> {
         let chunk = request.into_inner();
-        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&chunk.header_json)?;
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&chunk.header)?;
         // openraft writes the chunk at `offset` into a memory buffer: bound it.
         if rpc.offset > SNAPSHOT_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -65,12 +66,12 @@ impl RaftRpc for RaftService {
     }
 
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let forwarded: Forwarded = decode(&request.into_inner().json)?;
+        let forwarded: Forwarded = decode(&request.into_inner().body)?;
         Ok(encode(&self.node.write_as_leader(forwarded.principal, forwarded.command).await))
     }
 
     async fn forward_batch(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let batch: Vec<Forwarded> = decode(&request.into_inner().json)?;
+        let batch: Vec<Forwarded> = decode(&request.into_inner().body)?;
         if batch.len() > crate::node::FORWARD_BATCH_MAX {
             return Err(Status::invalid_argument(format!(
                 "a forwarded batch holds at most {} writes, not {}",

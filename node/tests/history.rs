@@ -27,7 +27,8 @@ fn timeline(seed: u64, entries: usize) -> Vec<(u64, State, Vec<collective_statem
         let proposals = (0..rng.gen_range(1..4))
             .map(|_| Proposal { principal: Principal::System, command: next_command(&mut rng, &state, at_ms) })
             .collect();
-        let records: Vec<_> = state.apply_batch(&Batch { at_ms, proposals }).into_iter().flatten().flatten().collect();
+        let records: Vec<_> =
+            state.apply_batch(&Batch { at_ms, proposals: proposals.into() }).into_iter().flatten().flatten().collect();
         steps.push((at_ms, state.clone(), records));
     }
     steps

@@ -70,7 +70,7 @@ async fn acknowledged_writes_survive_drop_and_reopen() {
         raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
         for i in 0..written {
             let proposal = Proposal { principal: Principal::System, command: add_workgroup(&format!("wg{i}")) };
-            let batch = Batch { at_ms: 1_000 + i, proposals: vec![proposal] };
+            let batch = Batch { at_ms: 1_000 + i, proposals: vec![proposal].into() };
             raft.client_write(batch).await.unwrap().data.outcomes[0].clone().unwrap();
         }
         raft.shutdown().await.unwrap();

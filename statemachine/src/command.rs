@@ -59,8 +59,9 @@ pub struct Proposal {
 pub struct Batch {
     /// Leader time in ms since the epoch for every command of the batch.
     pub at_ms: u64,
-    /// The commands, applied in this order.
-    pub proposals: Vec<Proposal>,
+    /// The commands, applied in this order. Shared, so the node's cache of recent log entries
+    /// hands out copies without copying the commands (encoded like a plain sequence).
+    pub proposals: std::sync::Arc<[Proposal]>,
 }
 
 /// The fields of a site a caller supplies.

@@ -863,19 +863,27 @@ impl State {
     fn refresh_agent(&mut self, user_key: &str) {
         let now = self.tracked_now(user_key);
         let index = &mut self.routing.index;
-        let old = index.tracked.remove(user_key);
-        if let Some(old) = &old {
-            for workgroup in &old.workgroups {
-                let counts = index.counts.get_mut(workgroup).expect("tracked agents are counted");
-                counts.add(old, -1);
-                if counts.logged_on == 0 {
-                    index.counts.remove(workgroup);
+        // Most presence changes leave routing's view of the user as it was (a status that is
+        // not ACD-available replaced by another): then only eligibility below can change.
+        let old = index.tracked.get(user_key);
+        let changed = old != now.as_ref().map(|(tracked, _)| tracked);
+        let moved = old.map(|old| old.site) != now.as_ref().map(|(tracked, _)| tracked.site);
+        if changed {
+            if let Some(old) = index.tracked.remove(user_key) {
+                for workgroup in &old.workgroups {
+                    let counts = index.counts.get_mut(workgroup).expect("tracked agents are counted");
+                    counts.add(&old, -1);
+                    if counts.logged_on == 0 {
+                        index.counts.remove(workgroup);
+                    }
                 }
-            }
-            if let Some(users) = index.at_site.get_mut(&old.site) {
-                users.remove(user_key);
-                if users.is_empty() {
-                    index.at_site.remove(&old.site);
+                if moved {
+                    if let Some(users) = index.at_site.get_mut(&old.site) {
+                        users.remove(user_key);
+                        if users.is_empty() {
+                            index.at_site.remove(&old.site);
+                        }
+                    }
                 }
             }
         }
@@ -883,10 +891,14 @@ impl State {
             index.eligible.remove(user_key);
             return;
         };
-        for workgroup in &tracked.workgroups {
-            index.counts.entry(workgroup.clone()).or_default().add(&tracked, 1);
+        if changed {
+            for workgroup in &tracked.workgroups {
+                index.counts.entry(workgroup.clone()).or_default().add(&tracked, 1);
+            }
+            if moved {
+                index.at_site.entry(tracked.site).or_default().insert(user_key.to_string());
+            }
         }
-        index.at_site.entry(tracked.site).or_default().insert(user_key.to_string());
         match agent {
             Some(agent) => {
                 let before = index.eligible.agent(user_key);
@@ -909,7 +921,9 @@ impl State {
                 index.eligible.remove(user_key);
             }
         }
-        index.tracked.insert(user_key.to_string(), tracked);
+        if changed {
+            index.tracked.insert(user_key.to_string(), tracked);
+        }
     }
 
     /// Places what the last command set in motion; see the module documentation. `record`

@@ -11,6 +11,7 @@
 //! Data directories from before kept the bytes in RocksDB under `data`; they are still read, and
 //! the next snapshot moves them to a file.
 
+use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -324,6 +325,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let mut outcomes = Vec::with_capacity(batch.proposals.len());
                         // The revision after each command: its last event's, or the one before it.
                         let mut revision = state.revision;
+                        // Counted per entry: a labelled counter costs a registry lookup.
+                        let mut applied_counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
                         for (proposal, outcome) in batch.proposals.iter().zip(state.apply_batch(&batch)) {
                             let outcome = outcome.map(|events| {
                                 revision = events.last().map(|e| e.revision).unwrap_or(revision);
@@ -333,8 +336,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 published.extend(applied.events.iter().cloned());
                             }
                             let result = if outcome.is_ok() { "ok" } else { "rejected" };
-                            metrics::counter!("collective_commands_applied_total", "command" => proposal.command.kind(), "outcome" => result).increment(1);
+                            *applied_counts.entry((proposal.command.kind(), result)).or_default() += 1;
                             outcomes.push(outcome);
+                        }
+                        for ((command, outcome), count) in applied_counts {
+                            metrics::counter!("collective_commands_applied_total", "command" => command, "outcome" => outcome).increment(count);
                         }
                         // One entry shares one time: its versions are exact at that time.
                         let entry_events = &published[entry_start..];

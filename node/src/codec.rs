@@ -1,0 +1,89 @@
+//! The encoding of what a node writes or sends once per write: Raft log entries, the Raft and
+//! forwarding RPC payloads, and presence history versions.
+//!
+//! A value is a format byte followed by the body: `1` is postcard (compact, no field names), the
+//! encoding everything is written in. A body whose first byte is anything else is JSON, the
+//! encoding earlier builds wrote (a JSON text never starts with byte 1), so logs and histories
+//! those builds left behind still read. Snapshots and metadata stay JSON: they are written
+//! rarely and read by people.
+//!
+//! Postcard cannot encode what needs a self-describing format (`#[serde(untagged)]`, `flatten`,
+//! `skip_serializing_if`, `serde_json::Value`): the types that pass through here must not use
+//! them (the round-trip tests in `tests/store.rs` and the cluster tests would fail first).
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The format byte of postcard bodies.
+const POSTCARD: u8 = 1;
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Postcard refused the value or the bytes.
+    #[error("postcard: {0}")]
+    Postcard(#[from] postcard::Error),
+    /// The bytes were JSON and did not decode.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Nothing to decode.
+    #[error("empty value")]
+    Empty,
+}
+
+/// Encodes `value` as the format byte and its postcard body.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(128);
+    out.push(POSTCARD);
+    Ok(postcard::to_extend(value, out)?)
+}
+
+/// Decodes what `encode` wrote, or the JSON earlier builds wrote.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match bytes.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&POSTCARD, body)) => Ok(postcard::from_bytes(body)?),
+        Some(_) => Ok(serde_json::from_slice(bytes)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use collective_statemachine::{Batch, Command, Principal, Proposal};
+
+    fn batch() -> Batch {
+        let proposal = Proposal {
+            principal: Principal::Admin("root".into()),
+            command: Command::SetStatus {
+                username: "alice".into(),
+                status_key: "Available".into(),
+                until_ms: Some(5),
+                detail: "back soon".into(),
+            },
+        };
+        Batch { at_ms: 1_700_000_000_000, proposals: vec![proposal.clone(), proposal].into() }
+    }
+
+    #[test]
+    fn postcard_round_trips_and_is_smaller_than_json() {
+        let batch = batch();
+        let bytes = encode(&batch).unwrap();
+        assert_eq!(bytes[0], POSTCARD);
+        assert_eq!(decode::<Batch>(&bytes).unwrap(), batch);
+        assert!(bytes.len() * 2 < serde_json::to_vec(&batch).unwrap().len());
+    }
+
+    #[test]
+    fn json_from_earlier_builds_still_decodes() {
+        let batch = batch();
+        assert_eq!(decode::<Batch>(&serde_json::to_vec(&batch).unwrap()).unwrap(), batch);
+    }
+
+    #[test]
+    fn bad_bytes_are_errors() {
+        assert!(matches!(decode::<Batch>(&[]), Err(CodecError::Empty)));
+        assert!(matches!(decode::<Batch>(&[POSTCARD, 0xff]), Err(CodecError::Postcard(_))));
+        assert!(matches!(decode::<Batch>(b"{\"at_ms\":"), Err(CodecError::Json(_))));
+    }
+}
