@@ -85,6 +85,8 @@ pub struct SnapshotBuilder {
     body: SnapshotBody,
     snapshot_write: Arc<std::sync::Mutex<()>>,
     shared: Arc<Shared>,
+    /// Flushed before the snapshot commits (its versions up to the snapshot must be durable).
+    history: Arc<HistoryStore>,
     /// When openraft asked for the builder (the copy of the state is part of the build).
     started: std::time::Instant,
 }
@@ -274,13 +276,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id,
         };
         let body = &self.body;
+        let history = &self.history;
         let bytes = commit_snapshot(
             &self.db,
             &self.snapshot_write,
             &self.snapshots,
             &meta,
             |writer| serde_json::to_writer(writer, body).map_err(std::io::Error::other),
-            || Ok(()),
+            // The log up to the snapshot may be purged once it commits: the history of those
+            // entries must be written first (the synced metadata write makes it durable).
+            || history.flush().map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Write, e)),
         )?;
         let elapsed = self.started.elapsed();
         metrics::histogram!("collective_snapshot_build_seconds").record(elapsed.as_secs_f64());
@@ -379,6 +384,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             },
             snapshot_write: self.snapshot_write.clone(),
             shared: self.shared.clone(),
+            history: self.history.clone(),
             started,
         }
     }
