@@ -24,7 +24,7 @@ fn timeline(seed: u64, entries: usize) -> Vec<(u64, State, Vec<collective_statem
     let mut steps = Vec::new();
     for _ in 0..entries {
         at_ms += rng.gen_range(0..400);
-        let proposals = (0..rng.gen_range(1..4))
+        let proposals: Vec<_> = (0..rng.gen_range(1..4))
             .map(|_| Proposal { principal: Principal::System, command: next_command(&mut rng, &state, at_ms) })
             .collect();
         let records: Vec<_> =

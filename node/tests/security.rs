@@ -387,7 +387,7 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
     add.extend(["--password-file", password.to_str().unwrap()]);
     let added = cli(&tls_args(&add).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
-    let error = raft.vote(collective_proto::raft::Payload { json: b"{}".to_vec() }).await.unwrap_err();
+    let error = raft.vote(collective_proto::raft::Payload { body: b"{}".to_vec() }).await.unwrap_err();
     assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
     let me = AuthClient::new(channel).who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
     assert_eq!((me.principal.as_str(), me.credential.as_str()), ("site:7", "certificate"));
@@ -395,7 +395,7 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
     // A member's certificate reaches the Raft service (the undecodable vote is refused there);
     // a client holding a certificate of another CA never gets that far; nor does a caller with
     // the peer token but no member certificate.
-    let garbage = || collective_proto::raft::Payload { json: b"not json".to_vec() };
+    let garbage = || collective_proto::raft::Payload { body: b"not json".to_vec() };
     let (member_cert, member_key) = (ca.join("node-n1.pem"), ca.join("node-n1.key"));
     let member = tls_channel(&cluster.grpc[0], &ca_pem, Some((&member_cert, &member_key))).await.unwrap();
     let error = RaftClient::new(member).vote(garbage()).await.unwrap_err();
