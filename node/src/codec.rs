@@ -8,8 +8,13 @@
 //! rarely and read by people.
 //!
 //! Postcard cannot encode what needs a self-describing format (`#[serde(untagged)]`, `flatten`,
-//! `skip_serializing_if`, `serde_json::Value`): the types that pass through here must not use
-//! them (the round-trip tests in `tests/store.rs` and the cluster tests would fail first).
+//! `skip_serializing_if`, `serde_json::Value`): the types that pass through here (commands,
+//! events, presence versions, `ApiError`, openraft's messages) must not use them. Every cluster
+//! test sends its commands and events through here, so one that did would fail there first.
+//!
+//! Upgrades: a build with this codec reads what older builds wrote, but older builds cannot read
+//! what it sends or stores, so every member of a collective is upgraded together (stop all,
+//! upgrade, start), and a member cannot go back to an older build afterwards.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -115,10 +115,16 @@ impl HistoryStore {
         }
         versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut batch = WriteBatch::default();
-        for (key, value) in versions {
+        for (key, value) in &versions {
             batch.put_cf(self.cf(), key, value);
         }
-        self.db.write(batch).map_err(storage)
+        if let Err(error) = self.db.write(batch) {
+            // Kept for the next flush: a snapshot that commits later would otherwise let the log
+            // these versions came from be purged without them.
+            self.pending().extend(versions);
+            return Err(storage(error));
+        }
+        Ok(())
     }
 
     fn cf(&self) -> &rocksdb::ColumnFamily {

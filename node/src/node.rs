@@ -492,10 +492,7 @@ impl Node {
         let (forwarded, replies): (Vec<Forwarded>, Vec<_>) = batch.into_iter().map(|p| (p.forwarded, p.reply)).unzip();
         let outcomes = match self.leader() {
             // This node became the leader while the writes waited: it proposes them itself.
-            Some((leader, _)) if leader == self.id => Ok(futures::future::join_all(
-                forwarded.into_iter().map(|f| self.write_as_leader(f.principal, f.command)),
-            )
-            .await),
+            Some((leader, _)) if leader == self.id => Ok(self.write_batch_as_leader(forwarded).await),
             Some((_, addr)) if !addr.is_empty() => self.forward_batch_rpc(&addr, &forwarded).await,
             _ => Err(self.not_leader()),
         };
@@ -598,6 +595,59 @@ impl Node {
                 )))
             }),
         }
+    }
+
+    /// For a batch forwarded by a follower: queues every write like `write_as_leader`, but
+    /// waits for all of them under one deadline (one timer and one task for the batch, not one
+    /// per write). Outcomes are in the batch's order.
+    pub async fn write_batch_as_leader(&self, batch: Vec<Forwarded>) -> Vec<Result<Applied, ApiError>> {
+        if self.leader().map(|(leader, _)| leader) != Some(self.id) {
+            return batch.iter().map(|_| Err(self.not_leader())).collect();
+        }
+        let mut waiters = Vec::with_capacity(batch.len());
+        let mut queued = 0usize;
+        for Forwarded { principal, command } in batch {
+            let waiter = match PendingTable::register(&self.waiting) {
+                Ok(waiter) => waiter,
+                Err(Full { limit }) => {
+                    waiters.push(Err(ApiError::Rejected(Rejection::LimitReached {
+                        what: "writes waiting on the leader".into(),
+                        limit: limit as u64,
+                    })));
+                    continue;
+                }
+            };
+            let pending = Pending { proposal: Proposal { principal, command }, waiter: Some(waiter.id()) };
+            match self.proposals.try_send(pending) {
+                Ok(()) => {
+                    queued += 1;
+                    waiters.push(Ok(waiter));
+                }
+                Err(e) => waiters.push(Err(queue_error(e, "queued proposals on the leader"))),
+            }
+        }
+        metrics::gauge!("collective_proposals_pending").increment(queued as f64);
+        let deadline = tokio::time::sleep(Duration::from_millis(self.config.forward_timeout_ms));
+        tokio::pin!(deadline);
+        let mut outcomes = Vec::with_capacity(waiters.len());
+        for waiter in waiters {
+            // Answers arrive in about queue order: waiting for each in turn under the one
+            // deadline costs no more than waiting for all at once.
+            outcomes.push(match waiter {
+                Err(error) => Err(error),
+                Ok(mut waiter) => tokio::select! {
+                    biased;
+                    outcome = &mut waiter => outcome,
+                    _ = &mut deadline => waiter.cancel().unwrap_or_else(|| {
+                        Err(ApiError::Unavailable(format!(
+                            "the write did not commit within {} ms (no quorum?); its outcome is unknown and it may still apply",
+                            self.config.forward_timeout_ms
+                        )))
+                    }),
+                },
+            });
+        }
+        outcomes
     }
 
     /// On the leader: confirms leadership with a quorum and returns the log index a linearizable

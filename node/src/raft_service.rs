@@ -80,11 +80,7 @@ impl RaftRpc for RaftService {
             )));
         }
         // Queued together, so they share the leader's next log entry.
-        let outcomes = futures::future::join_all(
-            batch.into_iter().map(|forwarded| self.node.write_as_leader(forwarded.principal, forwarded.command)),
-        )
-        .await;
-        Ok(encode(&outcomes))
+        Ok(encode(&self.node.write_batch_as_leader(batch).await))
     }
 
     async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

@@ -316,7 +316,10 @@ pub fn site_id(field: &str, id: u32) -> Checked {
 
 /// Checks a text's length in characters and that it has no control characters.
 pub fn text(field: &str, value: &str, min_chars: usize, max_chars: usize) -> Checked {
-    let chars = value.chars().count();
+    // Every replica checks every command again as it applies: ASCII (most text) is counted
+    // and checked by bytes.
+    let ascii = value.is_ascii();
+    let chars = if ascii { value.len() } else { value.chars().count() };
     if chars < min_chars {
         return Err(Rejection::invalid(
             field,
@@ -330,7 +333,8 @@ pub fn text(field: &str, value: &str, min_chars: usize, max_chars: usize) -> Che
     if chars > max_chars {
         return Err(Rejection::invalid(field, format!("{chars} characters is over the limit of {max_chars}")));
     }
-    if value.chars().any(|c| c.is_control()) {
+    let control = if ascii { value.bytes().any(|b| b.is_ascii_control()) } else { value.chars().any(char::is_control) };
+    if control {
         return Err(Rejection::invalid(field, "must not contain control characters"));
     }
     Ok(())
