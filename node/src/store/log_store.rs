@@ -27,9 +27,9 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
 
 /// Most entries [`Recent`] holds.
-pub const RECENT_ENTRIES_MAX: usize = 4_096;
+pub const RECENT_ENTRIES_MAX: usize = 1_024;
 /// Most encoded bytes of the entries [`Recent`] holds (decoded, they take a few times more).
-pub const RECENT_BYTES_MAX: usize = 16 << 20;
+pub const RECENT_BYTES_MAX: usize = 4 << 20;
 
 /// The last entries appended, decoded: a contiguous run of the log's tail. It only ever holds
 /// what RocksDB holds (filled after the write, emptied of a range before it is deleted), so a
