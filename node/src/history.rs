@@ -138,20 +138,16 @@ impl HistoryStore {
     }
 
     /// Records the versions of the users `records` touched, as `state` has them after the records.
-    pub fn record(&self, state: &State, records: &[EventRecord]) -> Result<(), HistoryError> {
+    /// Returns whether enough are gathered that the caller should `flush` (apply calls it after
+    /// releasing the state lock, so readers do not wait for the write).
+    pub fn record(&self, state: &State, records: &[EventRecord]) -> Result<bool, HistoryError> {
         let mut encoded = Vec::new();
         for (user_key, at_ms, revision, version) in versions(state, records) {
             encoded.push((version_key(&user_key, at_ms, revision), codec::encode(&version).map_err(storage)?));
         }
-        let full = {
-            let mut pending = self.pending();
-            pending.append(&mut encoded);
-            pending.len() >= HISTORY_PENDING_MAX
-        };
-        if full {
-            self.flush()?;
-        }
-        Ok(())
+        let mut pending = self.pending();
+        pending.append(&mut encoded);
+        Ok(pending.len() >= HISTORY_PENDING_MAX)
     }
 
     /// After a snapshot replaced the state wholesale: this node knows nothing before the

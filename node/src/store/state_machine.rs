@@ -91,6 +91,10 @@ pub struct SnapshotBuilder {
     started: std::time::Instant,
 }
 
+fn history_error(error: crate::history::HistoryError) -> StorageError {
+    StorageIOError::new(ErrorSubject::StateMachine, ErrorVerb::Write, openraft::AnyError::new(&error)).into()
+}
+
 fn snapshot_error(
     meta: Option<&SnapshotMeta<NodeId, BasicNode>>,
     verb: ErrorVerb,
@@ -315,6 +319,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut results = Vec::new();
         let mut published = Vec::new();
+        let mut flush_history = false;
         {
             let mut state = self.shared.state.write().expect("state lock");
             for entry in entries {
@@ -349,13 +354,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         }
                         // One entry shares one time: its versions are exact at that time.
                         let entry_events = &published[entry_start..];
-                        self.history.record(&state, entry_events).map_err(|e| {
-                            StorageIOError::new(
-                                ErrorSubject::StateMachine,
-                                ErrorVerb::Write,
-                                openraft::AnyError::new(&e),
-                            )
-                        })?;
+                        flush_history |= self.history.record(&state, entry_events).map_err(history_error)?;
                         outcomes
                     }
                 };
@@ -365,6 +364,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // Published under the state lock: a reader that saw revision R never gets a watch
             // "from now" that starts at or below R.
             self.shared.publish(published);
+        }
+        if flush_history {
+            self.history.flush().map_err(history_error)?;
         }
         metrics::counter!("collective_proposals_applied_total").increment(results.len() as u64);
         Ok(results)
