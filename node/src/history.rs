@@ -3,9 +3,9 @@
 //!
 //! Writes are gathered ([`HISTORY_PENDING_MAX`] versions) and written as one sorted batch.
 //! Versions are keyed by user, so the versions of one log entry land all over the memtable's
-//! skip list, and inserting them one entry at a time was a tenth of a loaded member's CPU; a
-//! batch fifty times larger lands densely, and the skip list reuses its search from one key to the
-//! next. Every question flushes first, so answers include everything applied.
+//! skip list, and inserting them one entry at a time was a tenth of a loaded member's CPU; the
+//! versions of a hundred entries and more land densely, and the skip list reuses its search from
+//! one key to the next. Every question flushes first, so answers include everything applied.
 //!
 //! Durability: written without sync. A snapshot flushes the gathered versions before its synced
 //! metadata write, which makes them durable through RocksDB's shared WAL; entries after the last

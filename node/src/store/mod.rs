@@ -1,6 +1,7 @@
 //! RocksDB storage for openraft: one database, three column families.
 //!
-//! - `logs`: log entries keyed by big-endian index, JSON values.
+//! - `logs`: log entries keyed by big-endian index, values in `crate::codec` (JSON from older
+//!   builds still reads).
 //! - `meta`: vote, last purged log id, committed log id.
 //! - `snapshot`: the metadata of the latest state machine snapshot, whose body is a file in
 //!   `snapshots/` beside the database (`state_machine.rs`).
