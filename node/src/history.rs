@@ -315,6 +315,13 @@ impl HistoryStore {
         Ok(deleted)
     }
 
+    /// Forgets the gathered versions without writing them: what a crash does. For tests of
+    /// the durability argument in the module documentation.
+    #[doc(hidden)]
+    pub fn discard_gathered(&self) {
+        self.pending().clear();
+    }
+
     /// Approximate number of stored versions (written or gathered).
     pub fn approximate_versions(&self) -> u64 {
         let written = self.db.property_int_value_cf(self.cf(), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0);

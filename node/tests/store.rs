@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use collective::history::HistoryStore;
 use collective::raft_types::{NodeId, TypeConfig};
 use collective::shared::Shared;
 use collective::store::{self, LogStore, StateMachineStore};
-use collective_statemachine::{Batch, Command, Principal, Proposal};
+use collective_statemachine::user::UserSpec;
+use collective_statemachine::{Batch, Command, Principal, Proposal, SiteSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -37,7 +39,11 @@ fn add_workgroup(name: &str) -> Command {
 }
 
 async fn single_node(dir: &std::path::Path, shared: Arc<Shared>) -> Raft {
-    let (log, sm, _history) = store::open(dir, shared).await.unwrap();
+    single_node_with_history(dir, shared).await.0
+}
+
+async fn single_node_with_history(dir: &std::path::Path, shared: Arc<Shared>) -> (Raft, Arc<HistoryStore>) {
+    let (log, sm, history) = store::open(dir, shared).await.unwrap();
     let config = Arc::new(
         openraft::Config {
             heartbeat_interval: 50,
@@ -48,7 +54,7 @@ async fn single_node(dir: &std::path::Path, shared: Arc<Shared>) -> Raft {
         .validate()
         .unwrap(),
     );
-    Raft::new(
+    let raft = Raft::new(
         1,
         config,
         Network {
@@ -58,7 +64,8 @@ async fn single_node(dir: &std::path::Path, shared: Arc<Shared>) -> Raft {
         sm,
     )
     .await
-    .unwrap()
+    .unwrap();
+    (raft, history)
 }
 
 #[tokio::test]
@@ -85,5 +92,59 @@ async fn acknowledged_writes_survive_drop_and_reopen() {
     assert_eq!(state.revision, written);
     state.check_invariants();
     drop(state);
+    raft.shutdown().await.unwrap();
+}
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+/// History versions are gathered in memory before they are written; a crash loses the gathered
+/// ones, and re-applying the log after the restart must bring them back.
+#[tokio::test]
+async fn history_gathered_but_unwritten_at_a_crash_comes_back_from_the_log() {
+    let dir = TempDir::new().unwrap();
+    let users = 5u64;
+    {
+        let (raft, history) = single_node_with_history(dir.path(), Arc::new(Shared::new(100))).await;
+        raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
+        let mut commands = vec![Command::AddSite(SiteSpec {
+            id: 1,
+            name: "Indy".into(),
+            phone: "+1 317-555 0100".into(),
+            password_hash: HASH.into(),
+            note_id_dial_string: String::new(),
+            active: true,
+            servers: vec!["cic1".into()],
+            trusted_access: Default::default(),
+        })];
+        for i in 0..users {
+            commands.push(Command::AddUser(UserSpec {
+                username: format!("user{i}"),
+                display_name: format!("User {i}"),
+                email: format!("user{i}@example.com"),
+                home_site: 1,
+                extension: format!("{}", 8000 + i),
+                skills: Default::default(),
+                licences: Default::default(),
+            }));
+        }
+        for (i, command) in commands.into_iter().enumerate() {
+            let batch = Batch {
+                at_ms: 1_000 + i as u64,
+                proposals: vec![Proposal { principal: Principal::System, command }].into(),
+            };
+            raft.client_write(batch).await.unwrap().data.outcomes[0].clone().unwrap();
+        }
+        assert!(history.approximate_versions() >= users, "versions were gathered");
+        history.discard_gathered();
+        raft.shutdown().await.unwrap();
+    }
+    let shared = Arc::new(Shared::new(100));
+    let (raft, history) = single_node_with_history(dir.path(), shared.clone()).await;
+    raft.wait(Some(Duration::from_secs(10))).current_leader(1, "re-elected after reopen").await.unwrap();
+    raft.ensure_linearizable().await.unwrap();
+    for i in 0..users {
+        let found = history.presence_at(&format!("user{i}"), 10_000).unwrap();
+        assert!(found.is_some(), "user{i}'s history came back from the log");
+    }
     raft.shutdown().await.unwrap();
 }
