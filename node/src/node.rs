@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use collective_statemachine::{validate::validate, Batch, Command, Principal, Proposal, Rejection};
-use collective_sync::pending::{Full, PendingTable};
+use collective_sync::pending::{Full, PendingTable, Waiter};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::mpsc;
@@ -63,6 +63,16 @@ async fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<
         }
     }
     Some(batch)
+}
+
+/// The outcome of a write whose wait on the leader ended after `wait_ms`: unknown (it may still
+/// commit), unless it arrived just as the wait ended.
+fn gave_up(waiter: Waiter<Result<Applied, ApiError>>, wait_ms: u64) -> Result<Applied, ApiError> {
+    waiter.cancel().unwrap_or_else(|| {
+        Err(ApiError::Unavailable(format!(
+            "the write did not commit within {wait_ms} ms (no quorum?); its outcome is unknown and it may still apply"
+        )))
+    })
 }
 
 /// The answer to a write its queue (of `PROPOSALS_QUEUED_MAX`) could not take: full, or closed
@@ -576,58 +586,38 @@ impl Node {
     /// `forward_timeout_ms`: then the outcome is unknown (the command may still commit), unless
     /// the outcome arrived just as the wait ended.
     async fn enqueue(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
-        let mut waiter = PendingTable::register(&self.waiting).map_err(|Full { limit }| {
+        let wait_ms = self.wait_ms(&command);
+        let mut waiter = self.queue(principal, command)?;
+        match tokio::time::timeout(Duration::from_millis(wait_ms), &mut waiter).await {
+            Ok(outcome) => outcome,
+            Err(_) => gave_up(waiter, wait_ms),
+        }
+    }
+
+    /// Queues one command for the proposer; the waiter gets its outcome.
+    fn queue(&self, principal: Principal, command: Command) -> Result<Waiter<Result<Applied, ApiError>>, ApiError> {
+        let waiter = PendingTable::register(&self.waiting).map_err(|Full { limit }| {
             ApiError::Rejected(Rejection::LimitReached {
                 what: "writes waiting on the leader".into(),
                 limit: limit as u64,
             })
         })?;
-        let wait_ms = self.wait_ms(&command);
         let pending = Pending { proposal: Proposal { principal, command }, waiter: Some(waiter.id()) };
         self.proposals.try_send(pending).map_err(|e| queue_error(e, "queued proposals on the leader"))?;
         metrics::gauge!("collective_proposals_pending").increment(1.0);
-        let timeout = Duration::from_millis(wait_ms);
-        match tokio::time::timeout(timeout, &mut waiter).await {
-            Ok(outcome) => outcome,
-            Err(_) => waiter.cancel().unwrap_or_else(|| {
-                Err(ApiError::Unavailable(format!(
-                    "the write did not commit within {wait_ms} ms (no quorum?); its outcome is unknown and it may still apply"
-                )))
-            }),
-        }
+        Ok(waiter)
     }
 
     /// For a batch forwarded by a follower: queues every write like `write_as_leader`, but
-    /// waits for all of them under one deadline (one timer and one task for the batch, not one
-    /// per write). Outcomes are in the batch's order.
+    /// waits for all of them under one deadline (one timer for the batch, not one per write).
+    /// Outcomes are in the batch's order.
     pub async fn write_batch_as_leader(&self, batch: Vec<Forwarded>) -> Vec<Result<Applied, ApiError>> {
         if self.leader().map(|(leader, _)| leader) != Some(self.id) {
             return batch.iter().map(|_| Err(self.not_leader())).collect();
         }
-        let mut waiters = Vec::with_capacity(batch.len());
-        let mut queued = 0usize;
-        for Forwarded { principal, command } in batch {
-            let waiter = match PendingTable::register(&self.waiting) {
-                Ok(waiter) => waiter,
-                Err(Full { limit }) => {
-                    waiters.push(Err(ApiError::Rejected(Rejection::LimitReached {
-                        what: "writes waiting on the leader".into(),
-                        limit: limit as u64,
-                    })));
-                    continue;
-                }
-            };
-            let pending = Pending { proposal: Proposal { principal, command }, waiter: Some(waiter.id()) };
-            match self.proposals.try_send(pending) {
-                Ok(()) => {
-                    queued += 1;
-                    waiters.push(Ok(waiter));
-                }
-                Err(e) => waiters.push(Err(queue_error(e, "queued proposals on the leader"))),
-            }
-        }
-        metrics::gauge!("collective_proposals_pending").increment(queued as f64);
-        let deadline = tokio::time::sleep(Duration::from_millis(self.config.forward_timeout_ms));
+        let waiters: Vec<_> = batch.into_iter().map(|f| self.queue(f.principal, f.command)).collect();
+        let wait_ms = self.config.forward_timeout_ms;
+        let deadline = tokio::time::sleep(Duration::from_millis(wait_ms));
         tokio::pin!(deadline);
         let mut outcomes = Vec::with_capacity(waiters.len());
         for waiter in waiters {
@@ -638,12 +628,7 @@ impl Node {
                 Ok(mut waiter) => tokio::select! {
                     biased;
                     outcome = &mut waiter => outcome,
-                    _ = &mut deadline => waiter.cancel().unwrap_or_else(|| {
-                        Err(ApiError::Unavailable(format!(
-                            "the write did not commit within {} ms (no quorum?); its outcome is unknown and it may still apply",
-                            self.config.forward_timeout_ms
-                        )))
-                    }),
+                    _ = &mut deadline => gave_up(waiter, wait_ms),
                 },
             });
         }

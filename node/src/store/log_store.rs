@@ -173,8 +173,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 }
             }
         }
-        // Before the cache, or appended after the lock was released: RocksDB has it.
-        self.read_entries(next, &range, &mut entries)?;
+        // Before the cache, or appended after the lock was released: RocksDB has it (usually the
+        // cache answered the whole range, and RocksDB is not asked).
+        if range.contains(&next) {
+            self.read_entries(next, &range, &mut entries)?;
+        }
         Ok(entries)
     }
 }
