@@ -4,7 +4,8 @@
 # collective|etcd`) at 1, 64 and 1,000 clients, alternating: `presence` (the same write shape:
 # one put of a serialized presence record per change) and `read` (linearizable gets, etcd's
 # default). Prints one table of medians over RUNS runs with the ratio collective/etcd. Stops all
-# it starts.
+# it starts. SEND_TO=leader (default) sends both systems' writes to their leader, SEND_TO=all
+# spreads them over the members, whose followers hand them on (`bench presence --send-to`).
 #   RUNS=3 DURATION=10 CLIENTS="1 64 1000" WORKLOADS="presence read" deploy/bench-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ RUNS="${RUNS:-3}"
 DURATION="${DURATION:-10}"
 CLIENTS="${CLIENTS:-1 64 1000}"
 WORKLOADS="${WORKLOADS:-presence read}"
+SEND_TO="${SEND_TO:-leader}"
 deploy/install-deps.sh
 if ! command -v etcd >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -61,8 +63,9 @@ for run in $(seq 1 "$RUNS"); do
       for target in collective etcd; do
         endpoints="$collective_endpoints"; [ "$target" = etcd ] && endpoints="$etcd_endpoints"
         echo "run $run: $workload, $target, $clients clients" >&2
+        send_to=(); [ "$workload" = presence ] && send_to=(--send-to "$SEND_TO")
         "$BIN" --endpoints "$endpoints" -w json bench "$workload" --target "$target" --clients "$clients" \
-          --duration "$DURATION" --warmup 2 | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
+          "${send_to[@]}" --duration "$DURATION" --warmup 2 | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
       done
     done
   done

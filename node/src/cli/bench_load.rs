@@ -264,27 +264,9 @@ pub async fn load(client: &Client, args: LoadArgs, format: Format) -> anyhow::Re
     Ok(())
 }
 
-/// Connections to the leader (as the contacted member knows it; the first endpoint otherwise).
+/// `count` connections to the leader (`Client::leader_index`).
 async fn leader_connections(client: &Client, count: usize) -> anyhow::Result<Vec<Conn>> {
-    let status = client
-        .call(|c| async move { ClusterClient::new(c).status(pb::ClusterStatusRequest {}).await })
-        .await?
-        .into_inner();
-    let index = client
-        .endpoints()
-        .iter()
-        .position(|endpoint| {
-            let endpoint = endpoint.trim_start_matches("http://").trim_start_matches("https://");
-            !status.leader_addr.is_empty() && endpoint == status.leader_addr
-        })
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "the leader is {:?} at {:?}, which is not among --endpoints {:?}: name it there",
-                status.leader_id,
-                status.leader_addr,
-                client.endpoints()
-            )
-        })?;
+    let index = client.leader_index().await?;
     let mut connections = Vec::with_capacity(count);
     for _ in 0..count {
         connections.push(client.dedicated(index).await?);

@@ -17,7 +17,7 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::presences_client::PresencesClient;
 use rand::{Rng, SeedableRng};
 
-use super::bench::{histogram, measure_window, prepare, print_report, Load, Pacer, Target};
+use super::bench::{histogram, measure_window, prepare, print_report, Load, Pacer, Tally, Target};
 use super::client::{Client, Conn};
 use super::output::Format;
 
@@ -128,6 +128,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let measured = Arc::new(AtomicU64::new(0));
+    let tally = Tally::new();
     let mut tasks = Vec::new();
     for index in 0..args.load.clients {
         let (measuring, stop, measured) = (measuring.clone(), stop.clone(), measured.clone());
@@ -140,32 +141,24 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
             rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(index)));
         let mut pacer = Pacer::new(args.load.rate, args.load.clients);
         let (users, serializable) = (args.users, args.serializable);
+        let tally = tally.clone();
         tasks.push(tokio::spawn(async move {
-            let mut tally = (histogram(), BTreeMap::<String, u64>::new());
             while !stop.load(Ordering::Relaxed) {
                 let user = rng.gen_range(0..users);
                 let started = pacer.slot().await;
                 let result = reader.get(user, serializable).await;
                 if measuring.load(Ordering::Relaxed) {
                     measured.fetch_add(1, Ordering::Relaxed);
-                    match result {
-                        Ok(()) => tally.0.saturating_record((started.elapsed().as_micros() as u64).max(1)),
-                        Err(code) => *tally.1.entry(code).or_default() += 1,
-                    }
+                    tally.record(started, result);
                 }
             }
-            tally
         }));
     }
     let elapsed = args.load.window(&measured, &measuring, &stop).await;
-    let (mut total, mut errors) = (histogram(), BTreeMap::<String, u64>::new());
     for task in tasks {
-        let (tally, failed) = task.await?;
-        total.add(tally)?;
-        for (code, count) in failed {
-            *errors.entry(code).or_default() += count;
-        }
+        task.await?;
     }
+    let (total, errors) = tally.take();
     let target = format!("{:?}", args.target).to_lowercase();
     let workload = if args.serializable { "read-serializable" } else { "read" };
     print_report(format, workload, &target, args.load.clients, connection_count, elapsed, &total, &errors)

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use collective_proto::v1 as pb;
+use collective_proto::v1::cluster_client::ClusterClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
@@ -202,6 +204,30 @@ impl Client {
     pub async fn dedicated(&self, index: usize) -> anyhow::Result<Conn> {
         let endpoint = &self.endpoints[index % self.endpoints.len()];
         Ok(self.transport.connect(endpoint, Duration::from_secs(10)).await?)
+    }
+
+    /// The index in `--endpoints` of the leader, as the first member that answers knows it: where
+    /// a write goes without a follower forwarding it. The error names the leader when it is not
+    /// among the endpoints.
+    pub async fn leader_index(&self) -> anyhow::Result<usize> {
+        let status = self
+            .call(|c| async move { ClusterClient::new(c).status(pb::ClusterStatusRequest {}).await })
+            .await?
+            .into_inner();
+        self.endpoints
+            .iter()
+            .position(|endpoint| {
+                let endpoint = endpoint.trim_start_matches("http://").trim_start_matches("https://");
+                !status.leader_addr.is_empty() && endpoint == status.leader_addr
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the leader is {:?} at {:?}, which is not among --endpoints {:?}: name it there",
+                    status.leader_id,
+                    status.leader_addr,
+                    self.endpoints
+                )
+            })
     }
 
     async fn channel(&self, index: usize) -> Result<Conn, tonic::Status> {
