@@ -327,7 +327,10 @@ pub(super) async fn prepare(client: &Client, users: u32) -> anyhow::Result<()> {
 /// lines) stays in cache; one per client (1,000 of them) missed it on most records, which cost
 /// the bench ~5 % of its CPU, taken from the cluster under test on a shared machine.
 #[derive(Clone)]
-pub(super) struct Tally(Arc<std::sync::Mutex<(Histogram<u64>, BTreeMap<String, u64>)>>);
+pub(super) struct Tally(Arc<std::sync::Mutex<Measured>>);
+
+/// Latencies in µs, and errors by code.
+type Measured = (Histogram<u64>, BTreeMap<String, u64>);
 
 impl Tally {
     pub(super) fn new() -> Tally {
@@ -345,7 +348,7 @@ impl Tally {
     }
 
     /// The histogram and the errors, once the clients are done.
-    pub(super) fn take(&self) -> (Histogram<u64>, BTreeMap<String, u64>) {
+    pub(super) fn take(&self) -> Measured {
         std::mem::replace(&mut *self.0.lock().expect("tally lock"), (histogram(), BTreeMap::new()))
     }
 }
