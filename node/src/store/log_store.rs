@@ -1,15 +1,6 @@
 //! `LogStore`: openraft's `RaftLogStorage` on RocksDB, fsync before acknowledge, with the most
 //! recent entries also kept decoded in memory ([`Recent`]).
 //!
-//! Appends are written by a thread of their own ([`LogWriter`]): `append` puts the entries in the
-//! cache, where readers find them at once, and queues them; the writer puts every queued append
-//! in one synced RocksDB write and then calls their callbacks, which is when openraft counts them
-//! as persisted. openraft asks for this (`append` "should return immediately ... avoid
-//! blocking"): a synced write inline held a runtime worker for the whole fsync (~4 ms here,
-//! stalls near 100 ms), and the Raft core could neither take proposals nor count acknowledgements
-//! meanwhile. Truncate, purge and the log state first wait for the queued appends
-//! ([`LogStore::barrier`]), so they act on what RocksDB holds.
-//!
 //! openraft reads every entry back at least twice after appending it: to apply it, and on the
 //! leader once per follower to replicate it. Decoding each from RocksDB cost more than a tenth of
 //! a member's CPU under write load; the cache serves those reads with a clone, which shares the
@@ -18,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -26,7 +17,6 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOEr
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::{index_key, CF_LOGS, CF_META};
 use crate::codec;
@@ -41,22 +31,14 @@ pub const RECENT_ENTRIES_MAX: usize = 1_024;
 /// Most encoded bytes of the entries [`Recent`] holds (decoded, they take a few times more).
 pub const RECENT_BYTES_MAX: usize = 4 << 20;
 
-/// Most appends waiting for the log writer; `append` waits for room beyond them.
-pub const LOG_APPENDS_QUEUED_MAX: usize = 1_024;
-/// Most appends one synced write covers.
-const LOG_APPENDS_PER_WRITE_MAX: usize = 256;
-
-/// The last entries appended, decoded: a contiguous run of the log's tail, including appends the
-/// writer has not written yet. It drops from its front only entries RocksDB holds (at or below
-/// `durable`), and a range leaves it before RocksDB deletes it, so a read may take any part of
-/// it and the rest from RocksDB.
+/// The last entries appended, decoded: a contiguous run of the log's tail. It only ever holds
+/// what RocksDB holds (filled after the write, emptied of a range before it is deleted), so a
+/// read may take any part of it and the rest from RocksDB.
 #[derive(Default)]
 struct Recent {
     /// Entries with consecutive indexes, each with its encoded size.
     entries: VecDeque<(Entry, usize)>,
     bytes: usize,
-    /// The last index the writer has written (and synced); entries after it are only here.
-    durable: Option<u64>,
 }
 
 impl Recent {
@@ -64,46 +46,27 @@ impl Recent {
         self.entries.front().map(|(entry, _)| entry.log_id.index)
     }
 
-    /// Whether an entry at `index` would extend the run (or start it).
-    fn continues_at(&self, index: u64) -> bool {
-        self.entries.back().is_none_or(|(last, _)| last.log_id.index + 1 == index)
-    }
-
-    /// Adds an entry. One that does not continue the run starts it again: the caller makes
-    /// sure the writer has written the run first (`LogStore::append`).
     fn push(&mut self, entry: Entry, size: usize) {
-        if !self.continues_at(entry.log_id.index) {
+        let next = self.entries.back().map(|(last, _)| last.log_id.index + 1);
+        if next.is_some_and(|next| next != entry.log_id.index) {
+            // Not contiguous (openraft truncates before it overwrites): start again.
             self.entries.clear();
             self.bytes = 0;
         }
         self.entries.push_back((entry, size));
         self.bytes += size;
-        self.evict();
-    }
-
-    /// Records that the writer has written everything up to `index`.
-    fn written(&mut self, index: u64) {
-        self.durable = self.durable.max(Some(index));
-        self.evict();
-    }
-
-    /// Drops written entries from the front while over the bounds (the last entry stays).
-    fn evict(&mut self) {
-        while (self.entries.len() > RECENT_ENTRIES_MAX || (self.bytes > RECENT_BYTES_MAX && self.entries.len() > 1))
-            && self.entries.front().is_some_and(|(entry, _)| Some(entry.log_id.index) <= self.durable)
-        {
+        while self.entries.len() > RECENT_ENTRIES_MAX || (self.bytes > RECENT_BYTES_MAX && self.entries.len() > 1) {
             let (_, size) = self.entries.pop_front().expect("not empty");
             self.bytes -= size;
         }
     }
 
-    /// Forgets entries at and after `index` (also as written: the writer will not write them).
+    /// Forgets entries at and after `index`.
     fn truncate(&mut self, index: u64) {
         while self.entries.back().is_some_and(|(entry, _)| entry.log_id.index >= index) {
             let (_, size) = self.entries.pop_back().expect("not empty");
             self.bytes -= size;
         }
-        self.durable = self.durable.min(index.checked_sub(1));
     }
 
     /// Forgets entries up to and including `index`.
@@ -115,102 +78,11 @@ impl Recent {
     }
 }
 
-/// Encoded entries (index, value) to write, synced, and whom to tell once they are.
-struct Append {
-    values: Vec<(u64, Vec<u8>)>,
-    callback: LogFlushed<TypeConfig>,
-}
-
-/// What the log writer does next.
-enum Job {
-    /// Write an append.
-    Append(Append),
-    /// Answer once every append queued before this one is written.
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
-
-/// The thread that writes appends: it takes every append queued (at most
-/// `LOG_APPENDS_PER_WRITE_MAX`), writes them in one synced batch, marks them written in the
-/// cache and calls their callbacks in order. It stops when every `LogStore` is gone. It holds the
-/// database weakly, so dropping the stores closes it at once (a reopen in the same process finds
-/// it unlocked) however late the writer sees its queue close.
-struct LogWriter {
-    db: Weak<DB>,
-    recent: Arc<Mutex<Recent>>,
-    jobs: mpsc::Receiver<Job>,
-}
-
-impl LogWriter {
-    async fn run(mut self) {
-        while let Some(first) = self.jobs.recv().await {
-            let mut appends = Vec::new();
-            let mut barriers = Vec::new();
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Append(append) => appends.push(append),
-                    Job::Barrier(done) => barriers.push(done),
-                }
-                if appends.len() < LOG_APPENDS_PER_WRITE_MAX {
-                    next = self.jobs.try_recv().ok();
-                }
-            }
-            self.write(appends);
-            // The queue is in order: every append queued before a barrier taken in this round
-            // was taken before it, and is written now.
-            for done in barriers {
-                let _ = done.send(());
-            }
-        }
-    }
-
-    fn write(&self, appends: Vec<Append>) {
-        let last = appends.iter().rev().find_map(|append| append.values.last().map(|(index, _)| *index));
-        let Some(db) = self.db.upgrade() else {
-            for append in appends {
-                append.callback.log_io_completed(Err(std::io::Error::other("the log is closed")));
-            }
-            return;
-        };
-        let mut batch = WriteBatch::default();
-        let cf = db.cf_handle(CF_LOGS).expect("column family created at open");
-        let mut entries = 0;
-        for append in &appends {
-            for (index, value) in &append.values {
-                batch.put_cf(cf, index_key(*index), value);
-            }
-            entries += append.values.len();
-        }
-        let started = Instant::now();
-        let result = if entries == 0 { Ok(()) } else { db.write_opt(batch, &synced()) };
-        metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("collective_log_append_batch_entries").record(entries as f64);
-        match result {
-            Ok(()) => {
-                if let Some(last) = last {
-                    self.recent.lock().expect("recent entries lock").written(last);
-                }
-                for append in appends {
-                    append.callback.log_io_completed(Ok(()));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "writing the Raft log failed");
-                for append in appends {
-                    append.callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
-                }
-            }
-        }
-    }
-}
-
-/// The Raft log. Cheap to clone: clones share the database, the cache of recent entries and
-/// the writer.
+/// The Raft log. Cheap to clone: clones share the database and the cache of recent entries.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     recent: Arc<Mutex<Recent>>,
-    writer: mpsc::Sender<Job>,
 }
 
 fn io_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, error: impl std::error::Error + 'static) -> StorageError {
@@ -224,32 +96,8 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> std::io::Result<LogStore> {
-        let recent = Arc::new(Mutex::new(Recent::default()));
-        let (writer, jobs) = mpsc::channel(LOG_APPENDS_QUEUED_MAX);
-        let log_writer = LogWriter { db: Arc::downgrade(&db), recent: recent.clone(), jobs };
-        // A thread of its own, so the fsync holds no runtime worker. On a current-thread runtime
-        // (the turmoil simulations) a task instead: a second thread would make the moment an
-        // append completes depend on the OS, and a seed would no longer replay one trace.
-        let single_threaded = tokio::runtime::Handle::try_current()
-            .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        if single_threaded {
-            tokio::spawn(log_writer.run());
-        } else {
-            std::thread::Builder::new()
-                .name("raft-log-writer".into())
-                .spawn(move || futures::executor::block_on(log_writer.run()))?;
-        }
-        Ok(LogStore { db, recent, writer })
-    }
-
-    /// Waits until every append queued so far is written.
-    async fn barrier(&self) -> Result<(), StorageError> {
-        let stopped =
-            || io_error(ErrorSubject::Logs, ErrorVerb::Write, std::io::Error::other("the log writer stopped"));
-        let (done, written) = tokio::sync::oneshot::channel();
-        self.writer.send(Job::Barrier(done)).await.map_err(|_| stopped())?;
-        written.await.map_err(|_| stopped())
+    pub(crate) fn new(db: Arc<DB>) -> LogStore {
+        LogStore { db, recent: Arc::default() }
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -273,6 +121,27 @@ impl LogStore {
             entries.push(codec::decode(&value).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?);
         }
         Ok(())
+    }
+
+    /// Writes a batch and syncs the WAL. On a multi-thread runtime the fsync (~4 ms here, stalls
+    /// near 100 ms) runs on the blocking pool, so it holds no runtime worker: inline, it took one
+    /// of the two workers from every gRPC call for as long as it lasted. openraft 0.9.25 still
+    /// waits for each append to be flushed before the next (`RaftCore::append_to_log`), so
+    /// appends do not overlap either way. On a current-thread runtime (the turmoil simulations)
+    /// it stays inline: a thread of the pool would make when it completes depend on the OS, and a
+    /// seed would no longer replay one trace.
+    async fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let failed = |e: rocksdb::Error| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_thread {
+            return self.db.write_opt(batch, &synced()).map_err(failed);
+        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()))
+            .await
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, std::io::Error::other(e.to_string())))?
+            .map_err(failed)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -338,7 +207,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        self.barrier().await?;
         let last = self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::End).next();
         let last_log_id = match last {
             None => None,
@@ -379,36 +247,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut values = Vec::new();
-        let mut decoded = Vec::new();
+        let mut batch = WriteBatch::default();
+        let mut written = Vec::new();
         for entry in entries {
             let value = codec::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            decoded.push((entry, value.len()));
-            values.push((decoded.last().expect("pushed").0.log_id.index, value));
+            batch.put_cf(self.cf(CF_LOGS), index_key(entry.log_id.index), &value);
+            written.push((entry, value.len()));
         }
-        // A run that does not continue the cached one (never after a truncate) replaces it:
-        // only once the writer has written what it replaces.
-        if values.first().is_some_and(|(index, _)| !self.recent().continues_at(*index)) {
-            self.barrier().await?;
-        }
-        {
-            let mut recent = self.recent();
-            for (entry, size) in decoded {
-                recent.push(entry, size);
+        // One WriteBatch, one fsync, for every entry openraft hands us at once.
+        let started = Instant::now();
+        let result = self.write_synced(batch).await;
+        metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("collective_log_append_batch_entries").record(written.len() as f64);
+        match result {
+            Ok(()) => {
+                let mut recent = self.recent();
+                for (entry, size) in written {
+                    recent.push(entry, size);
+                }
+                drop(recent);
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                Err(error)
             }
         }
-        // One synced write for every append queued meanwhile (`LogWriter`); the callback says
-        // when these entries are persisted.
-        self.writer.send(Job::Append(Append { values, callback })).await.map_err(|_| {
-            io_error(ErrorSubject::Logs, ErrorVerb::Write, std::io::Error::other("the log writer stopped"))
-        })
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Out of the cache before RocksDB, so no read finds an entry RocksDB no longer has.
         self.recent().truncate(log_id.index);
-        // Queued appends of the entries cut here land first, then go.
-        self.barrier().await?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOGS), index_key(log_id.index), index_key(u64::MAX));
         self.db.write_opt(batch, &synced()).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
@@ -417,7 +287,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: entries at or below it are ignored even if a crash
         // leaves some of them behind.
-        self.barrier().await?;
         self.put_meta(KEY_LAST_PURGED, &log_id, ErrorSubject::Store, true)?;
         self.recent().purge(log_id.index);
         let mut batch = WriteBatch::default();
@@ -444,7 +313,6 @@ mod tests {
         let mut recent = Recent::default();
         for index in 1..=RECENT_ENTRIES_MAX as u64 + 10 {
             recent.push(entry(index), 1);
-            recent.written(index);
         }
         assert_eq!(recent.entries.len(), RECENT_ENTRIES_MAX);
         assert_eq!(recent.first_index(), Some(11));
@@ -466,33 +334,7 @@ mod tests {
     fn recent_is_bounded_by_bytes_but_keeps_the_last_entry() {
         let mut recent = Recent::default();
         recent.push(entry(1), RECENT_BYTES_MAX);
-        recent.written(1);
         recent.push(entry(2), RECENT_BYTES_MAX + 1);
         assert_eq!(indexes(&recent), vec![2]);
-    }
-
-    #[test]
-    fn recent_keeps_entries_the_writer_has_not_written() {
-        let mut recent = Recent::default();
-        for index in 1..=RECENT_ENTRIES_MAX as u64 + 10 {
-            recent.push(entry(index), 1);
-        }
-        // Nothing is written yet: nothing may leave, or a read would find it nowhere.
-        assert_eq!(recent.entries.len(), RECENT_ENTRIES_MAX + 10);
-        recent.written(5);
-        assert_eq!(recent.first_index(), Some(6));
-        recent.written(RECENT_ENTRIES_MAX as u64 + 10);
-        assert_eq!(recent.first_index(), Some(11));
-
-        // Entries cut by a truncate are no longer written; their replacements are not yet.
-        recent.truncate(RECENT_ENTRIES_MAX as u64);
-        assert_eq!(recent.durable, Some(RECENT_ENTRIES_MAX as u64 - 1));
-        for index in RECENT_ENTRIES_MAX as u64..RECENT_ENTRIES_MAX as u64 + 50 {
-            recent.push(entry(index), 1);
-        }
-        // Back within bounds by dropping written entries from the front only.
-        assert_eq!(recent.entries.len(), RECENT_ENTRIES_MAX);
-        assert_eq!(recent.first_index(), Some(50));
-        assert_eq!(recent.entries.back().map(|(e, _)| e.log_id.index), Some(RECENT_ENTRIES_MAX as u64 + 49));
     }
 }

@@ -46,7 +46,7 @@ pub async fn open(dir: &Path, shared: Arc<Shared>) -> anyhow::Result<(LogStore, 
         ColumnFamilyDescriptor::new(name, family)
     });
     let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
-    let log_store = LogStore::new(db.clone())?;
+    let log_store = LogStore::new(db.clone());
     let history = HistoryStore::new(db.clone());
     let state_machine = StateMachineStore::open(db, dir, shared, history.clone()).await?;
     Ok((log_store, state_machine, history))
