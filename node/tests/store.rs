@@ -97,16 +97,38 @@ async fn acknowledged_writes_survive_drop_and_reopen() {
 
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
-/// History versions are gathered in memory before they are written; a crash loses the gathered
-/// ones, and re-applying the log after the restart must bring them back.
-#[tokio::test]
-async fn history_gathered_but_unwritten_at_a_crash_comes_back_from_the_log() {
+/// Adds users `from..to` (site 1 must exist), one entry each; returns the last entry's index.
+async fn add_users(raft: &Raft, from: u64, to: u64) -> u64 {
+    let mut last = 0;
+    for i in from..to {
+        let command = Command::AddUser(UserSpec {
+            username: format!("user{i}"),
+            display_name: format!("User {i}"),
+            email: format!("user{i}@example.com"),
+            home_site: 1,
+            extension: format!("{}", 8000 + i),
+            skills: Default::default(),
+            licences: Default::default(),
+        });
+        let batch =
+            Batch { at_ms: 1_000 + i, proposals: vec![Proposal { principal: Principal::System, command }].into() };
+        let response = raft.client_write(batch).await.unwrap();
+        response.data.outcomes[0].clone().unwrap();
+        last = response.log_id.index;
+    }
+    last
+}
+
+/// Writes users, optionally taking a snapshot and purging the log half-way, then drops the
+/// history versions still gathered (what a crash does) and reopens: every user's history must be
+/// there, from RocksDB or from re-applying the log.
+async fn history_survives_a_crash(snapshot_half_way: bool) {
     let dir = TempDir::new().unwrap();
-    let users = 5u64;
+    let users = 10u64;
     {
         let (raft, history) = single_node_with_history(dir.path(), Arc::new(Shared::new(100))).await;
         raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
-        let mut commands = vec![Command::AddSite(SiteSpec {
+        let site = Command::AddSite(SiteSpec {
             id: 1,
             name: "Indy".into(),
             phone: "+1 317-555 0100".into(),
@@ -115,26 +137,22 @@ async fn history_gathered_but_unwritten_at_a_crash_comes_back_from_the_log() {
             active: true,
             servers: vec!["cic1".into()],
             trusted_access: Default::default(),
-        })];
-        for i in 0..users {
-            commands.push(Command::AddUser(UserSpec {
-                username: format!("user{i}"),
-                display_name: format!("User {i}"),
-                email: format!("user{i}@example.com"),
-                home_site: 1,
-                extension: format!("{}", 8000 + i),
-                skills: Default::default(),
-                licences: Default::default(),
-            }));
+        });
+        let batch =
+            Batch { at_ms: 999, proposals: vec![Proposal { principal: Principal::System, command: site }].into() };
+        raft.client_write(batch).await.unwrap().data.outcomes[0].clone().unwrap();
+        let half = add_users(&raft, 0, users / 2).await;
+        if snapshot_half_way {
+            // The first half's versions are only gathered: the snapshot's commit must write
+            // them, since the log that could re-apply them is purged.
+            raft.trigger().snapshot().await.unwrap();
+            let wait = raft.wait(Some(Duration::from_secs(10)));
+            wait.metrics(|m| m.snapshot.is_some_and(|s| s.index >= half), "snapshot taken").await.unwrap();
+            raft.trigger().purge_log(half).await.unwrap();
+            wait.metrics(|m| m.purged.is_some_and(|p| p.index >= half), "log purged").await.unwrap();
         }
-        for (i, command) in commands.into_iter().enumerate() {
-            let batch = Batch {
-                at_ms: 1_000 + i as u64,
-                proposals: vec![Proposal { principal: Principal::System, command }].into(),
-            };
-            raft.client_write(batch).await.unwrap().data.outcomes[0].clone().unwrap();
-        }
-        assert!(history.approximate_versions() >= users, "versions were gathered");
+        add_users(&raft, users / 2, users).await;
+        assert!(history.approximate_versions() >= users / 2, "versions were gathered");
         history.discard_gathered();
         raft.shutdown().await.unwrap();
     }
@@ -144,7 +162,21 @@ async fn history_gathered_but_unwritten_at_a_crash_comes_back_from_the_log() {
     raft.ensure_linearizable().await.unwrap();
     for i in 0..users {
         let found = history.presence_at(&format!("user{i}"), 10_000).unwrap();
-        assert!(found.is_some(), "user{i}'s history came back from the log");
+        assert!(found.is_some(), "user{i}'s history came back (snapshot half-way: {snapshot_half_way})");
     }
     raft.shutdown().await.unwrap();
+}
+
+/// History versions are gathered in memory before they are written; a crash loses the gathered
+/// ones, and re-applying the log after the restart must bring them back.
+#[tokio::test]
+async fn history_gathered_but_unwritten_at_a_crash_comes_back_from_the_log() {
+    history_survives_a_crash(false).await;
+}
+
+/// A snapshot lets the log before it be purged, so versions gathered before it cannot come back
+/// from the log: the snapshot's commit writes them first.
+#[tokio::test]
+async fn history_gathered_before_a_snapshot_and_a_purge_survives_a_crash() {
+    history_survives_a_crash(true).await;
 }
