@@ -110,19 +110,18 @@ mod tests {
         }
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use crate::auth::hex;
 
+    /// A fixture's bytes (hex, wrapped over lines).
     fn unhex(text: &str) -> Vec<u8> {
-        let text: String = text.split_whitespace().collect();
-        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+        crate::auth::unhex(&text.split_whitespace().collect::<String>()).expect("the fixture is hex")
     }
 
     /// Postcard lays fields out by position: a field added to a stored type (commands, events,
     /// history versions, openraft's entry) would make what earlier builds stored unreadable, or
-    /// read wrong. These bytes were written by this codec when it was introduced; they must
-    /// still decode to the same values and the values must encode to the same bytes. If a
+    /// read wrong. These bytes were written with the layout postcard has had since the codec
+    /// came in (commit ca9b2ed, unchanged since); they must still decode to the same values and
+    /// the values must encode to the same bytes. If a
     /// change breaks this, stored logs and histories break with it: give the new layout a new
     /// format byte and keep decoding this one. Never edit a fixture; add a new one.
     #[test]

@@ -23,9 +23,10 @@ pub struct Environment {
     pub connect: Connect,
     /// Where random bytes come from: the OS, or a simulation's seed.
     pub entropy: Entropy,
-    /// Run CPU-heavy work (password hashing, history queries) on the calling task instead of
-    /// tokio's blocking pool. The simulations need it: a pool thread finishes after a
-    /// real-time delay, so the simulated step it lands in would vary from run to run.
+    /// Run CPU-heavy work (password hashing, history queries) and the log's fsyncs on the
+    /// calling task instead of tokio's blocking pool. The simulations need it: a pool thread
+    /// finishes after a real-time delay, so the simulated step it lands in would vary from run
+    /// to run.
     pub inline_blocking: bool,
 }
 

@@ -315,11 +315,14 @@ impl HistoryStore {
         Ok(deleted)
     }
 
-    /// Forgets the gathered versions without writing them: what a crash does. For tests of
-    /// the durability argument in the module documentation.
+    /// Forgets the gathered versions without writing them, and says how many: what a crash
+    /// does. For tests of the durability argument in the module documentation.
     #[doc(hidden)]
-    pub fn discard_gathered(&self) {
-        self.pending().clear();
+    pub fn discard_gathered(&self) -> usize {
+        let mut pending = self.pending();
+        let discarded = pending.len();
+        pending.clear();
+        discarded
     }
 
     /// Approximate number of stored versions (written or gathered).

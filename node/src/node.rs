@@ -160,7 +160,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", config.data_dir.display()))?;
         let shared = Arc::new(Shared::with_checks(config.watch_history_events_max as usize, config.check_invariants));
-        let (log_store, state_machine, history) = store::open(&config.data_dir, shared.clone()).await?;
+        let (log_store, state_machine, history) = store::open(&config.data_dir, shared.clone(), &environment).await?;
         let raft_config = openraft::Config {
             cluster_name: "collective".into(),
             heartbeat_interval: config.heartbeat_interval_ms,

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use collective::environment::Environment;
 use collective::history::{HistoryError, HistoryStore};
 use collective::shared::Shared;
 use collective::store;
@@ -91,7 +92,7 @@ fn brute_durations(
 }
 
 async fn open(dir: &std::path::Path) -> Arc<HistoryStore> {
-    store::open(dir, Arc::new(Shared::new(100))).await.unwrap().2
+    store::open(dir, Arc::new(Shared::new(100)), &Environment::system()).await.unwrap().2
 }
 
 #[tokio::test]

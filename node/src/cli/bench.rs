@@ -323,7 +323,7 @@ pub(super) async fn prepare(client: &Client, users: u32) -> anyhow::Result<()> {
 }
 
 /// What the clients of a closed-loop benchmark measured: one latency histogram and the errors by
-/// code, shared by all clients. One histogram (~200 KiB of counters, of which a run touches a few
+/// code, shared by all clients. One histogram (~136 KiB of counters, of which a run touches a few
 /// lines) stays in cache; one per client (1,000 of them) missed it on most records, which cost
 /// the bench ~5 % of its CPU, taken from the cluster under test on a shared machine.
 #[derive(Clone)]
@@ -339,12 +339,23 @@ impl Tally {
 
     /// One request's outcome: its latency since `started`, or its error code.
     pub(super) fn record(&self, started: Instant, result: Result<(), String>) {
-        let micros = (started.elapsed().as_micros() as u64).max(1);
-        let mut tally = self.0.lock().expect("tally lock");
         match result {
-            Ok(()) => tally.0.saturating_record(micros),
-            Err(code) => *tally.1.entry(code).or_default() += 1,
+            Ok(()) => self.latencies([started.elapsed().as_micros() as u64]),
+            Err(code) => self.error(code),
         }
+    }
+
+    /// Latencies in µs, under one lock.
+    pub(super) fn latencies(&self, micros: impl IntoIterator<Item = u64>) {
+        let mut tally = self.0.lock().expect("tally lock");
+        for micros in micros {
+            tally.0.saturating_record(micros.max(1));
+        }
+    }
+
+    /// One failure, by code.
+    pub(super) fn error(&self, code: String) {
+        *self.0.lock().expect("tally lock").1.entry(code).or_default() += 1;
     }
 
     /// The histogram and the errors, once the clients are done.
@@ -473,22 +484,33 @@ impl Sink {
     }
 }
 
-/// The index in `endpoints` of the etcd member every member names as the leader.
+/// The index in `endpoints` of the etcd leader: the member whose status names itself as the
+/// leader. Members that do not answer are skipped; the error lists what each one said.
 async fn etcd_leader_index(endpoints: &[String]) -> anyhow::Result<usize> {
-    let mut leader = None;
-    let mut members = Vec::with_capacity(endpoints.len());
-    for endpoint in endpoints {
-        let mut etcd = etcd_client::Client::connect([endpoint.clone()], None)
-            .await
-            .map_err(|e| anyhow::anyhow!("etcd at {endpoint}: {e}"))?;
-        let status = etcd.status().await.map_err(|e| anyhow::anyhow!("etcd at {endpoint}: status: {e}"))?;
-        leader.get_or_insert(status.leader());
-        members.push(status.header().map(|header| header.member_id()));
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(super::client::CONNECT_TIMEOUT_MS))
+        .with_timeout(Duration::from_secs(10));
+    let mut answers = Vec::with_capacity(endpoints.len());
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        let status = match etcd_client::Client::connect([endpoint.clone()], Some(options.clone())).await {
+            Ok(mut etcd) => etcd.status().await,
+            Err(error) => Err(error),
+        };
+        match status {
+            Ok(status) => {
+                let member = status.header().map(|header| header.member_id());
+                if status.leader() != 0 && member == Some(status.leader()) {
+                    return Ok(index);
+                }
+                answers.push(match status.leader() {
+                    0 => format!("{endpoint}: knows no leader"),
+                    leader => format!("{endpoint}: a follower of {leader:x}"),
+                });
+            }
+            Err(error) => answers.push(format!("{endpoint}: {error}")),
+        }
     }
-    let leader = leader.ok_or_else(|| anyhow::anyhow!("--endpoints: at least one etcd member is needed"))?;
-    members.iter().position(|member| *member == Some(leader)).ok_or_else(|| {
-        anyhow::anyhow!("the etcd leader {leader:x} is not among --endpoints {endpoints:?}: name it there")
-    })
+    anyhow::bail!("no etcd leader among --endpoints ({}): name it there", answers.join("; "))
 }
 
 async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::presences_client::PresencesClient;
 use rand::{Rng, SeedableRng};
 
-use super::bench::{histogram, measure_window, prepare, print_report, Load, Pacer, Tally, Target};
+use super::bench::{measure_window, prepare, print_report, Load, Pacer, Tally, Target};
 use super::client::{Client, Conn};
 use super::output::Format;
 
@@ -198,6 +198,7 @@ pub async fn watch(client: &Client, args: WatchArgs, format: Format) -> anyhow::
     }
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let tally = Tally::new();
     let mut watchers = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.watchers as usize);
     for index in 0..args.watchers as usize {
@@ -214,28 +215,25 @@ pub async fn watch(client: &Client, args: WatchArgs, format: Format) -> anyhow::
                 Watcher::Etcd(etcd.watch("presence/", Some(options)).await?)
             }
         };
+        let tally = tally.clone();
         watchers.push(tokio::spawn(async move {
             let _ = ready.send(()).await;
             drop(ready);
-            let mut tally = (histogram(), BTreeMap::<String, u64>::new());
             while !stop.load(Ordering::Relaxed) {
                 let next = tokio::time::timeout(std::time::Duration::from_millis(200), watcher.next_send_times());
                 let sent = match next.await {
                     Err(_) => continue,
                     Ok(Ok(sent)) => sent,
                     Ok(Err(error)) => {
-                        *tally.1.entry(error).or_default() += 1;
+                        tally.error(error);
                         break;
                     }
                 };
                 if measuring.load(Ordering::Relaxed) {
                     let now = now_us();
-                    for sent in sent {
-                        tally.0.saturating_record(now.saturating_sub(sent).max(1));
-                    }
+                    tally.latencies(sent.into_iter().map(|sent| now.saturating_sub(sent)));
                 }
             }
-            tally
         }));
     }
     drop(ready_tx);
@@ -262,14 +260,13 @@ pub async fn watch(client: &Client, args: WatchArgs, format: Format) -> anyhow::
         failures
     });
     let elapsed = measure_window(args.warmup, args.duration, &measuring, &stop).await;
-    let mut errors = writing.await?;
-    let mut total = histogram();
+    let failures = writing.await?;
     for watcher in watchers {
-        let (tally, failed) = watcher.await?;
-        total.add(tally)?;
-        for (code, count) in failed {
-            *errors.entry(code).or_default() += count;
-        }
+        watcher.await?;
+    }
+    let (total, mut errors) = tally.take();
+    for (code, count) in failures {
+        *errors.entry(code).or_default() += count;
     }
     let target = format!("{:?}", args.target).to_lowercase();
     print_report(format, "watch", &target, args.watchers, connection_count, elapsed, &total, &errors)

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::{index_key, CF_LOGS, CF_META};
 use crate::codec;
+use crate::environment::Environment;
 use crate::raft_types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -83,6 +84,8 @@ impl Recent {
 pub struct LogStore {
     db: Arc<DB>,
     recent: Arc<Mutex<Recent>>,
+    /// Where the fsyncs run (`write_synced`).
+    environment: Environment,
 }
 
 fn io_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, error: impl std::error::Error + 'static) -> StorageError {
@@ -96,8 +99,8 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> LogStore {
-        LogStore { db, recent: Arc::default() }
+    pub(crate) fn new(db: Arc<DB>, environment: Environment) -> LogStore {
+        LogStore { db, recent: Arc::default(), environment }
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -123,25 +126,18 @@ impl LogStore {
         Ok(())
     }
 
-    /// Writes a batch and syncs the WAL. On a multi-thread runtime the fsync (~4 ms here, stalls
-    /// near 100 ms) runs on the blocking pool, so it holds no runtime worker: inline, it took one
-    /// of the two workers from every gRPC call for as long as it lasted. openraft 0.9.25 still
-    /// waits for each append to be flushed before the next (`RaftCore::append_to_log`), so
-    /// appends do not overlap either way. On a current-thread runtime (the turmoil simulations)
-    /// it stays inline: a thread of the pool would make when it completes depend on the OS, and a
-    /// seed would no longer replay one trace.
+    /// Writes a batch and syncs the WAL, on the blocking pool (`Environment::blocking`; inline
+    /// in the simulations), so the fsync (~4 ms here, stalls near 100 ms) holds no runtime
+    /// worker: inline, it took one of the two workers from every gRPC call for as long as it
+    /// lasted. openraft 0.9.25 waits for each append to be flushed before the next
+    /// (`RaftCore::append_to_log`), so appends do not overlap either way.
     async fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let failed = |e: rocksdb::Error| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if !multi_thread {
-            return self.db.write_opt(batch, &synced()).map_err(failed);
-        }
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()))
+        self.environment
+            .blocking(move || db.write_opt(batch, &synced()))
             .await
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, std::io::Error::other(e.to_string())))?
-            .map_err(failed)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, std::io::Error::other(e)))?
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -281,7 +277,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.recent().truncate(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOGS), index_key(log_id.index), index_key(u64::MAX));
-        self.db.write_opt(batch, &synced()).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+        self.write_synced(batch).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

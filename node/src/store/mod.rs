@@ -13,6 +13,7 @@
 mod log_store;
 mod state_machine;
 
+use crate::environment::Environment;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,8 +32,13 @@ pub const CF_META: &str = "meta";
 pub const CF_SNAPSHOT: &str = "snapshot";
 
 /// Opens (or creates) the database under `dir` and builds the stores over it: the Raft log, the
-/// state machine and the presence history it maintains.
-pub async fn open(dir: &Path, shared: Arc<Shared>) -> anyhow::Result<(LogStore, StateMachineStore, Arc<HistoryStore>)> {
+/// state machine and the presence history it maintains. The log's fsyncs go where `environment`
+/// runs blocking work.
+pub async fn open(
+    dir: &Path,
+    shared: Arc<Shared>,
+    environment: &Environment,
+) -> anyhow::Result<(LogStore, StateMachineStore, Arc<HistoryStore>)> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -46,7 +52,7 @@ pub async fn open(dir: &Path, shared: Arc<Shared>) -> anyhow::Result<(LogStore, 
         ColumnFamilyDescriptor::new(name, family)
     });
     let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
-    let log_store = LogStore::new(db.clone());
+    let log_store = LogStore::new(db.clone(), environment.clone());
     let history = HistoryStore::new(db.clone());
     let state_machine = StateMachineStore::open(db, dir, shared, history.clone()).await?;
     Ok((log_store, state_machine, history))
@@ -117,7 +123,7 @@ pub async fn restore(
         anyhow::bail!("--data-dir {} is not empty; restore only into a new directory", dir.display());
     }
     let shared = Arc::new(Shared::new(1));
-    let (mut log_store, mut state_machine, _history) = open(dir, shared).await?;
+    let (mut log_store, mut state_machine, _history) = open(dir, shared, &Environment::system()).await?;
     let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), 1);
     let voters: std::collections::BTreeSet<_> = members.keys().copied().collect();
     let membership = openraft::StoredMembership::new(Some(log_id), openraft::Membership::new(vec![voters], members));

@@ -448,7 +448,10 @@ mod tests {
         state.revision = 42;
         {
             let shared = Arc::new(Shared::new(16));
-            let (_log, mut store, _history) = crate::store::open(dir.path(), shared.clone()).await.unwrap();
+            let (_log, mut store, _history) =
+                crate::store::open(dir.path(), shared.clone(), &crate::environment::Environment::system())
+                    .await
+                    .unwrap();
             shared.reset(state);
             let snapshot = store.get_snapshot_builder().await.build_snapshot().await.unwrap();
             // As an older build stored it: the bytes under `data`, no file.
@@ -461,7 +464,8 @@ mod tests {
             std::fs::write(store.snapshots.join("1-9.3.tmp"), &bytes[..bytes.len() / 2]).unwrap();
         }
         let shared = Arc::new(Shared::new(16));
-        let (_log, mut store, _history) = crate::store::open(dir.path(), shared.clone()).await.unwrap();
+        let (_log, mut store, _history) =
+            crate::store::open(dir.path(), shared.clone(), &crate::environment::Environment::system()).await.unwrap();
         assert_eq!(shared.state.read().unwrap().revision, 42, "the snapshot under `data` was not loaded");
         assert!(!store.snapshots.join("1-9.3.tmp").exists(), "a crashed build's temporary was left at open");
         let current = store.get_current_snapshot().await.unwrap().expect("a current snapshot");
