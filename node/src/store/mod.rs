@@ -13,10 +13,10 @@
 mod log_store;
 mod state_machine;
 
-use crate::environment::Environment;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::environment::Environment;
 use crate::history::{HistoryStore, CF_HISTORY};
 pub use log_store::LogStore;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
