@@ -95,6 +95,19 @@ mod tests {
         }
     }
 
+    /// A membership entry of a three-member cluster, as the stored fixture holds it.
+    fn membership_entry_v1() -> crate::raft_types::Entry {
+        let nodes = (1..=3u64).map(|id| (id, openraft::BasicNode::new(format!("10.0.0.{id}:7001"))));
+        let membership = openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([1, 2, 3])],
+            nodes.collect::<std::collections::BTreeMap<_, _>>(),
+        );
+        crate::raft_types::Entry {
+            log_id: crate::raft_types::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2),
+            payload: openraft::EntryPayload::Membership(membership),
+        }
+    }
+
     /// A history version, as the stored fixture holds it.
     fn version_v1() -> collective_statemachine::history::PresenceVersion {
         collective_statemachine::history::PresenceVersion {
@@ -121,9 +134,9 @@ mod tests {
     /// history versions, openraft's entry) would make what earlier builds stored unreadable, or
     /// read wrong. These bytes were written with the layout postcard has had since the codec
     /// came in (commit ca9b2ed, unchanged since); they must still decode to the same values and
-    /// the values must encode to the same bytes. If a
-    /// change breaks this, stored logs and histories break with it: give the new layout a new
-    /// format byte and keep decoding this one. Never edit a fixture; add a new one.
+    /// the values must encode to the same bytes. If a change breaks this, stored logs and
+    /// histories break with it: give the new layout a new format byte and keep decoding this
+    /// one. Never edit a fixture; add a new one.
     #[test]
     fn stored_postcard_from_the_first_build_still_decodes() {
         let entry_bytes = unhex(include_str!("../tests/fixtures/entry-v1.postcard.hex"));
@@ -137,6 +150,18 @@ mod tests {
         assert_eq!(stored, expected);
         assert_eq!(hex(&encode(&entry_v1()).unwrap()), hex(&entry_bytes), "the entry's layout changed");
 
+        let membership_bytes = unhex(include_str!("../tests/fixtures/entry-membership-v1.postcard.hex"));
+        let entry: crate::raft_types::Entry = decode(&membership_bytes).expect("the stored membership entry decodes");
+        assert_eq!(entry.log_id, membership_entry_v1().log_id);
+        let (openraft::EntryPayload::Membership(stored), openraft::EntryPayload::Membership(expected)) =
+            (&entry.payload, &membership_entry_v1().payload)
+        else {
+            panic!("the stored entry is not a membership entry: {:?}", entry.payload);
+        };
+        assert_eq!(stored, expected);
+        let encoded = hex(&encode(&membership_entry_v1()).unwrap());
+        assert_eq!(encoded, hex(&membership_bytes), "the membership entry's layout changed");
+
         let version_bytes = unhex(include_str!("../tests/fixtures/version-v1.postcard.hex"));
         let version: collective_statemachine::history::PresenceVersion =
             decode(&version_bytes).expect("the stored version decodes");
@@ -149,6 +174,7 @@ mod tests {
     fn print_fixtures() {
         println!("entry {}", hex(&encode(&entry_v1()).unwrap()));
         println!("version {}", hex(&encode(&version_v1()).unwrap()));
+        println!("membership {}", hex(&encode(&membership_entry_v1()).unwrap()));
     }
 
     #[test]
