@@ -139,34 +139,24 @@ mod tests {
     /// one. Never edit a fixture; add a new one.
     #[test]
     fn stored_postcard_from_the_first_build_still_decodes() {
-        let entry_bytes = unhex(include_str!("../tests/fixtures/entry-v1.postcard.hex"));
-        let entry: crate::raft_types::Entry = decode(&entry_bytes).expect("the stored entry decodes");
-        assert_eq!(entry.log_id, entry_v1().log_id);
-        let (openraft::EntryPayload::Normal(stored), openraft::EntryPayload::Normal(expected)) =
-            (&entry.payload, &entry_v1().payload)
-        else {
-            panic!("the stored entry is not a normal entry: {:?}", entry.payload);
-        };
-        assert_eq!(stored, expected);
-        assert_eq!(hex(&encode(&entry_v1()).unwrap()), hex(&entry_bytes), "the entry's layout changed");
+        check_stored(include_str!("../tests/fixtures/entry-v1.postcard.hex"), entry_v1(), "entry");
+        check_stored(
+            include_str!("../tests/fixtures/entry-membership-v1.postcard.hex"),
+            membership_entry_v1(),
+            "membership entry",
+        );
+        check_stored(include_str!("../tests/fixtures/version-v1.postcard.hex"), version_v1(), "history version");
+    }
 
-        let membership_bytes = unhex(include_str!("../tests/fixtures/entry-membership-v1.postcard.hex"));
-        let entry: crate::raft_types::Entry = decode(&membership_bytes).expect("the stored membership entry decodes");
-        assert_eq!(entry.log_id, membership_entry_v1().log_id);
-        let (openraft::EntryPayload::Membership(stored), openraft::EntryPayload::Membership(expected)) =
-            (&entry.payload, &membership_entry_v1().payload)
-        else {
-            panic!("the stored entry is not a membership entry: {:?}", entry.payload);
-        };
-        assert_eq!(stored, expected);
-        let encoded = hex(&encode(&membership_entry_v1()).unwrap());
-        assert_eq!(encoded, hex(&membership_bytes), "the membership entry's layout changed");
-
-        let version_bytes = unhex(include_str!("../tests/fixtures/version-v1.postcard.hex"));
-        let version: collective_statemachine::history::PresenceVersion =
-            decode(&version_bytes).expect("the stored version decodes");
-        assert_eq!(version, version_v1());
-        assert_eq!(hex(&encode(&version_v1()).unwrap()), hex(&version_bytes), "the version's layout changed");
+    /// The stored bytes (hex) decode to `expected`, and `expected` encodes to them.
+    fn check_stored<T>(stored: &str, expected: T, what: &str)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let bytes = unhex(stored);
+        let decoded: T = decode(&bytes).unwrap_or_else(|e| panic!("the stored {what} does not decode: {e}"));
+        assert_eq!(decoded, expected, "the stored {what} decodes to another value");
+        assert_eq!(hex(&encode(&expected).unwrap()), hex(&bytes), "the {what}'s layout changed");
     }
 
     #[test]
