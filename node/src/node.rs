@@ -441,7 +441,9 @@ impl Node {
         validate(&command)?;
         match self.leader() {
             Some((leader, _)) if leader == self.id => self.enqueue(principal, command).await,
-            Some((_, addr)) if !addr.is_empty() => self.forward(&addr, principal, command).await,
+            // Boxed: the forwarding future (a gRPC client call) is large, and inline it made every
+            // write's future, which tonic boxes and moves per request, as large on the leader.
+            Some((_, addr)) if !addr.is_empty() => Box::pin(self.forward(&addr, principal, command)).await,
             _ => Err(self.not_leader()),
         }
     }

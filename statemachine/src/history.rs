@@ -64,10 +64,10 @@ impl PresenceVersion {
 /// (lowercase key), the entry time, the revision of its last event, and its version (a deleted
 /// user gets a tombstone). Several changes at one entry time collapse into the last.
 pub fn versions(state: &State, records: &[EventRecord]) -> Vec<(String, u64, u64, PresenceVersion)> {
-    let mut touched: BTreeMap<String, (u64, u64, String)> = BTreeMap::new();
+    let mut touched: BTreeMap<String, (u64, u64, &str)> = BTreeMap::new();
     for record in records {
-        let mut touch = |username: &str| {
-            touched.insert(key_of(username), (record.at_ms, record.revision, username.to_string()));
+        let mut touch = |username| {
+            touched.insert(key_of(username), (record.at_ms, record.revision, username));
         };
         match &record.event {
             Event::SiteIdChanged { new, .. } => {
@@ -98,8 +98,8 @@ pub fn versions(state: &State, records: &[EventRecord]) -> Vec<(String, u64, u64
     touched
         .into_iter()
         .map(|(user_key, (at_ms, revision, username))| {
-            let version = PresenceVersion::of(state, &user_key).unwrap_or(PresenceVersion {
-                username,
+            let version = PresenceVersion::of(state, &user_key).unwrap_or_else(|| PresenceVersion {
+                username: username.to_string(),
                 status_key: String::new(),
                 status_group: StatusGroup::Unavailable,
                 logged_on_site: None,

@@ -867,9 +867,16 @@ impl State {
         // not ACD-available replaced by another): then only eligibility below can change.
         let old = index.tracked.get(user_key);
         let changed = old != now.as_ref().map(|(tracked, _)| tracked);
+        // Unchanged and not eligible: it was not eligible before either (eligibility is part of
+        // the view), so neither the counts nor the eligible index has anything to update.
+        if !changed && now.as_ref().is_none_or(|(tracked, _)| !tracked.eligible) {
+            return;
+        }
         let moved = old.map(|old| old.site) != now.as_ref().map(|(tracked, _)| tracked.site);
+        let mut slot = None;
         if changed {
-            if let Some(old) = index.tracked.remove(user_key) {
+            if let Some((key, old)) = index.tracked.remove_entry(user_key) {
+                slot = Some(key);
                 for workgroup in &old.workgroups {
                     let counts = index.counts.get_mut(workgroup).expect("tracked agents are counted");
                     counts.add(&old, -1);
@@ -922,7 +929,8 @@ impl State {
             }
         }
         if changed {
-            index.tracked.insert(user_key.to_string(), tracked);
+            // The removed entry's key is reused: no new allocation for a user already tracked.
+            index.tracked.insert(slot.unwrap_or_else(|| user_key.to_string()), tracked);
         }
     }
 
