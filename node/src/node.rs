@@ -430,6 +430,12 @@ impl Node {
         Some((leader, addr))
     }
 
+    /// Whether this node is the leader, as its Raft metrics say (without copying the leader's
+    /// address, which `leader` does: this runs on every write).
+    pub fn leads(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
     /// NOT_LEADER, naming the leader when one is known.
     pub fn not_leader(&self) -> ApiError {
         let leader = self.leader();
@@ -439,6 +445,9 @@ impl Node {
     /// Validates a command at the edge, then proposes it here or on the leader.
     pub async fn write(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         validate(&command)?;
+        if self.leads() {
+            return self.enqueue(principal, command).await;
+        }
         match self.leader() {
             Some((leader, _)) if leader == self.id => self.enqueue(principal, command).await,
             // Boxed: the forwarding future (a gRPC client call) is large, and inline it made every
@@ -578,7 +587,7 @@ impl Node {
     /// queues the command if this node leads. `apply` validates every command again, so a bad
     /// one from a peer is still rejected deterministically.
     pub async fn write_as_leader(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
-        if self.leader().map(|(leader, _)| leader) != Some(self.id) {
+        if !self.leads() {
             return Err(self.not_leader());
         }
         self.enqueue(principal, command).await
@@ -614,7 +623,7 @@ impl Node {
     /// waits for all of them under one deadline (one timer for the batch, not one per write).
     /// Outcomes are in the batch's order.
     pub async fn write_batch_as_leader(&self, batch: Vec<Forwarded>) -> Vec<Result<Applied, ApiError>> {
-        if self.leader().map(|(leader, _)| leader) != Some(self.id) {
+        if !self.leads() {
             return batch.iter().map(|_| Err(self.not_leader())).collect();
         }
         let waiters: Vec<_> = batch.into_iter().map(|f| self.queue(f.principal, f.command)).collect();

@@ -86,7 +86,7 @@ impl RaftRpc for RaftService {
     async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         // Only the leader answers (a stale follower would otherwise pass the request on); reads
         // from every follower share the leader's rounds.
-        if self.node.leader().map(|(leader, _)| leader) != Some(self.node.id) {
+        if !self.node.leads() {
             return Err(Status::from(self.node.not_leader()));
         }
         let index = self.node.read_index().await.map_err(Status::from)?;

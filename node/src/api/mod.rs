@@ -28,7 +28,7 @@ use error::ApiError;
 /// The principal a request's commands are recorded under, as the gate (`auth::gate`)
 /// authenticated it.
 pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> {
-    let authenticated = authenticated(request)?;
+    let authenticated = gated(request)?;
     authenticated.caller.principal().ok_or_else(|| {
         ApiError::Rejected(collective_statemachine::Rejection::PermissionDenied {
             reason: format!("{} is a member credential, not a principal", authenticated.caller),
@@ -38,10 +38,13 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> 
 
 /// The caller of a request, as the gate put it in the request's extensions.
 pub fn authenticated<T>(request: &tonic::Request<T>) -> Result<Authenticated, ApiError> {
+    gated(request).cloned()
+}
+
+fn gated<T>(request: &tonic::Request<T>) -> Result<&Authenticated, ApiError> {
     request
         .extensions()
         .get::<Authenticated>()
-        .cloned()
         .ok_or_else(|| ApiError::Internal("the request did not pass the authentication gate".into()))
 }
 
