@@ -148,23 +148,16 @@ mod tests {
         check_stored(include_str!("../tests/fixtures/version-v1.postcard.hex"), version_v1(), "history version");
     }
 
-    /// The stored bytes (hex) decode to `expected`, and `expected` encodes to them.
+    /// `expected` encodes to the stored bytes (hex), and they decode to it. A new fixture starts
+    /// as an empty file: the failed comparison prints its bytes.
     fn check_stored<T>(stored: &str, expected: T, what: &str)
     where
         T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
     {
         let bytes = unhex(stored);
+        assert_eq!(hex(&encode(&expected).unwrap()), hex(&bytes), "the {what}'s layout changed");
         let decoded: T = decode(&bytes).unwrap_or_else(|e| panic!("the stored {what} does not decode: {e}"));
         assert_eq!(decoded, expected, "the stored {what} decodes to another value");
-        assert_eq!(hex(&encode(&expected).unwrap()), hex(&bytes), "the {what}'s layout changed");
-    }
-
-    #[test]
-    #[ignore = "prints the fixtures' bytes once, when a format is introduced"]
-    fn print_fixtures() {
-        println!("entry {}", hex(&encode(&entry_v1()).unwrap()));
-        println!("version {}", hex(&encode(&version_v1()).unwrap()));
-        println!("membership {}", hex(&encode(&membership_entry_v1()).unwrap()));
     }
 
     #[test]
