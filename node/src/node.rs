@@ -449,6 +449,7 @@ impl Node {
             return self.enqueue(principal, command).await;
         }
         match self.leader() {
+            // Elected between the two reads of the metrics.
             Some((leader, _)) if leader == self.id => self.enqueue(principal, command).await,
             // Boxed: the forwarding future (a gRPC client call) is large, and inline it made every
             // write's future, which tonic boxes and moves per request, as large on the leader.

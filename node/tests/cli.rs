@@ -390,4 +390,28 @@ async fn bench_load_and_a_counted_presence_run() {
     // The window closes once 300 are measured; requests still in flight may land in it too.
     assert!((300..360).contains(&measured), "{presence}");
     assert_eq!(presence["errors"], serde_json::json!({}), "{presence}");
+
+    // Spread over the members, followers hand the writes on; they all succeed.
+    let spread =
+        run(&["presence", "--clients", "4", "--users", "20", "--count", "100", "--warmup", "0", "--send-to", "all"]);
+    assert!(spread["ok"].as_u64().unwrap() >= 100, "{spread}");
+    assert_eq!(spread["errors"], serde_json::json!({}), "{spread}");
+
+    // Sent to the leader, but only a follower is named: the error names the leader instead of
+    // quietly loading the follower.
+    let mut refusals = Vec::new();
+    for endpoint in &cluster.grpc {
+        let output = Command::new(env!("CARGO_BIN_EXE_collective"))
+            .args(["--endpoints", endpoint, "bench", "presence", "--clients", "2", "--users", "20", "--count", "10"])
+            .args(["--warmup", "0"])
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            refusals.push(String::from_utf8_lossy(&output.stderr).to_string());
+        }
+    }
+    assert_eq!(refusals.len(), 2, "only the leader's endpoint may run: {refusals:?}");
+    for refusal in refusals {
+        assert!(refusal.contains("which is not among --endpoints") && refusal.contains("name it there"), "{refusal}");
+    }
 }
