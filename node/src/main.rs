@@ -9,8 +9,28 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // Without the LIFO slot, a task woken by another runs after the tasks already queued rather
+    // than next. When a log entry commits, hundreds of request tasks are woken together; each
+    // one's response wakes its HTTP/2 connection task, which (from the LIFO slot) ran at once and
+    // wrote that single response: ~0.8 `writev` per acknowledged write on the leader. Queued
+    // behind the other responses instead, it writes them together (one `writev` per ~13 writes).
+    // Measured with 1,000 bench clients: leader 21.0-21.5 against 22.9-23.9 us of CPU per write,
+    // the bench client 14.7-15.0 against 16.5-17.6 (etcd as the target gains too: its members
+    // 70 against 72-74 us per put). It needs `--cfg tokio_unstable`, which `.cargo/config.toml`
+    // sets for every build; without it the runtime keeps tokio's default.
+    #[cfg(tokio_unstable)]
+    runtime.disable_lifo_slot();
+    let runtime = runtime.build().unwrap_or_else(|error| {
+        eprintln!("Error: cannot start the async runtime: {error}");
+        std::process::exit(1);
+    });
+    runtime.block_on(run());
+}
+
+async fn run() {
     let cli = collective::cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("COLLECTIVE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if matches!(cli.command, collective::cli::Command::Serve(_)) {
