@@ -36,6 +36,24 @@ pub enum CodecError {
     Empty,
 }
 
+/// Appends `value`, encoded as by [`encode`], to `out`; on an error `out` is as it was.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    /// Appends to a borrowed buffer, so a failed encoding cannot take the buffer with it.
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Append<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+            self.0.extend(bytes);
+        }
+    }
+    let start = out.len();
+    out.push(POSTCARD);
+    if let Err(error) = postcard::to_extend(value, Append(out)) {
+        out.truncate(start);
+        return Err(error.into());
+    }
+    Ok(())
+}
+
 /// Encodes `value` as the format byte and its postcard body.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(128);
@@ -146,6 +164,29 @@ mod tests {
             "membership entry",
         );
         check_stored(include_str!("../tests/fixtures/version-v1.postcard.hex"), version_v1(), "history version");
+    }
+
+    /// The history records versions borrowed from the state: they must write the stored bytes
+    /// of the owned version, after whatever the buffer held.
+    #[test]
+    fn a_borrowed_version_encodes_as_the_owned_one() {
+        let owned = version_v1();
+        let borrowed = collective_statemachine::history::PresenceVersionRef {
+            username: &owned.username,
+            status_key: &owned.status_key,
+            status_group: owned.status_group,
+            logged_on_site: owned.logged_on_site,
+            home_site: owned.home_site,
+            on_phone: owned.on_phone,
+            workgroups: &owned.workgroups,
+            deleted: owned.deleted,
+            since_ms: owned.since_ms,
+        };
+        assert_eq!(borrowed.to_owned(), owned);
+        let mut out = b"key".to_vec();
+        encode_into(&borrowed, &mut out).unwrap();
+        assert_eq!(&out[..3], b"key");
+        assert_eq!(hex(&out[3..]), hex(&unhex(include_str!("../tests/fixtures/version-v1.postcard.hex"))));
     }
 
     /// `expected` encodes to the stored bytes (hex), and they decode to it. A new fixture starts

@@ -56,6 +56,70 @@ fn storage(error: impl std::fmt::Display) -> HistoryError {
     HistoryError::Storage(error.to_string())
 }
 
+/// Encoded versions not yet written, keys and values side by side in one buffer: gathering a
+/// version allocates nothing (two allocations per version were, with the copies of its strings,
+/// about a sixth of what recording cost).
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Where each version is in `bytes`: its start, then the lengths of its key and its value.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl Pending {
+    /// Appends the version of `user_key` at (`at_ms`, `revision`).
+    fn push(
+        &mut self,
+        user_key: &str,
+        at_ms: u64,
+        revision: u64,
+        version: &impl serde::Serialize,
+    ) -> Result<(), HistoryError> {
+        let start = self.bytes.len();
+        write_version_key(&mut self.bytes, user_key, at_ms, revision);
+        let key_len = self.bytes.len() - start;
+        if let Err(error) = codec::encode_into(version, &mut self.bytes) {
+            self.bytes.truncate(start);
+            return Err(storage(error));
+        }
+        self.spans.push((start, key_len, self.bytes.len() - start - key_len));
+        Ok(())
+    }
+
+    fn key(&self, &(start, key_len, _): &(usize, usize, usize)) -> &[u8] {
+        &self.bytes[start..start + key_len]
+    }
+
+    fn value(&self, &(start, key_len, value_len): &(usize, usize, usize)) -> &[u8] {
+        &self.bytes[start + key_len..start + key_len + value_len]
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// An empty one with room for as many versions as this one holds.
+    fn with_room_of(&self) -> Pending {
+        Pending { bytes: Vec::with_capacity(self.bytes.capacity()), spans: Vec::with_capacity(self.spans.capacity()) }
+    }
+
+    /// Drops the versions after the first `count`.
+    fn truncate(&mut self, count: usize) {
+        if let Some(&(start, _, _)) = self.spans.get(count) {
+            self.bytes.truncate(start);
+            self.spans.truncate(count);
+        }
+    }
+
+    /// Takes `other`'s versions in after these.
+    fn append(&mut self, other: Pending) {
+        let offset = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.spans
+            .extend(other.spans.into_iter().map(|(start, key_len, value_len)| (start + offset, key_len, value_len)));
+    }
+}
+
 fn user_prefix(user_key: &str) -> Vec<u8> {
     let mut key = USER_PREFIX.to_vec();
     key.extend_from_slice(user_key.as_bytes());
@@ -64,10 +128,17 @@ fn user_prefix(user_key: &str) -> Vec<u8> {
 }
 
 fn version_key(user_key: &str, at_ms: u64, revision: u64) -> Vec<u8> {
-    let mut key = user_prefix(user_key);
-    key.extend_from_slice(&at_ms.to_be_bytes());
-    key.extend_from_slice(&revision.to_be_bytes());
+    let mut key = Vec::with_capacity(USER_PREFIX.len() + user_key.len() + 17);
+    write_version_key(&mut key, user_key, at_ms, revision);
     key
+}
+
+fn write_version_key(out: &mut Vec<u8>, user_key: &str, at_ms: u64, revision: u64) {
+    out.extend_from_slice(USER_PREFIX);
+    out.extend_from_slice(user_key.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    out.extend_from_slice(&revision.to_be_bytes());
 }
 
 /// Splits a version key into (user key, at_ms).
@@ -84,8 +155,8 @@ pub struct HistoryStore {
     db: Arc<DB>,
     /// Held by `prune` and `reset_to`, which both move `oldest_ms`: neither may undo the other.
     oldest_lock: Mutex<()>,
-    /// Encoded versions (key, value) not yet written.
-    pending: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Encoded versions not yet written.
+    pending: Mutex<Pending>,
     /// Held while pending versions are written and by `reset_to`, so a flush that took versions
     /// before a reset cannot write them after it.
     write_lock: Mutex<()>,
@@ -97,31 +168,40 @@ impl HistoryStore {
         Arc::new(HistoryStore {
             db,
             oldest_lock: Mutex::new(()),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             write_lock: Mutex::new(()),
         })
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<(Vec<u8>, Vec<u8>)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().expect("history pending lock")
     }
 
     /// Writes the gathered versions, in key order, in one batch (not synced: see the module).
     pub fn flush(&self) -> Result<(), HistoryError> {
         let _write = self.write_lock.lock().expect("history write lock");
-        let mut versions = std::mem::take(&mut *self.pending());
-        if versions.is_empty() {
-            return Ok(());
-        }
-        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut versions = {
+            let mut pending = self.pending();
+            if pending.len() == 0 {
+                return Ok(());
+            }
+            // The next versions gather in buffers as large, so they do not grow them again.
+            let room = pending.with_room_of();
+            std::mem::replace(&mut *pending, room)
+        };
+        let mut spans = std::mem::take(&mut versions.spans);
+        spans.sort_unstable_by(|a, b| versions.key(a).cmp(versions.key(b)));
         let mut batch = WriteBatch::default();
-        for (key, value) in &versions {
-            batch.put_cf(self.cf(), key, value);
+        for span in &spans {
+            batch.put_cf(self.cf(), versions.key(span), versions.value(span));
         }
+        versions.spans = spans;
         if let Err(error) = self.db.write(batch) {
             // Kept for the next flush: a snapshot that commits later would otherwise let the log
             // these versions came from be purged without them.
-            self.pending().extend(versions);
+            let mut pending = self.pending();
+            let newer = std::mem::replace(&mut *pending, versions);
+            pending.append(newer);
             return Err(storage(error));
         }
         Ok(())
@@ -141,12 +221,16 @@ impl HistoryStore {
     /// Returns whether enough are gathered that the caller should `flush` (apply calls it after
     /// releasing the state lock, so readers do not wait for the write).
     pub fn record(&self, state: &State, records: &[EventRecord]) -> Result<bool, HistoryError> {
-        let mut encoded = Vec::new();
-        for (user_key, at_ms, revision, version) in versions(state, records) {
-            encoded.push((version_key(&user_key, at_ms, revision), codec::encode(&version).map_err(storage)?));
-        }
+        let versions = versions(state, records);
         let mut pending = self.pending();
-        pending.append(&mut encoded);
+        let before = pending.len();
+        for (user_key, at_ms, revision, version) in &versions {
+            if let Err(error) = pending.push(user_key, *at_ms, *revision, version) {
+                // All of the entry's versions or none.
+                pending.truncate(before);
+                return Err(error);
+            }
+        }
         Ok(pending.len() >= HISTORY_PENDING_MAX)
     }
 
@@ -156,7 +240,7 @@ impl HistoryStore {
         let _guard = self.oldest_lock.lock().expect("history lock");
         let _write = self.write_lock.lock().expect("history write lock");
         // Versions of the state the snapshot replaces: the reset below supersedes them.
-        self.pending().clear();
+        *self.pending() = Pending::default();
         let mut batch = WriteBatch::default();
         // Nothing before the snapshot is answered any more, and users deleted while this node
         // was behind must not linger: start the per-user index afresh.
@@ -321,7 +405,7 @@ impl HistoryStore {
     pub fn discard_gathered(&self) -> usize {
         let mut pending = self.pending();
         let discarded = pending.len();
-        pending.clear();
+        *pending = Pending::default();
         discarded
     }
 

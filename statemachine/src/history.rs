@@ -39,19 +39,7 @@ pub struct PresenceVersion {
 impl PresenceVersion {
     /// The version of a user as `state` has it now.
     pub fn of(state: &State, user_key: &str) -> Option<PresenceVersion> {
-        let user = state.users.get(user_key)?;
-        let presence = state.presence.get(user_key)?;
-        Some(PresenceVersion {
-            username: user.username.clone(),
-            status_key: presence.status_key.clone(),
-            status_group: state.catalog.get(&presence.status_key).map(|d| d.group).unwrap_or(StatusGroup::Unavailable),
-            logged_on_site: presence.logon.as_ref().map(|l| l.site),
-            home_site: user.home_site,
-            on_phone: presence.on_phone(),
-            workgroups: user.workgroups.clone(),
-            deleted: false,
-            since_ms: presence.since_ms,
-        })
+        PresenceVersionRef::of(state, user_key).map(|version| version.to_owned())
     }
 
     /// Available to take work: logged on and in a status of group Available.
@@ -60,11 +48,88 @@ impl PresenceVersion {
     }
 }
 
+/// A [`PresenceVersion`] borrowed from the state, so recording one copies no strings. It
+/// serialises to exactly the bytes of the owned version (same fields, same order, same types
+/// as far as serde is concerned): stored versions decode as `PresenceVersion`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PresenceVersionRef<'a> {
+    /// Username as created.
+    pub username: &'a str,
+    /// Status key.
+    pub status_key: &'a str,
+    /// The status's group at the time.
+    pub status_group: StatusGroup,
+    /// Current site while logged on.
+    pub logged_on_site: Option<SiteId>,
+    /// Home site.
+    pub home_site: SiteId,
+    /// On the phone.
+    pub on_phone: bool,
+    /// Workgroups (lowercase) the user was a member of.
+    pub workgroups: &'a crate::small::VecSet<String>,
+    /// The user was deleted by this change (no presence from here on).
+    pub deleted: bool,
+    /// Entry time of the change that put the user in this presence.
+    pub since_ms: u64,
+}
+
+/// The workgroups of a deleted user's tombstone.
+static NO_WORKGROUPS: crate::small::VecSet<String> = crate::small::VecSet::new();
+
+impl<'a> PresenceVersionRef<'a> {
+    /// The version of a user as `state` has it now.
+    pub fn of(state: &'a State, user_key: &str) -> Option<PresenceVersionRef<'a>> {
+        let user = state.users.get(user_key)?;
+        let presence = state.presence.get(user_key)?;
+        Some(PresenceVersionRef {
+            username: &user.username,
+            status_key: &presence.status_key,
+            status_group: state.catalog.get(&presence.status_key).map(|d| d.group).unwrap_or(StatusGroup::Unavailable),
+            logged_on_site: presence.logon.as_ref().map(|l| l.site),
+            home_site: user.home_site,
+            on_phone: presence.on_phone(),
+            workgroups: &user.workgroups,
+            deleted: false,
+            since_ms: presence.since_ms,
+        })
+    }
+
+    /// The tombstone of a user deleted at `at_ms`.
+    fn deleted(username: &'a str, at_ms: u64) -> PresenceVersionRef<'a> {
+        PresenceVersionRef {
+            username,
+            status_key: "",
+            status_group: StatusGroup::Unavailable,
+            logged_on_site: None,
+            home_site: 0,
+            on_phone: false,
+            workgroups: &NO_WORKGROUPS,
+            deleted: true,
+            since_ms: at_ms,
+        }
+    }
+
+    /// The owned version.
+    pub fn to_owned(&self) -> PresenceVersion {
+        PresenceVersion {
+            username: self.username.to_string(),
+            status_key: self.status_key.to_string(),
+            status_group: self.status_group,
+            logged_on_site: self.logged_on_site,
+            home_site: self.home_site,
+            on_phone: self.on_phone,
+            workgroups: self.workgroups.clone(),
+            deleted: self.deleted,
+            since_ms: self.since_ms,
+        }
+    }
+}
+
 /// The versions to record after `records` were applied and `state` reached: per touched user
 /// (lowercase key), the entry time, the revision of its last event, and its version (a deleted
 /// user gets a tombstone). Several changes at one entry time collapse into the last.
-pub fn versions(state: &State, records: &[EventRecord]) -> Vec<(String, u64, u64, PresenceVersion)> {
-    let mut touched: BTreeMap<String, (u64, u64, &str)> = BTreeMap::new();
+pub fn versions<'a>(state: &'a State, records: &'a [EventRecord]) -> Vec<(String, u64, u64, PresenceVersionRef<'a>)> {
+    let mut touched: BTreeMap<String, (u64, u64, &'a str)> = BTreeMap::new();
     for record in records {
         let mut touch = |username| {
             touched.insert(key_of(username), (record.at_ms, record.revision, username));
@@ -98,17 +163,8 @@ pub fn versions(state: &State, records: &[EventRecord]) -> Vec<(String, u64, u64
     touched
         .into_iter()
         .map(|(user_key, (at_ms, revision, username))| {
-            let version = PresenceVersion::of(state, &user_key).unwrap_or_else(|| PresenceVersion {
-                username: username.to_string(),
-                status_key: String::new(),
-                status_group: StatusGroup::Unavailable,
-                logged_on_site: None,
-                home_site: 0,
-                on_phone: false,
-                workgroups: crate::small::VecSet::new(),
-                deleted: true,
-                since_ms: at_ms,
-            });
+            let version = PresenceVersionRef::of(state, &user_key)
+                .unwrap_or_else(|| PresenceVersionRef::deleted(username, at_ms));
             (user_key, at_ms, revision, version)
         })
         .collect()

@@ -27,7 +27,7 @@ impl<T> Default for VecSet<T> {
 
 impl<T: Ord> VecSet<T> {
     /// An empty set (allocates nothing).
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         VecSet(Vec::new())
     }
 
