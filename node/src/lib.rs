@@ -21,6 +21,7 @@ pub mod bundle;
 pub mod cli;
 pub mod codec;
 pub mod config;
+mod dispatch;
 pub mod environment;
 pub mod history;
 pub mod memory;

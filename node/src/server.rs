@@ -30,6 +30,7 @@ use crate::api::presence::PresenceService;
 use crate::api::routing::RoutingService;
 use crate::auth::gate::GateLayer;
 use crate::config::NodeConfig;
+use crate::dispatch::Services;
 use crate::network::PEER_MESSAGE_BYTES_MAX;
 use crate::node::Node;
 use crate::raft_service::RaftService;
@@ -85,28 +86,28 @@ where
         .max_concurrent_streams(GRPC_CONCURRENT_STREAMS_MAX)
         // Every request passes the gate before its service (auth::gate).
         .layer(GateLayer::new(node.clone()))
-        .add_service(AuthServer::new(AuthService { node: node.clone() }))
-        .add_service(
-            RaftServer::new(RaftService { node: node.clone() })
-                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
-        )
-        .add_service(DirectoryServer::new(DirectoryService { node: node.clone() }))
-        .add_service(PresencesServer::new(PresenceService::new(node.clone())))
-        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
-        .add_service(HistoryServer::new(HistoryService { node: node.clone() }))
-        .add_service(MessagesServer::new(MessagesService { node: node.clone() }))
-        .add_service(NotesServer::new(NotesService { node: node.clone() }))
-        .add_service(RoutingServer::new(RoutingService { node: node.clone() }))
-        .add_service(
-            ConfigServer::new(ConfigService { node: node.clone() })
-                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
-        )
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming(incoming);
+        .serve_with_incoming(
+            Services {
+                presences: PresencesServer::new(PresenceService::new(node.clone())),
+                raft: RaftServer::new(RaftService { node: node.clone() })
+                    .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+                directory: DirectoryServer::new(DirectoryService { node: node.clone() }),
+                auth: AuthServer::new(AuthService { node: node.clone() }),
+                cluster: ClusterServer::new(ClusterService { node: node.clone() }),
+                history: HistoryServer::new(HistoryService { node: node.clone() }),
+                messages: MessagesServer::new(MessagesService { node: node.clone() }),
+                notes: NotesServer::new(NotesService { node: node.clone() }),
+                routing: RoutingServer::new(RoutingService { node: node.clone() }),
+                config: ConfigServer::new(ConfigService { node: node.clone() })
+                    .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+                health: health_service,
+                reflection_v1,
+                reflection_v1alpha,
+            },
+            incoming,
+        );
 
     tokio::spawn(report_metrics(node.clone(), health_reporter));
     tokio::spawn(report_backlog(node.clone()));
