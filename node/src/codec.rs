@@ -182,7 +182,7 @@ mod tests {
             deleted: owned.deleted,
             since_ms: owned.since_ms,
         };
-        assert_eq!(borrowed.to_owned(), owned);
+        assert_eq!(borrowed.to_version(), owned);
         let mut out = b"key".to_vec();
         encode_into(&borrowed, &mut out).unwrap();
         assert_eq!(&out[..3], b"key");

@@ -4,10 +4,12 @@
 //! Per request, `Routes` matched a wildcard route, stored the matched parameter in the request's
 //! extensions, cloned a boxed service and wrapped the request and the response bodies in two
 //! more boxed bodies each, whose every frame then went through those layers. Here a request
-//! costs one comparison per service before its own and nothing else: the generated servers
+//! costs a comparison per service before its own and a clone of that one service (hyper clones
+//! the whole stack per request, so the services sit behind one `Arc`); the generated servers
 //! already return boxed futures.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use collective_proto::raft::raft_server::RaftServer;
@@ -39,10 +41,25 @@ use crate::raft_service::RaftService;
 type Request = tonic::codegen::http::Request<Body>;
 type Response = tonic::codegen::http::Response<Body>;
 
-/// Every gRPC service of a node. `H` is the health service, `R1` and `R2` the reflection
-/// services (v1 and v1alpha), whose types their crates do not name.
-#[derive(Clone)]
-pub struct Services<H, R1, R2> {
+/// Every gRPC service of a node, shared by the copies hyper and the gate make per request.
+pub struct Services<H, R1, R2>(Arc<ServiceSet<H, R1, R2>>);
+
+impl<H, R1, R2> Clone for Services<H, R1, R2> {
+    fn clone(&self) -> Self {
+        Services(self.0.clone())
+    }
+}
+
+impl<H, R1, R2> Services<H, R1, R2> {
+    /// Serves `set`.
+    pub fn new(set: ServiceSet<H, R1, R2>) -> Self {
+        Services(Arc::new(set))
+    }
+}
+
+/// The services themselves. `H` is the health service, `R1` and `R2` the reflection services
+/// (v1 and v1alpha), whose types their crates do not name.
+pub struct ServiceSet<H, R1, R2> {
     /// Writes, the hottest path: tried first.
     pub presences: PresencesServer<PresenceService>,
     /// Raft between members.
@@ -87,7 +104,7 @@ fn unimplemented() -> BoxFuture<Response, Infallible> {
 macro_rules! route {
     ($name:expr, $request:expr, $($service:expr),+ $(,)?) => {
         $(if $name == named(&$service) {
-            return $service.call($request);
+            return $service.clone().call($request);
         })+
     };
 }
@@ -99,11 +116,14 @@ fn named<S: NamedService>(_: &S) -> &'static str {
 impl<H, R1, R2> Service<Request> for Services<H, R1, R2>
 where
     H: Service<Request, Response = Response, Error = Infallible, Future = BoxFuture<Response, Infallible>>
-        + NamedService,
+        + NamedService
+        + Clone,
     R1: Service<Request, Response = Response, Error = Infallible, Future = BoxFuture<Response, Infallible>>
-        + NamedService,
+        + NamedService
+        + Clone,
     R2: Service<Request, Response = Response, Error = Infallible, Future = BoxFuture<Response, Infallible>>
-        + NamedService,
+        + NamedService
+        + Clone,
 {
     type Response = Response;
     type Error = Infallible;
@@ -118,22 +138,23 @@ where
         let Some(name) = service_name(request.uri().path()) else {
             return unimplemented();
         };
+        let set = &*self.0;
         route!(
             name,
             request,
-            self.presences,
-            self.raft,
-            self.directory,
-            self.auth,
-            self.cluster,
-            self.history,
-            self.messages,
-            self.notes,
-            self.routing,
-            self.config,
-            self.health,
-            self.reflection_v1,
-            self.reflection_v1alpha,
+            set.presences,
+            set.raft,
+            set.directory,
+            set.auth,
+            set.cluster,
+            set.history,
+            set.messages,
+            set.notes,
+            set.routing,
+            set.config,
+            set.health,
+            set.reflection_v1,
+            set.reflection_v1alpha,
         );
         unimplemented()
     }

@@ -35,6 +35,8 @@ const USER_PREFIX_END: &[u8] = b"u0";
 pub const HISTORY_SCAN_VERSIONS_MAX: usize = 5_000_000;
 /// Versions gathered before they are written (about 100 bytes each).
 pub const HISTORY_PENDING_MAX: usize = 32_768;
+/// Room for one gathered version (key and value) that a flush keeps for the next gathering.
+const PENDING_VERSION_BYTES: usize = 128;
 
 /// Why a history question has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +100,14 @@ impl Pending {
         self.spans.len()
     }
 
-    /// An empty one with room for as many versions as this one holds.
+    /// An empty one with room for as many versions as this one holds, up to a full gathering of
+    /// ordinary versions: one entry that touched every user (a site's id changed) must not make
+    /// every later flush allocate that much again.
     fn with_room_of(&self) -> Pending {
-        Pending { bytes: Vec::with_capacity(self.bytes.capacity()), spans: Vec::with_capacity(self.spans.capacity()) }
+        Pending {
+            bytes: Vec::with_capacity(self.bytes.capacity().min(HISTORY_PENDING_MAX * PENDING_VERSION_BYTES)),
+            spans: Vec::with_capacity(self.spans.capacity().min(HISTORY_PENDING_MAX)),
+        }
     }
 
     /// Drops the versions after the first `count`.

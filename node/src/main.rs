@@ -42,6 +42,11 @@ async fn run() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if matches!(cli.command, collective::cli::Command::Serve(_)) {
         collective::memory::start_background_purging();
+        #[cfg(not(tokio_unstable))]
+        tracing::warn!(
+            "built without --cfg tokio_unstable (RUSTFLAGS replaced .cargo/config.toml's): the runtime keeps \
+             tokio's LIFO slot and spends ~10 % more CPU per write on the leader"
+        );
     }
     if let Err(error) = collective::cli::run(cli).await {
         eprintln!("Error: {error:#}");

@@ -30,7 +30,7 @@ use crate::api::presence::PresenceService;
 use crate::api::routing::RoutingService;
 use crate::auth::gate::GateLayer;
 use crate::config::NodeConfig;
-use crate::dispatch::Services;
+use crate::dispatch::{ServiceSet, Services};
 use crate::network::PEER_MESSAGE_BYTES_MAX;
 use crate::node::Node;
 use crate::raft_service::RaftService;
@@ -87,7 +87,7 @@ where
         // Every request passes the gate before its service (auth::gate).
         .layer(GateLayer::new(node.clone()))
         .serve_with_incoming(
-            Services {
+            Services::new(ServiceSet {
                 presences: PresencesServer::new(PresenceService::new(node.clone())),
                 raft: RaftServer::new(RaftService { node: node.clone() })
                     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -105,7 +105,7 @@ where
                 health: health_service,
                 reflection_v1,
                 reflection_v1alpha,
-            },
+            }),
             incoming,
         );
 

@@ -39,7 +39,7 @@ pub struct PresenceVersion {
 impl PresenceVersion {
     /// The version of a user as `state` has it now.
     pub fn of(state: &State, user_key: &str) -> Option<PresenceVersion> {
-        PresenceVersionRef::of(state, user_key).map(|version| version.to_owned())
+        PresenceVersionRef::of(state, user_key).map(|version| version.to_version())
     }
 
     /// Available to take work: logged on and in a status of group Available.
@@ -110,7 +110,7 @@ impl<'a> PresenceVersionRef<'a> {
     }
 
     /// The owned version.
-    pub fn to_owned(&self) -> PresenceVersion {
+    pub fn to_version(&self) -> PresenceVersion {
         PresenceVersion {
             username: self.username.to_string(),
             status_key: self.status_key.to_string(),

@@ -62,7 +62,7 @@ pub fn rule(path: &str) -> Rule {
     }
 }
 
-/// Builds [`Gate`]s around the router.
+/// Builds [`Gate`]s around the services (`dispatch::Services`).
 #[derive(Clone)]
 pub struct GateLayer {
     node: Arc<Node>,
