@@ -59,8 +59,7 @@ fn storage(error: impl std::fmt::Display) -> HistoryError {
 }
 
 /// Encoded versions not yet written, keys and values side by side in one buffer: gathering a
-/// version allocates nothing (two allocations per version were, with the copies of its strings,
-/// about a sixth of what recording cost).
+/// version allocates nothing (it took a copy of each of its strings and two buffers).
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
@@ -192,7 +191,8 @@ impl HistoryStore {
             if pending.len() == 0 {
                 return Ok(());
             }
-            // The next versions gather in buffers as large, so they do not grow them again.
+            // The next versions gather in buffers as large (up to a full gathering), so they do
+            // not grow them again.
             let room = pending.with_room_of();
             std::mem::replace(&mut *pending, room)
         };

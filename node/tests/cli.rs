@@ -138,6 +138,39 @@ async fn health_and_reflection_answer_like_grpcurl_expects() {
     {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
+
+    // The older reflection version is served too (grpcurl falls back to it).
+    {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        let mut reflection = ServerReflectionClient::new(cluster.channel(2).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses =
+            reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+        let message = responses.next().await.unwrap().unwrap().message_response;
+        assert!(matches!(message, Some(MessageResponse::ListServicesResponse(_))), "{message:?}");
+    }
+
+    // A service nobody serves, a method a service lacks and a path that is no gRPC method:
+    // UNIMPLEMENTED, as tonic's own router answers.
+    for path in ["/collective.v1.Nowhere/Anything", "/collective.v1.Presences/Nothing", "/collective.v1.Presences"] {
+        let mut grpc = tonic::client::Grpc::new(cluster.channel(0).await);
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(
+                tonic::Request::new(()),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{path}: {status:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
