@@ -57,8 +57,8 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 /// Encodes `value` as the format byte and its postcard body.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(128);
-    out.push(POSTCARD);
-    Ok(postcard::to_extend(value, out)?)
+    encode_into(value, &mut out)?;
+    Ok(out)
 }
 
 /// Decodes what `encode` wrote, or the JSON earlier builds wrote.

@@ -432,3 +432,52 @@ impl Drop for HistoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(versions: &[(&str, u64)]) -> Pending {
+        let mut pending = Pending::default();
+        for (user, revision) in versions {
+            pending.push(user, 1_000, *revision, &format!("{user}@{revision}")).unwrap();
+        }
+        pending
+    }
+
+    /// (key, value) pairs in gathering order.
+    fn pairs(pending: &Pending) -> Vec<(Vec<u8>, String)> {
+        pending
+            .spans
+            .iter()
+            .map(|span| (pending.key(span).to_vec(), codec::decode::<String>(pending.value(span)).unwrap()))
+            .collect()
+    }
+
+    /// The arena hands back each version's key and value as written, after truncating (an
+    /// entry whose encoding failed) and after a failed flush puts its versions back in front
+    /// of those gathered meanwhile.
+    #[test]
+    fn gathered_versions_keep_their_keys_and_values() {
+        let mut older = pending(&[("bo", 1), ("al", 2), ("cy", 3)]);
+        assert_eq!(
+            pairs(&older),
+            vec![
+                (version_key("bo", 1_000, 1), "bo@1".to_string()),
+                (version_key("al", 1_000, 2), "al@2".to_string()),
+                (version_key("cy", 1_000, 3), "cy@3".to_string()),
+            ]
+        );
+        older.truncate(2);
+        older.truncate(5);
+        assert_eq!(older.len(), 2);
+        let newer = pending(&[("dee", 4)]);
+        older.append(newer);
+        let values: Vec<String> = pairs(&older).into_iter().map(|(_, value)| value).collect();
+        assert_eq!(values, ["bo@1", "al@2", "dee@4"]);
+        assert_eq!(pairs(&older)[2].0, version_key("dee", 1_000, 4));
+        let room = older.with_room_of();
+        assert_eq!((room.len(), room.bytes.len()), (0, 0));
+        assert!(room.spans.capacity() >= older.len());
+    }
+}
