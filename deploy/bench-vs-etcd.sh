@@ -66,6 +66,7 @@ for run in $(seq 1 "$RUNS"); do
         send_to=(); [ "$workload" = presence ] && send_to=(--send-to "$SEND_TO")
         "$BIN" --endpoints "$endpoints" -w json bench "$workload" --target "$target" --clients "$clients" \
           "${send_to[@]}" --duration "$DURATION" --warmup 2 | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
+        tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  %.0f ops/s, p99 %.2f ms" % (r["throughput_per_s"], r["p99_ms"]), file=sys.stderr)'
       done
     done
   done
