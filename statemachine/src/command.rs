@@ -15,8 +15,9 @@ use crate::user::UserSpec;
 /// Who asked for a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Principal {
-    /// An administrator, by name.
-    Admin(String),
+    /// An administrator, by name. Shared: every event a command produces carries its
+    /// principal, on every member (encoded like a plain string).
+    Admin(std::sync::Arc<str>),
     /// A site, authenticated by id and password.
     Site(SiteId),
     /// The collective itself (ticks, timers).

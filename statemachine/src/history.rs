@@ -2,6 +2,7 @@
 //! change touched. Stored per user and time (by the node), versions answer "presence of U at T",
 //! "who was available in W at T" and "time in each status" without replaying events.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use crate::catalog::StatusGroup;
 use crate::event::{Event, EventRecord};
 use crate::site::SiteId;
 use crate::state::State;
-use crate::user::key_of;
+use crate::user::key_ref;
 
 /// A user's presence as of one change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,11 +129,14 @@ impl<'a> PresenceVersionRef<'a> {
 /// The versions to record after `records` were applied and `state` reached: per touched user
 /// (lowercase key), the entry time, the revision of its last event, and its version (a deleted
 /// user gets a tombstone). Several changes at one entry time collapse into the last.
-pub fn versions<'a>(state: &'a State, records: &'a [EventRecord]) -> Vec<(String, u64, u64, PresenceVersionRef<'a>)> {
-    let mut touched: BTreeMap<String, (u64, u64, &'a str)> = BTreeMap::new();
+pub fn versions<'a>(
+    state: &'a State,
+    records: &'a [EventRecord],
+) -> Vec<(Cow<'a, str>, u64, u64, PresenceVersionRef<'a>)> {
+    let mut touched: BTreeMap<Cow<'a, str>, (u64, u64, &'a str)> = BTreeMap::new();
     for record in records {
-        let mut touch = |username| {
-            touched.insert(key_of(username), (record.at_ms, record.revision, username));
+        let mut touch = |username: &'a str| {
+            touched.insert(key_ref(username), (record.at_ms, record.revision, username));
         };
         match &record.event {
             Event::SiteIdChanged { new, .. } => {

@@ -29,7 +29,7 @@ use crate::limits::*;
 use crate::rejection::Rejection;
 use crate::site::SiteId;
 use crate::state::State;
-use crate::user::key_of;
+use crate::user::{key_of, key_ref};
 
 /// Why a reservation ended without an accept: the agent declined.
 pub const RELEASE_REJECTED: &str = "rejected";
@@ -200,10 +200,45 @@ pub struct Routing {
 struct Tracked {
     site: SiteId,
     workgroups: crate::small::VecSet<String>,
+    flags: Flags,
+}
+
+/// What an agent's workgroup counts are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Flags {
     ready: bool,
     on_phone: bool,
     reserved: bool,
     eligible: bool,
+}
+
+/// Counts (sign 1) or uncounts (-1) an agent in a workgroup's counts; a workgroup nobody is
+/// logged on in has none.
+fn count(counts: &mut BTreeMap<String, AgentCounts>, workgroup: &str, flags: Flags, sign: i64) {
+    match counts.get_mut(workgroup) {
+        Some(workgroup_counts) => {
+            workgroup_counts.add(flags, sign);
+            if workgroup_counts.logged_on == 0 {
+                counts.remove(workgroup);
+            }
+        }
+        None => {
+            assert_eq!(sign, 1, "tracked agents are counted");
+            let mut workgroup_counts = AgentCounts::default();
+            workgroup_counts.add(flags, sign);
+            counts.insert(workgroup.to_string(), workgroup_counts);
+        }
+    }
+}
+
+/// Takes a user out of the users logged on at a site.
+fn leave_site(at_site: &mut BTreeMap<SiteId, BTreeSet<String>>, site: SiteId, user_key: &str) {
+    if let Some(users) = at_site.get_mut(&site) {
+        users.remove(user_key);
+        if users.is_empty() {
+            at_site.remove(&site);
+        }
+    }
 }
 
 /// Live per-workgroup agent counts.
@@ -222,17 +257,17 @@ pub struct AgentCounts {
 }
 
 impl AgentCounts {
-    fn add(&mut self, tracked: &Tracked, sign: i64) {
+    fn add(&mut self, flags: Flags, sign: i64) {
         let apply = |count: &mut u64, flag: bool| {
             if flag {
                 *count = count.checked_add_signed(sign).expect("agent counts never go negative");
             }
         };
         apply(&mut self.logged_on, true);
-        apply(&mut self.ready, tracked.ready);
-        apply(&mut self.available, tracked.eligible);
-        apply(&mut self.on_phone, tracked.on_phone);
-        apply(&mut self.reserved, tracked.reserved);
+        apply(&mut self.ready, flags.ready);
+        apply(&mut self.available, flags.eligible);
+        apply(&mut self.on_phone, flags.on_phone);
+        apply(&mut self.reserved, flags.reserved);
     }
 }
 
@@ -739,6 +774,9 @@ impl State {
     /// interactions end.
     pub(crate) fn note_routing_effects(&mut self, event: &Event, at_ms: u64) {
         let index = &mut self.routing.index;
+        // The one user a presence change touches is refreshed directly, not through
+        // `dirty_users`: every applied write passes here on every member.
+        let mut only_user = None;
         match event {
             Event::UserLoggedOff { username, .. } | Event::UserDeleted { username } => {
                 let user = key_of(username);
@@ -754,9 +792,7 @@ impl State {
             | Event::UserRemovedFromWorkgroup { username, .. }
             | Event::StatusChanged { username, .. }
             | Event::UserLoggedOn { username, .. }
-            | Event::InteractionStarted { username, .. } => {
-                index.dirty_users.insert(key_of(username));
-            }
+            | Event::InteractionStarted { username, .. } => only_user = Some(username.as_str()),
             Event::InteractionEnded { username, interaction_id } => {
                 let user = key_of(username);
                 index.dirty_users.insert(user.clone());
@@ -802,6 +838,9 @@ impl State {
             _ => {}
         }
         self.refresh_dirty();
+        if let Some(username) = only_user {
+            self.refresh_agent(&key_ref(username));
+        }
     }
 
     fn finish_interaction(&mut self, interaction_id: &str, outcome: &str, at_ms: u64) {
@@ -830,108 +869,108 @@ impl State {
         }
     }
 
-    /// How routing sees one user now: `None` when not logged on.
-    fn tracked_now(&self, user_key: &str) -> Option<(Tracked, Option<director::Agent>)> {
-        let user = self.users.get(user_key)?;
-        let presence = self.presence.get(user_key)?;
-        let logon = presence.logon.as_ref()?;
-        let ready = self
-            .catalog
-            .get(&presence.status_key)
-            .is_some_and(|def| def.group == StatusGroup::Available && def.acd_available);
-        let reserved = self.routing.index.reserved.contains_key(user_key);
-        let site_up =
-            self.sites.get(&logon.site).is_some_and(|site| site.active) && self.leases.contains_key(&logon.site);
-        let eligible = ready && !presence.on_phone() && !reserved && site_up && !user.workgroups.is_empty();
-        let tracked = Tracked {
-            site: logon.site,
-            workgroups: user.workgroups.clone(),
-            ready,
-            on_phone: presence.on_phone(),
-            reserved,
-            eligible,
-        };
-        let agent = eligible.then(|| director::Agent {
-            key: Arc::from(user_key),
-            site: logon.site,
-            idle_since_ms: presence.since_ms,
-            skills: Arc::new(BTreeMap::from(&user.skills)),
-        });
-        Some((tracked, agent))
-    }
-
+    /// Brings routing's view of one user up to date: its counts, its site and, when it is
+    /// eligible, the eligible index. Runs for every presence change on every member, so the
+    /// unchanged view is compared in place (no copies), a changed one is updated in place (one
+    /// lookup in the tracked map), and an agent is rebuilt only when the eligible index needs it.
     fn refresh_agent(&mut self, user_key: &str) {
-        let now = self.tracked_now(user_key);
-        let index = &mut self.routing.index;
-        // Most presence changes leave routing's view of the user as it was (a status that is
-        // not ACD-available replaced by another): then only eligibility below can change.
-        let old = index.tracked.get(user_key);
-        let changed = old != now.as_ref().map(|(tracked, _)| tracked);
-        // Unchanged and not eligible: it was not eligible before either (eligibility is part of
-        // the view), so neither the counts nor the eligible index has anything to update.
-        if !changed && now.as_ref().is_none_or(|(tracked, _)| !tracked.eligible) {
-            return;
-        }
-        let moved = old.map(|old| old.site) != now.as_ref().map(|(tracked, _)| tracked.site);
-        let mut slot = None;
-        if changed {
-            if let Some((key, old)) = index.tracked.remove_entry(user_key) {
-                slot = Some(key);
+        let State { users, presence, catalog, sites, leases, routing, .. } = self;
+        let index = &mut routing.index;
+        let now = (|| {
+            let user = users.get(user_key)?;
+            let presence = presence.get(user_key)?;
+            let logon = presence.logon.as_ref()?;
+            let ready = catalog
+                .get(&presence.status_key)
+                .is_some_and(|def| def.group == StatusGroup::Available && def.acd_available);
+            let reserved = index.reserved.contains_key(user_key);
+            let site_up = sites.get(&logon.site).is_some_and(|site| site.active) && leases.contains_key(&logon.site);
+            let on_phone = presence.on_phone();
+            let eligible = ready && !on_phone && !reserved && site_up && !user.workgroups.is_empty();
+            Some((logon.site, user, presence, Flags { ready, on_phone, reserved, eligible }))
+        })();
+        let Some((site, user, presence, flags)) = now else {
+            // Not logged on (or gone): out of every view.
+            if let Some(old) = index.tracked.remove(user_key) {
                 for workgroup in &old.workgroups {
-                    let counts = index.counts.get_mut(workgroup).expect("tracked agents are counted");
-                    counts.add(&old, -1);
-                    if counts.logged_on == 0 {
-                        index.counts.remove(workgroup);
-                    }
+                    count(&mut index.counts, workgroup, old.flags, -1);
                 }
-                if moved {
-                    if let Some(users) = index.at_site.get_mut(&old.site) {
-                        users.remove(user_key);
-                        if users.is_empty() {
-                            index.at_site.remove(&old.site);
-                        }
-                    }
+                leave_site(&mut index.at_site, old.site, user_key);
+                if old.flags.eligible {
+                    index.eligible.remove(user_key);
                 }
             }
-        }
-        let Some((tracked, agent)) = now else {
-            index.eligible.remove(user_key);
             return;
         };
-        if changed {
-            for workgroup in &tracked.workgroups {
-                index.counts.entry(workgroup.clone()).or_default().add(&tracked, 1);
-            }
-            if moved {
-                index.at_site.entry(tracked.site).or_default().insert(user_key.to_string());
-            }
-        }
-        match agent {
-            Some(agent) => {
-                let before = index.eligible.agent(user_key);
-                let fresh = before.is_none_or(|before| before.site != agent.site || before.skills != agent.skills)
-                    || !index
-                        .eligible
-                        .workgroups_of(user_key)
-                        .is_some_and(|held| held.iter().eq(tracked.workgroups.iter()));
-                let idle_changed = before.is_some_and(|before| before.idle_since_ms != agent.idle_since_ms);
-                if fresh {
-                    for workgroup in &tracked.workgroups {
-                        index.fresh.entry(workgroup.clone()).or_default().insert(user_key.to_string());
+        let workgroups = &user.workgroups;
+        let was_eligible = match index.tracked.get_mut(user_key) {
+            Some(old) => {
+                let same_workgroups = old.workgroups == *workgroups;
+                if same_workgroups && old.site == site && old.flags == flags {
+                    // Unchanged and not eligible: it was not eligible before either (eligibility
+                    // is part of the view), so the eligible index has nothing to update.
+                    if !flags.eligible {
+                        return;
                     }
+                } else {
+                    if same_workgroups {
+                        for workgroup in workgroups.iter() {
+                            let counts = index.counts.get_mut(workgroup).expect("tracked agents are counted");
+                            counts.add(old.flags, -1);
+                            counts.add(flags, 1);
+                        }
+                    } else {
+                        for workgroup in &old.workgroups {
+                            count(&mut index.counts, workgroup, old.flags, -1);
+                        }
+                        for workgroup in workgroups.iter() {
+                            count(&mut index.counts, workgroup, flags, 1);
+                        }
+                        old.workgroups = workgroups.clone();
+                    }
+                    if old.site != site {
+                        leave_site(&mut index.at_site, old.site, user_key);
+                        index.at_site.entry(site).or_default().insert(user_key.to_string());
+                    }
+                    old.site = site;
                 }
-                if fresh || idle_changed {
-                    index.eligible.insert(agent, tracked.workgroups.iter().cloned().collect());
-                }
+                std::mem::replace(&mut old.flags, flags).eligible
             }
             None => {
+                for workgroup in workgroups.iter() {
+                    count(&mut index.counts, workgroup, flags, 1);
+                }
+                index.at_site.entry(site).or_default().insert(user_key.to_string());
+                index.tracked.insert(user_key.to_string(), Tracked { site, workgroups: workgroups.clone(), flags });
+                false
+            }
+        };
+        if !flags.eligible {
+            if was_eligible {
                 index.eligible.remove(user_key);
             }
+            return;
         }
-        if changed {
-            // The removed entry's key is reused: no new allocation for a user already tracked.
-            index.tracked.insert(slot.unwrap_or_else(|| user_key.to_string()), tracked);
+        let before = index.eligible.agent(user_key);
+        let same_skills = before.filter(|before| before.site == site && before.skills.iter().eq(user.skills.iter()));
+        let fresh = same_skills.is_none()
+            || !index.eligible.workgroups_of(user_key).is_some_and(|held| held.iter().eq(workgroups.iter()));
+        let idle_changed = before.is_some_and(|before| before.idle_since_ms != presence.since_ms);
+        if !fresh && !idle_changed {
+            return;
         }
+        // An agent whose skills did not change keeps sharing them.
+        let (key, skills) = match same_skills {
+            Some(before) => (before.key.clone(), before.skills.clone()),
+            None => (Arc::from(user_key), Arc::new(BTreeMap::from(&user.skills))),
+        };
+        if fresh {
+            for workgroup in workgroups.iter() {
+                index.fresh.entry(workgroup.clone()).or_default().insert(user_key.to_string());
+            }
+        }
+        let agent = director::Agent { key, site, idle_since_ms: presence.since_ms, skills };
+        index.eligible.insert(agent, workgroups.iter().cloned().collect());
     }
 
     /// Places what the last command set in motion; see the module documentation. `record`

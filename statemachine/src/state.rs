@@ -18,7 +18,7 @@ use crate::rejection::Rejection;
 use crate::routing::Routing;
 use crate::site::{Site, SiteId, NOTE_ID_DIAL_STRING_DEFAULT};
 use crate::small::{Name, VecSet};
-use crate::user::{key_of, User, UserSpec};
+use crate::user::{key_of, key_ref, User, UserSpec};
 use crate::validate::{normalize_phone, validate};
 use crate::workgroup::Workgroup;
 
@@ -176,7 +176,7 @@ impl State {
 
     /// The user with this username, case-insensitively.
     pub fn user(&self, username: &str) -> Result<&User, Rejection> {
-        self.users.get(key_of(username).as_str()).ok_or_else(|| Rejection::not_found("user", username))
+        self.users.get(&*key_ref(username)).ok_or_else(|| Rejection::not_found("user", username))
     }
 
     /// The site with this id.
@@ -391,7 +391,7 @@ impl State {
                 if !target.servers.is_empty() && !target.servers.contains(&server) {
                     return Err(Rejection::invalid("server", format!("{server:?} is not a server of site {site}")));
                 }
-                let presence = &self.presence[key_of(&user.username).as_str()];
+                let presence = &self.presence[&*key_ref(&user.username)];
                 let mut events = Vec::new();
                 if let Some(logon) = &presence.logon {
                     if logon.site == *site && logon.server == server {
@@ -404,7 +404,7 @@ impl State {
             }
             Command::LogOff { username, reason } => {
                 let user = self.user(username)?;
-                let presence = &self.presence[key_of(&user.username).as_str()];
+                let presence = &self.presence[&*key_ref(&user.username)];
                 let Some(logon) = &presence.logon else {
                     return Err(Rejection::precondition(
                         "username",
@@ -415,7 +415,7 @@ impl State {
             }
             Command::StartInteraction { username, interaction_id } => {
                 let user = self.user(username)?;
-                let presence = &self.presence[key_of(&user.username).as_str()];
+                let presence = &self.presence[&*key_ref(&user.username)];
                 if presence.interactions.contains(interaction_id) {
                     return Err(Rejection::exists("interaction", "interaction_id", interaction_id));
                 }
@@ -432,7 +432,7 @@ impl State {
             }
             Command::EndInteraction { username, interaction_id } => {
                 let user = self.user(username)?;
-                if !self.presence[key_of(&user.username).as_str()].interactions.contains(interaction_id) {
+                if !self.presence[&*key_ref(&user.username)].interactions.contains(interaction_id) {
                     return Err(Rejection::not_found("interaction", interaction_id));
                 }
                 Ok(vec![Event::InteractionEnded {
@@ -628,7 +628,7 @@ impl State {
         self.site(spec.home_site).map_err(|_| {
             Rejection::precondition("user.home_site", format!("site {} does not exist", spec.home_site))
         })?;
-        if let Some(owner) = self.emails.get(key_of(&spec.email).as_str()) {
+        if let Some(owner) = self.emails.get(&*key_ref(&spec.email)) {
             if owner != user_key {
                 return Err(Rejection::AlreadyExists {
                     kind: "user".into(),
@@ -817,7 +817,7 @@ impl State {
             }
             Event::StatusChanged { username, status_key, until_ms, detail } => {
                 let persistent = self.catalog.get(status_key).is_some_and(|def| def.persistent);
-                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
+                if let Some(presence) = self.presence.get_mut(&*key_ref(username)) {
                     presence.status_key = status_key.clone();
                     presence.until_ms = *until_ms;
                     presence.detail = detail.clone();
@@ -829,21 +829,21 @@ impl State {
                 }
             }
             Event::UserLoggedOn { username, site, server } => {
-                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
+                if let Some(presence) = self.presence.get_mut(&*key_ref(username)) {
                     presence.logon = Some(Logon { site: *site, server: server.clone() });
                     presence.since_ms = at_ms;
                     presence.revision = revision;
                 }
             }
             Event::UserLoggedOff { username, .. } => {
-                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
+                if let Some(presence) = self.presence.get_mut(&*key_ref(username)) {
                     presence.logon = None;
                     presence.since_ms = at_ms;
                     presence.revision = revision;
                 }
             }
             Event::InteractionStarted { username, interaction_id } => {
-                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
+                if let Some(presence) = self.presence.get_mut(&*key_ref(username)) {
                     presence.interactions.insert(interaction_id.clone());
                     presence.since_ms = at_ms;
                     presence.revision = revision;
@@ -880,7 +880,7 @@ impl State {
             | Event::RoutingSettingsSet { .. }
             | Event::RouteCostSet { .. } => self.fold_routing(event, at_ms),
             Event::InteractionEnded { username, interaction_id } => {
-                if let Some(presence) = self.presence.get_mut(key_of(username).as_str()) {
+                if let Some(presence) = self.presence.get_mut(&*key_ref(username)) {
                     presence.interactions.remove(interaction_id);
                     presence.since_ms = at_ms;
                     presence.revision = revision;
@@ -912,7 +912,7 @@ impl State {
     }
 
     fn unindex_user(&mut self, user_key: &str, old: &User) {
-        self.emails.remove(key_of(&old.email).as_str());
+        self.emails.remove(&*key_ref(&old.email));
         if let Some(holders) = self.extensions.get_mut(old.extension.as_str()) {
             holders.remove(user_key);
             if holders.is_empty() {
@@ -961,12 +961,7 @@ impl State {
                 user.username,
                 user.home_site
             );
-            assert_eq!(
-                self.emails.get(key_of(&user.email).as_str()),
-                Some(user_key),
-                "email index of {}",
-                user.username
-            );
+            assert_eq!(self.emails.get(&*key_ref(&user.email)), Some(user_key), "email index of {}", user.username);
             assert!(
                 self.extensions[user.extension.as_str()].contains(user_key),
                 "extension index of {}",

@@ -68,3 +68,13 @@ impl User {
 pub fn key_of(name: &str) -> String {
     name.to_lowercase()
 }
+
+/// `key_of` for a lookup: borrowed when the name already is its key (lowercase ASCII, as most
+/// names are), so the lookups each applied write makes on every member copy nothing.
+pub fn key_ref(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(name.to_lowercase())
+    }
+}

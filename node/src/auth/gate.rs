@@ -177,8 +177,10 @@ fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::St
         return Ok(());
     }
     let Some(auth) = node.security.auth.as_ref() else {
-        // Authentication off (local development): everyone is the administrator.
-        let admin = Authenticated { caller: Caller::Admin("admin".into()), credential: Credential::None };
+        // Authentication off (local development): everyone is the administrator, one shared
+        // name for all requests.
+        static ADMIN: std::sync::LazyLock<std::sync::Arc<str>> = std::sync::LazyLock::new(|| "admin".into());
+        let admin = Authenticated { caller: Caller::Admin(ADMIN.clone()), credential: Credential::None };
         request.extensions_mut().insert(admin);
         return Ok(());
     };
@@ -205,7 +207,7 @@ fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::St
             (None, Some(Ok(subject))) => {
                 let caller = match subject {
                     Subject::Node(name) => Caller::Node(name),
-                    Subject::Admin(name) => Caller::Admin(name),
+                    Subject::Admin(name) => Caller::Admin(name.into()),
                     Subject::Site(site) => match state.sites.get(&site) {
                         Some(known) if known.active => Caller::Site(site),
                         Some(_) => {

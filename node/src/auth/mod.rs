@@ -53,8 +53,9 @@ const PEER_PREFIX: &str = "cpt1";
 /// Who a request authenticated as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// An administrator (token or certificate), by name.
-    Admin(String),
+    /// An administrator (token or certificate), by name (shared with the principal its
+    /// commands are recorded under).
+    Admin(std::sync::Arc<str>),
     /// A site (session token or certificate).
     Site(SiteId),
     /// A cluster member (node certificate or peer token).
