@@ -27,6 +27,10 @@ use crate::store;
 /// Most writes waiting on the leader, queued or in a proposed batch; beyond it writers get
 /// RESOURCE_EXHAUSTED.
 pub const PROPOSALS_QUEUED_MAX: usize = 50_000;
+
+/// How often the leader answers writes whose wait ran out (`Node::expire_writes`): the most a
+/// timed-out write hears late.
+const WRITE_EXPIRY_SWEEP_MS: u64 = 50;
 /// Most commands in one log entry.
 pub const PROPOSALS_PER_BATCH_MAX: usize = 1_024;
 /// Most batches proposed to Raft and not yet applied. While they are in flight, new commands
@@ -67,12 +71,15 @@ async fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<
 
 /// The outcome of a write whose wait on the leader ended after `wait_ms`: unknown (it may still
 /// commit), unless it arrived just as the wait ended.
-fn gave_up(waiter: Waiter<Result<Applied, ApiError>>, wait_ms: u64) -> Result<Applied, ApiError> {
-    waiter.cancel().unwrap_or_else(|| {
-        Err(ApiError::Unavailable(format!(
-            "the write did not commit within {wait_ms} ms (no quorum?); its outcome is unknown and it may still apply"
-        )))
-    })
+fn gave_up(waiter: Waiter<Outcome, tokio::time::Instant>, wait_ms: u64) -> Outcome {
+    waiter.cancel().unwrap_or_else(|| timed_out(wait_ms))
+}
+
+/// The answer to a write that waited `wait_ms` for its outcome in vain.
+fn timed_out(wait_ms: u64) -> Outcome {
+    Err(ApiError::Unavailable(format!(
+        "the write did not commit within {wait_ms} ms (no quorum?); its outcome is unknown and it may still apply"
+    )))
 }
 
 /// The answer to a write its queue (of `PROPOSALS_QUEUED_MAX`) could not take: full, or closed
@@ -118,7 +125,7 @@ pub struct Node {
     /// Writes waiting for the forwarder task to send them to the leader (followers).
     forwards: mpsc::Sender<ForwardPending>,
     /// Writers waiting for their command's outcome (queued or proposed), bounded.
-    waiting: Arc<PendingTable<Outcome>>,
+    waiting: Arc<PendingTable<Outcome, tokio::time::Instant>>,
     /// Clock and connector.
     pub environment: Environment,
     /// The last term whose first batch renewed the leases (0: none yet).
@@ -213,6 +220,7 @@ impl Node {
         tokio::spawn(node.clone().propose_batches(queue));
         tokio::spawn(node.clone().forward_batches(forward_queue));
         tokio::spawn(node.clone().run_timers());
+        tokio::spawn(node.clone().expire_writes());
         tokio::spawn(node.clone().break_election_ties());
         Ok(node)
     }
@@ -599,16 +607,49 @@ impl Node {
     /// the outcome arrived just as the wait ended.
     async fn enqueue(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         let wait_ms = self.wait_ms(&command);
-        let mut waiter = self.queue(principal, command)?;
+        if wait_ms > self.config.forward_timeout_ms {
+            // Boxed: the rare longer wait keeps its own timer, which every write's future
+            // would otherwise carry.
+            return Box::pin(self.enqueue_waiting(principal, command, wait_ms)).await;
+        }
+        // The table answers the waiter at its deadline (`expire_writes`): no timer per write.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        self.queue(principal, command, Some(deadline))?.await
+    }
+
+    /// `enqueue` for a wait other than `forward_timeout_ms`, under a timer of its own.
+    async fn enqueue_waiting(&self, principal: Principal, command: Command, wait_ms: u64) -> Outcome {
+        let mut waiter = self.queue(principal, command, None)?;
         match tokio::time::timeout(Duration::from_millis(wait_ms), &mut waiter).await {
             Ok(outcome) => outcome,
             Err(_) => gave_up(waiter, wait_ms),
         }
     }
 
-    /// Queues one command for the proposer; the waiter gets its outcome.
-    fn queue(&self, principal: Principal, command: Command) -> Result<Waiter<Result<Applied, ApiError>>, ApiError> {
-        let waiter = PendingTable::register(&self.waiting).map_err(|Full { limit }| {
+    /// Answers the writes whose wait of `forward_timeout_ms` has passed, every
+    /// `WRITE_EXPIRY_SWEEP_MS` (so a timed-out write hears at most that much late).
+    async fn expire_writes(self: Arc<Self>) {
+        let wait_ms = self.config.forward_timeout_ms;
+        let mut sweep = tokio::time::interval(Duration::from_millis(WRITE_EXPIRY_SWEEP_MS));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            sweep.tick().await;
+            let expired = self.waiting.expire(tokio::time::Instant::now(), || timed_out(wait_ms));
+            if expired > 0 {
+                metrics::counter!("collective_writes_timed_out_total").increment(expired as u64);
+            }
+        }
+    }
+
+    /// Queues one command for the proposer; the waiter gets its outcome (from the table at
+    /// `deadline`, if given).
+    fn queue(
+        &self,
+        principal: Principal,
+        command: Command,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Waiter<Outcome, tokio::time::Instant>, ApiError> {
+        let waiter = PendingTable::register(&self.waiting, deadline).map_err(|Full { limit }| {
             ApiError::Rejected(Rejection::LimitReached {
                 what: "writes waiting on the leader".into(),
                 limit: limit as u64,
@@ -627,21 +668,16 @@ impl Node {
         if !self.leads() {
             return batch.iter().map(|_| Err(self.not_leader())).collect();
         }
-        let waiters: Vec<_> = batch.into_iter().map(|f| self.queue(f.principal, f.command)).collect();
-        let wait_ms = self.config.forward_timeout_ms;
-        let deadline = tokio::time::sleep(Duration::from_millis(wait_ms));
-        tokio::pin!(deadline);
+        // One deadline for the batch, kept by the table (`expire_writes`).
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.forward_timeout_ms);
+        let waiters: Vec<_> = batch.into_iter().map(|f| self.queue(f.principal, f.command, Some(deadline))).collect();
         let mut outcomes = Vec::with_capacity(waiters.len());
         for waiter in waiters {
-            // Answers arrive in about queue order: waiting for each in turn under the one
-            // deadline costs no more than waiting for all at once.
+            // Answers arrive in about queue order: waiting for each in turn costs no more than
+            // waiting for all at once.
             outcomes.push(match waiter {
                 Err(error) => Err(error),
-                Ok(mut waiter) => tokio::select! {
-                    biased;
-                    outcome = &mut waiter => outcome,
-                    _ = &mut deadline => gave_up(waiter, wait_ms),
-                },
+                Ok(waiter) => waiter.await,
             });
         }
         outcomes

@@ -1,6 +1,10 @@
 //! The pending-request table: callers wait for an answer another task delivers by id. The
 //! answer races the caller giving up (its deadline, or its request being dropped): exactly one
 //! wins, the caller learns which, and no entry outlives both.
+//!
+//! A deadline can be kept by the table itself: a waiter registered with one is answered by
+//! [`PendingTable::expire`] once it is due, which a single sweeping task calls. That spares each
+//! waiter a timer of its own (a timer-wheel insert and removal per write on the leader).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,39 +20,70 @@ pub struct Full {
     pub limit: usize,
 }
 
-struct Slot<T> {
+struct Slot<T, D> {
     value: Option<T>,
     waker: Option<Waker>,
+    deadline: Option<D>,
 }
 
-struct Inner<T> {
-    slots: BTreeMap<u64, Slot<T>>,
+struct Inner<T, D> {
+    slots: BTreeMap<u64, Slot<T, D>>,
     next_id: u64,
     limit: usize,
 }
 
-/// Requests waiting for answers, at most `limit` at once.
-pub struct PendingTable<T> {
-    inner: Mutex<Inner<T>>,
+/// Requests waiting for answers, at most `limit` at once. `D` is the time of a deadline the
+/// table keeps (any monotonic clock the caller chooses).
+pub struct PendingTable<T, D = u64> {
+    inner: Mutex<Inner<T, D>>,
 }
 
-impl<T> PendingTable<T> {
+impl<T, D: Ord + Copy> PendingTable<T, D> {
     /// An empty table holding at most `limit` entries.
-    pub fn new(limit: usize) -> PendingTable<T> {
+    pub fn new(limit: usize) -> PendingTable<T, D> {
         PendingTable { inner: Mutex::new(Inner { slots: BTreeMap::new(), next_id: 0, limit }) }
     }
 
-    /// Registers a request; its id is how the answer finds the waiter.
+    /// Registers a request; its id is how the answer finds the waiter. With a `deadline`,
+    /// `expire` answers it once that time has come (the caller keeps any other deadline).
+    /// Deadlines must not decrease from one registration to the next (the same wait added to a
+    /// monotonic clock): `expire` stops at the first that is not yet due.
     /// (An associated function: loom's `Arc` cannot be a method receiver.)
-    pub fn register(table: &Arc<Self>) -> Result<Waiter<T>, Full> {
+    pub fn register(table: &Arc<Self>, deadline: Option<D>) -> Result<Waiter<T, D>, Full> {
         let mut inner = table.inner.lock().expect("pending lock");
         if inner.slots.len() >= inner.limit {
             return Err(Full { limit: inner.limit });
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        inner.slots.insert(id, Slot { value: None, waker: None });
+        inner.slots.insert(id, Slot { value: None, waker: None, deadline });
         Ok(Waiter { table: table.clone(), id, done: false })
+    }
+
+    /// Answers every unanswered waiter whose deadline is at or before `now` with `timed_out()`;
+    /// returns how many. A waiter answered here is answered: a later `complete` for it returns
+    /// false. Visits the due slots, those without a deadline, and one more.
+    pub fn expire(&self, now: D, mut timed_out: impl FnMut() -> T) -> usize {
+        let (mut expired, mut wakers) = (0, Vec::new());
+        {
+            let mut inner = self.inner.lock().expect("pending lock");
+            for slot in inner.slots.values_mut() {
+                match slot.deadline {
+                    None => continue,
+                    Some(deadline) if deadline > now => break,
+                    Some(_) if slot.value.is_none() => {
+                        slot.value = Some(timed_out());
+                        expired += 1;
+                        wakers.extend(slot.waker.take());
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for waker in wakers {
+            waker.wake();
+        }
+        expired
     }
 
     /// Delivers the answer to request `id`. False when its waiter already gave up (or was
@@ -82,13 +117,13 @@ impl<T> PendingTable<T> {
 }
 
 /// One registered request. Await it for the answer; `cancel` (or drop) it to give up.
-pub struct Waiter<T> {
-    table: Arc<PendingTable<T>>,
+pub struct Waiter<T, D = u64> {
+    table: Arc<PendingTable<T, D>>,
     id: u64,
     done: bool,
 }
 
-impl<T> Waiter<T> {
+impl<T, D> Waiter<T, D> {
     /// The id the answering task completes.
     pub fn id(&self) -> u64 {
         self.id
@@ -102,7 +137,7 @@ impl<T> Waiter<T> {
     }
 }
 
-impl<T> Future for Waiter<T> {
+impl<T, D> Future for Waiter<T, D> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
@@ -123,7 +158,7 @@ impl<T> Future for Waiter<T> {
     }
 }
 
-impl<T> Drop for Waiter<T> {
+impl<T, D> Drop for Waiter<T, D> {
     fn drop(&mut self) {
         if !self.done {
             self.table.inner.lock().expect("pending lock").slots.remove(&self.id);
@@ -138,15 +173,35 @@ mod tests {
     #[test]
     fn the_table_is_bounded_and_forgets_cancelled_requests() {
         let table = Arc::new(PendingTable::<u32>::new(2));
-        let first = PendingTable::register(&table).unwrap();
-        let second = PendingTable::register(&table).unwrap();
-        assert_eq!(PendingTable::register(&table).err(), Some(Full { limit: 2 }));
+        let first = PendingTable::register(&table, None).unwrap();
+        let second = PendingTable::register(&table, None).unwrap();
+        assert_eq!(PendingTable::register(&table, None).err(), Some(Full { limit: 2 }));
         assert!(table.complete(second.id(), 7));
         assert!(!table.complete(second.id(), 8), "answered once");
         assert_eq!(second.cancel(), Some(7), "the answer won the race");
         let id = first.id();
         drop(first);
         assert!(!table.complete(id, 9), "a dropped waiter takes no answer");
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn expire_answers_due_waiters_in_order_and_only_once() {
+        let table = Arc::new(PendingTable::<&str>::new(8));
+        let unbounded = PendingTable::register(&table, None).unwrap();
+        let early = PendingTable::register(&table, Some(10)).unwrap();
+        let answered = PendingTable::register(&table, Some(10)).unwrap();
+        let late = PendingTable::register(&table, Some(20)).unwrap();
+        assert!(table.complete(answered.id(), "answer"));
+        assert_eq!(table.expire(9, || "timed out"), 0, "nothing is due yet");
+        assert_eq!(table.expire(10, || "timed out"), 1, "one due and unanswered; the answered keeps its answer");
+        assert!(!table.complete(early.id(), "too late"), "an expired waiter takes no answer");
+        assert_eq!(early.cancel(), Some("timed out"));
+        assert_eq!(answered.cancel(), Some("answer"));
+        assert_eq!(table.expire(10, || "timed out"), 0, "expired once");
+        assert_eq!(table.expire(u64::MAX, || "timed out"), 1, "a waiter without a deadline never expires");
+        assert_eq!(late.cancel(), Some("timed out"));
+        assert_eq!(unbounded.cancel(), None);
         assert!(table.is_empty());
     }
 }

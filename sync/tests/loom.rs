@@ -95,7 +95,7 @@ fn unsubscribe_races_publish() {
 fn an_answer_races_its_timeout() {
     loom::model(|| {
         let table = Arc::new(PendingTable::<u32>::new(4));
-        let waiter = PendingTable::register(&table).unwrap();
+        let waiter = PendingTable::register(&table, None).unwrap();
         let id = waiter.id();
         let answer = {
             let table = table.clone();
@@ -113,7 +113,7 @@ fn an_answer_races_its_timeout() {
 fn a_parked_waiter_gets_its_answer() {
     loom::model(|| {
         let table = Arc::new(PendingTable::<u32>::new(4));
-        let waiter = PendingTable::register(&table).unwrap();
+        let waiter = PendingTable::register(&table, None).unwrap();
         let id = waiter.id();
         let answer = {
             let table = table.clone();
@@ -121,6 +121,31 @@ fn a_parked_waiter_gets_its_answer() {
         };
         assert_eq!(loom::future::block_on(waiter), 7);
         answer.join().unwrap();
+        assert!(table.is_empty());
+    });
+}
+
+/// The table's own deadline racing the answer, with the waiter parked: the waiter is woken with
+/// exactly one of them, and the answer was delivered iff it is what the waiter got.
+#[test]
+fn an_answer_races_the_table_deadline() {
+    loom::model(|| {
+        let table = Arc::new(PendingTable::<u32>::new(4));
+        let waiter = PendingTable::register(&table, Some(5)).unwrap();
+        let id = waiter.id();
+        let answer = {
+            let table = table.clone();
+            thread::spawn(move || table.complete(id, 7))
+        };
+        let sweeper = {
+            let table = table.clone();
+            thread::spawn(move || table.expire(5, || 0))
+        };
+        let got = loom::future::block_on(waiter);
+        let delivered = answer.join().unwrap();
+        let expired = sweeper.join().unwrap();
+        assert_eq!(delivered, got == 7, "the answer was delivered iff the waiter got it");
+        assert_eq!(expired == 1, got == 0, "the sweep answered iff the waiter got the timeout");
         assert!(table.is_empty());
     });
 }
