@@ -28,9 +28,10 @@ use crate::store;
 /// RESOURCE_EXHAUSTED.
 pub const PROPOSALS_QUEUED_MAX: usize = 50_000;
 
-/// How often the leader answers writes whose wait ran out (`Node::expire_writes`): the most a
-/// timed-out write hears late.
+/// How often the leader answers writes whose wait ran out (`Node::expire_writes`): about the
+/// most a timed-out write hears late (plus scheduling delay on a busy node).
 const WRITE_EXPIRY_SWEEP_MS: u64 = 50;
+
 /// Most commands in one log entry.
 pub const PROPOSALS_PER_BATCH_MAX: usize = 1_024;
 /// Most batches proposed to Raft and not yet applied. While they are in flight, new commands
@@ -72,7 +73,10 @@ async fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<
 /// The outcome of a write whose wait on the leader ended after `wait_ms`: unknown (it may still
 /// commit), unless it arrived just as the wait ended.
 fn gave_up(waiter: Waiter<Outcome, tokio::time::Instant>, wait_ms: u64) -> Outcome {
-    waiter.cancel().unwrap_or_else(|| timed_out(wait_ms))
+    waiter.cancel().unwrap_or_else(|| {
+        metrics::counter!("collective_writes_timed_out_total").increment(1);
+        timed_out(wait_ms)
+    })
 }
 
 /// The answer to a write that waited `wait_ms` for its outcome in vain.
@@ -602,9 +606,9 @@ impl Node {
         self.enqueue(principal, command).await
     }
 
-    /// Queues the command for the next batch and waits for its outcome, at most
-    /// `forward_timeout_ms`: then the outcome is unknown (the command may still commit), unless
-    /// the outcome arrived just as the wait ended.
+    /// Queues the command for the next batch and waits for its outcome, `forward_timeout_ms`
+    /// (answered by the next sweep after it, `WRITE_EXPIRY_SWEEP_MS`): then the outcome is
+    /// unknown (the command may still commit), unless the outcome arrived first.
     async fn enqueue(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         let wait_ms = self.wait_ms(&command);
         if wait_ms > self.config.forward_timeout_ms {
@@ -627,7 +631,7 @@ impl Node {
     }
 
     /// Answers the writes whose wait of `forward_timeout_ms` has passed, every
-    /// `WRITE_EXPIRY_SWEEP_MS` (so a timed-out write hears at most that much late).
+    /// `WRITE_EXPIRY_SWEEP_MS` (so a timed-out write hears about that much late).
     async fn expire_writes(self: Arc<Self>) {
         let wait_ms = self.config.forward_timeout_ms;
         let mut sweep = tokio::time::interval(Duration::from_millis(WRITE_EXPIRY_SWEEP_MS));
@@ -661,9 +665,9 @@ impl Node {
         Ok(waiter)
     }
 
-    /// For a batch forwarded by a follower: queues every write like `write_as_leader`, but
-    /// waits for all of them under one deadline (one timer for the batch, not one per write).
-    /// Outcomes are in the batch's order.
+    /// For a batch forwarded by a follower: queues every write like `write_as_leader`, all
+    /// under one deadline (kept by the pending table, like every write's). Outcomes are in the
+    /// batch's order.
     pub async fn write_batch_as_leader(&self, batch: Vec<Forwarded>) -> Vec<Result<Applied, ApiError>> {
         if !self.leads() {
             return batch.iter().map(|_| Err(self.not_leader())).collect();

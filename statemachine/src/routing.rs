@@ -231,6 +231,11 @@ fn count(counts: &mut BTreeMap<String, AgentCounts>, workgroup: &str, flags: Fla
     }
 }
 
+/// Adds a user to the users logged on at a site.
+fn join_site(at_site: &mut BTreeMap<SiteId, BTreeSet<String>>, site: SiteId, user_key: &str) {
+    at_site.entry(site).or_default().insert(user_key.to_string());
+}
+
 /// Takes a user out of the users logged on at a site.
 fn leave_site(at_site: &mut BTreeMap<SiteId, BTreeSet<String>>, site: SiteId, user_key: &str) {
     if let Some(users) = at_site.get_mut(&site) {
@@ -774,8 +779,8 @@ impl State {
     /// interactions end.
     pub(crate) fn note_routing_effects(&mut self, event: &Event, at_ms: u64) {
         let index = &mut self.routing.index;
-        // The one user a presence change touches is refreshed directly, not through
-        // `dirty_users`: every applied write passes here on every member.
+        // The one user a presence change or a membership change touches is refreshed directly,
+        // not through `dirty_users`: every applied write passes here on every member.
         let mut only_user = None;
         match event {
             Event::UserLoggedOff { username, .. } | Event::UserDeleted { username } => {
@@ -871,8 +876,9 @@ impl State {
 
     /// Brings routing's view of one user up to date: its counts, its site and, when it is
     /// eligible, the eligible index. Runs for every presence change on every member, so the
-    /// unchanged view is compared in place (no copies), a changed one is updated in place (one
-    /// lookup in the tracked map), and an agent is rebuilt only when the eligible index needs it.
+    /// unchanged view is compared in place (no copies), a changed one is updated in place (no
+    /// remove and insert in the tracked map), and an agent is rebuilt only when the eligible
+    /// index needs it.
     fn refresh_agent(&mut self, user_key: &str) {
         let State { users, presence, catalog, sites, leases, routing, .. } = self;
         let index = &mut routing.index;
@@ -913,7 +919,9 @@ impl State {
                         return;
                     }
                 } else {
-                    if same_workgroups {
+                    if same_workgroups && old.flags == flags {
+                        // Only the site changed: the counts stand.
+                    } else if same_workgroups {
                         for workgroup in workgroups.iter() {
                             let counts = index.counts.get_mut(workgroup).expect("tracked agents are counted");
                             counts.add(old.flags, -1);
@@ -930,7 +938,7 @@ impl State {
                     }
                     if old.site != site {
                         leave_site(&mut index.at_site, old.site, user_key);
-                        index.at_site.entry(site).or_default().insert(user_key.to_string());
+                        join_site(&mut index.at_site, site, user_key);
                     }
                     old.site = site;
                 }
@@ -940,7 +948,7 @@ impl State {
                 for workgroup in workgroups.iter() {
                     count(&mut index.counts, workgroup, flags, 1);
                 }
-                index.at_site.entry(site).or_default().insert(user_key.to_string());
+                join_site(&mut index.at_site, site, user_key);
                 index.tracked.insert(user_key.to_string(), Tracked { site, workgroups: workgroups.clone(), flags });
                 false
             }

@@ -30,6 +30,8 @@ struct Inner<T, D> {
     slots: BTreeMap<u64, Slot<T, D>>,
     next_id: u64,
     limit: usize,
+    /// The latest deadline registered: a later registration's is never earlier.
+    last_deadline: Option<D>,
 }
 
 /// Requests waiting for answers, at most `limit` at once. `D` is the time of a deadline the
@@ -41,13 +43,15 @@ pub struct PendingTable<T, D = u64> {
 impl<T, D: Ord + Copy> PendingTable<T, D> {
     /// An empty table holding at most `limit` entries.
     pub fn new(limit: usize) -> PendingTable<T, D> {
-        PendingTable { inner: Mutex::new(Inner { slots: BTreeMap::new(), next_id: 0, limit }) }
+        PendingTable { inner: Mutex::new(Inner { slots: BTreeMap::new(), next_id: 0, limit, last_deadline: None }) }
     }
 
     /// Registers a request; its id is how the answer finds the waiter. With a `deadline`,
-    /// `expire` answers it once that time has come (the caller keeps any other deadline).
-    /// Deadlines must not decrease from one registration to the next (the same wait added to a
-    /// monotonic clock): `expire` stops at the first that is not yet due.
+    /// `expire` answers it once that time has come (the caller keeps any other deadline). A
+    /// deadline earlier than one registered before it is raised to that one, so deadlines
+    /// follow registration order and `expire` can stop at the first not yet due: callers use
+    /// one wait on a monotonic clock, and two writers that read the clock in one order and
+    /// register in the other differ by microseconds.
     /// (An associated function: loom's `Arc` cannot be a method receiver.)
     pub fn register(table: &Arc<Self>, deadline: Option<D>) -> Result<Waiter<T, D>, Full> {
         let mut inner = table.inner.lock().expect("pending lock");
@@ -56,6 +60,10 @@ impl<T, D: Ord + Copy> PendingTable<T, D> {
         }
         let id = inner.next_id;
         inner.next_id += 1;
+        let deadline = deadline.map(|deadline| inner.last_deadline.map_or(deadline, |last| deadline.max(last)));
+        if deadline.is_some() {
+            inner.last_deadline = deadline;
+        }
         inner.slots.insert(id, Slot { value: None, waker: None, deadline });
         Ok(Waiter { table: table.clone(), id, done: false })
     }
@@ -129,8 +137,9 @@ impl<T, D> Waiter<T, D> {
         self.id
     }
 
-    /// Gives up. Returns the answer if it arrived first: then the request did complete, and the
-    /// caller must report that answer rather than a timeout.
+    /// Gives up. Returns the answer if it arrived first (from `complete`, or `expire`'s timeout
+    /// value for a waiter with a deadline): the caller must report that answer rather than its
+    /// own timeout.
     pub fn cancel(mut self) -> Option<T> {
         self.done = true;
         self.table.inner.lock().expect("pending lock").slots.remove(&self.id).and_then(|slot| slot.value)
@@ -203,5 +212,11 @@ mod tests {
         assert_eq!(late.cancel(), Some("timed out"));
         assert_eq!(unbounded.cancel(), None);
         assert!(table.is_empty());
+        // A deadline registered after a later one is raised to it, so the sweep's order holds.
+        let later = PendingTable::register(&table, Some(40)).unwrap();
+        let raised = PendingTable::register(&table, Some(30)).unwrap();
+        assert_eq!(table.expire(35, || "timed out"), 0, "30 was raised to 40");
+        assert_eq!(table.expire(40, || "timed out"), 2);
+        assert_eq!((later.cancel(), raised.cancel()), (Some("timed out"), Some("timed out")));
     }
 }
