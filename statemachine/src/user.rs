@@ -78,3 +78,17 @@ pub fn key_ref(name: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(name.to_lowercase())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ref_is_key_of_and_borrows_names_that_are_their_key() {
+        for name in ["alice", "Alice", "ALICE.SMITH@x", "jürgen", "JÜRGEN", "İlker", "émile-2", ""] {
+            assert_eq!(key_ref(name), key_of(name), "{name}");
+        }
+        assert!(matches!(key_ref("bench42"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(key_ref("Bench42"), std::borrow::Cow::Owned(_)));
+    }
+}
