@@ -3,8 +3,8 @@
 # fsyncing before they acknowledge, loaded by the same tool (`collective bench WORKLOAD --target
 # collective|etcd`) at 1, 64 and 1,000 clients, alternating: `presence` (the same write shape:
 # one put of a serialized presence record per change) and `read` (linearizable gets, etcd's
-# default). Prints one table of medians over RUNS runs with the ratio collective/etcd. Stops all
-# it starts. SEND_TO=leader (default) sends both systems' writes to their leader, SEND_TO=all
+# default). Prints one table of medians over RUNS runs with the ratio collective/etcd, and the
+# CPU per request of each system's members plus the bench (`bench --cpu-of`). Stops all it starts. SEND_TO=leader (default) sends both systems' writes to their leader, SEND_TO=all
 # spreads them over the members, whose followers hand them on (`bench presence --send-to`).
 #   RUNS=3 DURATION=10 CLIENTS="1 64 1000" WORKLOADS="presence read" deploy/bench-vs-etcd.sh
 set -euo pipefail
@@ -40,6 +40,7 @@ for i in 1 2 3; do
     >"$WORK/etcd$i.log" 2>&1 &
   pids+=($!)
 done
+etcd_pids="${pids[0]},${pids[1]},${pids[2]}"
 cluster="1=127.0.0.1:17001,2=127.0.0.1:17002,3=127.0.0.1:17003"
 for i in 1 2 3; do
   "$BIN" serve --id "$i" --data-dir "$WORK/collective$i" --grpc-addr "127.0.0.1:1700$i" \
@@ -47,6 +48,7 @@ for i in 1 2 3; do
     --plaintext --no-auth >"$WORK/collective$i.log" 2>&1 &
   pids+=($!)
 done
+collective_pids="${pids[3]},${pids[4]},${pids[5]}"
 for _ in $(seq 1 120); do
   if curl -fs http://127.0.0.1:18001/readyz >/dev/null 2>&1 && curl -fs http://127.0.0.1:12379/health >/dev/null 2>&1; then break; fi
   sleep 0.5
@@ -61,12 +63,13 @@ for run in $(seq 1 "$RUNS"); do
   for workload in $WORKLOADS; do
     for clients in $CLIENTS; do
       for target in collective etcd; do
-        endpoints="$collective_endpoints"; [ "$target" = etcd ] && endpoints="$etcd_endpoints"
+        endpoints="$collective_endpoints"; members="$collective_pids"
+        [ "$target" = etcd ] && endpoints="$etcd_endpoints" && members="$etcd_pids"
         echo "run $run: $workload, $target, $clients clients" >&2
         send_to=(); [ "$workload" = presence ] && send_to=(--send-to "$SEND_TO")
         "$BIN" --endpoints "$endpoints" -w json bench "$workload" --target "$target" --clients "$clients" \
-          "${send_to[@]}" --duration "$DURATION" --warmup 2 | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
-        tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  %.0f ops/s, p99 %.2f ms" % (r["throughput_per_s"], r["p99_ms"]), file=sys.stderr)'
+          "${send_to[@]}" --duration "$DURATION" --warmup 2 --cpu-of "$members" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
+        tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin); c=r["cpu_us_per_request"]; m=sum(v for k, v in c.items() if k != "self"); print("  %.0f ops/s, p99 %.2f ms, CPU per request: members %.1f us, bench %.1f us" % (r["throughput_per_s"], r["p99_ms"], m, c.get("self", 0)), file=sys.stderr)'
       done
     done
   done
@@ -75,16 +78,21 @@ done
 python3 - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
+def cpu(r):
+    # Members' and the bench's CPU per request (µs): steadier than throughput on a shared host.
+    return sum(r.get("cpu_us_per_request", {}).values()) or float("nan")
 def median(workload, target, clients, key):
-    values = [r[key] for r in rows if r["workload"] == workload and r["target"] == target and r["clients"] == clients]
+    values = [key(r) if callable(key) else r[key] for r in rows
+              if r["workload"] == workload and r["target"] == target and r["clients"] == clients]
     return statistics.median(values) if values else float("nan")
-print(f"{'workload':>8}  {'clients':>7}  {'collective ops/s':>16}  {'etcd ops/s':>10}  {'ratio':>5}  {'collective p99 ms':>17}  {'etcd p99 ms':>11}  {'errors':>6}")
+print(f"{'workload':>8}  {'clients':>7}  {'collective ops/s':>16}  {'etcd ops/s':>10}  {'ratio':>5}  {'collective p99 ms':>17}  {'etcd p99 ms':>11}  {'errors':>6}  {'CPU us/req collective':>21}  {'etcd':>5}")
 for workload in sorted({r["workload"] for r in rows}):
     for clients in sorted({r["clients"] for r in rows if r["workload"] == workload}):
         c, e = median(workload, "collective", clients, "throughput_per_s"), median(workload, "etcd", clients, "throughput_per_s")
         errors = sum(sum(r["errors"].values()) for r in rows if r["workload"] == workload and r["clients"] == clients)
         cp, ep = median(workload, "collective", clients, "p99_ms"), median(workload, "etcd", clients, "p99_ms")
-        print(f"{workload:>8}  {clients:>7}  {c:>16.0f}  {e:>10.0f}  {c / e:>5.2f}  {cp:>17.2f}  {ep:>11.2f}  {errors:>6}")
+        cc, ec = median(workload, "collective", clients, cpu), median(workload, "etcd", clients, cpu)
+        print(f"{workload:>8}  {clients:>7}  {c:>16.0f}  {e:>10.0f}  {c / e:>5.2f}  {cp:>17.2f}  {ep:>11.2f}  {errors:>6}  {cc:>21.1f}  {ec:>5.1f}")
 runs = len({(r["workload"], r["target"], r["clients"]) for r in rows})
 print(f"(medians of {len(rows) // max(1, runs)} runs; same machine, loopback, both fsync before acknowledging)")
 PY

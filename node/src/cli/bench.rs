@@ -60,6 +60,48 @@ pub struct Load {
     /// Total requests per second across the clients (default: as fast as they are answered).
     #[arg(long)]
     pub rate: Option<u32>,
+    /// Also report the CPU time (user + system) per measured request of these processes (the
+    /// members, when they run on this machine; comma-separated pids) and of the bench itself:
+    /// on a shared machine, CPU per request is steadier than throughput.
+    #[arg(long, value_delimiter = ',')]
+    pub cpu_of: Vec<u32>,
+}
+
+/// What a measurement window took: its seconds, and the CPU seconds spent in it by the bench
+/// (`self`) and by each process of `--cpu-of` (by pid). CPU times come from `/proc` (Linux).
+pub(super) struct Window {
+    pub(super) elapsed: f64,
+    pub(super) cpu_s: Vec<(String, f64)>,
+}
+
+/// CPU seconds (user + system) a process has used so far: `self` or a pid, from
+/// `/proc/<pid>/stat` in clock ticks of 1/100 s (Linux's fixed USER_HZ). `None` when unreadable.
+fn cpu_seconds(process: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces; utime and stime are
+    // fields 14 and 15, so the 12th and 13th after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// The processes whose CPU a window reports, and their CPU seconds when it opened.
+struct CpuMeter(Vec<(String, Option<f64>)>);
+
+impl CpuMeter {
+    fn start(pids: &[u32]) -> CpuMeter {
+        let processes = std::iter::once("self".to_string()).chain(pids.iter().map(u32::to_string));
+        CpuMeter(processes.map(|process| (process.clone(), cpu_seconds(&process))).collect())
+    }
+
+    /// CPU seconds each used since `start`; a process unreadable at either end is left out.
+    fn stop(self) -> Vec<(String, f64)> {
+        self.0
+            .into_iter()
+            .filter_map(|(process, started)| Some((process.clone(), cpu_seconds(&process)? - started?)))
+            .collect()
+    }
 }
 
 /// Longest window a `--count` run measures.
@@ -76,21 +118,21 @@ impl Load {
 
     /// Opens the measurement window after the warm-up and closes it after `--duration`, or once
     /// `--count` requests were measured (`measured` counts them); returns the measured seconds.
-    pub(super) async fn window(&self, measured: &AtomicU64, measuring: &AtomicBool, stop: &AtomicBool) -> f64 {
+    pub(super) async fn window(&self, measured: &AtomicU64, measuring: &AtomicBool, stop: &AtomicBool) -> Window {
         let Some(count) = self.count else {
-            return measure_window(self.warmup, self.duration, measuring, stop).await;
+            return measure_window(self.warmup, self.duration, &self.cpu_of, measuring, stop).await;
         };
         tokio::time::sleep(Duration::from_secs(self.warmup)).await;
         measuring.store(true, Ordering::Relaxed);
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), CpuMeter::start(&self.cpu_of));
         let limit = Duration::from_secs(COUNT_WINDOW_MAX_S);
         while measured.load(Ordering::Relaxed) < count && started.elapsed() < limit {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         measuring.store(false, Ordering::Relaxed);
-        let elapsed = started.elapsed().as_secs_f64();
+        let window = Window { elapsed: started.elapsed().as_secs_f64(), cpu_s: cpu.stop() };
         stop.store(true, Ordering::Relaxed);
-        elapsed
+        window
     }
 
     /// Connections to open: `--connections`, or one per client up to 16.
@@ -154,16 +196,23 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
 }
 
 /// Warms up, opens the measurement window for `duration_s`, then tells the workers to stop;
-/// returns the measured seconds. Workers record only while `measuring` is set.
-pub(super) async fn measure_window(warmup_s: u64, duration_s: u64, measuring: &AtomicBool, stop: &AtomicBool) -> f64 {
+/// returns the measured seconds and the CPU the bench and the `cpu_of` processes spent in them.
+/// Workers record only while `measuring` is set.
+pub(super) async fn measure_window(
+    warmup_s: u64,
+    duration_s: u64,
+    cpu_of: &[u32],
+    measuring: &AtomicBool,
+    stop: &AtomicBool,
+) -> Window {
     tokio::time::sleep(Duration::from_secs(warmup_s)).await;
     measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), CpuMeter::start(cpu_of));
     tokio::time::sleep(Duration::from_secs(duration_s)).await;
     measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
+    let window = Window { elapsed: started.elapsed().as_secs_f64(), cpu_s: cpu.stop() };
     stop.store(true, Ordering::Relaxed);
-    elapsed
+    window
 }
 
 /// Spaces one client's requests to a rate: each request has a scheduled start, and latency is
@@ -198,7 +247,7 @@ pub(super) fn histogram() -> Histogram<u64> {
 }
 
 /// Prints a benchmark's result as one table row or as JSON (the fields `deploy/bench-vs-etcd.sh`
-/// reads).
+/// reads), with the CPU per measured request of the bench and each `--cpu-of` process.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn print_report(
     format: Format,
@@ -206,11 +255,15 @@ pub(super) fn print_report(
     target: &str,
     clients: u32,
     connections: u32,
-    elapsed: f64,
+    window: &Window,
     histogram: &Histogram<u64>,
     errors: &BTreeMap<String, u64>,
 ) -> anyhow::Result<()> {
+    let elapsed = window.elapsed;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let requests = (histogram.len() + errors.values().sum::<u64>()).max(1) as f64;
+    let cpu_us_per_request: BTreeMap<&str, f64> =
+        window.cpu_s.iter().map(|(process, seconds)| (process.as_str(), seconds * 1e6 / requests)).collect();
     let report = serde_json::json!({
         "workload": workload,
         "target": target,
@@ -222,6 +275,7 @@ pub(super) fn print_report(
         "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
         "max_ms": histogram.max() as f64 / 1000.0,
         "errors": errors,
+        "cpu_us_per_request": cpu_us_per_request,
     });
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -242,6 +296,9 @@ pub(super) fn print_report(
                 histogram.max() as f64 / 1000.0,
                 errors
             );
+            let cpu: Vec<String> =
+                cpu_us_per_request.iter().map(|(process, us)| format!("{process} {us:.1}")).collect();
+            println!("CPU µs per request: {}", cpu.join(", "));
         }
     }
     Ok(())
@@ -585,11 +642,11 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             }
         }));
     }
-    let elapsed = args.load.window(&measured, &measuring, &stop).await;
+    let window = args.load.window(&measured, &measuring, &stop).await;
     for task in tasks {
         task.await?;
     }
     let (histogram, errors) = tally.take();
     let target = format!("{:?}", args.target).to_lowercase();
-    print_report(format, "presence", &target, args.load.clients, connection_count, elapsed, &histogram, &errors)
+    print_report(format, "presence", &target, args.load.clients, connection_count, &window, &histogram, &errors)
 }

@@ -155,7 +155,7 @@ pub async fn messages(client: &Client, args: MessagesArgs, format: Format) -> an
             }));
         }
     }
-    let elapsed = super::bench::measure_window(args.warmup, args.duration, &measuring, &stop).await;
+    let elapsed = super::bench::measure_window(args.warmup, args.duration, &[], &measuring, &stop).await.elapsed;
     super::bench::join_workers(tasks).await;
     let delivered = delivered.load(Ordering::Relaxed);
     let delivery = delivery_latency.lock().expect("latency lock").clone();

@@ -154,14 +154,14 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
             }
         }));
     }
-    let elapsed = args.load.window(&measured, &measuring, &stop).await;
+    let window = args.load.window(&measured, &measuring, &stop).await;
     for task in tasks {
         task.await?;
     }
     let (total, errors) = tally.take();
     let target = format!("{:?}", args.target).to_lowercase();
     let workload = if args.serializable { "read-serializable" } else { "read" };
-    print_report(format, workload, &target, args.load.clients, connection_count, elapsed, &total, &errors)
+    print_report(format, workload, &target, args.load.clients, connection_count, &window, &total, &errors)
 }
 
 /// One reader's connection.
@@ -259,7 +259,7 @@ pub async fn watch(client: &Client, args: WatchArgs, format: Format) -> anyhow::
         }
         failures
     });
-    let elapsed = measure_window(args.warmup, args.duration, &measuring, &stop).await;
+    let window = measure_window(args.warmup, args.duration, &[], &measuring, &stop).await;
     let failures = writing.await?;
     for watcher in watchers {
         watcher.await?;
@@ -269,7 +269,7 @@ pub async fn watch(client: &Client, args: WatchArgs, format: Format) -> anyhow::
         *errors.entry(code).or_default() += count;
     }
     let target = format!("{:?}", args.target).to_lowercase();
-    print_report(format, "watch", &target, args.watchers, connection_count, elapsed, &total, &errors)
+    print_report(format, "watch", &target, args.watchers, connection_count, &window, &total, &errors)
 }
 
 /// One watcher's stream.

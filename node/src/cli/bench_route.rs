@@ -253,7 +253,7 @@ pub async fn route(client: &Client, args: RouteArgs, format: Format) -> anyhow::
             anyhow::Ok(())
         }));
     }
-    let elapsed = super::bench::measure_window(args.warmup, args.duration, &measuring, &stop).await;
+    let elapsed = super::bench::measure_window(args.warmup, args.duration, &[], &measuring, &stop).await.elapsed;
     super::bench::join_workers(tasks).await;
     let calls = calls.load(Ordering::Relaxed);
     let route = route_latency.lock().expect("lock").clone();
