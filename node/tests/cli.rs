@@ -417,12 +417,25 @@ async fn bench_load_and_a_counted_presence_run() {
     // The leader applied everything; the members that reported fewer users were still catching up.
     assert!(members.iter().any(|m| m["users"] == 60), "{loaded}");
 
-    let presence = run(&["presence", "--clients", "4", "--users", "20", "--count", "300", "--warmup", "0"]);
+    // The CPU of another process (here the test's own) and of the bench, per measured request.
+    let test_pid = std::process::id().to_string();
+    let presence =
+        run(&["presence", "--clients", "4", "--users", "20", "--count", "300", "--warmup", "0", "--cpu-of", &test_pid]);
     let measured = presence["ok"].as_u64().unwrap()
         + presence["errors"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>();
     // The window closes once 300 are measured; requests still in flight may land in it too.
     assert!((300..360).contains(&measured), "{presence}");
     assert_eq!(presence["errors"], serde_json::json!({}), "{presence}");
+    let cpu = presence["cpu_us_per_request"].as_object().unwrap();
+    assert!(cpu.len() == 2 && cpu.contains_key("self") && cpu.contains_key(&test_pid), "{presence}");
+    assert!(cpu.values().all(|us| us.as_f64().unwrap() >= 0.0), "{presence}");
+    let unknown = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc.join(","), "bench", "presence", "--cpu-of", "4294967295"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let error = String::from_utf8_lossy(&unknown.stderr);
+    assert!(error.contains("--cpu-of: no process 4294967295"), "{error}");
 
     // Spread over the members, followers hand the writes on; they all succeed.
     let spread =

@@ -113,11 +113,15 @@ impl Load {
         if self.clients == 0 || self.duration == 0 || self.count == Some(0) {
             anyhow::bail!("--clients, --duration and --count must be positive");
         }
+        if let Some(pid) = self.cpu_of.iter().find(|pid| cpu_seconds(&pid.to_string()).is_none()) {
+            anyhow::bail!("--cpu-of: no process {pid} whose CPU time can be read (/proc/{pid}/stat)");
+        }
         Ok(())
     }
 
     /// Opens the measurement window after the warm-up and closes it after `--duration`, or once
-    /// `--count` requests were measured (`measured` counts them); returns the measured seconds.
+    /// `--count` requests were measured (`measured` counts them); returns the measured seconds and
+    /// the CPU spent in them (`--cpu-of`).
     pub(super) async fn window(&self, measured: &AtomicU64, measuring: &AtomicBool, stop: &AtomicBool) -> Window {
         let Some(count) = self.count else {
             return measure_window(self.warmup, self.duration, &self.cpu_of, measuring, stop).await;
