@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use collective_proto::v1 as pb;
-use common::{bad_field, reason, site, user, Cluster};
+use common::{bad_field, http_get, reason, site, user, Cluster};
 use tokio_stream::StreamExt;
 
 async fn user_count(cluster: &Cluster, index: usize) -> usize {
@@ -81,6 +81,37 @@ async fn leader_kill_loses_no_acknowledged_write_and_restarted_node_catches_up()
         let answer = HistoryClient::new(cluster.channel(leader).await).presence_at(request).await.unwrap().into_inner();
         assert!(answer.found, "restarted member's history lacks {username}");
     }
+}
+
+/// A leader that lost its quorum answers a write UNAVAILABLE, outcome unknown, once the write's
+/// wait (`forward_timeout_ms`) has passed: the pending table's sweep answers it (no timer per
+/// write), and the metric counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_quorum_cannot_commit_is_answered_unknown_after_its_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("member.toml");
+    std::fs::write(&config, "forward_timeout_ms = 1000\n").unwrap();
+    let mut cluster = Cluster::start(3, &["--config", config.to_str().unwrap()]).await;
+    let leader = cluster.leader(0).await;
+    cluster.directory(leader).await.add_site(site(1, "Indianapolis")).await.unwrap();
+    cluster.directory(leader).await.add_user(user("agent1", 1, "1001")).await.unwrap();
+    cluster.kill((leader + 1) % 3);
+    cluster.kill((leader + 2) % 3);
+    let request = pb::SetStatusRequest {
+        username: "agent1".into(),
+        status_key: "Available".into(),
+        until_ms: None,
+        detail: String::new(),
+    };
+    let status = cluster.presence(leader).await.set_status(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("did not commit within 1000 ms"), "{status:?}");
+    let metrics = http_get(&cluster.http[leader], "/metrics");
+    let timed_out = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("collective_writes_timed_out_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    assert_eq!(timed_out, Some(1.0), "{metrics}");
 }
 
 /// The vendor's "Test workgroup member" checklist (seeds/cic-multi-site.txt).

@@ -30,8 +30,6 @@ struct Inner<T, D> {
     slots: BTreeMap<u64, Slot<T, D>>,
     next_id: u64,
     limit: usize,
-    /// The latest deadline registered: a later registration's is never earlier.
-    last_deadline: Option<D>,
 }
 
 /// Requests waiting for answers, at most `limit` at once. `D` is the time of a deadline the
@@ -43,13 +41,13 @@ pub struct PendingTable<T, D = u64> {
 impl<T, D: Ord + Copy> PendingTable<T, D> {
     /// An empty table holding at most `limit` entries.
     pub fn new(limit: usize) -> PendingTable<T, D> {
-        PendingTable { inner: Mutex::new(Inner { slots: BTreeMap::new(), next_id: 0, limit, last_deadline: None }) }
+        PendingTable { inner: Mutex::new(Inner { slots: BTreeMap::new(), next_id: 0, limit }) }
     }
 
     /// Registers a request; its id is how the answer finds the waiter. With a `deadline`,
     /// `expire` answers it once that time has come (the caller keeps any other deadline). A
-    /// deadline earlier than one registered before it is raised to that one, so deadlines
-    /// follow registration order and `expire` can stop at the first not yet due: callers use
+    /// deadline earlier than that of a waiter registered before it is raised to that one, so
+    /// deadlines follow registration order and `expire` can stop at the first not yet due: callers use
     /// one wait on a monotonic clock, and two writers that read the clock in one order and
     /// register in the other differ by microseconds.
     /// (An associated function: loom's `Arc` cannot be a method receiver.)
@@ -60,10 +58,9 @@ impl<T, D: Ord + Copy> PendingTable<T, D> {
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        let deadline = deadline.map(|deadline| inner.last_deadline.map_or(deadline, |last| deadline.max(last)));
-        if deadline.is_some() {
-            inner.last_deadline = deadline;
-        }
+        // The newest waiter with a deadline (ids grow), usually the last slot.
+        let latest = inner.slots.values().rev().find_map(|slot| slot.deadline);
+        let deadline = deadline.map(|deadline| latest.map_or(deadline, |latest| deadline.max(latest)));
         inner.slots.insert(id, Slot { value: None, waker: None, deadline });
         Ok(Waiter { table: table.clone(), id, done: false })
     }
