@@ -72,6 +72,49 @@ async fn operator_workflow_through_the_cli() {
     let (success, _, stderr) = cli(&cluster, &["history", "presence", "jo", "--at-ms", "1"]);
     assert!(!success && stderr.contains("OutOfRange") && stderr.contains("HISTORY_COMPACTED"), "{stderr}");
 
+    // Many changes over one stream, one JSON line each: every line's outcome, the bad ones
+    // named by line, and a failure at the end.
+    let changes = tempfile::NamedTempFile::new().unwrap();
+    let lines = [
+        r#"{"change":"set_status","username":"jo","status_key":"Available"}"#,
+        "",
+        r#"{"change":"start_interaction","username":"jo","interaction_id":"c1"}"#,
+        r#"{"change":"set_status","username":"nobody","status_key":"Available"}"#,
+        "not json",
+        r#"{"change":"set_status","username":"jo","status_key":"Available","colour":"red"}"#,
+    ];
+    std::fs::write(changes.path(), lines.join("\n")).unwrap();
+    let (success, stdout, stderr) =
+        cli(&cluster, &["-w", "json", "status", "submit", "--file", changes.path().to_str().unwrap()]);
+    assert!(!success && stderr.contains("3 of 5 changes failed"), "{stderr}");
+    let outcomes: std::collections::BTreeMap<u64, serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|outcome| (outcome["line"].as_u64().unwrap(), outcome))
+        .collect();
+    assert_eq!(outcomes.keys().copied().collect::<Vec<_>>(), vec![1, 3, 4, 5, 6], "{stdout}");
+    assert!(outcomes[&1]["revision"].as_u64().unwrap() > 0 && outcomes[&3]["revision"].as_u64().is_some(), "{stdout}");
+    assert_eq!(outcomes[&4]["code"], "NotFound", "{stdout}");
+    assert!(outcomes[&5]["error"].as_str().unwrap().contains("not a presence change"), "{stdout}");
+    assert!(outcomes[&6]["error"].as_str().unwrap().contains("unknown field `colour`"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&cluster, &["-w", "json", "user", "get", "jo"])).unwrap();
+    assert_eq!((&json["presence"]["status_key"], &json["presence"]["on_phone"]), (&"Available".into(), &true.into()));
+    // From standard input, as a gateway pipes them.
+    let mut submit = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc.join(","), "status", "submit"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let line = r#"{"change":"end_interaction","username":"jo","interaction_id":"c1"}"#;
+    writeln!(submit.stdin.take().unwrap(), "{line}").unwrap();
+    let output = submit.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.starts_with("line 1: written at revision "), "{stdout}");
+
     // Updates, deletions and lease revocation through the CLI.
     let update = ["user", "update", "--username", "jo", "--display-name", "Jo Roamer", "--email", "jo@example.com"];
     ok(&cluster, &[&update[..], &["--home-site", "2", "--extension", "2100"]].concat());
@@ -436,6 +479,20 @@ async fn bench_load_and_a_counted_presence_run() {
     assert!(!unknown.status.success());
     let error = String::from_utf8_lossy(&unknown.stderr);
     assert!(error.contains("--cpu-of: no process 4294967295"), "{error}");
+
+    // Over Submit streams: the same count, no errors; etcd has no streamed put.
+    let streamed =
+        run(&["presence", "--clients", "8", "--users", "20", "--count", "300", "--warmup", "0", "--api", "stream"]);
+    assert_eq!(streamed["workload"], "presence-stream", "{streamed}");
+    assert!(streamed["ok"].as_u64().unwrap() >= 300, "{streamed}");
+    assert_eq!(streamed["errors"], serde_json::json!({}), "{streamed}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc.join(","), "bench", "presence", "--target", "etcd", "--api", "stream"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("etcd has no streamed put"), "{error}");
 
     // Spread over the members, followers hand the writes on; they all succeed.
     let spread =

@@ -114,6 +114,89 @@ async fn a_write_the_quorum_cannot_commit_is_answered_unknown_after_its_wait() {
     assert_eq!(timed_out, Some(1.0), "{metrics}");
 }
 
+/// Presence changes over a `Submit` stream sent to a follower: each is answered once by its id,
+/// as its unary call would be (a refused change with the same code and details, the stream going
+/// on), the stream ends once the client is done and every change is answered, and more changes
+/// than the server reads ahead (`SUBMIT_IN_FLIGHT_MAX`) all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_changes_over_a_submit_stream_are_answered_one_by_one() {
+    use pb::presence_change::Change;
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.leader(0).await;
+    let follower = (leader + 1) % 3;
+    cluster.directory(leader).await.add_site(site(1, "Indianapolis")).await.unwrap();
+    cluster.directory(leader).await.add_user(user("agent1", 1, "1001")).await.unwrap();
+
+    let changes = vec![
+        common::change(
+            1,
+            Change::LogOn(pb::LogOnRequest { username: "agent1".into(), site: 1, server: String::new() }),
+        ),
+        common::set_status_change(2, "Agent1", "Away from desk"),
+        common::set_status_change(3, "ghost", "Available"),
+        pb::PresenceChange { id: 4, change: None },
+        common::change(
+            5,
+            Change::StartInteraction(pb::InteractionRequest {
+                username: "agent1".into(),
+                interaction_id: "call-1".into(),
+            }),
+        ),
+        common::set_status_change(6, "agent1", "No Such Status"),
+    ];
+    let stream = cluster.presence(follower).await.submit(tokio_stream::iter(changes)).await.unwrap().into_inner();
+    let answered = common::outcomes(stream).await;
+    assert_eq!(answered.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6], "{answered:?}");
+    let written = answered[&2].as_ref().expect("the status change is written");
+    assert!(written.revision > 0 && !written.events.is_empty(), "{written:?}");
+    assert!(answered[&1].is_ok() && answered[&5].is_ok(), "{answered:?}");
+    let ghost = answered[&3].as_ref().unwrap_err();
+    assert_eq!((ghost.code(), reason(ghost)), (tonic::Code::NotFound, "NOT_FOUND".to_string()), "{ghost:?}");
+    let empty = answered[&4].as_ref().unwrap_err();
+    assert_eq!((empty.code(), bad_field(empty)), (tonic::Code::InvalidArgument, "change".to_string()), "{empty:?}");
+    // The same refusal the unary call gives.
+    let unary = cluster
+        .presence(follower)
+        .await
+        .set_status(pb::SetStatusRequest {
+            username: "agent1".into(),
+            status_key: "No Such Status".into(),
+            until_ms: None,
+            detail: String::new(),
+        })
+        .await
+        .unwrap_err();
+    let streamed = answered[&6].as_ref().unwrap_err();
+    assert_eq!((streamed.code(), streamed.message()), (unary.code(), unary.message()), "{streamed:?}");
+    // The details as decoded: ErrorInfo's metadata is a hash map, encoded in no fixed order.
+    use tonic_types::StatusExt;
+    let info = |status: &tonic::Status| {
+        status.get_error_details().error_info().map(|i| (i.reason.clone(), i.metadata.clone()))
+    };
+    assert!(info(streamed).is_some() && info(streamed) == info(&unary), "{streamed:?}");
+
+    let presence = cluster
+        .presence(leader)
+        .await
+        .get_presence(pb::GetPresenceRequest { usernames: vec!["agent1".into()], serializable: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .presences
+        .remove(0);
+    assert_eq!((presence.status_key.as_str(), presence.current_site, presence.on_phone), ("Away from desk", 1, true));
+
+    // More changes than the server reads ahead: it reads on as outcomes leave, and each is
+    // answered once.
+    let count = collective::api::presence::SUBMIT_IN_FLIGHT_MAX as u64 + 904;
+    let statuses = ["Available", "Away from desk"];
+    let changes = (1..=count).map(move |id| common::set_status_change(id, "agent1", statuses[id as usize % 2]));
+    let stream = cluster.presence(leader).await.submit(tokio_stream::iter(changes)).await.unwrap().into_inner();
+    let answered = common::outcomes(stream).await;
+    assert_eq!(answered.len() as u64, count);
+    assert!(answered.values().all(Result::is_ok), "{:?}", answered.values().find(|r| r.is_err()));
+}
+
 /// The vendor's "Test workgroup member" checklist (seeds/cic-multi-site.txt).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vendor_checklist_spanning_workgroup_member() {

@@ -128,6 +128,27 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
     assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
     assert!(error.message().contains("bob"), "{error:?}");
     assert_eq!(status_of(&cluster, "bob").await, "Available");
+    // Over a Submit stream each change is authorised as its unary call is: site 1's change of
+    // Bob is refused on its own, site 2's is written; without credentials the stream is refused.
+    let changes = vec![common::set_status_change(7, "bob", "On Break")];
+    let stream = PresencesClient::new(with_token(&cluster, 1, &site1).await)
+        .submit(tokio_stream::iter(changes.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = common::outcomes(stream).await.remove(&7).unwrap().unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(status_of(&cluster, "bob").await, "Available");
+    let error = PresencesClient::new(cluster.channel(1).await).submit(tokio_stream::iter(changes.clone())).await;
+    assert_eq!(error.unwrap_err().code(), Code::Unauthenticated);
+    let stream = PresencesClient::new(with_token(&cluster, 1, &site2).await)
+        .submit(tokio_stream::iter(changes))
+        .await
+        .unwrap()
+        .into_inner();
+    let written = common::outcomes(stream).await.remove(&7).unwrap().unwrap();
+    assert!(!written.events.is_empty() && written.events.iter().all(|e| e.principal == "site:2"), "{written:?}");
+    assert_eq!(status_of(&cluster, "bob").await, "On Break");
     // Nor his directory entry, nor collective-wide configuration.
     let mut moved = user("bob", 2, "2001");
     moved.user.as_mut().unwrap().display_name = "Robert".into();

@@ -1,20 +1,26 @@
 //! `collective.v1.Presences`: status, logon, interactions, reads and the watch stream.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use collective_proto::v1 as pb;
+use collective_proto::v1::presence_change::Change;
+use collective_proto::v1::presence_outcome::Outcome;
 use collective_proto::v1::presences_server::Presences;
 use collective_statemachine::{user::key_of, Command, EventRecord, Principal, SearchQuery, State};
 use collective_sync::hub::{Hub, SubscribeError};
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::error::ApiError;
-use super::{principal, read};
+use super::{authenticated, principal, read};
+use crate::auth::Credential;
 use crate::node::Node;
 
 /// Events buffered per watch stream before the sender waits for the client.
@@ -23,6 +29,9 @@ pub const WATCH_BUFFER_EVENTS: usize = 1_024;
 const WATCH_READ_BATCH_EVENTS: usize = 512;
 /// Most usernames in one `GetPresence`.
 pub const GET_PRESENCE_USERS_MAX: usize = 10_000;
+/// Most changes of one `Submit` stream awaiting their outcome: the server reads no further
+/// until one is answered, and HTTP/2 flow control then holds the client.
+pub const SUBMIT_IN_FLIGHT_MAX: usize = 4_096;
 
 /// Serves presence.
 pub struct PresenceService {
@@ -78,22 +87,114 @@ impl WatchFilter {
 }
 
 type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Event, Status>> + Send>>;
+type OutcomeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::PresenceOutcome, Status>> + Send>>;
+
+/// The command a presence change asks for: the same for the unary calls and `Submit`.
+fn command(change: Change) -> Command {
+    match change {
+        Change::SetStatus(r) => Command::SetStatus {
+            username: r.username,
+            status_key: r.status_key,
+            until_ms: r.until_ms,
+            detail: r.detail,
+        },
+        Change::LogOn(r) => Command::LogOn { username: r.username, site: r.site, server: r.server },
+        Change::LogOff(r) => Command::LogOff {
+            username: r.username,
+            reason: if r.reason.is_empty() {
+                collective_statemachine::state::LOGOFF_REASON_USER.to_string()
+            } else {
+                r.reason
+            },
+        },
+        Change::StartInteraction(r) => {
+            Command::StartInteraction { username: r.username, interaction_id: r.interaction_id }
+        }
+        Change::EndInteraction(r) => Command::EndInteraction { username: r.username, interaction_id: r.interaction_id },
+    }
+}
+
+/// One change of a `Submit` stream, written as its unary call would be; its outcome carries the
+/// change's id and, on failure, the status the unary call would have failed with.
+async fn submit_change(
+    node: Arc<Node>,
+    principal: Principal,
+    expires_at_ms: Option<u64>,
+    change: pb::PresenceChange,
+) -> pb::PresenceOutcome {
+    let id = change.id;
+    let written = match (change.change, expires_at_ms) {
+        (_, Some(expires_at_ms)) if node.now_ms() >= expires_at_ms => Err(Status::unauthenticated(format!(
+            "the session token of this stream expired at {expires_at_ms} ms; log in again and open a new stream"
+        ))),
+        (None, _) => Err(ApiError::invalid(
+            "change",
+            "one of set_status, log_on, log_off, start_interaction or end_interaction is required",
+        )
+        .into()),
+        (Some(change), _) => {
+            node.write(principal, command(change)).await.map(convert::write_response).map_err(Status::from)
+        }
+    };
+    let outcome = match written {
+        Ok(response) => Outcome::Written(response),
+        Err(status) => Outcome::Error(pb::ChangeError {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+            details: status.details().to_vec(),
+        }),
+    };
+    pb::PresenceOutcome { id, outcome: Some(outcome) }
+}
+
+/// The outcomes of one `Submit` stream, which is also what drives it: it reads changes while
+/// fewer than `SUBMIT_IN_FLIGHT_MAX` await their outcome, starts each as a write, and yields
+/// the outcomes as they come. It runs in the response body's task, not one of its own (nor one
+/// per change, as unary calls have), and reads only as fast as the client takes outcomes.
+struct Outcomes<F, S> {
+    changes: Streaming<pb::PresenceChange>,
+    /// Whether the client may still send changes.
+    reading: bool,
+    writing: FuturesUnordered<F>,
+    start: S,
+}
+
+impl<F, S> Stream for Outcomes<F, S>
+where
+    F: Future<Output = pb::PresenceOutcome>,
+    S: FnMut(pb::PresenceChange) -> F + Unpin,
+{
+    type Item = Result<pb::PresenceOutcome, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while this.reading && this.writing.len() < SUBMIT_IN_FLIGHT_MAX {
+            match Pin::new(&mut this.changes).poll_next(cx) {
+                Poll::Ready(Some(Ok(change))) => this.writing.push((this.start)(change)),
+                // The request stream broke (reset, undecodable): nothing more can be read, and
+                // the outcomes of the changes in flight cannot be told apart from it.
+                Poll::Ready(Some(Err(status))) => {
+                    this.reading = false;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(None) => this.reading = false,
+                Poll::Pending => break,
+            }
+        }
+        match this.writing.poll_next_unpin(cx) {
+            Poll::Ready(Some(outcome)) => Poll::Ready(Some(Ok(outcome))),
+            // The client closed its side and every change is answered.
+            Poll::Ready(None) if !this.reading => Poll::Ready(None),
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl Presences for PresenceService {
     async fn set_status(&self, request: Request<pb::SetStatusRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let principal = principal(&request)?;
-        let request = request.into_inner();
-        self.write(
-            principal,
-            Command::SetStatus {
-                username: request.username,
-                status_key: request.status_key,
-                until_ms: request.until_ms,
-                detail: request.detail,
-            },
-        )
-        .await
+        self.write(principal, command(Change::SetStatus(request.into_inner()))).await
     }
 
     async fn get_presence(
@@ -149,20 +250,12 @@ impl Presences for PresenceService {
 
     async fn log_on(&self, request: Request<pb::LogOnRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let principal = principal(&request)?;
-        let request = request.into_inner();
-        self.write(principal, Command::LogOn { username: request.username, site: request.site, server: request.server })
-            .await
+        self.write(principal, command(Change::LogOn(request.into_inner()))).await
     }
 
     async fn log_off(&self, request: Request<pb::LogOffRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let principal = principal(&request)?;
-        let request = request.into_inner();
-        let reason = if request.reason.is_empty() {
-            collective_statemachine::state::LOGOFF_REASON_USER.to_string()
-        } else {
-            request.reason
-        };
-        self.write(principal, Command::LogOff { username: request.username, reason }).await
+        self.write(principal, command(Change::LogOff(request.into_inner()))).await
     }
 
     async fn start_interaction(
@@ -170,12 +263,7 @@ impl Presences for PresenceService {
         request: Request<pb::InteractionRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let principal = principal(&request)?;
-        let request = request.into_inner();
-        self.write(
-            principal,
-            Command::StartInteraction { username: request.username, interaction_id: request.interaction_id },
-        )
-        .await
+        self.write(principal, command(Change::StartInteraction(request.into_inner()))).await
     }
 
     async fn end_interaction(
@@ -183,12 +271,28 @@ impl Presences for PresenceService {
         request: Request<pb::InteractionRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let principal = principal(&request)?;
-        let request = request.into_inner();
-        self.write(
-            principal,
-            Command::EndInteraction { username: request.username, interaction_id: request.interaction_id },
-        )
-        .await
+        self.write(principal, command(Change::EndInteraction(request.into_inner()))).await
+    }
+
+    type SubmitStream = OutcomeStream;
+
+    async fn submit(
+        &self,
+        request: Request<Streaming<pb::PresenceChange>>,
+    ) -> Result<Response<Self::SubmitStream>, Status> {
+        let principal = principal(&request)?;
+        let expires_at_ms = match authenticated(&request)?.credential {
+            Credential::Session { expires_at_ms } => Some(expires_at_ms),
+            Credential::None | Credential::Token | Credential::Certificate => None,
+        };
+        let node = self.node.clone();
+        let outcomes = Outcomes {
+            changes: request.into_inner(),
+            reading: true,
+            writing: FuturesUnordered::new(),
+            start: move |change| submit_change(node.clone(), principal.clone(), expires_at_ms, change),
+        };
+        Ok(Response::new(Box::pin(outcomes)))
     }
 
     type WatchStream = EventStream;

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use collective_proto::v1 as pb;
 use collective_proto::v1::directory_client::DirectoryClient;
+use collective_proto::v1::presence_change::Change;
 use collective_proto::v1::presences_client::PresencesClient;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
 use super::client::{Client, Conn};
 use super::output::Format;
+use super::submit::Submitter;
 
 /// Site the benchmark's users live at.
 pub(super) const BENCH_SITE_ID: u32 = 999;
@@ -167,6 +169,20 @@ pub struct PresenceArgs {
     /// follower hands each write on to the leader). The same for either target.
     #[arg(long, value_enum, default_value = "leader")]
     pub send_to: SendTo,
+    /// How collective receives the changes: one unary call each, or over one `Submit` stream
+    /// per connection, each change still a write of its own, answered on its own. etcd has no
+    /// streamed put: its target takes only `unary`.
+    #[arg(long, value_enum, default_value = "unary")]
+    pub api: Api,
+}
+
+/// How a write benchmark sends its changes to collective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    /// One unary call per change (`SetStatus`, `LogOn`, ...).
+    Unary,
+    /// The changes of a connection's clients over one `Presences/Submit` stream.
+    Stream,
 }
 
 /// Where a write benchmark's connections go.
@@ -481,8 +497,38 @@ impl Workload {
 /// Where the load goes.
 enum Sink {
     Collective(PresencesClient<Conn>),
+    /// collective's `Submit` stream, shared by the clients of one connection.
+    Stream(Arc<Submitter>),
     /// etcd: one put of the equivalent serialized presence record per change.
     Etcd(Box<etcd_client::KvClient>),
+}
+
+impl Op {
+    /// The change collective is asked for.
+    fn change(self) -> Change {
+        match self {
+            Op::SetStatus { user, status_key } => Change::SetStatus(pb::SetStatusRequest {
+                username: format!("bench{user}"),
+                status_key: status_key.to_string(),
+                until_ms: None,
+                detail: String::new(),
+            }),
+            Op::LogOn { user } => Change::LogOn(pb::LogOnRequest {
+                username: format!("bench{user}"),
+                site: BENCH_SITE_ID,
+                server: String::new(),
+            }),
+            Op::LogOff { user } => {
+                Change::LogOff(pb::LogOffRequest { username: format!("bench{user}"), reason: "user".into() })
+            }
+            Op::StartInteraction { user, interaction_id } => {
+                Change::StartInteraction(pb::InteractionRequest { username: format!("bench{user}"), interaction_id })
+            }
+            Op::EndInteraction { user, interaction_id } => {
+                Change::EndInteraction(pb::InteractionRequest { username: format!("bench{user}"), interaction_id })
+            }
+        }
+    }
 }
 
 impl Sink {
@@ -490,38 +536,17 @@ impl Sink {
     async fn execute(&mut self, op: Op) -> Result<(), String> {
         match self {
             Sink::Collective(presences) => {
-                let result = match op {
-                    Op::SetStatus { user, status_key } => presences
-                        .set_status(pb::SetStatusRequest {
-                            username: format!("bench{user}"),
-                            status_key: status_key.to_string(),
-                            until_ms: None,
-                            detail: String::new(),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Op::LogOn { user } => presences
-                        .log_on(pb::LogOnRequest {
-                            username: format!("bench{user}"),
-                            site: BENCH_SITE_ID,
-                            server: String::new(),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Op::LogOff { user } => presences
-                        .log_off(pb::LogOffRequest { username: format!("bench{user}"), reason: "user".into() })
-                        .await
-                        .map(|_| ()),
-                    Op::StartInteraction { user, interaction_id } => presences
-                        .start_interaction(pb::InteractionRequest { username: format!("bench{user}"), interaction_id })
-                        .await
-                        .map(|_| ()),
-                    Op::EndInteraction { user, interaction_id } => presences
-                        .end_interaction(pb::InteractionRequest { username: format!("bench{user}"), interaction_id })
-                        .await
-                        .map(|_| ()),
+                let result = match op.change() {
+                    Change::SetStatus(request) => presences.set_status(request).await,
+                    Change::LogOn(request) => presences.log_on(request).await,
+                    Change::LogOff(request) => presences.log_off(request).await,
+                    Change::StartInteraction(request) => presences.start_interaction(request).await,
+                    Change::EndInteraction(request) => presences.end_interaction(request).await,
                 };
-                result.map_err(|status| format!("{:?}", status.code()))
+                result.map(|_| ()).map_err(|status| format!("{:?}", status.code()))
+            }
+            Sink::Stream(submitter) => {
+                submitter.submit(op.change()).await.map(|_| ()).map_err(|status| format!("{:?}", status.code()))
             }
             Sink::Etcd(kv) => {
                 let (user, status_key, logged_on, on_phone) = match op {
@@ -590,9 +615,15 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
                 SendTo::All => None,
             };
             for index in 0..connection_count {
-                let index = leader.unwrap_or(index as usize);
-                sinks.push(Sink::Collective(PresencesClient::new(client.dedicated(index).await?)));
+                let conn = client.dedicated(leader.unwrap_or(index as usize)).await?;
+                sinks.push(match args.api {
+                    Api::Unary => Sink::Collective(PresencesClient::new(conn)),
+                    Api::Stream => Sink::Stream(Arc::new(Submitter::open(conn).await?)),
+                });
             }
+        }
+        Target::Etcd if args.api == Api::Stream => {
+            anyhow::bail!("--api stream is collective's Submit stream; etcd has no streamed put (use --api unary)")
         }
         Target::Etcd => {
             let leader = match args.send_to {
@@ -618,6 +649,7 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
     for index in 0..args.load.clients {
         let mut sink = match &sinks[index as usize % sinks.len()] {
             Sink::Collective(presences) => Sink::Collective(presences.clone()),
+            Sink::Stream(submitter) => Sink::Stream(submitter.clone()),
             Sink::Etcd(kv) => Sink::Etcd(kv.clone()),
         };
         let (measuring, stop, measured) = (measuring.clone(), stop.clone(), measured.clone());
@@ -652,5 +684,9 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
     }
     let (histogram, errors) = tally.take();
     let target = format!("{:?}", args.target).to_lowercase();
-    print_report(format, "presence", &target, args.load.clients, connection_count, &window, &histogram, &errors)
+    let workload = match args.api {
+        Api::Unary => "presence",
+        Api::Stream => "presence-stream",
+    };
+    print_report(format, workload, &target, args.load.clients, connection_count, &window, &histogram, &errors)
 }

@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod output;
 pub mod routing;
 pub mod security;
+pub mod submit;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -401,6 +402,16 @@ pub enum StatusCommand {
         site: u32,
         #[arg(long, default_value = "")]
         group: String,
+    },
+    /// Send many presence changes over one stream, one JSON object per line of --file (or of
+    /// standard input), and print each line's outcome as it arrives. A line names its change:
+    /// {"change":"set_status","username":"jo","status_key":"Available"}, or "log_on" (username,
+    /// site, server), "log_off" (username, reason), "start_interaction" or "end_interaction"
+    /// (username, interaction_id). Fails at the end if any line failed.
+    Submit {
+        /// The changes (default: standard input).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
     },
     /// Stream events from a revision (0: from now).
     Watch {
@@ -963,6 +974,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                     .await?;
                 print(format, &response.into_inner(), Some("presences"));
             }
+            StatusCommand::Submit { file } => submit::submit_lines(client, file, format).await?,
             StatusCommand::Watch { from_revision, users, workgroups, sites, kinds, count } => {
                 let request =
                     pb::WatchRequest { start_revision: from_revision, usernames: users, workgroups, sites, kinds };

@@ -299,3 +299,40 @@ pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
     status.get_details_error_info().map(|i| i.reason).unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
 }
+
+/// A presence change of a `Submit` stream.
+pub fn change(id: u64, change: pb::presence_change::Change) -> pb::PresenceChange {
+    pb::PresenceChange { id, change: Some(change) }
+}
+
+/// A `SetStatus` change.
+pub fn set_status_change(id: u64, username: &str, status_key: &str) -> pb::PresenceChange {
+    change(
+        id,
+        pb::presence_change::Change::SetStatus(pb::SetStatusRequest {
+            username: username.into(),
+            status_key: status_key.into(),
+            until_ms: None,
+            detail: String::new(),
+        }),
+    )
+}
+
+/// Reads a `Submit` stream to its end: each change's outcome by id (an id answered twice fails
+/// the test), as the unary call's result (a `ChangeError` as the status it describes).
+pub async fn outcomes(
+    mut stream: tonic::Streaming<pb::PresenceOutcome>,
+) -> std::collections::BTreeMap<u64, Result<pb::WriteResponse, tonic::Status>> {
+    use pb::presence_outcome::Outcome;
+    let mut answered = std::collections::BTreeMap::new();
+    while let Some(outcome) = stream.message().await.expect("the stream ends cleanly") {
+        let result = match outcome.outcome.expect("every outcome has a result") {
+            Outcome::Written(response) => Ok(response),
+            Outcome::Error(error) => {
+                Err(tonic::Status::with_details(tonic::Code::from_i32(error.code), error.message, error.details.into()))
+            }
+        };
+        assert!(answered.insert(outcome.id, result).is_none(), "change {} answered twice", outcome.id);
+    }
+    answered
+}

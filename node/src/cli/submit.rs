@@ -1,0 +1,247 @@
+//! Presence changes over one `Submit` stream (`collective.v1.Presences/Submit`): each change goes
+//! out with an id, and whoever sent it waits for the outcome with that id. Used by
+//! `collective status submit` and `collective bench presence --api stream`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use collective_proto::v1 as pb;
+use collective_proto::v1::presence_change::Change;
+use collective_proto::v1::presence_outcome::Outcome;
+use collective_proto::v1::presences_client::PresencesClient;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::Deserialize;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::client::{Client, Conn};
+use super::output::Format;
+
+/// Changes of one stream awaiting their outcome: as many as the server reads ahead, and a
+/// sender waits for a slot beyond it.
+use crate::api::presence::SUBMIT_IN_FLIGHT_MAX;
+/// Changes queued for the stream before a sender waits for the connection.
+const SEND_BUFFER: usize = 1_024;
+
+type Reply = oneshot::Sender<Result<pb::WriteResponse, tonic::Status>>;
+
+/// The changes sent and not yet answered, by id; once the stream has ended, why.
+#[derive(Default)]
+struct Waiting {
+    replies: HashMap<u64, Reply>,
+    ended: Option<tonic::Status>,
+}
+
+/// One open `Submit` stream, shared by any number of senders.
+pub struct Submitter {
+    changes: mpsc::Sender<pb::PresenceChange>,
+    waiting: Arc<Mutex<Waiting>>,
+    slots: Semaphore,
+    next_id: AtomicU64,
+}
+
+impl Submitter {
+    /// Opens a stream on `conn`; a task reads its outcomes and hands each to its sender. When the
+    /// stream ends, every change still waiting fails with the reason.
+    pub async fn open(conn: Conn) -> Result<Submitter, tonic::Status> {
+        let (changes, queued) = mpsc::channel(SEND_BUFFER);
+        let mut outcomes = PresencesClient::new(conn).submit(ReceiverStream::new(queued)).await?.into_inner();
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let reader = waiting.clone();
+        tokio::spawn(async move {
+            let ended = loop {
+                match outcomes.message().await {
+                    Ok(Some(outcome)) => {
+                        let reply = reader.lock().expect("submit lock").replies.remove(&outcome.id);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(result_of(outcome.outcome));
+                        }
+                    }
+                    Ok(None) => break tonic::Status::unavailable("the server ended the submit stream"),
+                    Err(status) => break status,
+                }
+            };
+            let mut waiting = reader.lock().expect("submit lock");
+            for (_, reply) in waiting.replies.drain() {
+                let _ = reply.send(Err(tonic::Status::new(
+                    ended.code(),
+                    format!(
+                        "the stream ended before this change was answered; its outcome is unknown: {}",
+                        ended.message()
+                    ),
+                )));
+            }
+            waiting.ended = Some(ended);
+        });
+        Ok(Submitter { changes, waiting, slots: Semaphore::new(SUBMIT_IN_FLIGHT_MAX), next_id: AtomicU64::new(1) })
+    }
+
+    /// Sends one change and waits for its outcome: what the unary call would have answered, or
+    /// the status it would have failed with.
+    pub async fn submit(&self, change: Change) -> Result<pb::WriteResponse, tonic::Status> {
+        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, outcome) = oneshot::channel();
+        {
+            let mut waiting = self.waiting.lock().expect("submit lock");
+            if let Some(ended) = &waiting.ended {
+                return Err(tonic::Status::new(ended.code(), format!("the submit stream ended: {}", ended.message())));
+            }
+            waiting.replies.insert(id, reply);
+        }
+        if self.changes.send(pb::PresenceChange { id, change: Some(change) }).await.is_err() {
+            self.waiting.lock().expect("submit lock").replies.remove(&id);
+            return Err(tonic::Status::unavailable("the submit stream is closed; the change was not sent"));
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(tonic::Status::unavailable(
+                "the submit stream ended before this change was answered; its outcome is unknown",
+            ))
+        })
+    }
+}
+
+/// A stream outcome as the unary call's result: a `ChangeError` becomes the status it describes,
+/// with its details, so `describe` and `tonic_types` read it as they read a unary call's.
+fn result_of(outcome: Option<Outcome>) -> Result<pb::WriteResponse, tonic::Status> {
+    match outcome {
+        Some(Outcome::Written(response)) => Ok(response),
+        Some(Outcome::Error(error)) => {
+            Err(tonic::Status::with_details(tonic::Code::from_i32(error.code), error.message, error.details.into()))
+        }
+        None => Err(tonic::Status::internal("the server answered a change without an outcome")),
+    }
+}
+
+/// One line of `collective status submit`: a presence change, named by `change`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
+enum ChangeLine {
+    SetStatus {
+        username: String,
+        status_key: String,
+        #[serde(default)]
+        until_ms: Option<u64>,
+        #[serde(default)]
+        detail: String,
+    },
+    LogOn {
+        username: String,
+        site: u32,
+        #[serde(default)]
+        server: String,
+    },
+    LogOff {
+        username: String,
+        #[serde(default)]
+        reason: String,
+    },
+    StartInteraction {
+        username: String,
+        interaction_id: String,
+    },
+    EndInteraction {
+        username: String,
+        interaction_id: String,
+    },
+}
+
+impl From<ChangeLine> for Change {
+    fn from(line: ChangeLine) -> Change {
+        match line {
+            ChangeLine::SetStatus { username, status_key, until_ms, detail } => {
+                Change::SetStatus(pb::SetStatusRequest { username, status_key, until_ms, detail })
+            }
+            ChangeLine::LogOn { username, site, server } => Change::LogOn(pb::LogOnRequest { username, site, server }),
+            ChangeLine::LogOff { username, reason } => Change::LogOff(pb::LogOffRequest { username, reason }),
+            ChangeLine::StartInteraction { username, interaction_id } => {
+                Change::StartInteraction(pb::InteractionRequest { username, interaction_id })
+            }
+            ChangeLine::EndInteraction { username, interaction_id } => {
+                Change::EndInteraction(pb::InteractionRequest { username, interaction_id })
+            }
+        }
+    }
+}
+
+/// `collective status submit`: sends the changes of `file` (standard input without one), one
+/// JSON object per line, over one stream, up to `SUBMIT_IN_FLIGHT_MAX` at a time, and prints
+/// each line's outcome as it arrives. Blank lines are skipped. A line that is not a change fails
+/// alone, naming its line; the command fails at the end if any line did.
+pub async fn submit_lines(client: &Client, file: Option<PathBuf>, format: Format) -> anyhow::Result<()> {
+    let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &file {
+        Some(path) => {
+            Box::new(tokio::fs::File::open(path).await.map_err(|e| anyhow::anyhow!("--file {}: {e}", path.display()))?)
+        }
+        None => Box::new(tokio::io::stdin()),
+    };
+    let submitter = client.call(Submitter::open).await?;
+    let mut lines = tokio::io::BufReader::new(input).lines();
+    let mut answering = FuturesUnordered::new();
+    let (mut total, mut failed) = (0u64, 0u64);
+    let mut number = 0u64;
+    loop {
+        // Print what is answered while reading on, and read no further ahead than the stream.
+        while answering.len() >= SUBMIT_IN_FLIGHT_MAX {
+            if let Some((line, result)) = answering.next().await {
+                failed += u64::from(!report(format, line, result));
+            }
+        }
+        let text = tokio::select! {
+            biased;
+            Some((line, result)) = answering.next(), if !answering.is_empty() => {
+                failed += u64::from(!report(format, line, result));
+                continue;
+            }
+            text = lines.next_line() => text.map_err(|e| anyhow::anyhow!("reading line {}: {e}", number + 1))?,
+        };
+        let Some(text) = text else { break };
+        number += 1;
+        if text.trim().is_empty() {
+            continue;
+        }
+        total += 1;
+        match serde_json::from_str::<ChangeLine>(&text) {
+            Ok(change) => {
+                let submitter = &submitter;
+                answering.push(async move { (number, submitter.submit(change.into()).await) });
+            }
+            Err(error) => {
+                failed += 1;
+                let status = tonic::Status::invalid_argument(format!("not a presence change: {error}"));
+                report(format, number, Err(status));
+            }
+        }
+    }
+    while let Some((line, result)) = answering.next().await {
+        failed += u64::from(!report(format, line, result));
+    }
+    eprintln!("{} of {total} changes written", total - failed);
+    if failed > 0 {
+        anyhow::bail!("{failed} of {total} changes failed (the lines above say why)");
+    }
+    Ok(())
+}
+
+/// Prints one line's outcome; whether it was written.
+fn report(format: Format, line: u64, result: Result<pb::WriteResponse, tonic::Status>) -> bool {
+    let written = result.is_ok();
+    match (format, result) {
+        (Format::Json, Ok(response)) => {
+            println!(
+                "{}",
+                serde_json::json!({ "line": line, "revision": response.revision, "events": response.events })
+            )
+        }
+        (Format::Json, Err(status)) => println!(
+            "{}",
+            serde_json::json!({ "line": line, "code": format!("{:?}", status.code()), "error": super::describe(&status) })
+        ),
+        (Format::Table, Ok(response)) => println!("line {line}: written at revision {}", response.revision),
+        (Format::Table, Err(status)) => println!("line {line}: {}", super::describe(&status)),
+    }
+    written
+}
