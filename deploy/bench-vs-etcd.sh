@@ -2,18 +2,22 @@
 # Side by side on this machine: a 3-member etcd and a 3-node collective on loopback, both
 # fsyncing before they acknowledge, loaded by the same tool (`collective bench WORKLOAD --target
 # collective|etcd`) at 1, 64 and 1,000 clients, alternating: `presence` (the same write shape:
-# one put of a serialized presence record per change) and `read` (linearizable gets, etcd's
-# default). Prints one table of medians over RUNS runs with the ratio collective/etcd, and the
-# CPU per request of each system's members plus the bench (`bench --cpu-of`). Stops all it starts. SEND_TO=leader (default) sends both systems' writes to their leader, SEND_TO=all
-# spreads them over the members, whose followers hand them on (`bench presence --send-to`).
-#   RUNS=3 DURATION=10 CLIENTS="1 64 1000" WORKLOADS="presence read" deploy/bench-vs-etcd.sh
+# one put of a serialized presence record per change, one unary call each), `presence-stream`
+# (collective's changes over its `Presences/Submit` streams, `bench presence --api stream`, each
+# still a write of its own answered on its own; etcd has no streamed put, so its row is its unary
+# presence again, measured alongside) and `read` (linearizable gets, etcd's default). Prints one
+# table of medians over RUNS runs with the ratio collective/etcd, and the CPU per request of each
+# system's members plus the bench (`bench --cpu-of`). Stops all it starts. SEND_TO=leader
+# (default) sends both systems' writes to their leader, SEND_TO=all spreads them over the
+# members, whose followers hand them on (`bench presence --send-to`).
+#   RUNS=3 DURATION=10 CLIENTS="1 64 1000" WORKLOADS="presence presence-stream read" deploy/bench-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/collective-target}"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-10}"
 CLIENTS="${CLIENTS:-1 64 1000}"
-WORKLOADS="${WORKLOADS:-presence read}"
+WORKLOADS="${WORKLOADS:-presence presence-stream read}"
 SEND_TO="${SEND_TO:-leader}"
 deploy/install-deps.sh
 if ! command -v etcd >/dev/null 2>&1; then
@@ -66,9 +70,16 @@ for run in $(seq 1 "$RUNS"); do
         endpoints="$collective_endpoints"; members="$collective_pids"
         [ "$target" = etcd ] && endpoints="$etcd_endpoints" && members="$etcd_pids"
         echo "run $run: $workload, $target, $clients clients" >&2
-        send_to=(); [ "$workload" = presence ] && send_to=(--send-to "$SEND_TO")
-        "$BIN" --endpoints "$endpoints" -w json bench "$workload" --target "$target" --clients "$clients" \
-          "${send_to[@]}" --duration "$DURATION" --warmup 2 --cpu-of "$members" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$results"
+        # The bench's workload and options; rows are labelled with this script's workload name.
+        case "$workload" in
+          presence) command=(presence --send-to "$SEND_TO") ;;
+          presence-stream) command=(presence --send-to "$SEND_TO")
+            [ "$target" = collective ] && command+=(--api stream) ;;
+          *) command=("$workload") ;;
+        esac
+        "$BIN" --endpoints "$endpoints" -w json bench "${command[@]}" --target "$target" --clients "$clients" \
+          --duration "$DURATION" --warmup 2 --cpu-of "$members" \
+          | python3 -c 'import json,sys; r=json.load(sys.stdin); r["workload"]=sys.argv[1]; print(json.dumps(r))' "$workload" >>"$results"
         tail -n 1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin); c=r["cpu_us_per_request"]; m=sum(v for k, v in c.items() if k != "self"); print("  %.0f ops/s, p99 %.2f ms, CPU per request: members %.1f us, bench %.1f us" % (r["throughput_per_s"], r["p99_ms"], m, c.get("self", 0)), file=sys.stderr)'
       done
     done
@@ -85,14 +96,14 @@ def median(workload, target, clients, key):
     values = [key(r) if callable(key) else r[key] for r in rows
               if r["workload"] == workload and r["target"] == target and r["clients"] == clients]
     return statistics.median(values) if values else float("nan")
-print(f"{'workload':>8}  {'clients':>7}  {'collective ops/s':>16}  {'etcd ops/s':>10}  {'ratio':>5}  {'collective p99 ms':>17}  {'etcd p99 ms':>11}  {'errors':>6}  {'CPU us/req collective':>21}  {'etcd':>5}")
+print(f"{'workload':>15}  {'clients':>7}  {'collective ops/s':>16}  {'etcd ops/s':>10}  {'ratio':>5}  {'collective p99 ms':>17}  {'etcd p99 ms':>11}  {'errors':>6}  {'CPU us/req collective':>21}  {'etcd':>5}")
 for workload in sorted({r["workload"] for r in rows}):
     for clients in sorted({r["clients"] for r in rows if r["workload"] == workload}):
         c, e = median(workload, "collective", clients, "throughput_per_s"), median(workload, "etcd", clients, "throughput_per_s")
         errors = sum(sum(r["errors"].values()) for r in rows if r["workload"] == workload and r["clients"] == clients)
         cp, ep = median(workload, "collective", clients, "p99_ms"), median(workload, "etcd", clients, "p99_ms")
         cc, ec = median(workload, "collective", clients, cpu), median(workload, "etcd", clients, cpu)
-        print(f"{workload:>8}  {clients:>7}  {c:>16.0f}  {e:>10.0f}  {c / e:>5.2f}  {cp:>17.2f}  {ep:>11.2f}  {errors:>6}  {cc:>21.1f}  {ec:>5.1f}")
+        print(f"{workload:>15}  {clients:>7}  {c:>16.0f}  {e:>10.0f}  {c / e:>5.2f}  {cp:>17.2f}  {ep:>11.2f}  {errors:>6}  {cc:>21.1f}  {ec:>5.1f}")
 runs = len({(r["workload"], r["target"], r["clients"]) for r in rows})
 print(f"(medians of {len(rows) // max(1, runs)} runs; same machine, loopback, both fsync before acknowledging)")
 PY

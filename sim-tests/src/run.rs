@@ -621,12 +621,14 @@ async fn route_step(
 }
 
 /// One write; `Some(true)` acknowledged, `Some(false)` unknown outcome, `None` certainly not applied.
+/// A presence write goes as a unary call, or `streamed` as the one change of a `Submit` stream.
 async fn write(
     world: &SharedWorld,
     client: &str,
     channel: Channel,
     key_user: usize,
     presence: bool,
+    streamed: bool,
     value: String,
 ) -> Option<bool> {
     let invoked_ms = now_ms();
@@ -637,7 +639,11 @@ async fn write(
             until_ms: None,
             detail: value.clone(),
         };
-        PresencesClient::new(channel).set_status(deadline(request)).await
+        if streamed {
+            submit(channel, request).await
+        } else {
+            PresencesClient::new(channel).set_status(deadline(request)).await
+        }
     } else {
         DirectoryClient::new(channel)
             .update_user(deadline(pb::UserRequest { user: Some(user(key_user, &value)) }))
@@ -663,6 +669,28 @@ async fn write(
     };
     world.borrow_mut().recorder.op(op);
     outcome
+}
+
+/// A status change as the one change of a `Submit` stream, its outcome as the unary call's:
+/// the `ChangeError`'s code, or the stream's status when it broke or no outcome came within the
+/// request deadline (an unknown outcome either way).
+async fn submit(channel: Channel, request: pb::SetStatusRequest) -> Result<tonic::Response<pb::WriteResponse>, Status> {
+    use pb::presence_outcome::Outcome;
+    let change = pb::PresenceChange { id: 1, change: Some(pb::presence_change::Change::SetStatus(request)) };
+    let outcome = async move {
+        let mut outcomes =
+            PresencesClient::new(channel).submit(deadline(tokio_stream::iter([change]))).await?.into_inner();
+        outcomes.message().await?.ok_or_else(|| Status::unavailable("the stream ended without an outcome"))
+    };
+    match tokio::time::timeout(Duration::from_millis(REQUEST_DEADLINE_MS), outcome).await {
+        Err(_) => Err(Status::deadline_exceeded("no outcome within the request deadline")),
+        Ok(Err(status)) => Err(status),
+        Ok(Ok(outcome)) => match outcome.outcome {
+            Some(Outcome::Written(response)) => Ok(tonic::Response::new(response)),
+            Some(Outcome::Error(error)) => Err(Status::new(Code::from_i32(error.code), error.message)),
+            None => Err(Status::internal("an outcome without a result")),
+        },
+    }
 }
 
 /// One read; recorded when it answered.
@@ -737,7 +765,8 @@ async fn workload(
             send_message(&world, &name, channel, client_no * 1_000_000 + counter as i64).await;
         } else if rng.gen_bool(0.5) {
             counter += 1;
-            write(&world, &name, channel, key_user, presence, format!("{name}-{counter}")).await;
+            let streamed = presence && rng.gen_bool(0.5);
+            write(&world, &name, channel, key_user, presence, streamed, format!("{name}-{counter}")).await;
         } else {
             read(&world, &name, channel, key_user, presence, stale_reads, false).await;
         }
@@ -748,7 +777,8 @@ async fn workload(
         let channel = channels[rng.gen_range(0..channels.len())].clone();
         counter += 1;
         let key_user = rng.gen_range(0..USERS);
-        if write(&world, &name, channel, key_user, true, format!("{name}-{counter}")).await == Some(true) {
+        let streamed = rng.gen_bool(0.5);
+        if write(&world, &name, channel, key_user, true, streamed, format!("{name}-{counter}")).await == Some(true) {
             done += 1;
         } else {
             sleep_ms(100).await;
