@@ -457,6 +457,11 @@ impl Node {
     /// Validates a command at the edge, then proposes it here or on the leader.
     pub async fn write(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         validate(&command)?;
+        self.write_valid(principal, command).await
+    }
+
+    /// `write` for a command the caller has validated (`validate`).
+    pub async fn write_valid(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
         if self.leads() {
             return self.enqueue(principal, command).await;
         }

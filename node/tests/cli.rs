@@ -83,16 +83,22 @@ async fn operator_workflow_through_the_cli() {
         "not json",
         r#"{"change":"set_status","username":"jo","status_key":"Available","colour":"red"}"#,
     ];
-    std::fs::write(changes.path(), lines.join("\n")).unwrap();
+    let mut input = lines.join("\n").into_bytes();
+    // Line 7 is too long to be a change, line 8 is not text.
+    input.extend_from_slice(format!("\n{}\n", "x".repeat(70_000)).as_bytes());
+    input.extend_from_slice(b"\xff\xfe\n");
+    std::fs::write(changes.path(), input).unwrap();
     let (success, stdout, stderr) =
         cli(&cluster, &["-w", "json", "status", "submit", "--file", changes.path().to_str().unwrap()]);
-    assert!(!success && stderr.contains("3 of 5 changes failed"), "{stderr}");
+    assert!(!success && stderr.contains("5 of 7 changes failed"), "{stderr}");
     let outcomes: std::collections::BTreeMap<u64, serde_json::Value> = stdout
         .lines()
         .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
         .map(|outcome| (outcome["line"].as_u64().unwrap(), outcome))
         .collect();
-    assert_eq!(outcomes.keys().copied().collect::<Vec<_>>(), vec![1, 3, 4, 5, 6], "{stdout}");
+    assert_eq!(outcomes.keys().copied().collect::<Vec<_>>(), vec![1, 3, 4, 5, 6, 7, 8], "{stdout}");
+    assert!(outcomes[&7]["error"].as_str().unwrap().contains("longer than 65536 bytes"), "{stdout}");
+    assert!(outcomes[&8]["error"].as_str().unwrap().contains("not UTF-8"), "{stdout}");
     assert!(outcomes[&1]["revision"].as_u64().unwrap() > 0 && outcomes[&3]["revision"].as_u64().is_some(), "{stdout}");
     assert_eq!(outcomes[&4]["code"], "NotFound", "{stdout}");
     assert!(outcomes[&5]["error"].as_str().unwrap().contains("not a presence change"), "{stdout}");

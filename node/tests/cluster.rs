@@ -186,15 +186,52 @@ async fn presence_changes_over_a_submit_stream_are_answered_one_by_one() {
         .remove(0);
     assert_eq!((presence.status_key.as_str(), presence.current_site, presence.on_phone), ("Away from desk", 1, true));
 
-    // More changes than the server reads ahead: it reads on as outcomes leave, and each is
-    // answered once.
-    let count = collective::api::presence::SUBMIT_IN_FLIGHT_MAX as u64 + 904;
+    // A client that sends many more changes than the server reads ahead, and reads no outcome:
+    // the server stops reading once SUBMIT_IN_FLIGHT_MAX wait (plus the outcomes the connection
+    // took before it filled), so far fewer than all apply. Then it reads them: each is answered
+    // once, and all apply.
+    let revision = || async {
+        let request = pb::GetPresenceRequest { usernames: vec!["agent1".into()], serializable: false };
+        cluster.presence(leader).await.get_presence(request).await.unwrap().into_inner().revision
+    };
+    let before = revision().await;
+    let count = 20_000;
+    let (changes, queued) = tokio::sync::mpsc::channel(count);
     let statuses = ["Available", "Away from desk"];
-    let changes = (1..=count).map(move |id| common::set_status_change(id, "agent1", statuses[id as usize % 2]));
-    let stream = cluster.presence(leader).await.submit(tokio_stream::iter(changes)).await.unwrap().into_inner();
+    for id in 1..=count as u64 {
+        changes.try_send(common::set_status_change(id, "agent1", statuses[id as usize % 2])).unwrap();
+    }
+    drop(changes);
+    // HTTP/2 windows of 64 KiB (hyper's client defaults to 2 MiB per stream, room for ~17,000
+    // outcomes), so a client that reads nothing is soon not sent more.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.grpc[leader]))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let stream = pb::presences_client::PresencesClient::new(channel)
+        .submit(tokio_stream::wrappers::ReceiverStream::new(queued))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut seen, started) = (before, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = revision().await;
+        if (now == seen && now > before) || started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        seen = now;
+    }
+    let applied = seen - before;
+    let read_ahead = collective::api::presence::SUBMIT_IN_FLIGHT_MAX as u64;
+    assert!(applied > 0 && applied < read_ahead + 6_000, "{applied} of {count} applied while no outcome was read");
     let answered = common::outcomes(stream).await;
-    assert_eq!(answered.len() as u64, count);
+    assert_eq!(answered.len(), count);
     assert!(answered.values().all(Result::is_ok), "{:?}", answered.values().find(|r| r.is_err()));
+    assert_eq!(revision().await - before, count as u64);
 }
 
 /// The vendor's "Test workgroup member" checklist (seeds/cic-multi-site.txt).

@@ -277,6 +277,17 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
         .set_status(set_status("bob", "Available"))
         .await
         .unwrap();
+    // So does a Submit stream opened before (on a member where no password was guessed, so the
+    // failure limiter has room), until it authenticates again.
+    let (changes, queued) = tokio::sync::mpsc::channel(8);
+    let mut outcomes = PresencesClient::new(with_token(&cluster, 2, &site2).await)
+        .submit(tokio_stream::wrappers::ReceiverStream::new(queued))
+        .await
+        .unwrap()
+        .into_inner();
+    changes.send(common::set_status_change(1, "bob", "Away from desk")).await.unwrap();
+    let first = outcomes.message().await.unwrap().unwrap();
+    assert!(matches!(first.outcome, Some(pb::presence_outcome::Outcome::Written(_))), "{first:?}");
     admin.set_site_active(pb::SetSiteActiveRequest { id: 2, active: false }).await.unwrap();
     let error = PresencesClient::new(with_token(&cluster, 0, &site2).await)
         .set_status(set_status("bob", "Available"))
@@ -284,6 +295,16 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
         .unwrap_err();
     assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
     assert!(error.message().contains("inactive"), "{error:?}");
+    let reauthenticated = Duration::from_millis(collective::api::presence::SUBMIT_REAUTHENTICATE_MS + 200);
+    tokio::time::sleep(reauthenticated).await;
+    for id in [2, 3] {
+        changes.send(common::set_status_change(id, "bob", "Available")).await.unwrap();
+        let refused = outcomes.message().await.unwrap().unwrap();
+        let Some(pb::presence_outcome::Outcome::Error(error)) = &refused.outcome else { panic!("{refused:?}") };
+        assert_eq!((refused.id, Code::from_i32(error.code)), (id, Code::Unauthenticated), "{refused:?}");
+        assert!(error.message.contains("inactive"), "{refused:?}");
+    }
+    assert_eq!(status_of(&cluster, "bob").await, "Away from desk");
 
     // No log line of any member carries a password, passphrase or token.
     let logs: String = (0..3).map(|i| cluster.log(i)).collect();

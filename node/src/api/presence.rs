@@ -2,16 +2,20 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::future::Ready;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use collective_proto::v1 as pb;
 use collective_proto::v1::presence_change::Change;
 use collective_proto::v1::presence_outcome::Outcome;
 use collective_proto::v1::presences_server::Presences;
+use collective_statemachine::validate::validate;
 use collective_statemachine::{user::key_of, Command, EventRecord, Principal, SearchQuery, State};
 use collective_sync::hub::{Hub, SubscribeError};
+use futures::future::Either;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,7 +24,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert;
 use super::error::ApiError;
 use super::{authenticated, principal, read};
-use crate::auth::Credential;
+use crate::auth::gate::{self, Presented};
+use crate::auth::Caller;
 use crate::node::Node;
 
 /// Events buffered per watch stream before the sender waits for the client.
@@ -114,28 +119,50 @@ fn command(change: Change) -> Command {
     }
 }
 
-/// One change of a `Submit` stream, written as its unary call would be; its outcome carries the
-/// change's id and, on failure, the status the unary call would have failed with.
-async fn submit_change(
-    node: Arc<Node>,
+/// How often a `Submit` stream's caller is authenticated again, at most: a session that
+/// expired or a site deactivated since the stream opened is refused within this long.
+pub const SUBMIT_REAUTHENTICATE_MS: u64 = 1_000;
+
+/// The caller of one `Submit` stream, as the gate authenticated it when the stream opened, and
+/// what it presented, to authenticate it again (`check`). Once that fails, every later change
+/// of the stream is refused the same way without asking again (each failed check of a token
+/// counts against the caller's address in the failure limiter).
+struct StreamCaller {
     principal: Principal,
-    expires_at_ms: Option<u64>,
-    change: pb::PresenceChange,
-) -> pb::PresenceOutcome {
-    let id = change.id;
-    let written = match (change.change, expires_at_ms) {
-        (_, Some(expires_at_ms)) if node.now_ms() >= expires_at_ms => Err(Status::unauthenticated(format!(
-            "the session token of this stream expired at {expires_at_ms} ms; log in again and open a new stream"
-        ))),
-        (None, _) => Err(ApiError::invalid(
-            "change",
-            "one of set_status, log_on, log_off, start_interaction or end_interaction is required",
-        )
-        .into()),
-        (Some(change), _) => {
-            node.write(principal, command(change)).await.map(convert::write_response).map_err(Status::from)
+    caller: Caller,
+    presented: Presented,
+    checked_at_ms: AtomicU64,
+    refused: OnceLock<Status>,
+}
+
+impl StreamCaller {
+    fn check(&self, node: &Node) -> Result<(), Status> {
+        if let Some(status) = self.refused.get() {
+            return Err(status.clone());
         }
-    };
+        let now_ms = node.now_ms();
+        if now_ms < self.checked_at_ms.load(Ordering::Relaxed).saturating_add(SUBMIT_REAUTHENTICATE_MS) {
+            return Ok(());
+        }
+        let checked = gate::reauthenticate(node, &self.presented).and_then(|again| match again.caller == self.caller {
+            true => Ok(()),
+            false => Err(Status::unauthenticated(format!(
+                "this stream's credentials now name {}, not {} as when it opened; open a new stream",
+                again.caller, self.caller
+            ))),
+        });
+        match checked {
+            Ok(()) => self.checked_at_ms.store(now_ms, Ordering::Relaxed),
+            Err(ref status) => {
+                let _ = self.refused.set(status.clone());
+            }
+        }
+        checked
+    }
+}
+
+/// A change's outcome: the unary call's response, or the status it would have failed with.
+fn outcome(id: u64, written: Result<pb::WriteResponse, Status>) -> pb::PresenceOutcome {
     let outcome = match written {
         Ok(response) => Outcome::Written(response),
         Err(status) => Outcome::Error(pb::ChangeError {
@@ -147,14 +174,50 @@ async fn submit_change(
     pb::PresenceOutcome { id, outcome: Some(outcome) }
 }
 
+/// Starts one change of a `Submit` stream as its unary call would be written. What can be
+/// refused at once (the caller's credentials, a missing or invalid change) is answered at once,
+/// so a change held while it waits for its commit is a valid, and so bounded, one.
+fn start_change(
+    node: &Arc<Node>,
+    caller: &Arc<StreamCaller>,
+    change: pb::PresenceChange,
+) -> Either<Ready<pb::PresenceOutcome>, impl Future<Output = pb::PresenceOutcome>> {
+    let id = change.id;
+    let refused = |status: Status| Either::Left(std::future::ready(outcome(id, Err(status))));
+    if let Err(status) = caller.check(node) {
+        return refused(status);
+    }
+    let Some(change) = change.change else {
+        return refused(
+            ApiError::invalid(
+                "change",
+                "one of set_status, log_on, log_off, start_interaction or end_interaction is required",
+            )
+            .into(),
+        );
+    };
+    let command = command(change);
+    if let Err(rejection) = validate(&command) {
+        return refused(ApiError::from(rejection).into());
+    }
+    let (node, principal) = (node.clone(), caller.principal.clone());
+    Either::Right(async move {
+        let written = node.write_valid(principal, command).await;
+        outcome(id, written.map(convert::write_response).map_err(Status::from))
+    })
+}
+
 /// The outcomes of one `Submit` stream, which is also what drives it: it reads changes while
-/// fewer than `SUBMIT_IN_FLIGHT_MAX` await their outcome, starts each as a write, and yields
-/// the outcomes as they come. It runs in the response body's task, not one of its own (nor one
-/// per change, as unary calls have), and reads only as fast as the client takes outcomes.
+/// fewer than `SUBMIT_IN_FLIGHT_MAX` await their outcome (or wait to be sent), starts each, and
+/// yields the outcomes as they come. It runs in the response body's task, not one of its own
+/// (nor one per change, as unary calls have), and is polled only as the connection can take
+/// outcomes: a client that does not read them stops this reading its changes.
 struct Outcomes<F, S> {
     changes: Streaming<pb::PresenceChange>,
     /// Whether the client may still send changes.
     reading: bool,
+    /// Why the request stream broke, told once the changes in flight are answered.
+    broken: Option<Status>,
     writing: FuturesUnordered<F>,
     start: S,
 }
@@ -171,11 +234,11 @@ where
         while this.reading && this.writing.len() < SUBMIT_IN_FLIGHT_MAX {
             match Pin::new(&mut this.changes).poll_next(cx) {
                 Poll::Ready(Some(Ok(change))) => this.writing.push((this.start)(change)),
-                // The request stream broke (reset, undecodable): nothing more can be read, and
-                // the outcomes of the changes in flight cannot be told apart from it.
+                // The request stream broke (reset, undecodable): nothing more can be read, but
+                // the changes in flight may commit, so their outcomes go out first.
                 Poll::Ready(Some(Err(status))) => {
                     this.reading = false;
-                    return Poll::Ready(Some(Err(status)));
+                    this.broken = Some(status);
                 }
                 Poll::Ready(None) => this.reading = false,
                 Poll::Pending => break,
@@ -183,8 +246,8 @@ where
         }
         match this.writing.poll_next_unpin(cx) {
             Poll::Ready(Some(outcome)) => Poll::Ready(Some(Ok(outcome))),
-            // The client closed its side and every change is answered.
-            Poll::Ready(None) if !this.reading => Poll::Ready(None),
+            // The client closed its side (or it broke) and every change is answered.
+            Poll::Ready(None) if !this.reading => Poll::Ready(this.broken.take().map(Err)),
             Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
@@ -280,17 +343,22 @@ impl Presences for PresenceService {
         &self,
         request: Request<Streaming<pb::PresenceChange>>,
     ) -> Result<Response<Self::SubmitStream>, Status> {
+        let authenticated = authenticated(&request)?;
         let principal = principal(&request)?;
-        let expires_at_ms = match authenticated(&request)?.credential {
-            Credential::Session { expires_at_ms } => Some(expires_at_ms),
-            Credential::None | Credential::Token | Credential::Certificate => None,
-        };
+        let caller = Arc::new(StreamCaller {
+            principal,
+            caller: authenticated.caller,
+            presented: Presented::of_request(&request)?,
+            checked_at_ms: AtomicU64::new(self.node.now_ms()),
+            refused: OnceLock::new(),
+        });
         let node = self.node.clone();
         let outcomes = Outcomes {
             changes: request.into_inner(),
             reading: true,
+            broken: None,
             writing: FuturesUnordered::new(),
-            start: move |change| submit_change(node.clone(), principal.clone(), expires_at_ms, change),
+            start: move |change| start_change(&node, &caller, change),
         };
         Ok(Response::new(Box::pin(outcomes)))
     }

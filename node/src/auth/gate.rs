@@ -20,9 +20,10 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::tls::{subject, Subject};
-use super::{AuthError, Authenticated, Caller, Credential};
+use super::{AuthError, Authenticated, Authenticator, Caller, Credential};
 use crate::api::error::ERROR_DOMAIN;
 use crate::node::Node;
+use collective_statemachine::State;
 
 /// Who may call an RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,21 +119,57 @@ where
     }
 }
 
-/// The caller's address, from the connection.
-fn source<B>(request: &http::Request<B>) -> Option<IpAddr> {
-    let extensions = request.extensions();
-    extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|info| info.get_ref().remote_addr()))
-        .map(|addr| addr.ip())
+/// What a caller presented with its request: its bearer token, the subject of its client
+/// certificate, and its address. A long-lived stream (`Presences/Submit`) keeps it to
+/// authenticate its caller again as the state changes ([`reauthenticate`]).
+#[derive(Debug, Clone)]
+pub struct Presented {
+    bearer: Option<String>,
+    certificate: Option<Result<Subject, String>>,
+    source: Option<IpAddr>,
+}
+
+impl Presented {
+    /// From a request's headers and what the transport put in its extensions: the connection's
+    /// address and, under TLS, the client certificate (rustls has verified it against the
+    /// cluster CA).
+    fn of(
+        headers: &http::HeaderMap,
+        tcp: Option<&TcpConnectInfo>,
+        tls: Option<&TlsConnectInfo<TcpConnectInfo>>,
+    ) -> Result<Presented, tonic::Status> {
+        let bearer = match headers.get("authorization") {
+            None => None,
+            Some(value) => {
+                let value =
+                    value.to_str().map_err(|_| unauthenticated("the authorization header is not text".into()))?;
+                let token = value
+                    .strip_prefix("Bearer ")
+                    .ok_or_else(|| unauthenticated("the authorization header must be \"Bearer <token>\"".into()))?;
+                Some(token.trim().to_string())
+            }
+        };
+        let source =
+            tcp.and_then(TcpConnectInfo::remote_addr).or_else(|| tls.and_then(|info| info.get_ref().remote_addr()));
+        Ok(Presented { bearer, certificate: certificate(tls), source: source.map(|addr| addr.ip()) })
+    }
+
+    fn of_http<B>(request: &http::Request<B>) -> Result<Presented, tonic::Status> {
+        let extensions = request.extensions();
+        Presented::of(request.headers(), extensions.get(), extensions.get())
+    }
+
+    /// From a request as a service sees it.
+    pub fn of_request<T>(request: &tonic::Request<T>) -> Result<Presented, tonic::Status> {
+        let extensions = request.extensions();
+        Presented::of(request.metadata().as_ref(), extensions.get(), extensions.get())
+    }
 }
 
 /// The principal named by the client certificate, if one was presented (rustls has verified it
 /// against the cluster CA).
-fn certificate<B>(request: &http::Request<B>) -> Option<Result<Subject, String>> {
-    let certs = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?.peer_certs()?;
-    certs.first().map(|der| subject(der))
+fn certificate(tls: Option<&TlsConnectInfo<TcpConnectInfo>>) -> Option<Result<Subject, String>> {
+    tls.and_then(TlsConnectInfo::peer_certs).and_then(|certs| certs.first().map(|der| subject(der)))
 }
 
 fn unauthenticated(message: String) -> tonic::Status {
@@ -163,13 +200,64 @@ impl From<AuthError> for tonic::Status {
     }
 }
 
+/// The caller when authentication is off (local development): everyone is the administrator,
+/// one shared name for all requests.
+fn anyone() -> Authenticated {
+    static ADMIN: std::sync::LazyLock<std::sync::Arc<str>> = std::sync::LazyLock::new(|| "admin".into());
+    Authenticated { caller: Caller::Admin(ADMIN.clone()), credential: Credential::None }
+}
+
+/// Who `presented` authenticates as in `state`: a bearer token first, else a client
+/// certificate (a site's must name an active site).
+fn authenticate(
+    auth: &Authenticator,
+    presented: &Presented,
+    now_ms: u64,
+    state: &State,
+) -> Result<Authenticated, tonic::Status> {
+    match (&presented.bearer, &presented.certificate) {
+        (Some(token), _) => Ok(auth.verify_token(token, presented.source, now_ms, state)?),
+        (None, Some(Err(reason))) => Err(unauthenticated(reason.clone())),
+        (None, Some(Ok(subject))) => {
+            let caller = match subject {
+                Subject::Node(name) => Caller::Node(name.clone()),
+                Subject::Admin(name) => Caller::Admin(name.as_str().into()),
+                Subject::Site(site) => match state.sites.get(site) {
+                    Some(known) if known.active => Caller::Site(*site),
+                    Some(_) => {
+                        return Err(unauthenticated(format!("the certificate names site {site}, which is inactive")))
+                    }
+                    None => {
+                        return Err(unauthenticated(format!("the certificate names site {site}, which does not exist")))
+                    }
+                },
+            };
+            Ok(Authenticated { caller, credential: Credential::Certificate })
+        }
+        (None, None) => Err(unauthenticated(
+            "this cluster requires credentials: an administrator token or a site session token \
+             (`collective login`) in --token-file, or a client certificate (--cert, --key)"
+                .into(),
+        )),
+    }
+}
+
+/// For a long-lived stream: who what its caller presented authenticates as now, as the gate
+/// would answer a new request (a session expired, a site deactivated or its password changed
+/// since the stream opened: refused).
+pub fn reauthenticate(node: &Node, presented: &Presented) -> Result<Authenticated, tonic::Status> {
+    let Some(auth) = node.security.auth.as_ref() else { return Ok(anyone()) };
+    let state = node.shared.state.read().expect("state lock");
+    authenticate(auth, presented, node.now_ms(), &state)
+}
+
 /// Authenticates `request` and applies its RPC's rule; on success the caller is in its extensions.
 fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::Status> {
     let rule = rule(request.uri().path());
     // Under TLS the Raft service takes a member's certificate and nothing else (mutual TLS
     // between members; a token alone is not enough).
     if rule == Rule::Members && node.security.tls.is_some() {
-        let Some(Ok(Subject::Node(name))) = certificate(request) else {
+        let Some(Ok(Subject::Node(name))) = certificate(request.extensions().get()) else {
             return Err(denied("the Raft service needs a member certificate of the cluster CA".into()));
         };
         let member = Authenticated { caller: Caller::Node(name), credential: Credential::Certificate };
@@ -177,62 +265,15 @@ fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::St
         return Ok(());
     }
     let Some(auth) = node.security.auth.as_ref() else {
-        // Authentication off (local development): everyone is the administrator, one shared
-        // name for all requests.
-        static ADMIN: std::sync::LazyLock<std::sync::Arc<str>> = std::sync::LazyLock::new(|| "admin".into());
-        let admin = Authenticated { caller: Caller::Admin(ADMIN.clone()), credential: Credential::None };
-        request.extensions_mut().insert(admin);
+        request.extensions_mut().insert(anyone());
         return Ok(());
     };
     if rule == Rule::Public {
         return Ok(());
     }
-    let bearer = match request.headers().get("authorization") {
-        None => None,
-        Some(value) => {
-            let value = value.to_str().map_err(|_| unauthenticated("the authorization header is not text".into()))?;
-            let token = value
-                .strip_prefix("Bearer ")
-                .ok_or_else(|| unauthenticated("the authorization header must be \"Bearer <token>\"".into()))?;
-            Some(token.trim().to_string())
-        }
-    };
-    let source = source(request);
-    let now_ms = node.now_ms();
+    let presented = Presented::of_http(request)?;
     let state = node.shared.state.read().expect("state lock");
-    let authenticated = {
-        match (bearer, certificate(request)) {
-            (Some(token), _) => auth.verify_token(&token, source, now_ms, &state)?,
-            (None, Some(Err(reason))) => return Err(unauthenticated(reason)),
-            (None, Some(Ok(subject))) => {
-                let caller = match subject {
-                    Subject::Node(name) => Caller::Node(name),
-                    Subject::Admin(name) => Caller::Admin(name.into()),
-                    Subject::Site(site) => match state.sites.get(&site) {
-                        Some(known) if known.active => Caller::Site(site),
-                        Some(_) => {
-                            return Err(unauthenticated(format!(
-                                "the certificate names site {site}, which is inactive"
-                            )))
-                        }
-                        None => {
-                            return Err(unauthenticated(format!(
-                                "the certificate names site {site}, which does not exist"
-                            )))
-                        }
-                    },
-                };
-                Authenticated { caller, credential: Credential::Certificate }
-            }
-            (None, None) => {
-                return Err(unauthenticated(
-                    "this cluster requires credentials: an administrator token or a site session token \
-                     (`collective login`) in --token-file, or a client certificate (--cert, --key)"
-                        .into(),
-                ))
-            }
-        }
-    };
+    let authenticated = authenticate(auth, &presented, node.now_ms(), &state)?;
     match (rule, &authenticated.caller) {
         (Rule::Members, Caller::Node(_)) => {}
         (Rule::Members, caller) => {

@@ -13,7 +13,7 @@ use collective_proto::v1::presence_outcome::Outcome;
 use collective_proto::v1::presences_client::PresencesClient;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Deserialize;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -64,15 +64,15 @@ impl Submitter {
                     Err(status) => break status,
                 }
             };
+            // UNAVAILABLE whatever ended the stream: the outcome of these is unknown (a reset
+            // may arrive as RESOURCE_EXHAUSTED, which would read as "not applied").
             let mut waiting = reader.lock().expect("submit lock");
             for (_, reply) in waiting.replies.drain() {
-                let _ = reply.send(Err(tonic::Status::new(
+                let _ = reply.send(Err(tonic::Status::unavailable(format!(
+                    "the submit stream ended ({:?}: {}) before this change was answered; its outcome is unknown",
                     ended.code(),
-                    format!(
-                        "the stream ended before this change was answered; its outcome is unknown: {}",
-                        ended.message()
-                    ),
-                )));
+                    ended.message()
+                ))));
             }
             waiting.ended = Some(ended);
         });
@@ -88,12 +88,16 @@ impl Submitter {
         {
             let mut waiting = self.waiting.lock().expect("submit lock");
             if let Some(ended) = &waiting.ended {
-                return Err(tonic::Status::new(ended.code(), format!("the submit stream ended: {}", ended.message())));
+                return Err(tonic::Status::unavailable(format!(
+                    "the submit stream ended ({:?}: {}); the change was not sent",
+                    ended.code(),
+                    ended.message()
+                )));
             }
             waiting.replies.insert(id, reply);
         }
+        let _forget = Forget { waiting: &self.waiting, id };
         if self.changes.send(pb::PresenceChange { id, change: Some(change) }).await.is_err() {
-            self.waiting.lock().expect("submit lock").replies.remove(&id);
             return Err(tonic::Status::unavailable("the submit stream is closed; the change was not sent"));
         }
         outcome.await.unwrap_or_else(|_| {
@@ -101,6 +105,19 @@ impl Submitter {
                 "the submit stream ended before this change was answered; its outcome is unknown",
             ))
         })
+    }
+}
+
+/// Removes a change's entry from the replies when its `submit` ends, answered or dropped while
+/// it waited (an answered one is already gone), so a cancelled sender leaves nothing behind.
+struct Forget<'a> {
+    waiting: &'a Mutex<Waiting>,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.waiting.lock().expect("submit lock").replies.remove(&self.id);
     }
 }
 
@@ -167,10 +184,67 @@ impl From<ChangeLine> for Change {
     }
 }
 
+/// Longest line `collective status submit` reads (a change is a few hundred bytes).
+const LINE_BYTES_MAX: usize = 65_536;
+
+/// One line of input by number: its text, or why it cannot be a change.
+type Line = (u64, Result<String, String>);
+
+/// Reads `input` line by line into `lines` (blank lines skipped, numbers kept): a line longer
+/// than `LINE_BYTES_MAX` or not UTF-8 is passed on as its reason, and its rest skipped. Stops at
+/// the end of the input, or at a read error, which it passes on.
+async fn read_lines(input: impl tokio::io::AsyncRead + Unpin, lines: mpsc::Sender<std::io::Result<Line>>) {
+    let mut reader = tokio::io::BufReader::new(input);
+    let (mut buffer, mut number) = (Vec::new(), 0u64);
+    loop {
+        buffer.clear();
+        let read = (&mut reader).take(LINE_BYTES_MAX as u64 + 1).read_until(b'\n', &mut buffer).await;
+        let line = match read {
+            Err(error) => {
+                let _ = lines.send(Err(error)).await;
+                return;
+            }
+            Ok(0) => return,
+            Ok(_) if buffer.len() > LINE_BYTES_MAX && !buffer.ends_with(b"\n") => {
+                if let Err(error) = skip_line(&mut reader).await {
+                    let _ = lines.send(Err(error)).await;
+                    return;
+                }
+                Err(format!("the line is longer than {LINE_BYTES_MAX} bytes"))
+            }
+            Ok(_) => {
+                let text = buffer.strip_suffix(b"\n").unwrap_or(&buffer);
+                let text = text.strip_suffix(b"\r").unwrap_or(text);
+                String::from_utf8(text.to_vec()).map_err(|_| "the line is not UTF-8 text".to_string())
+            }
+        };
+        number += 1;
+        if line.as_ref().is_ok_and(|text| text.trim().is_empty()) {
+            continue;
+        }
+        if lines.send(Ok((number, line))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads past the rest of a line, in bounded pieces.
+async fn skip_line(reader: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<()> {
+    let mut piece = Vec::new();
+    loop {
+        piece.clear();
+        let read = reader.take(LINE_BYTES_MAX as u64).read_until(b'\n', &mut piece).await?;
+        if read == 0 || piece.ends_with(b"\n") {
+            return Ok(());
+        }
+    }
+}
+
 /// `collective status submit`: sends the changes of `file` (standard input without one), one
 /// JSON object per line, over one stream, up to `SUBMIT_IN_FLIGHT_MAX` at a time, and prints
 /// each line's outcome as it arrives. Blank lines are skipped. A line that is not a change fails
-/// alone, naming its line; the command fails at the end if any line did.
+/// alone, naming its line; the command fails at the end if any line did, or if the input could
+/// not be read to its end (after the outcomes of what was sent).
 pub async fn submit_lines(client: &Client, file: Option<PathBuf>, format: Format) -> anyhow::Result<()> {
     let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &file {
         Some(path) => {
@@ -179,10 +253,11 @@ pub async fn submit_lines(client: &Client, file: Option<PathBuf>, format: Format
         None => Box::new(tokio::io::stdin()),
     };
     let submitter = client.call(Submitter::open).await?;
-    let mut lines = tokio::io::BufReader::new(input).lines();
+    let (lines_in, mut lines) = mpsc::channel(256);
+    tokio::spawn(read_lines(input, lines_in));
     let mut answering = FuturesUnordered::new();
-    let (mut total, mut failed) = (0u64, 0u64);
-    let mut number = 0u64;
+    let (mut total, mut failed, mut last) = (0u64, 0u64, 0u64);
+    let mut unreadable = None;
     loop {
         // Print what is answered while reading on, and read no further ahead than the stream.
         while answering.len() >= SUBMIT_IN_FLIGHT_MAX {
@@ -190,29 +265,33 @@ pub async fn submit_lines(client: &Client, file: Option<PathBuf>, format: Format
                 failed += u64::from(!report(format, line, result));
             }
         }
-        let text = tokio::select! {
+        let (number, line) = tokio::select! {
             biased;
             Some((line, result)) = answering.next(), if !answering.is_empty() => {
                 failed += u64::from(!report(format, line, result));
                 continue;
             }
-            text = lines.next_line() => text.map_err(|e| anyhow::anyhow!("reading line {}: {e}", number + 1))?,
+            line = lines.recv() => match line {
+                None => break,
+                Some(Err(error)) => {
+                    unreadable = Some(error);
+                    break;
+                }
+                Some(Ok(line)) => line,
+            },
         };
-        let Some(text) = text else { break };
-        number += 1;
-        if text.trim().is_empty() {
-            continue;
-        }
-        total += 1;
-        match serde_json::from_str::<ChangeLine>(&text) {
+        (total, last) = (total + 1, number);
+        let change = line.and_then(|text| {
+            serde_json::from_str::<ChangeLine>(&text).map_err(|error| format!("not a presence change: {error}"))
+        });
+        match change {
             Ok(change) => {
                 let submitter = &submitter;
                 answering.push(async move { (number, submitter.submit(change.into()).await) });
             }
-            Err(error) => {
+            Err(reason) => {
                 failed += 1;
-                let status = tonic::Status::invalid_argument(format!("not a presence change: {error}"));
-                report(format, number, Err(status));
+                report(format, number, Err(tonic::Status::invalid_argument(reason)));
             }
         }
     }
@@ -220,6 +299,9 @@ pub async fn submit_lines(client: &Client, file: Option<PathBuf>, format: Format
         failed += u64::from(!report(format, line, result));
     }
     eprintln!("{} of {total} changes written", total - failed);
+    if let Some(error) = unreadable {
+        anyhow::bail!("reading the changes after line {last}: {error}; the lines after it were not sent");
+    }
     if failed > 0 {
         anyhow::bail!("{failed} of {total} changes failed (the lines above say why)");
     }
