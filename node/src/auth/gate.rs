@@ -121,8 +121,9 @@ where
 
 /// What a caller presented with its request: its bearer token, the subject of its client
 /// certificate, and its address. A long-lived stream (`Presences/Submit`) keeps it to
-/// authenticate its caller again as the state changes ([`reauthenticate`]).
-#[derive(Debug, Clone)]
+/// authenticate its caller again as the state changes ([`reauthenticate`]). No `Debug`: it
+/// holds the token.
+#[derive(Clone)]
 pub struct Presented {
     bearer: Option<String>,
     certificate: Option<Result<Subject, String>>,
