@@ -140,8 +140,9 @@ impl StreamCaller {
         if let Some(status) = self.refused.get() {
             return Err(status.clone());
         }
+        // Either way from the last check: a wall clock stepped back must not hold off the next.
         let now_ms = node.now_ms();
-        if now_ms < self.checked_at_ms.load(Ordering::Relaxed).saturating_add(SUBMIT_REAUTHENTICATE_MS) {
+        if now_ms.abs_diff(self.checked_at_ms.load(Ordering::Relaxed)) < SUBMIT_REAUTHENTICATE_MS {
             return Ok(());
         }
         let checked = gate::reauthenticate(node, &self.presented).and_then(|again| match again.caller == self.caller {
@@ -152,12 +153,23 @@ impl StreamCaller {
             ))),
         });
         match checked {
-            Ok(()) => self.checked_at_ms.store(now_ms, Ordering::Relaxed),
-            Err(ref status) => {
-                let _ = self.refused.set(status.clone());
+            Ok(()) => {
+                self.checked_at_ms.store(now_ms, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(status) => {
+                // The failure limiter's RESOURCE_EXHAUSTED says "retry later", which this stream
+                // never will: its credentials were refused either way.
+                let status = match status.code() {
+                    tonic::Code::ResourceExhausted => Status::unauthenticated(format!(
+                        "this stream's credentials are no longer accepted ({}); open a new stream",
+                        status.message()
+                    )),
+                    _ => status,
+                };
+                Err(self.refused.get_or_init(|| status).clone())
             }
         }
-        checked
     }
 }
 
