@@ -672,8 +672,8 @@ async fn write(
 }
 
 /// A status change as the one change of a `Submit` stream, its outcome as the unary call's:
-/// the `ChangeError`'s code, or the stream's status when it broke or no outcome came within the
-/// request deadline (an unknown outcome either way).
+/// the `ChangeError`'s code; UNAVAILABLE when the stream broke, DEADLINE_EXCEEDED when no
+/// outcome came within the request deadline (an unknown outcome either way).
 async fn submit(channel: Channel, request: pb::SetStatusRequest) -> Result<tonic::Response<pb::WriteResponse>, Status> {
     use pb::presence_outcome::Outcome;
     let change = pb::PresenceChange { id: 1, change: Some(pb::presence_change::Change::SetStatus(request)) };
@@ -684,7 +684,8 @@ async fn submit(channel: Channel, request: pb::SetStatusRequest) -> Result<tonic
     };
     match tokio::time::timeout(Duration::from_millis(REQUEST_DEADLINE_MS), outcome).await {
         Err(_) => Err(Status::deadline_exceeded("no outcome within the request deadline")),
-        Ok(Err(status)) => Err(status),
+        // The change may have gone out before the stream failed, whatever its code says.
+        Ok(Err(status)) => Err(Status::unavailable(format!("the stream failed: {status}"))),
         Ok(Ok(outcome)) => match outcome.outcome {
             Some(Outcome::Written(response)) => Ok(tonic::Response::new(response)),
             Some(Outcome::Error(error)) => Err(Status::new(Code::from_i32(error.code), error.message)),
