@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::Cluster;
 
@@ -439,6 +440,48 @@ async fn routing_through_the_cli() {
         &["route", "call", "--id", "c3", "--origin", "1", "--workgroup", "Support", "--skill", "french=0"],
     );
     assert!(!success && stderr.contains("skills"), "a bad level names the field: {stderr}");
+}
+
+/// `status submit` piped from a gateway keeps going when the member its stream goes to stops:
+/// the lines after go on a new stream to the next member that answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_submit_goes_on_after_its_member_stops() {
+    use std::io::{BufRead, Write};
+    let mut cluster = Cluster::start(3, &[]).await;
+    ok(
+        &cluster,
+        &["site", "add", "--id", "1", "--name", "Indianapolis", "--phone", "+1 317 555 0100", "--server", "i1"],
+    );
+    let add = ["user", "add", "--username", "jo", "--display-name", "Jo", "--email", "jo@example.com"];
+    ok(&cluster, &[&add[..], &["--home-site", "1", "--extension", "1100"]].concat());
+    let leader = cluster.leader(0).await;
+    let follower = (leader + 1) % 3;
+    // The stream opens on the follower, the first endpoint.
+    let endpoints = [follower, leader, (leader + 2) % 3].map(|i| cluster.grpc[i].clone()).join(",");
+    let mut submit = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &endpoints, "status", "submit"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = submit.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(submit.stdout.take().unwrap()).lines();
+    writeln!(stdin, r#"{{"change":"set_status","username":"jo","status_key":"Available"}}"#).unwrap();
+    let first = stdout.next().unwrap().unwrap();
+    assert!(first.starts_with("line 1: written at revision "), "{first}");
+    cluster.kill(follower);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    writeln!(stdin, r#"{{"change":"set_status","username":"jo","status_key":"Away from desk"}}"#).unwrap();
+    drop(stdin);
+    let rest: Vec<String> = stdout.map(Result::unwrap).collect();
+    let output = submit.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(rest.len() == 1 && rest[0].starts_with("line 2: written at revision "), "{rest:?}");
+    assert!(stderr.contains("sending the changes after it on a new stream"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&cluster, &["-w", "json", "user", "get", "jo"])).unwrap();
+    assert_eq!(json["presence"]["status_key"], "Away from desk");
 }
 
 /// The benchmark tools as an operator runs them: `bench load` fills the cluster and reports every

@@ -404,7 +404,8 @@ pub enum StatusCommand {
         group: String,
     },
     /// Send many presence changes over one stream, one JSON object per line of --file (or of
-    /// standard input), and print each line's outcome as it arrives. A line names its change:
+    /// standard input), and print each line's outcome as it arrives. If the stream ends (its
+    /// member stopped), the lines after go on a new one to the next member that answers. A line names its change:
     /// {"change":"set_status","username":"jo","status_key":"Available"}, or "log_on" (username,
     /// site, server), "log_off" (username, reason), "start_interaction" or "end_interaction"
     /// (username, interaction_id). Fails at the end if any line failed.

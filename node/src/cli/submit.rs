@@ -82,29 +82,76 @@ impl Submitter {
     /// Sends one change and waits for its outcome: what the unary call would have answered, or
     /// the status it would have failed with.
     pub async fn submit(&self, change: Change) -> Result<pb::WriteResponse, tonic::Status> {
+        self.submit_or_return(change).await.unwrap_or_else(|(_, status)| Err(status))
+    }
+
+    /// `submit`, but a change that was not sent because the stream has ended comes back with
+    /// the reason, to be sent on another stream.
+    async fn submit_or_return(&self, change: Change) -> Result<Answer, (Change, tonic::Status)> {
         let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, outcome) = oneshot::channel();
         {
             let mut waiting = self.waiting.lock().expect("submit lock");
             if let Some(ended) = &waiting.ended {
-                return Err(tonic::Status::unavailable(format!(
+                let status = tonic::Status::unavailable(format!(
                     "the submit stream ended ({:?}: {}); the change was not sent",
                     ended.code(),
                     ended.message()
-                )));
+                ));
+                return Err((change, status));
             }
             waiting.replies.insert(id, reply);
         }
         let _forget = Forget { waiting: &self.waiting, id };
-        if self.changes.send(pb::PresenceChange { id, change: Some(change) }).await.is_err() {
-            return Err(tonic::Status::unavailable("the submit stream is closed; the change was not sent"));
+        if let Err(unsent) = self.changes.send(pb::PresenceChange { id, change: Some(change) }).await {
+            let status = tonic::Status::unavailable("the submit stream is closed; the change was not sent");
+            return Err((unsent.0.change.expect("sent with a change"), status));
         }
-        outcome.await.unwrap_or_else(|_| {
+        Ok(outcome.await.unwrap_or_else(|_| {
             Err(tonic::Status::unavailable(
                 "the submit stream ended before this change was answered; its outcome is unknown",
             ))
-        })
+        }))
+    }
+}
+
+/// A change's outcome, as the unary call's result.
+type Answer = Result<pb::WriteResponse, tonic::Status>;
+
+/// How many streams one change of `status submit` is offered to before it fails unsent.
+const STREAM_OPENS_PER_CHANGE: usize = 3;
+
+/// `status submit`'s stream: when it ends (its member stopped, its connection broke), the
+/// changes after are sent on a new one, opened through the client's failover across
+/// `--endpoints`. Changes that were in flight on the old one keep their unknown outcome.
+struct Reopening<'a> {
+    client: &'a Client,
+    stream: Mutex<Arc<Submitter>>,
+    /// Held while a new stream opens, so senders that find the same ended stream open one.
+    reopening: tokio::sync::Mutex<()>,
+}
+
+impl Reopening<'_> {
+    async fn submit(&self, mut change: Change) -> Answer {
+        let mut last = None;
+        for _ in 0..STREAM_OPENS_PER_CHANGE {
+            let stream = self.stream.lock().expect("stream lock").clone();
+            match stream.submit_or_return(change).await {
+                Ok(answer) => return answer,
+                Err((unsent, status)) => {
+                    change = unsent;
+                    let _opening = self.reopening.lock().await;
+                    if Arc::ptr_eq(&self.stream.lock().expect("stream lock"), &stream) {
+                        let opened = self.client.call(Submitter::open).await?;
+                        eprintln!("{}; sending the changes after it on a new stream", status.message());
+                        *self.stream.lock().expect("stream lock") = Arc::new(opened);
+                    }
+                    last = Some(status);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no submit stream stayed open")))
     }
 }
 
@@ -241,7 +288,8 @@ async fn skip_line(reader: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<
 }
 
 /// `collective status submit`: sends the changes of `file` (standard input without one), one
-/// JSON object per line, over one stream, up to `SUBMIT_IN_FLIGHT_MAX` at a time, and prints
+/// JSON object per line, over one stream (a new one, on the next member that answers, when it
+/// ends: `Reopening`), up to `SUBMIT_IN_FLIGHT_MAX` at a time, and prints
 /// each line's outcome as it arrives. Blank lines are skipped. A line that is not a change fails
 /// alone, naming its line; the command fails at the end if any line did, or if the input could
 /// not be read to its end (after the outcomes of what was sent).
@@ -252,7 +300,11 @@ pub async fn submit_lines(client: &Client, file: Option<PathBuf>, format: Format
         }
         None => Box::new(tokio::io::stdin()),
     };
-    let submitter = client.call(Submitter::open).await?;
+    let submitter = Reopening {
+        client,
+        stream: Mutex::new(Arc::new(client.call(Submitter::open).await?)),
+        reopening: tokio::sync::Mutex::new(()),
+    };
     let (lines_in, mut lines) = mpsc::channel(256);
     tokio::spawn(read_lines(input, lines_in));
     let mut answering = FuturesUnordered::new();
