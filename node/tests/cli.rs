@@ -521,13 +521,8 @@ async fn bench_load_and_a_counted_presence_run() {
     let cpu = presence["cpu_us_per_request"].as_object().unwrap();
     assert!(cpu.len() == 2 && cpu.contains_key("self") && cpu.contains_key(&test_pid), "{presence}");
     assert!(cpu.values().all(|us| us.as_f64().unwrap() >= 0.0), "{presence}");
-    let unknown = Command::new(env!("CARGO_BIN_EXE_collective"))
-        .args(["--endpoints", &cluster.grpc.join(","), "bench", "presence", "--cpu-of", "4294967295"])
-        .output()
-        .unwrap();
-    assert!(!unknown.status.success());
-    let error = String::from_utf8_lossy(&unknown.stderr);
-    assert!(error.contains("--cpu-of: no process 4294967295"), "{error}");
+    let (success, _, error) = cli(&cluster, &["bench", "presence", "--cpu-of", "4294967295"]);
+    assert!(!success && error.contains("--cpu-of: no process 4294967295"), "{error}");
 
     // Over Submit streams: the same count, no errors; etcd has no streamed put.
     let streamed =
@@ -535,13 +530,8 @@ async fn bench_load_and_a_counted_presence_run() {
     assert_eq!(streamed["workload"], "presence-stream", "{streamed}");
     assert!(streamed["ok"].as_u64().unwrap() >= 300, "{streamed}");
     assert_eq!(streamed["errors"], serde_json::json!({}), "{streamed}");
-    let refused = Command::new(env!("CARGO_BIN_EXE_collective"))
-        .args(["--endpoints", &cluster.grpc.join(","), "bench", "presence", "--target", "etcd", "--api", "stream"])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    let error = String::from_utf8_lossy(&refused.stderr);
-    assert!(error.contains("etcd has no streamed put"), "{error}");
+    let (success, _, error) = cli(&cluster, &["bench", "presence", "--target", "etcd", "--api", "stream"]);
+    assert!(!success && error.contains("etcd has no streamed put"), "{error}");
 
     // Spread over the members, followers hand the writes on; they all succeed.
     let spread =

@@ -186,6 +186,24 @@ async fn presence_changes_over_a_submit_stream_are_answered_one_by_one() {
         .remove(0);
     assert_eq!((presence.status_key.as_str(), presence.current_site, presence.on_phone), ("Away from desk", 1, true));
 
+    // A request stream that breaks (here a change over the server's 4 MiB message limit): the
+    // change read before it is still answered, then the stream ends with the error.
+    let oversized = pb::PresenceChange {
+        id: 2,
+        change: Some(Change::SetStatus(pb::SetStatusRequest {
+            username: "agent1".into(),
+            status_key: "Available".into(),
+            until_ms: None,
+            detail: "x".repeat(5 << 20),
+        })),
+    };
+    let changes = vec![common::set_status_change(1, "agent1", "On Break"), oversized];
+    let mut stream = cluster.presence(leader).await.submit(tokio_stream::iter(changes)).await.unwrap().into_inner();
+    let first = stream.message().await.expect("the change before the break is answered").unwrap();
+    assert!(matches!(first.outcome, Some(pb::presence_outcome::Outcome::Written(_))) && first.id == 1, "{first:?}");
+    let broken = stream.message().await.unwrap_err();
+    assert_eq!(broken.code(), tonic::Code::OutOfRange, "{broken:?}");
+
     // A client that sends many more changes than the server reads ahead, and reads no outcome:
     // the server stops reading once SUBMIT_IN_FLIGHT_MAX wait (plus the outcomes the connection
     // took before it filled), so far fewer than all apply. Then it reads them: each is answered

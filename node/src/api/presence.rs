@@ -23,9 +23,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::error::ApiError;
-use super::{authenticated, principal, read};
+use super::{principal, read};
 use crate::auth::gate::{self, Presented};
-use crate::auth::Caller;
 use crate::node::Node;
 
 /// Events buffered per watch stream before the sender waits for the client.
@@ -123,13 +122,11 @@ fn command(change: Change) -> Command {
 /// expired or a site deactivated since the stream opened is refused within this long.
 pub const SUBMIT_REAUTHENTICATE_MS: u64 = 1_000;
 
-/// The caller of one `Submit` stream, as the gate authenticated it when the stream opened, and
-/// what it presented, to authenticate it again (`check`). Once that fails, every later change
-/// of the stream is refused the same way without asking again (each failed check of a token
-/// counts against the caller's address in the failure limiter).
+/// The principal of one `Submit` stream, as the gate authenticated it when the stream opened,
+/// and what its caller presented, to authenticate it again (`check`). Once that fails, every
+/// later change of the stream is refused the same way without asking again.
 struct StreamCaller {
     principal: Principal,
-    caller: Caller,
     presented: Presented,
     checked_at_ms: AtomicU64,
     refused: OnceLock<Status>,
@@ -145,30 +142,21 @@ impl StreamCaller {
         if now_ms.abs_diff(self.checked_at_ms.load(Ordering::Relaxed)) < SUBMIT_REAUTHENTICATE_MS {
             return Ok(());
         }
-        let checked = gate::reauthenticate(node, &self.presented).and_then(|again| match again.caller == self.caller {
-            true => Ok(()),
-            false => Err(Status::unauthenticated(format!(
-                "this stream's credentials now name {}, not {} as when it opened; open a new stream",
-                again.caller, self.caller
-            ))),
-        });
-        match checked {
-            Ok(()) => {
+        let again = gate::reauthenticate(node, &self.presented).map(|again| again.caller.principal());
+        match again {
+            Ok(Some(principal)) if principal == self.principal => {
                 self.checked_at_ms.store(now_ms, Ordering::Relaxed);
                 Ok(())
             }
-            Err(status) => {
-                // The failure limiter's RESOURCE_EXHAUSTED says "retry later", which this stream
-                // never will: its credentials were refused either way.
-                let status = match status.code() {
-                    tonic::Code::ResourceExhausted => Status::unauthenticated(format!(
-                        "this stream's credentials are no longer accepted ({}); open a new stream",
-                        status.message()
-                    )),
-                    _ => status,
-                };
+            Ok(other) => {
+                let named = other.map_or_else(|| "a cluster member".to_string(), |p| p.to_string());
+                let status = Status::unauthenticated(format!(
+                    "this stream's credentials now name {named}, not {} as when it opened; open a new stream",
+                    self.principal
+                ));
                 Err(self.refused.get_or_init(|| status).clone())
             }
+            Err(status) => Err(self.refused.get_or_init(|| status).clone()),
         }
     }
 }
@@ -355,11 +343,8 @@ impl Presences for PresenceService {
         &self,
         request: Request<Streaming<pb::PresenceChange>>,
     ) -> Result<Response<Self::SubmitStream>, Status> {
-        let authenticated = authenticated(&request)?;
-        let principal = principal(&request)?;
         let caller = Arc::new(StreamCaller {
-            principal,
-            caller: authenticated.caller,
+            principal: principal(&request)?,
             presented: Presented::of_request(&request)?,
             checked_at_ms: AtomicU64::new(self.node.now_ms()),
             refused: OnceLock::new(),

@@ -209,14 +209,17 @@ fn anyone() -> Authenticated {
 }
 
 /// Who `presented` authenticates as in `state`: a bearer token first, else a client
-/// certificate (a site's must name an active site).
+/// certificate (a site's must name an active site). A refused token counts against its
+/// address in the failure limiter unless `again` (a re-check of what was admitted before).
 fn authenticate(
     auth: &Authenticator,
     presented: &Presented,
     now_ms: u64,
     state: &State,
+    again: bool,
 ) -> Result<Authenticated, tonic::Status> {
     match (&presented.bearer, &presented.certificate) {
+        (Some(token), _) if again => Ok(auth.token_caller(token, now_ms, state)?),
         (Some(token), _) => Ok(auth.verify_token(token, presented.source, now_ms, state)?),
         (None, Some(Err(reason))) => Err(unauthenticated(reason.clone())),
         (None, Some(Ok(subject))) => {
@@ -245,11 +248,11 @@ fn authenticate(
 
 /// For a long-lived stream: who what its caller presented authenticates as now, as the gate
 /// would answer a new request (a session expired, a site deactivated or its password changed
-/// since the stream opened: refused).
+/// since the stream opened: refused), except that a refusal is not counted as a failed attempt.
 pub fn reauthenticate(node: &Node, presented: &Presented) -> Result<Authenticated, tonic::Status> {
     let Some(auth) = node.security.auth.as_ref() else { return Ok(anyone()) };
     let state = node.shared.state.read().expect("state lock");
-    authenticate(auth, presented, node.now_ms(), &state)
+    authenticate(auth, presented, node.now_ms(), &state, true)
 }
 
 /// Authenticates `request` and applies its RPC's rule; on success the caller is in its extensions.
@@ -274,7 +277,7 @@ fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::St
     }
     let presented = Presented::of_http(request)?;
     let state = node.shared.state.read().expect("state lock");
-    let authenticated = authenticate(auth, &presented, node.now_ms(), &state)?;
+    let authenticated = authenticate(auth, &presented, node.now_ms(), &state, false)?;
     match (rule, &authenticated.caller) {
         (Rule::Members, Caller::Node(_)) => {}
         (Rule::Members, caller) => {
