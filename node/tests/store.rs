@@ -182,3 +182,135 @@ async fn history_gathered_but_unwritten_at_a_crash_comes_back_from_the_log() {
 async fn history_gathered_before_a_snapshot_and_a_purge_survives_a_crash() {
     history_survives_a_crash(true).await;
 }
+
+/// Adds site 1, which `add_users` needs.
+async fn add_site_one(raft: &Raft) {
+    let site = Command::AddSite(SiteSpec {
+        id: 1,
+        name: "Indy".into(),
+        phone: "+1 317-555 0100".into(),
+        password_hash: HASH.into(),
+        note_id_dial_string: String::new(),
+        active: true,
+        servers: vec!["cic1".into()],
+        trusted_access: Default::default(),
+    });
+    let batch = Batch { at_ms: 999, proposals: vec![Proposal { principal: Principal::System, command: site }].into() };
+    raft.client_write(batch).await.unwrap().data.outcomes[0].clone().unwrap();
+}
+
+/// A single member with site 1 and `users` users, shut down as a kill would leave it: the
+/// entries are in the write-ahead log only (RocksDB flushes no memtable at close).
+async fn written_member(dir: &std::path::Path, users: u64) {
+    let raft = single_node(dir, Arc::new(Shared::new(100))).await;
+    raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
+    add_site_one(&raft).await;
+    add_users(&raft, 0, users).await;
+    raft.shutdown().await.unwrap();
+}
+
+/// The newest write-ahead log file of a data directory.
+fn newest_wal(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log") && std::fs::metadata(path).unwrap().len() > 0)
+        .max()
+        .expect("a write-ahead log")
+}
+
+async fn open_error(dir: &std::path::Path) -> String {
+    match store::open(dir, Arc::new(Shared::new(100)), &Environment::system()).await {
+        Ok(_) => panic!("the damaged data directory {} was opened", dir.display()),
+        Err(error) => format!("{error:#}"),
+    }
+}
+
+/// Bytes flipped inside a record of the write-ahead log: RocksDB's default recovery would drop
+/// that record and every one after it and open; the start is refused, naming the directory and
+/// the way out.
+#[tokio::test]
+async fn a_damaged_write_ahead_log_refuses_the_start() {
+    let dir = TempDir::new().unwrap();
+    written_member(dir.path(), 200).await;
+    let wal = newest_wal(dir.path());
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let at = bytes.len() / 2;
+    for byte in &mut bytes[at..at + 32] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&wal, &bytes).unwrap();
+    let error = open_error(dir.path()).await;
+    assert!(error.contains("is damaged") && error.contains(&dir.path().display().to_string()), "{error}");
+    assert!(error.contains("checksum mismatch") && error.contains(".log"), "{error}");
+    assert!(error.contains("collective member remove"), "{error}");
+}
+
+/// The write-ahead log cut short (what a lost tail looks like to RocksDB: a torn last record,
+/// which it opens without): the acknowledged marker shows the entries are gone, and the start is
+/// refused.
+#[tokio::test]
+async fn a_truncated_write_ahead_log_refuses_the_start() {
+    let dir = TempDir::new().unwrap();
+    written_member(dir.path(), 200).await;
+    let wal = newest_wal(dir.path());
+    let length = std::fs::metadata(&wal).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(length * 2 / 3).unwrap();
+    let error = open_error(dir.path()).await;
+    assert!(error.contains("lost records") && error.contains(store::MARKER_FILE), "{error}");
+    assert!(error.contains("acknowledged entries up to"), "{error}");
+}
+
+/// A power loss tears the last record, whose fsync never returned (so it was never
+/// acknowledged, and the marker, written after each fsync, does not claim it): the member
+/// starts with everything before it.
+#[tokio::test]
+async fn a_torn_unacknowledged_last_record_still_opens() {
+    let dir = TempDir::new().unwrap();
+    written_member(dir.path(), 20).await;
+    let marker = std::fs::read(dir.path().join(store::MARKER_FILE)).unwrap();
+    // One more write, then the power fails half-way through its record: the marker is as it
+    // was before it.
+    {
+        let raft = single_node(dir.path(), Arc::new(Shared::new(100))).await;
+        raft.wait(Some(Duration::from_secs(10))).current_leader(1, "re-elected").await.unwrap();
+        add_users(&raft, 20, 21).await;
+        raft.shutdown().await.unwrap();
+    }
+    let wal = newest_wal(dir.path());
+    let length = std::fs::metadata(&wal).unwrap().len();
+    assert!(length > 64, "the last write went to {}", wal.display());
+    std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(length - 16).unwrap();
+    std::fs::write(dir.path().join(store::MARKER_FILE), marker).unwrap();
+    let shared = Arc::new(Shared::new(100));
+    let raft = single_node(dir.path(), shared.clone()).await;
+    raft.wait(Some(Duration::from_secs(10))).current_leader(1, "re-elected after the power loss").await.unwrap();
+    raft.ensure_linearizable().await.unwrap();
+    assert!(shared.state.read().unwrap().users.len() >= 20, "the acknowledged users survived");
+    raft.shutdown().await.unwrap();
+}
+
+/// A snapshot file edited so it is still valid JSON (an email changed): its SHA-256 no longer
+/// matches, and the start is refused naming the file, rather than serving the edited state.
+#[tokio::test]
+async fn an_edited_snapshot_refuses_the_start() {
+    let dir = TempDir::new().unwrap();
+    {
+        let raft = single_node(dir.path(), Arc::new(Shared::new(100))).await;
+        raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
+        add_site_one(&raft).await;
+        add_users(&raft, 0, 5).await;
+        raft.trigger().snapshot().await.unwrap();
+        raft.wait(Some(Duration::from_secs(10))).metrics(|m| m.snapshot.is_some(), "snapshot taken").await.unwrap();
+        raft.shutdown().await.unwrap();
+    }
+    let snapshots = dir.path().join("snapshots");
+    let file = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().path()).next().expect("a snapshot file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let email = b"user3@example.com";
+    let at = bytes.windows(email.len()).position(|w| w == email).expect("the snapshot holds the users");
+    bytes[at..at + 4].copy_from_slice(b"mole");
+    std::fs::write(&file, bytes).unwrap();
+    let error = open_error(dir.path()).await;
+    assert!(error.contains(&file.display().to_string()) && error.contains("SHA-256"), "{error}");
+}

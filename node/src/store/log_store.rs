@@ -18,13 +18,14 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::marker::Marker;
 use super::{index_key, CF_LOGS, CF_META};
 use crate::codec;
 use crate::environment::Environment;
 use crate::raft_types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
+pub(super) const KEY_VOTE: &[u8] = b"vote";
+pub(super) const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
 
 /// Most entries [`Recent`] holds.
@@ -86,6 +87,9 @@ pub struct LogStore {
     recent: Arc<Mutex<Recent>>,
     /// Where the fsyncs run (`write_synced`).
     environment: Environment,
+    /// What this member acknowledged, recorded outside RocksDB after each synced write, so the
+    /// next start can tell whether RocksDB lost any of it (`integrity.rs`).
+    marker: Arc<Marker>,
 }
 
 fn io_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, error: impl std::error::Error + 'static) -> StorageError {
@@ -99,8 +103,8 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>, environment: Environment) -> LogStore {
-        LogStore { db, recent: Arc::default(), environment }
+    pub(crate) fn new(db: Arc<DB>, environment: Environment, marker: Arc<Marker>) -> LogStore {
+        LogStore { db, recent: Arc::default(), environment, marker }
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -222,7 +226,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote, ErrorSubject::Vote, true)
+        self.put_meta(KEY_VOTE, vote, ErrorSubject::Vote, true)?;
+        self.marker.voted(vote).map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -245,7 +250,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let mut written = Vec::new();
+        let mut last_index = None;
         for entry in entries {
+            last_index = Some(entry.log_id.index);
             let value = codec::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.put_cf(self.cf(CF_LOGS), index_key(entry.log_id.index), &value);
             written.push((entry, value.len()));
@@ -255,6 +262,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let result = self.write_synced(batch).await;
         metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("collective_log_append_batch_entries").record(written.len() as f64);
+        // Only once the write is synced: the marker never claims more than the log holds.
+        let result = result.and_then(|()| match last_index {
+            Some(index) => self.marker.flushed(index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e)),
+            None => Ok(()),
+        });
         match result {
             Ok(()) => {
                 let mut recent = self.recent();
@@ -273,7 +285,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Out of the cache before RocksDB, so no read finds an entry RocksDB no longer has.
+        // Out of the marker and the cache before RocksDB: a crash in between leaves the marker
+        // behind the log (never ahead), and no read finds an entry RocksDB no longer has.
+        self.marker.truncating(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         self.recent().truncate(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOGS), index_key(log_id.index), index_key(u64::MAX));

@@ -10,7 +10,9 @@
 //! Durability: every append, vote and truncate is written with `sync = true`, so the data is on
 //! disk before openraft is told it is done. Many entries share one `WriteBatch` and one fsync.
 
+mod integrity;
 mod log_store;
+mod marker;
 mod state_machine;
 
 use std::path::Path;
@@ -18,7 +20,9 @@ use std::sync::Arc;
 
 use crate::environment::Environment;
 use crate::history::{HistoryStore, CF_HISTORY};
+pub use integrity::Damaged;
 pub use log_store::LogStore;
+pub use marker::MARKER_FILE;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use state_machine::{Shared, StateMachineStore};
 
@@ -46,13 +50,34 @@ pub async fn open(
     // family's default is 64 MiB, two of them, which at a million users held hundreds of MiB of
     // log entries and history already on disk); the fullest is flushed when they reach it.
     options.set_db_write_buffer_size(MEMTABLES_BYTES_MAX);
+    // RocksDB's default recovery (point in time) stops replaying the write-ahead log at the first
+    // record whose checksum fails and opens with everything after it dropped: acknowledged
+    // entries, the vote. This mode refuses such a log instead, and still opens after a torn
+    // last record (a write whose fsync never returned, so never acknowledged).
+    // A WAL cut short (at a record boundary, or inside a record, which this mode takes for a
+    // torn tail) still opens: the MANIFEST's record of closed WALs' sizes catches that for
+    // older WALs, and our marker (`marker.rs`) and the contiguity scan (`integrity.rs`) for the
+    // newest one. RocksDB's error does not name the WAL; `Damaged` does.
+    options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+    options.set_track_and_verify_wals_in_manifest(true);
+    options.set_paranoid_checks(true);
     let families = [CF_LOGS, CF_META, CF_SNAPSHOT, CF_HISTORY].map(|name| {
         let mut family = Options::default();
         family.set_write_buffer_size(MEMTABLES_BYTES_MAX / 4);
         ColumnFamilyDescriptor::new(name, family)
     });
-    let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
-    let log_store = LogStore::new(db.clone(), environment.clone());
+    let (marker, acknowledged) = marker::Marker::open(dir).map_err(Damaged::Marker)?;
+    // Named before RocksDB opens: recovery may start a new one.
+    let wal = integrity::newest_wal(dir);
+    let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| match source.kind() {
+        rocksdb::ErrorKind::Corruption => {
+            anyhow::Error::from(Damaged::Database { dir: dir.into(), wal: wal.clone(), source })
+        }
+        _ => anyhow::anyhow!("cannot open the database in {}: {source}", dir.display()),
+    })?;
+    let db = Arc::new(db);
+    integrity::check(dir, &wal, &db, &marker, acknowledged)?;
+    let log_store = LogStore::new(db.clone(), environment.clone(), Arc::new(marker));
     let history = HistoryStore::new(db.clone());
     let state_machine = StateMachineStore::open(db, dir, shared, history.clone()).await?;
     Ok((log_store, state_machine, history))
@@ -127,7 +152,7 @@ pub async fn restore(
     let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), 1);
     let voters: std::collections::BTreeSet<_> = members.keys().copied().collect();
     let membership = openraft::StoredMembership::new(Some(log_id), openraft::Membership::new(vec![voters], members));
-    let data = state_machine::snapshot_body(Some(log_id), membership.clone(), file.state)?;
+    let data = state_machine::snapshot_bytes(Some(log_id), membership.clone(), file.state)?;
     let meta = openraft::SnapshotMeta {
         last_log_id: Some(log_id),
         last_membership: membership,

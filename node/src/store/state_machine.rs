@@ -1,15 +1,18 @@
 //! `StateMachineStore`: openraft's `RaftStateMachine`. The state lives in memory (`Shared`) and is
 //! persisted as a snapshot; on restart the snapshot is loaded and later entries are re-applied.
 //!
-//! A snapshot is a file, `{data_dir}/snapshots/{snapshot_id}.json` (the encoded `SnapshotBody`),
-//! written to a temporary name, fsynced and renamed; its metadata, naming the file, is then
-//! written to RocksDB with `sync`, and older files are removed. The metadata is the commit point:
-//! a crash before it leaves the previous snapshot current. Builds stream the state into the file,
-//! so no encoded copy of it sits in memory or in a RocksDB memtable (at 1,000,000 users the
-//! encoded state is ~500 MB); sending a snapshot to a follower still reads the file into memory
+//! A snapshot is a file, `{data_dir}/snapshots/{snapshot_id}.snap`: [`SNAPSHOT_MAGIC`], the
+//! encoded `SnapshotBody` (JSON), then the SHA-256 of everything before it. It is written to a
+//! temporary name, fsynced and renamed; its metadata, naming the file, is then written to RocksDB
+//! with `sync`, and older files are removed. The metadata is the commit point: a crash before it
+//! leaves the previous snapshot current. The checksum is verified whenever the bytes are used:
+//! loaded at start, read to be sent to a follower, received from a leader; every error names the
+//! file (or the leader's snapshot id). Builds stream the state into the file, so no encoded copy
+//! of it sits in memory or in a RocksDB memtable (at 1,000,000 users the encoded state is ~500
+//! MB); sending a snapshot to a follower still reads the file into memory
 //! (`get_current_snapshot`: openraft 0.9's chunked transfer takes a `Cursor<Vec<u8>>` here).
-//! Data directories from before kept the bytes in RocksDB under `data`; they are still read, and
-//! the next snapshot moves them to a file.
+//! Data directories from before kept the bytes without a checksum, in `{snapshot_id}.json` or in
+//! RocksDB under `data`; they are still read, and the next snapshot replaces them.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
@@ -31,7 +34,7 @@ use crate::raft_types::{Applied, ApplyResult, Entry, LogId, NodeId, StorageError
 pub use crate::shared::Shared;
 use collective_statemachine::State;
 
-const KEY_SNAPSHOT_META: &[u8] = b"meta";
+pub(super) const KEY_SNAPSHOT_META: &[u8] = b"meta";
 /// Where data directories before snapshot files kept the encoded snapshot.
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 /// Directory of snapshot files inside the data directory.
@@ -45,19 +48,98 @@ struct SnapshotBody {
     state: State,
 }
 
-/// The encoded body of a snapshot holding `state` as of `last_applied` (for `snapshot restore`).
-pub(crate) fn snapshot_body(
+/// The first bytes of a snapshot file (and of a snapshot sent to a follower).
+pub const SNAPSHOT_MAGIC: &[u8] = b"collective-raft-snapshot-v2\n";
+/// Bytes of the SHA-256 that ends a snapshot file.
+const DIGEST_BYTES: usize = 32;
+
+/// Writes through to `inner` and hashes what it writes.
+struct Hashing<W> {
+    inner: W,
+    digest: sha2::Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        sha2::Digest::update(&mut self.digest, &bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `body` in the snapshot format: magic, JSON, SHA-256.
+fn write_snapshot(writer: &mut impl Write, body: &SnapshotBody) -> std::io::Result<()> {
+    let mut hashing = Hashing { inner: writer, digest: <sha2::Sha256 as sha2::Digest>::new() };
+    hashing.write_all(SNAPSHOT_MAGIC)?;
+    serde_json::to_writer(&mut hashing, body).map_err(std::io::Error::other)?;
+    let digest = sha2::Digest::finalize(hashing.digest);
+    hashing.inner.write_all(&digest)
+}
+
+/// The body of snapshot bytes from `source` (a file, or a leader's snapshot) once their checksum
+/// holds. Bytes without the magic are accepted only from `legacy` sources (files written before
+/// snapshots had a checksum).
+fn verified_body<'a>(data: &'a [u8], source: &str, legacy: bool) -> Result<&'a [u8], String> {
+    let Some(rest) = data.strip_prefix(SNAPSHOT_MAGIC) else {
+        if legacy && data.first() == Some(&b'{') {
+            return Ok(data);
+        }
+        return Err(format!("{source} is not a collective snapshot (it does not start with the snapshot header)"));
+    };
+    if rest.len() < DIGEST_BYTES {
+        return Err(format!("{source} is truncated ({} bytes)", data.len()));
+    }
+    let (body, digest) = rest.split_at(rest.len() - DIGEST_BYTES);
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut hasher, SNAPSHOT_MAGIC);
+    sha2::Digest::update(&mut hasher, body);
+    if sha2::Digest::finalize(hasher).as_slice() != digest {
+        return Err(format!("{source} is damaged or truncated: its SHA-256 does not match its content"));
+    }
+    Ok(body)
+}
+
+/// Decodes snapshot bytes from `source`, checksum first.
+fn decode_snapshot(data: &[u8], source: &str, legacy: bool) -> Result<SnapshotBody, String> {
+    let body = verified_body(data, source, legacy)?;
+    serde_json::from_slice(body).map_err(|e| format!("{source} passed its checksum but does not decode: {e}"))
+}
+
+/// The encoded snapshot holding `state` as of `last_applied` (for `snapshot restore`).
+pub(crate) fn snapshot_bytes(
     last_applied: Option<LogId>,
     last_membership: StoredMembership<NodeId, BasicNode>,
     state: State,
-) -> serde_json::Result<Vec<u8>> {
-    serde_json::to_vec(&SnapshotBody { last_applied, last_membership, state })
+) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    write_snapshot(&mut bytes, &SnapshotBody { last_applied, last_membership, state })?;
+    Ok(bytes)
 }
 
-/// A stored snapshot: its metadata and the encoded `SnapshotBody`.
+/// A stored snapshot: its metadata, the bytes of its file, and where they came from.
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
     data: Vec<u8>,
+    /// The file's path, or the RocksDB key of an older build, for errors.
+    source: String,
+    /// Written before snapshots had a checksum.
+    legacy: bool,
+}
+
+impl StoredSnapshot {
+    /// The body, once the checksum holds.
+    fn decode(&self) -> Result<SnapshotBody, String> {
+        decode_snapshot(&self.data, &self.source, self.legacy)
+    }
+
+    /// Refuses the bytes unless their checksum holds.
+    fn verify(&self) -> Result<(), String> {
+        verified_body(&self.data, &self.source, self.legacy).map(|_| ())
+    }
 }
 
 /// The Raft state machine over `Shared`.
@@ -124,7 +206,13 @@ impl StateMachineStore {
             history,
         };
         if let Some(stored) = read_stored(&store.db, &store.snapshot_write, &store.snapshots)? {
-            let body: SnapshotBody = serde_json::from_slice(&stored.data)?;
+            let body = stored.decode().map_err(|reason| {
+                anyhow::anyhow!(
+                    "the current snapshot cannot be loaded: {reason}; this member must not serve with this data: \
+                     on a healthy member run `collective member remove ID`, move this data directory aside, \
+                     then add the member back with an empty data directory"
+                )
+            })?;
             store.shared.snapshots.bytes.store(stored.data.len() as u64, Ordering::Relaxed);
             store.restore(body);
         }
@@ -153,18 +241,30 @@ fn snapshot_path(dir: &Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> PathBuf 
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
         .take(128)
         .collect();
-    dir.join(format!("{id}.json"))
+    dir.join(format!("{id}.snap"))
 }
 
 /// The current snapshot. Its metadata is read and its file opened under the snapshot lock, so a
 /// build committing meanwhile cannot remove the file in between (an open file outlives its name).
+/// Older builds' snapshots are read too: `{id}.json` files, or bytes in RocksDB under `data`.
 fn read_stored(db: &DB, lock: &std::sync::Mutex<()>, dir: &Path) -> Result<Option<StoredSnapshot>, StorageError> {
-    let (meta, file) = {
+    enum Found {
+        File(std::fs::File, PathBuf, bool),
+        RocksDb(Vec<u8>),
+    }
+    let (meta, found) = {
         let _guard = lock.lock().expect("snapshot write lock");
         let Some(meta) = read_meta(db)? else { return Ok(None) };
         let path = snapshot_path(dir, &meta);
-        match std::fs::File::open(&path) {
-            Ok(file) => (meta, Ok(file)),
+        let legacy_path = path.with_extension("json");
+        let opened = match std::fs::File::open(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::File::open(&legacy_path).map(|file| Found::File(file, legacy_path, true))
+            }
+            opened => opened.map(|file| Found::File(file, path.clone(), false)),
+        };
+        match opened {
+            Ok(found) => (meta, found),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
                 let legacy =
@@ -173,21 +273,28 @@ fn read_stored(db: &DB, lock: &std::sync::Mutex<()>, dir: &Path) -> Result<Optio
                     let missing = std::io::Error::other(format!("snapshot file {} missing", path.display()));
                     snapshot_error(Some(&meta), ErrorVerb::Read, missing)
                 })?;
-                (meta, Err(legacy))
+                (meta, Found::RocksDb(legacy))
             }
-            Err(error) => return Err(snapshot_error(Some(&meta), ErrorVerb::Read, error)),
+            Err(error) => {
+                let error = std::io::Error::other(format!("snapshot file {}: {error}", path.display()));
+                return Err(snapshot_error(Some(&meta), ErrorVerb::Read, error));
+            }
         }
     };
-    let data = match file {
-        Ok(mut file) => {
+    let stored = match found {
+        Found::File(mut file, path, legacy) => {
             let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut file, &mut data)
-                .map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Read, e))?;
-            data
+            std::io::Read::read_to_end(&mut file, &mut data).map_err(|e| {
+                let error = std::io::Error::other(format!("snapshot file {}: {e}", path.display()));
+                snapshot_error(Some(&meta), ErrorVerb::Read, error)
+            })?;
+            StoredSnapshot { meta, data, source: format!("snapshot file {}", path.display()), legacy }
         }
-        Err(legacy) => legacy,
+        Found::RocksDb(data) => {
+            StoredSnapshot { meta, data, source: "the snapshot kept in RocksDB (snapshot/data)".into(), legacy: true }
+        }
     };
-    Ok(Some(StoredSnapshot { meta, data }))
+    Ok(Some(stored))
 }
 
 /// Removes temporaries a crash left in the snapshots directory (at open, before any writer).
@@ -257,7 +364,7 @@ fn commit_snapshot(
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let old = entry.path();
-            if old != path && old.extension().is_some_and(|e| e == "json") {
+            if old != path && old.extension().is_some_and(|e| e == "snap" || e == "json") {
                 if let Err(error) = std::fs::remove_file(&old) {
                     tracing::warn!(%error, file = %old.display(), "removing an old snapshot file");
                 }
@@ -286,7 +393,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             &self.snapshot_write,
             &self.snapshots,
             &meta,
-            |writer| serde_json::to_writer(writer, body).map_err(std::io::Error::other),
+            |writer| write_snapshot(writer, body),
             // The log up to the snapshot may be purged once it commits: the history of those
             // entries must be written first (the synced metadata write makes it durable).
             || history.flush().map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Write, e)),
@@ -361,6 +468,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 results.push(ApplyResult { outcomes });
                 self.shared.check_invariants(&state);
             }
+            self.shared.count_auth_failures(&published);
             // Published under the state lock: a reader that saw revision R never gets a watch
             // "from now" that starts at or below R.
             self.shared.publish(published);
@@ -402,8 +510,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
         let data = snapshot.into_inner();
-        let body: SnapshotBody =
-            serde_json::from_slice(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
+        // Checked before anything is written: a snapshot damaged on the way (or on the leader's
+        // disk) is refused, never installed.
+        let source = format!("the snapshot {} received from the leader", meta.snapshot_id);
+        let body = decode_snapshot(&data, &source, false)
+            .map_err(|reason| snapshot_error(Some(meta), ErrorVerb::Read, std::io::Error::other(reason)))?;
         // The history is reset just before the commit: the synced metadata write makes it
         // durable through the shared WAL, so a crash never leaves a restored snapshot without its
         // history reset.
@@ -429,8 +540,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(read_stored(&self.db, &self.snapshot_write, &self.snapshots)?
-            .map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+        let Some(stored) = read_stored(&self.db, &self.snapshot_write, &self.snapshots)? else { return Ok(None) };
+        // Checked before it is sent: a damaged file never reaches a follower. A snapshot of an
+        // older build (no checksum) is sent in the current format, so followers can check it.
+        stored
+            .verify()
+            .map_err(|reason| snapshot_error(Some(&stored.meta), ErrorVerb::Read, std::io::Error::other(reason)))?;
+        let data = if stored.legacy {
+            let body = stored
+                .decode()
+                .map_err(|reason| snapshot_error(Some(&stored.meta), ErrorVerb::Read, std::io::Error::other(reason)))?;
+            let mut data = Vec::new();
+            write_snapshot(&mut data, &body).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Read, e))?;
+            data
+        } else {
+            stored.data
+        };
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }
 
@@ -456,7 +582,9 @@ mod tests {
             let snapshot = store.get_snapshot_builder().await.build_snapshot().await.unwrap();
             // As an older build stored it: the bytes under `data`, no file.
             let path = snapshot_path(&store.snapshots, &snapshot.meta);
-            let bytes = std::fs::read(&path).unwrap();
+            let file = std::fs::read(&path).unwrap();
+            // Without the header and checksum, as older builds wrote it.
+            let bytes = verified_body(&file, "test", false).unwrap().to_vec();
             std::fs::remove_file(&path).unwrap();
             let cf = store.db.cf_handle(CF_SNAPSHOT).unwrap();
             store.db.put_cf(cf, KEY_SNAPSHOT_DATA, &bytes).unwrap();
@@ -476,7 +604,8 @@ mod tests {
         assert!(store.db.get_cf(cf, KEY_SNAPSHOT_DATA).unwrap().is_none(), "the old bytes stayed in RocksDB");
         let files: Vec<_> = std::fs::read_dir(&store.snapshots).unwrap().map(|e| e.unwrap().path()).collect();
         assert_eq!(files.len(), 1, "{files:?}");
-        let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
-        assert_eq!(body["state"]["revision"], 42, "{files:?}");
+        assert!(files[0].extension().is_some_and(|e| e == "snap"), "{files:?}");
+        let body = decode_snapshot(&std::fs::read(&files[0]).unwrap(), "test", false).unwrap();
+        assert_eq!(body.state.revision, 42, "{files:?}");
     }
 }
