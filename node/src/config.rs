@@ -76,12 +76,17 @@ impl Default for NodeConfig {
             grpc_addr: "127.0.0.1:7001".into(),
             http_addr: "127.0.0.1:8001".into(),
             initial_cluster: String::new(),
-            // A disk whose fsync p99 is ~8 ms and stalls near 100 ms. openraft 0.9 uses the
-            // heartbeat interval as the AppendEntries deadline, so it must outlast a stalled
-            // fsync on a follower; elections stay several heartbeats long, so a stall never flaps.
-            heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
+            // Failover: openraft 0.9 checks timers every 1.5 heartbeats, and a follower that
+            // knows a leader starts an election `election_timeout_max + r` (r drawn once in
+            // min..max) after the last AppendEntries it processed (the leader's lease is fixed
+            // at max). With 100 / 320..440 ms that is 760-880 ms plus a tick of at most 150 ms:
+            // writes resume about 1 s after a leader dies (it was 3-4.4 s with 250 / 1,000..2,000).
+            // A spurious election needs ~760 ms without a processed AppendEntries, far beyond
+            // this disk's fsync stalls (~100 ms). The heartbeat interval is also openraft's
+            // AppendEntries deadline: a follower stalled past it costs a resend, not an election.
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 320,
+            election_timeout_max_ms: 440,
             snapshot_after_entries: 20_000,
             watch_history_events_max: 100_000,
             forward_timeout_ms: 5_000,
@@ -295,7 +300,7 @@ mod tests {
         assert_eq!((config.grpc_addr.as_str(), config.advertise_addr().as_str()), ("127.0.0.1:7202", "127.0.0.1:7102"));
 
         let config = NodeConfig::load(Some(&file), Overrides::default()).unwrap();
-        assert_eq!((config.id, config.grpc_addr.as_str(), config.heartbeat_interval_ms), (2, "127.0.0.1:7102", 250));
+        assert_eq!((config.id, config.grpc_addr.as_str(), config.heartbeat_interval_ms), (2, "127.0.0.1:7102", 100));
         assert_eq!(config.advertise_addr(), "127.0.0.1:7102");
         let flags = Overrides { id: Some(1), ..Overrides::default() };
         assert_eq!(NodeConfig::load(Some(&file), flags).unwrap().id, 1);
@@ -319,8 +324,8 @@ mod tests {
         assert!(bad(|c| c.http_addr = "".into()).starts_with("http_addr"));
         assert!(bad(|c| c.initial_cluster = "1=127.0.0.1:1,1=127.0.0.1:2".into()).starts_with("initial_cluster"));
         assert!(bad(|c| c.initial_cluster = "2=127.0.0.1:1".into()).contains("does not name this node"));
-        assert!(bad(|c| c.election_timeout_min_ms = 700).starts_with("election_timeout_min_ms"));
-        assert!(bad(|c| c.election_timeout_max_ms = 900).starts_with("election_timeout_max_ms"));
+        assert!(bad(|c| c.election_timeout_min_ms = 300).starts_with("election_timeout_min_ms"));
+        assert!(bad(|c| c.election_timeout_max_ms = 320).starts_with("election_timeout_max_ms"));
         assert!(bad(|c| c.snapshot_after_entries = 5).starts_with("snapshot_after_entries"));
         assert!(bad(|c| c.watch_history_events_max = 1).starts_with("watch_history_events_max"));
         // Transport and authentication are each chosen explicitly.

@@ -86,6 +86,16 @@ fn timed_out(wait_ms: u64) -> Outcome {
     )))
 }
 
+/// Far enough ahead of every write's deadline that a deposed leader's sweep answers them all.
+const DEPOSED_HORIZON_S: u64 = 365 * 24 * 3_600;
+
+/// The answer to a write waiting on a leader that was deposed.
+fn deposed_outcome() -> Outcome {
+    Err(ApiError::Unavailable(
+        "this member is no longer the leader; the write's outcome is unknown and it may still apply".into(),
+    ))
+}
+
 /// The answer to a write its queue (of `PROPOSALS_QUEUED_MAX`) could not take: full, or closed
 /// because the node is stopping.
 fn queue_error<T>(error: mpsc::error::TrySendError<T>, what: &str) -> ApiError {
@@ -141,6 +151,10 @@ pub struct Node {
     pub argon2: tokio::sync::Semaphore,
     /// Linearizable reads waiting for a read-index round (see `read_index`).
     read_rounds: std::sync::Mutex<ReadRounds>,
+    /// Why this member's Raft core stopped (a storage error, a panic), once it has: from then
+    /// on the member answers no read or write, reports itself unhealthy, and `serve` exits
+    /// (`watch_core`).
+    core_stopped: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// The outcome of one read-index round, shared by every read it serves.
@@ -192,6 +206,9 @@ impl Node {
         };
         let raft_config = Arc::new(raft_config.validate()?);
         let security = Arc::new(Security::load(&config)?);
+        if let Some(auth) = security.auth.as_ref() {
+            shared.set_failure_limiter(config.id, auth.failures.clone());
+        }
         let peer_token = security.auth.as_ref().map(|auth| auth.peer_token().to_string());
         let peers = Arc::new(Peers::new(
             environment.connect.clone(),
@@ -217,7 +234,9 @@ impl Node {
             leases_renewed_in_term: AtomicU64::new(0),
             read_rounds: std::sync::Mutex::new(ReadRounds::default()),
             argon2: tokio::sync::Semaphore::new(ARGON2_CONCURRENT_MAX),
+            core_stopped: tokio::sync::watch::channel(None).0,
         });
+        tokio::spawn(node.clone().watch_core());
         if node.config.history_prune_interval_ms > 0 {
             tokio::spawn(node.clone().prune_history());
         }
@@ -227,6 +246,55 @@ impl Node {
         tokio::spawn(node.clone().expire_writes());
         tokio::spawn(node.clone().break_election_ties());
         Ok(node)
+    }
+
+    /// Watches the Raft core and records why it stopped, once it does.
+    ///
+    /// openraft 0.9 reports a storage error that stops the core as `running_state = Err(Fatal)`
+    /// on its metrics; a core that panicked only drops the metrics' sender (its last values,
+    /// `running_state` still `Ok` and perhaps this node as leader, stay readable). Both end
+    /// the member: its state may have diverged, and it cannot recover by itself.
+    async fn watch_core(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        let reason = loop {
+            {
+                let current = metrics.borrow_and_update();
+                if let Err(fatal) = &current.running_state {
+                    break format!("the Raft core stopped: {fatal}");
+                }
+                if current.state == openraft::ServerState::Shutdown {
+                    break "the Raft core shut down".to_string();
+                }
+            }
+            if metrics.changed().await.is_err() {
+                break "the Raft core ended without a report (it panicked)".to_string();
+            }
+        };
+        tracing::error!(%reason, "this member can no longer serve");
+        self.core_stopped.send_replace(Some(reason));
+    }
+
+    /// Why the Raft core stopped, if it has.
+    pub fn core_stopped(&self) -> Option<String> {
+        self.core_stopped.borrow().clone()
+    }
+
+    /// Waits until the Raft core stops; returns why.
+    pub async fn wait_core_stopped(&self) -> String {
+        let mut stopped = self.core_stopped.subscribe();
+        let reason = match stopped.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "the node was dropped".to_string(),
+        };
+        reason
+    }
+
+    /// UNAVAILABLE when the Raft core stopped: nothing this member holds may be served.
+    fn check_core(&self) -> Result<(), ApiError> {
+        match self.core_stopped.borrow().as_ref() {
+            Some(reason) => Err(ApiError::Unavailable(format!("this member cannot serve: {reason}; it is exiting"))),
+            None => Ok(()),
+        }
     }
 
     /// Keeps the history within `history_max_age_ms` and about `history_versions_max` versions.
@@ -445,7 +513,8 @@ impl Node {
     /// Whether this node is the leader, as its Raft metrics say (without copying the leader's
     /// address, which `leader` does: this runs on every write).
     pub fn leads(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        // A stopped core's last metrics may still name this node.
+        self.raft.metrics().borrow().current_leader == Some(self.id) && self.core_stopped.borrow().is_none()
     }
 
     /// NOT_LEADER, naming the leader when one is known.
@@ -462,6 +531,7 @@ impl Node {
 
     /// `write` for a command the caller has validated (`validate`).
     pub async fn write_valid(&self, principal: Principal, command: Command) -> Result<Applied, ApiError> {
+        self.check_core()?;
         if self.leads() {
             return self.enqueue(principal, command).await;
         }
@@ -570,7 +640,23 @@ impl Node {
         let mut request = tonic::Request::new(payload);
         // Longer than each write's own wait on the leader, so those answer first.
         request.set_timeout(Duration::from_millis(self.config.forward_timeout_ms + FORWARD_GRACE_MS));
-        let response = client.forward_batch(request).await.map_err(|status| {
+        let (term, leader) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_term, metrics.current_leader)
+        };
+        // A leader that was deposed (paused, cut off) would hold these writes until their
+        // deadline: once this member sees a newer term or another leader, they are answered.
+        let response = tokio::select! {
+            response = client.forward_batch(request) => response,
+            changed = self.leader_changed(term, leader) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the leader at {addr} was replaced ({changed}) while it held the writes; their outcome is \
+                     unknown and they may still apply"
+                )));
+            }
+        };
+        let response = response.map_err(|status| {
             // The writes may have reached the leader before the call failed: their outcome is
             // unknown, so this is not NOT_LEADER (which tells a client it is safe to retry).
             ApiError::Unavailable(format!(
@@ -580,6 +666,23 @@ impl Node {
             ))
         })?;
         codec::decode(&response.into_inner().body).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Resolves once this member sees a term after `term` or a leader other than `leader`;
+    /// says which.
+    async fn leader_changed(&self, term: u64, leader: Option<NodeId>) -> String {
+        let mut metrics = self.raft.metrics();
+        let seen = metrics
+            .wait_for(|m| m.current_term > term || (m.current_leader.is_some() && m.current_leader != leader))
+            .await
+            .map(|m| (m.current_term, m.current_leader));
+        match seen {
+            Ok((new_term, new_leader)) => format!("term {term} -> {new_term}, leader {new_leader:?}"),
+            Err(_) => {
+                // The core stopped: its metrics change no more (the RPC's own deadline ends it).
+                std::future::pending::<String>().await
+            }
+        }
     }
 
     /// Forwards one write in its own RPC, with its own deadline.
@@ -643,7 +746,16 @@ impl Node {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             sweep.tick().await;
-            let expired = self.waiting.expire(tokio::time::Instant::now(), || timed_out(wait_ms));
+            let mut now = tokio::time::Instant::now();
+            let deposed = !self.waiting.is_empty() && !self.leads();
+            if deposed {
+                // No longer the leader (a newer term was seen, or the core stopped): every write
+                // waiting here is answered now rather than at its deadline. Their outcome is
+                // unknown (entries already replicated may still commit under the new leader),
+                // so this is UNAVAILABLE, not NOT_LEADER.
+                now += Duration::from_secs(DEPOSED_HORIZON_S);
+            }
+            let expired = self.waiting.expire(now, || if deposed { deposed_outcome() } else { timed_out(wait_ms) });
             if expired > 0 {
                 metrics::counter!("collective_writes_timed_out_total").increment(expired as u64);
             }
@@ -708,6 +820,8 @@ impl Node {
     /// Waits until a read here is linearizable (unless `serializable`): the leader confirms its
     /// leadership and this node has applied everything committed before the read began.
     pub async fn read_barrier(self: &Arc<Self>, serializable: bool) -> Result<(), ApiError> {
+        // Serializable reads too: a core that panicked may have left the state diverged.
+        self.check_core()?;
         if serializable {
             return Ok(());
         }

@@ -54,8 +54,22 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     // `Server::tcp_nodelay` only applies to listeners tonic binds itself; ours is bound early (to
     // fail fast on a taken port), so Nagle is switched off here, or replies sit ~40 ms behind
     // delayed ACKs.
-    serve_grpc(node, tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true))).await
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    // A member whose Raft core stopped cannot recover by itself (a full disk, a damaged log, a
+    // panic): it exits non-zero so its supervisor restarts it, and the restart's checks decide
+    // whether its data may serve again.
+    tokio::select! {
+        served = serve_grpc(node.clone(), incoming) => served,
+        reason = node.wait_core_stopped() => {
+            // Long enough for a probe or a client to see NOT_SERVING, short enough for a restart.
+            tokio::time::sleep(Duration::from_millis(CORE_STOPPED_EXIT_DELAY_MS)).await;
+            anyhow::bail!("{reason}; exiting so a supervisor can restart this member")
+        }
+    }
 }
+
+/// How long a member whose Raft core stopped keeps answering (unhealthy) before it exits.
+pub const CORE_STOPPED_EXIT_DELAY_MS: u64 = 1_000;
 
 /// Serves a started node's gRPC services (client API, the internal Raft service, health,
 /// reflection) on `incoming` connections until it ends, keeps the health status and Raft gauges
@@ -138,11 +152,24 @@ async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthRep
             metrics::counter!("collective_leader_changes_seen_total").increment(1);
             last_leader = snapshot.current_leader;
         }
-        let status = if has_leader { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let serving = has_leader && node.core_stopped().is_none();
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         health.set_service_status("", status).await;
         health.set_service_status("collective.v1.Directory", status).await;
         health.set_service_status("collective.v1.Presences", status).await;
-        if metrics.changed().await.is_err() {
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() {
+                // The core ended: its metrics change no more.
+                node.wait_core_stopped().await;
+            },
+            _ = node.wait_core_stopped() => {}
+        }
+        if node.core_stopped().is_some() {
+            for service in ["", "collective.v1.Directory", "collective.v1.Presences"] {
+                health.set_service_status(service, ServingStatus::NotServing).await;
+            }
+            metrics::gauge!("collective_server_has_leader").set(0.0);
+            metrics::gauge!("collective_server_is_leader").set(0.0);
             return;
         }
     }
@@ -204,9 +231,21 @@ pub(crate) fn resident_memory_bytes() -> Option<u64> {
 
 async fn serve_http(listener: tokio::net::TcpListener, node: Arc<Node>, prometheus: PrometheusHandle) {
     let ready_node = node.clone();
+    let live_node = node.clone();
     let app = axum::Router::new()
-        // Liveness never depends on quorum: the process answers, that is all.
-        .route("/livez", get(|| async { "ok\n" }))
+        // Liveness never depends on quorum: the process answers and its Raft core runs.
+        .route(
+            "/livez",
+            get(move || {
+                let stopped = live_node.core_stopped();
+                async move {
+                    match stopped {
+                        None => (axum::http::StatusCode::OK, "ok\n".to_string()),
+                        Some(reason) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not live: {reason}\n")),
+                    }
+                }
+            }),
+        )
         // Readiness needs a known leader and a linearizable read that completes.
         .route(
             "/readyz",

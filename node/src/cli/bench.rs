@@ -35,6 +35,9 @@ pub enum BenchCommand {
     Read(super::bench_read::ReadArgs),
     /// Watchers receiving a writer's status changes: fan-out latency from write to each watcher.
     Watch(super::bench_read::WatchArgs),
+    /// Kill the leader under a write load, again and again (real processes on this machine,
+    /// restarted afterwards): how long writes pause each time.
+    Failover(super::bench_failover::FailoverArgs),
     /// Fill the collective to a scale (sites, workgroups, users with skills), then report each
     /// member's memory and snapshot figures.
     Load(super::bench_load::LoadArgs),
@@ -212,6 +215,7 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
         BenchCommand::Read(args) => super::bench_read::read(client, args, format).await,
         BenchCommand::Watch(args) => super::bench_read::watch(client, args, format).await,
         BenchCommand::Load(args) => super::bench_load::load(client, args, format).await,
+        BenchCommand::Failover(args) => super::bench_failover::failover(client, args, format).await,
     }
 }
 
@@ -340,7 +344,7 @@ pub(super) async fn ensure_site(client: &Client, id: u32, name: &str) -> anyhow:
             id,
             name: name.into(),
             phone: format!("+1 555 {id:04}"),
-            active: true,
+            active: Some(true),
             servers: vec![format!("{name}.local")],
             ..Default::default()
         }),

@@ -2,6 +2,7 @@
 //! talk to a running cluster over gRPC. Every flag can also come from a `COLLECTIVE_*` variable.
 
 pub mod bench;
+pub mod bench_failover;
 pub mod bench_load;
 pub mod bench_messages;
 pub mod bench_read;
@@ -746,7 +747,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                         name,
                         phone,
                         note_id_dial_string,
-                        active: !inactive,
+                        active: Some(!inactive),
                         servers,
                         trusted_access: Some(pb::TrustedAccess {
                             publish_handlers,

@@ -65,6 +65,17 @@ impl Cluster {
     /// stands for the member's id (per-member certificate files). A cluster with TLS or
     /// authentication is waited for through `/readyz` (the test's plain channels cannot ask it).
     pub async fn start_logged(size: usize, extra_args: &[&str], log_filter: Option<&str>) -> Cluster {
+        Cluster::start_prepared(size, extra_args, log_filter, |_| {}).await
+    }
+
+    /// Like `start_logged`; `prepare` gets the cluster's directory before any member starts (to
+    /// put a member's data directory, `node{id}`, on a filesystem of its own).
+    pub async fn start_prepared(
+        size: usize,
+        extra_args: &[&str],
+        log_filter: Option<&str>,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Cluster {
         let mut extra_args: Vec<&str> = extra_args.to_vec();
         if !extra_args.iter().any(|a| a.starts_with("--tls") || *a == "--plaintext") {
             extra_args.push("--plaintext");
@@ -85,6 +96,7 @@ impl Cluster {
             log_filter: log_filter.map(str::to_string),
             own_args: Default::default(),
         };
+        prepare(cluster.dir.path());
         for index in 0..size {
             cluster.spawn(index);
         }
@@ -170,6 +182,22 @@ impl Cluster {
         if let Some(mut child) = self.children[index].take() {
             child.kill().unwrap();
             child.wait().unwrap();
+        }
+    }
+
+    /// Waits up to `timeout` for member `index` to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, index: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.children[index].as_mut()?;
+            if let Some(status) = child.try_wait().unwrap() {
+                self.children[index] = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -264,7 +292,8 @@ pub fn site(id: u32, name: &str) -> pb::AddSiteRequest {
             id,
             name: name.into(),
             phone: format!("+1 555 01{id:02}"),
-            active: true,
+            // Omitted: a new site is active (what most callers send).
+            active: None,
             servers: vec![format!("cic{id}.example")],
             ..Default::default()
         }),
