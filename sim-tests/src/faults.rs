@@ -32,6 +32,10 @@ pub enum Fault {
     CrashLeader,
     /// A majority of the nodes crash at once and restart together.
     CrashMajority,
+    /// The node crashes, its newest write-ahead log is cut or has bytes flipped, and it restarts
+    /// when the fault heals: it must refuse to start, or start with all it acknowledged. At
+    /// most one per run (a refused member stays down); later ones are plain crashes.
+    DamageLog(u64),
 }
 
 /// A fault with its start and length.
@@ -68,6 +72,7 @@ pub fn schedule(rng: &mut StdRng, nodes: usize, from_ms: u64, until_ms: u64) -> 
             58..=67 => Fault::Loss(a, b, rng.gen_range(1..20)),
             68..=79 => Fault::Crash(a),
             80..=91 => Fault::CrashLeader,
+            92..=95 => Fault::DamageLog(a),
             _ => Fault::CrashMajority,
         };
         planned.push(Planned { at_ms: at, duration_ms, fault });
@@ -78,6 +83,30 @@ pub fn schedule(rng: &mut StdRng, nodes: usize, from_ms: u64, until_ms: u64) -> 
 
 fn host(id: u64) -> String {
     format!("n{id}")
+}
+
+/// Cuts the newest non-empty write-ahead log of a data directory to half its length, or flips
+/// 32 bytes in its second half (as a disk or a careless operator might).
+fn damage_newest_wal(dir: &std::path::Path, rng: &mut StdRng) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut logs: Vec<_> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .filter(|path| std::fs::metadata(path).is_ok_and(|m| m.len() > 64))
+        .collect();
+    logs.sort();
+    let Some(wal) = logs.pop() else { return };
+    let Ok(mut bytes) = std::fs::read(&wal) else { return };
+    if rng.gen_bool(0.5) {
+        bytes.truncate(bytes.len() / 2);
+    } else {
+        let at = rng.gen_range(bytes.len() / 2..bytes.len() - 32);
+        for byte in &mut bytes[at..at + 32] {
+            *byte ^= 0x5a;
+        }
+    }
+    let _ = std::fs::write(&wal, bytes);
 }
 
 /// What healing a fault takes.
@@ -91,6 +120,17 @@ enum Undo {
     Restart(Vec<String>),
 }
 
+/// A node whose log a `DamageLog` fault damaged.
+#[derive(Debug, Clone)]
+pub struct Damage {
+    /// Its host.
+    pub host: String,
+    /// When (simulated ms).
+    pub at_ms: u64,
+    /// The last index it had acknowledged before the damage (its `raft-acknowledged` marker).
+    pub acknowledged: Option<u64>,
+}
+
 /// Applies the schedule as time passes.
 pub struct Injector {
     planned: std::vec::IntoIter<Planned>,
@@ -98,14 +138,18 @@ pub struct Injector {
     active: Option<(u64, Vec<Undo>)>,
     hosts: Vec<String>,
     rng: StdRng,
+    /// Where the nodes' data directories are (`<root>/<host>`).
+    data_root: std::path::PathBuf,
+    /// The damage done by `DamageLog`, if any.
+    pub damaged: Option<Damage>,
 }
 
 impl Injector {
     /// An injector for `schedule` (as `schedule` returned it) over the node hosts.
-    pub fn new((planned, seed): (Vec<Planned>, u64), hosts: Vec<String>) -> Injector {
+    pub fn new((planned, seed): (Vec<Planned>, u64), hosts: Vec<String>, data_root: std::path::PathBuf) -> Injector {
         let mut planned = planned.into_iter();
         let next = planned.next();
-        Injector { planned, next, active: None, hosts, rng: StdRng::seed_from_u64(seed) }
+        Injector { planned, next, active: None, hosts, rng: StdRng::seed_from_u64(seed), data_root, damaged: None }
     }
 
     /// Heals the active fault when its time is up and starts the next one when due.
@@ -118,7 +162,7 @@ impl Injector {
         }
         let Some(planned) = self.next.take() else { return };
         self.next = self.planned.next();
-        let undo = self.apply(sim, &planned.fault, leader);
+        let undo = self.apply(sim, &planned.fault, leader, now_ms);
         let description = match &undo {
             Some(_) => format!("{:?} for {} ms", planned.fault, planned.duration_ms),
             None => format!("{:?} skipped (no leader known)", planned.fault),
@@ -133,7 +177,13 @@ impl Injector {
         self.hosts.iter().filter(|h| **h != host(id)).cloned().collect()
     }
 
-    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, fault: &Fault, leader: Option<u64>) -> Option<Vec<Undo>> {
+    fn apply(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        fault: &Fault,
+        leader: Option<u64>,
+        now_ms: u64,
+    ) -> Option<Vec<Undo>> {
         let isolate = |sim: &mut turmoil::Sim<'_>, id: u64, others: Vec<String>| {
             others
                 .into_iter()
@@ -172,6 +222,16 @@ impl Injector {
             Fault::CrashLeader => {
                 let id = leader?;
                 sim.crash(host(id));
+                vec![Undo::Restart(vec![host(id)])]
+            }
+            Fault::DamageLog(id) => {
+                sim.crash(host(id));
+                if self.damaged.is_none() {
+                    let dir = self.data_root.join(host(id));
+                    let acknowledged = collective::store::acknowledged_index(&dir);
+                    damage_newest_wal(&dir, &mut self.rng);
+                    self.damaged = Some(Damage { host: host(id), at_ms: now_ms, acknowledged });
+                }
                 vec![Undo::Restart(vec![host(id)])]
             }
             Fault::CrashMajority => {

@@ -139,6 +139,10 @@ struct World {
     instances: Vec<(String, Weak<Node>, Arc<Shared>)>,
     /// Clients that finished the liveness phase.
     live_clients: usize,
+    /// Hosts whose start was refused because their data was damaged: they stay down.
+    refused: std::collections::BTreeSet<String>,
+    /// Every successful start: the host, when (simulated ms) and its log's last index then.
+    starts: Vec<(String, u64, Option<u64>)>,
     /// Inter-site messages.
     messages: crate::history::MessageLog,
     /// Routing as the callers were told it.
@@ -179,6 +183,8 @@ pub fn run(options: &Options) -> Report {
         initial: BTreeMap::new(),
         instances: Vec::new(),
         live_clients: 0,
+        refused: Default::default(),
+        starts: Vec::new(),
         messages: crate::history::MessageLog::default(),
         routing: crate::history::RoutingLog::default(),
         final_reads_done: false,
@@ -232,7 +238,7 @@ pub fn run(options: &Options) -> Report {
     }
 
     let schedule = crate::faults::schedule(&mut rng, nodes, FAULTS_FROM_MS, SAFETY_END_MS);
-    let mut faults = crate::faults::Injector::new(schedule, hosts.clone());
+    let mut faults = crate::faults::Injector::new(schedule, hosts.clone(), data.path().to_path_buf());
     let mut violations = Vec::new();
     let mut converged: Option<Vec<checks::convergence::Position>> = None;
     loop {
@@ -298,7 +304,7 @@ pub fn run(options: &Options) -> Report {
     let world = Rc::try_unwrap(world)
         .map(RefCell::into_inner)
         .unwrap_or_else(|_| panic!("the simulation still holds the world after it was dropped"));
-    finish(options, nodes, world, violations, converged, simulated_ms)
+    finish(options, nodes, world, violations, converged, simulated_ms, faults.damaged)
 }
 
 fn finish(
@@ -308,6 +314,7 @@ fn finish(
     mut violations: Vec<Violation>,
     converged: Option<Vec<checks::convergence::Position>>,
     simulated_ms: u64,
+    damaged: Option<crate::faults::Damage>,
 ) -> Report {
     for liveness in &world.recorder.liveness {
         violations.push(Violation::new("liveness", liveness.clone()));
@@ -336,8 +343,11 @@ fn finish(
         world.instances.iter().map(|(host, _, shared)| (host.clone(), shared.violations())).collect();
     violations.extend(checks::invariants::check(&per_node));
     violations.extend(checks::messages::check(&world.messages));
-    // The nodes converged (or that is already a violation): any final state will do.
-    if let Some((_, _, shared)) = world.instances.last() {
+    let refused = damaged.as_ref().is_some_and(|damage| world.refused.contains(&damage.host));
+    violations.extend(checks::damaged_logs::check(damaged.as_ref(), refused, &world.starts));
+    // The nodes converged (or that is already a violation): any final state will do, but not
+    // the last state of a member refused on its damaged data, which stopped where it crashed.
+    if let Some((_, _, shared)) = world.instances.iter().rev().find(|(host, _, _)| !world.refused.contains(host)) {
         violations.extend(checks::routing::check(&world.routing, &shared.state.read().expect("state lock")));
     }
     Report {
@@ -369,8 +379,27 @@ async fn serve(config: NodeConfig, world: SharedWorld) -> turmoil::Result {
     // Each start of a node draws its randomness from its id and how many instances ran before.
     let instance = world.borrow().instances.len() as u64;
     let entropy_seed = world.borrow().seed ^ (config.id << 32) ^ instance;
-    let node = Node::start_in(config, net::environment(entropy_seed)).await.map_err(|e| e.to_string())?;
-    world.borrow_mut().instances.push((host, Arc::downgrade(&node), node.shared.clone()));
+    let node = match Node::start_in(config, net::environment(entropy_seed)).await {
+        Ok(node) => node,
+        // A damaged data directory: the member must not serve; it stays down (an operator
+        // would remove it and add it back empty).
+        Err(error) if format!("{error:#}").contains(collective::store::REFUSED) => {
+            {
+                let mut w = world.borrow_mut();
+                w.recorder.fault(now_ms(), format!("{host} refused to start on its damaged data"));
+                w.refused.insert(host);
+            }
+            std::future::pending::<()>().await;
+            return Ok(());
+        }
+        Err(error) => return Err(error.to_string().into()),
+    };
+    let last_log_index = node.raft.metrics().borrow().last_log_index;
+    {
+        let mut w = world.borrow_mut();
+        w.starts.push((host.clone(), now_ms(), last_log_index));
+        w.instances.push((host, Arc::downgrade(&node), node.shared.clone()));
+    }
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", net::GRPC_PORT)).await?;
     collective::server::serve_grpc(node, net::incoming(listener)).await.map_err(|e| e.to_string())?;
     Ok(())
@@ -409,7 +438,7 @@ fn positions_if_converged(world: &SharedWorld, nodes: usize) -> Option<Vec<check
             latest.insert(host, node);
         }
     }
-    if latest.len() != nodes {
+    if latest.len() != nodes - w.refused.len() {
         return None;
     }
     let mut positions = Vec::new();
@@ -479,7 +508,7 @@ async fn setup(world: SharedWorld, hosts: Vec<String>) -> turmoil::Result {
                 id,
                 name: format!("Site {id}"),
                 phone: "+1 555 0100".into(),
-                active: true,
+                active: Some(true),
                 servers: vec![format!("cic{id}")],
                 ..pb::Site::default()
             };

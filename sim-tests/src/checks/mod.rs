@@ -3,6 +3,7 @@
 
 pub mod acked_writes;
 pub mod convergence;
+pub mod damaged_logs;
 pub mod invariants;
 pub mod leaders;
 pub mod linearizable;
@@ -14,7 +15,7 @@ pub mod watch;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// Which check: `acked-writes`, `linearizable`, `convergence`, `one-leader-per-term`,
-    /// `watch-gap-free`, `invariants`, `messages`, `routing` or `liveness`.
+    /// `watch-gap-free`, `invariants`, `messages`, `routing`, `damaged-log` or `liveness`.
     pub check: &'static str,
     /// What happened.
     pub detail: String,
