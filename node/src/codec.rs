@@ -126,7 +126,12 @@ mod tests {
         }
     }
 
-    /// A history version, as the stored fixture holds it.
+    /// A history version with `overdue`, as the stored fixture holds it.
+    fn version_v2() -> collective_statemachine::history::PresenceVersion {
+        collective_statemachine::history::PresenceVersion { overdue: true, ..version_v1() }
+    }
+
+    /// A history version from before `overdue`, as the stored fixture holds it.
     fn version_v1() -> collective_statemachine::history::PresenceVersion {
         collective_statemachine::history::PresenceVersion {
             username: "Jo".into(),
@@ -138,6 +143,7 @@ mod tests {
             workgroups: ["billing".to_string(), "sales".to_string()].into_iter().collect(),
             deleted: false,
             since_ms: 1_795_740_000_123,
+            overdue: false,
         }
     }
 
@@ -163,14 +169,17 @@ mod tests {
             membership_entry_v1(),
             "membership entry",
         );
-        check_stored(include_str!("../tests/fixtures/version-v1.postcard.hex"), version_v1(), "history version");
+        check_stored(include_str!("../tests/fixtures/version-v2.postcard.hex"), version_v2(), "history version");
+        // Versions stored before `overdue` still read, as not overdue (`history::decode_version`).
+        let v1 = unhex(include_str!("../tests/fixtures/version-v1.postcard.hex"));
+        assert_eq!(crate::history::decode_version(&v1).unwrap(), version_v1(), "the stored v1 history version");
     }
 
     /// The history records versions borrowed from the state: they must write the stored bytes
     /// of the owned version, after whatever the buffer held.
     #[test]
     fn a_borrowed_version_encodes_as_the_owned_one() {
-        let owned = version_v1();
+        let owned = version_v2();
         let borrowed = collective_statemachine::history::PresenceVersionRef {
             username: &owned.username,
             status_key: &owned.status_key,
@@ -181,12 +190,13 @@ mod tests {
             workgroups: &owned.workgroups,
             deleted: owned.deleted,
             since_ms: owned.since_ms,
+            overdue: owned.overdue,
         };
         assert_eq!(borrowed.to_version(), owned);
         let mut out = b"key".to_vec();
         encode_into(&borrowed, &mut out).unwrap();
         assert_eq!(&out[..3], b"key");
-        assert_eq!(hex(&out[3..]), hex(&unhex(include_str!("../tests/fixtures/version-v1.postcard.hex"))));
+        assert_eq!(hex(&out[3..]), hex(&unhex(include_str!("../tests/fixtures/version-v2.postcard.hex"))));
     }
 
     /// `expected` encodes to the stored bytes (hex), and they decode to it. A new fixture starts

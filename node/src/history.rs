@@ -38,6 +38,45 @@ pub const HISTORY_PENDING_MAX: usize = 32_768;
 /// Room for one gathered version (key and value) that a flush keeps for the next gathering.
 const PENDING_VERSION_BYTES: usize = 128;
 
+/// A stored version as builds before `overdue` wrote it: the same fields without the last.
+#[derive(serde::Deserialize)]
+struct VersionBeforeOverdue {
+    username: String,
+    status_key: String,
+    status_group: collective_statemachine::StatusGroup,
+    logged_on_site: Option<collective_statemachine::site::SiteId>,
+    home_site: collective_statemachine::site::SiteId,
+    on_phone: bool,
+    workgroups: collective_statemachine::small::VecSet<String>,
+    deleted: bool,
+    #[serde(default)]
+    since_ms: u64,
+}
+
+/// Decodes a stored version. Postcard lays fields out by position and `overdue` came last, so
+/// a version stored before it ends one field early: it fails to decode as the current layout
+/// (the bytes end where `overdue` would be) and reads as the earlier one, not overdue.
+pub(crate) fn decode_version(bytes: &[u8]) -> Result<PresenceVersion, codec::CodecError> {
+    match codec::decode::<PresenceVersion>(bytes) {
+        Ok(version) => Ok(version),
+        Err(error) => match codec::decode::<VersionBeforeOverdue>(bytes) {
+            Ok(old) => Ok(PresenceVersion {
+                username: old.username,
+                status_key: old.status_key,
+                status_group: old.status_group,
+                logged_on_site: old.logged_on_site,
+                home_site: old.home_site,
+                on_phone: old.on_phone,
+                workgroups: old.workgroups,
+                deleted: old.deleted,
+                since_ms: old.since_ms,
+                overdue: false,
+            }),
+            Err(_) => Err(error),
+        },
+    }
+}
+
 /// Why a history question has no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -285,7 +324,7 @@ impl HistoryStore {
                 if !key.starts_with(&prefix) {
                     return Ok(None);
                 }
-                let version: PresenceVersion = codec::decode(&value).map_err(storage)?;
+                let version = decode_version(&value).map_err(storage)?;
                 Ok((!version.deleted).then_some((version.since_ms, version)))
             }
             None => Ok(None),
@@ -320,7 +359,7 @@ impl HistoryStore {
                 current = Some((user.to_vec(), None));
             }
             if version_at <= at_ms {
-                let version: PresenceVersion = codec::decode(&value).map_err(storage)?;
+                let version = decode_version(&value).map_err(storage)?;
                 if let Some((_, slot)) = current.as_mut() {
                     *slot = Some(version);
                 }
@@ -348,7 +387,7 @@ impl HistoryStore {
             if at_ms >= to_ms {
                 break;
             }
-            let version: PresenceVersion = codec::decode(&value).map_err(storage)?;
+            let version = decode_version(&value).map_err(storage)?;
             spans.push((at_ms, (!version.deleted).then_some(version.status_key)));
         }
         let mut totals = BTreeMap::new();
@@ -397,7 +436,7 @@ impl HistoryStore {
                 continue;
             }
             settle(previous.take(), same_user, &mut batch);
-            let tombstone = codec::decode::<PresenceVersion>(&value).map(|v| v.deleted).unwrap_or(false);
+            let tombstone = decode_version(&value).map(|v| v.deleted).unwrap_or(false);
             previous = Some((user.to_vec(), key.to_vec(), tombstone));
         }
         settle(previous.take(), false, &mut batch);

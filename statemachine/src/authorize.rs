@@ -211,7 +211,8 @@ impl State {
             | Command::SetRoutingSettings { .. }
             | Command::SetRouteCost { .. }
             | Command::RenewLeases
-            | Command::Tick => deny(CONFIGURATION.to_string()),
+            | Command::Tick
+            | Command::RecordAuthFailure { .. } => deny(CONFIGURATION.to_string()),
         }
     }
 }

@@ -336,6 +336,16 @@ pub enum Command {
         /// Cost in ms of idle time.
         cost: u32,
     },
+    /// Record a failed site authentication a member saw, so every member's failure limiter
+    /// counts it (proposed by that member; last in the enum, as the log numbers variants).
+    RecordAuthFailure {
+        /// The member that saw it.
+        member: u64,
+        /// The site the attempt named.
+        site: SiteId,
+        /// The caller's address as the limiter keys it (IPv4, or IPv6 /64); empty if unknown.
+        source: String,
+    },
 }
 
 impl Command {
@@ -380,6 +390,7 @@ impl Command {
             Command::CancelInteraction { .. } => "CancelInteraction",
             Command::SetRoutingSettings { .. } => "SetRoutingSettings",
             Command::SetRouteCost { .. } => "SetRouteCost",
+            Command::RecordAuthFailure { .. } => "RecordAuthFailure",
         }
     }
 }

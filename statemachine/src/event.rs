@@ -320,6 +320,25 @@ pub enum Event {
         /// Cost in ms of idle time.
         cost: u32,
     },
+    /// A user's status passed its `until` without a change: the status stays, the presence is
+    /// marked overdue. (Last in the enum: the log's encoding numbers variants in order.)
+    StatusOverdue {
+        /// The user.
+        username: String,
+        /// The status that is overdue.
+        status_key: String,
+        /// The `until` that passed.
+        until_ms: u64,
+    },
+    /// A member refused a site's password (the failure limiter of every member counts it).
+    AuthenticationFailed {
+        /// The member that refused it.
+        member: u64,
+        /// The site the attempt named.
+        site: SiteId,
+        /// The caller's address as the limiter keys it; empty if unknown.
+        source: String,
+    },
 }
 
 impl Event {
@@ -368,6 +387,8 @@ impl Event {
             Event::InteractionCancelled { .. } => "InteractionCancelled",
             Event::RoutingSettingsSet { .. } => "RoutingSettingsSet",
             Event::RouteCostSet { .. } => "RouteCostSet",
+            Event::StatusOverdue { .. } => "StatusOverdue",
+            Event::AuthenticationFailed { .. } => "AuthenticationFailed",
         }
     }
 
@@ -381,6 +402,7 @@ impl Event {
             | Event::UserStartedSpanning { username }
             | Event::UserStoppedSpanning { username }
             | Event::StatusChanged { username, .. }
+            | Event::StatusOverdue { username, .. }
             | Event::UserLoggedOn { username, .. }
             | Event::UserLoggedOff { username, .. }
             | Event::InteractionStarted { username, .. }
@@ -423,7 +445,8 @@ impl Event {
             | Event::MessagesAcked { site, .. }
             | Event::NoteCreated { site, .. }
             | Event::NoteAttributeUpdated { site, .. }
-            | Event::NoteRemoved { site, .. } => Some(*site),
+            | Event::NoteRemoved { site, .. }
+            | Event::AuthenticationFailed { site, .. } => Some(*site),
             Event::MessageQueued(delivery) | Event::ResponseArrived(delivery) => Some(delivery.to_site),
             Event::RequestOpened { to_site, .. } => Some(*to_site),
             Event::SiteIdChanged { new, .. } => Some(*new),

@@ -35,6 +35,10 @@ pub struct PresenceVersion {
     /// Entry time of the change that put the user in this presence.
     #[serde(default)]
     pub since_ms: u64,
+    /// The status's `until` had passed (`StatusOverdue`). Last: versions stored before it
+    /// existed end before it, and the node's history store reads them as not overdue.
+    #[serde(default)]
+    pub overdue: bool,
 }
 
 impl PresenceVersion {
@@ -72,6 +76,8 @@ pub struct PresenceVersionRef<'a> {
     pub deleted: bool,
     /// Entry time of the change that put the user in this presence.
     pub since_ms: u64,
+    /// The status's `until` had passed.
+    pub overdue: bool,
 }
 
 /// The workgroups of a deleted user's tombstone.
@@ -92,6 +98,7 @@ impl<'a> PresenceVersionRef<'a> {
             workgroups: &user.workgroups,
             deleted: false,
             since_ms: presence.since_ms,
+            overdue: presence.overdue,
         })
     }
 
@@ -107,6 +114,7 @@ impl<'a> PresenceVersionRef<'a> {
             workgroups: &NO_WORKGROUPS,
             deleted: true,
             since_ms: at_ms,
+            overdue: false,
         }
     }
 
@@ -122,6 +130,7 @@ impl<'a> PresenceVersionRef<'a> {
             workgroups: self.workgroups.clone(),
             deleted: self.deleted,
             since_ms: self.since_ms,
+            overdue: self.overdue,
         }
     }
 }

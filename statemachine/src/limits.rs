@@ -3,6 +3,11 @@
 //! Hitting a limit is a clear error (`Rejection::InvalidArgument` or `Rejection::LimitReached`),
 //! never a silent truncation.
 
+/// Latest time any time field may name, in ms since the Unix epoch (9999-12-31T23:59:59.999Z):
+/// a client's -1 sent as an unsigned 64-bit value is refused, never kept as a date.
+pub const TIME_MS_MAX: u64 = 253_402_300_799_999;
+/// Longest caller address recorded with a failed authentication, in characters.
+pub const SOURCE_CHARS_MAX: usize = 64;
 /// Smallest valid site id.
 pub const SITE_ID_MIN: u32 = 1;
 /// Largest valid site id (the vendor's Multi-Site range).

@@ -13,7 +13,7 @@ use crate::event::{Event, EventRecord};
 use crate::lease::{Lease, LOGOFF_REASON_SITE_UNREACHABLE};
 use crate::limits::*;
 use crate::messaging::Messaging;
-use crate::presence::{Logon, Presence};
+use crate::presence::{Logon, Presence, StatusDeadlines};
 use crate::rejection::Rejection;
 use crate::routing::Routing;
 use crate::site::{Site, SiteId, NOTE_ID_DIAL_STRING_DEFAULT};
@@ -69,6 +69,9 @@ pub struct State {
     /// Imports being staged, by id.
     #[serde(default)]
     pub imports: BTreeMap<String, crate::config::StagedImport>,
+    /// Derived: the statuses whose `until` is still ahead (`presence.rs`), rebuilt on load.
+    #[serde(skip)]
+    pub status_deadlines: StatusDeadlines,
 }
 
 impl Serialize for State {
@@ -81,6 +84,7 @@ impl<'de> Deserialize<'de> for State {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut state = State::deserialize(deserializer)?;
         state.rebuild_routing_index();
+        state.status_deadlines = StatusDeadlines::of(&state.presence);
         Ok(state)
     }
 }
@@ -109,19 +113,26 @@ impl State {
             messaging: Messaging::default(),
             routing: Routing::default(),
             imports: BTreeMap::new(),
+            status_deadlines: StatusDeadlines::default(),
         }
     }
 
-    /// The earliest entry time at which a lease, note or request ends, if any: the leader
+    /// The earliest entry time at which a lease, note, request or status ends, if any: the leader
     /// proposes a `Tick` once its clock passes it.
     pub fn next_timer_ms(&self) -> Option<u64> {
         let leases = self.leases.values().map(|lease| lease.expires_at_ms).min();
         let imports =
             self.imports.values().map(|staged| staged.started_at_ms + crate::config::IMPORT_STAGING_TTL_MS).min();
-        [leases, self.messaging.next_expiry_ms(), self.routing.index.next_deadline_ms(), imports]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            leases,
+            self.messaging.next_expiry_ms(),
+            self.routing.index.next_deadline_ms(),
+            imports,
+            self.status_deadlines.first_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Applies one stamped command: the events it produced, numbered, or why it was refused.
@@ -501,7 +512,11 @@ impl State {
                 events.extend(self.messaging_expiry_events(at_ms));
                 events.extend(self.reservation_expiry_events(at_ms));
                 events.extend(self.import_expiry_events(at_ms));
+                events.extend(self.overdue_events(at_ms));
                 Ok(events)
+            }
+            Command::RecordAuthFailure { member, site, source } => {
+                Ok(vec![Event::AuthenticationFailed { member: *member, site: *site, source: source.clone() }])
             }
             Command::SendMessage { from_site, to, object_id, event_id, kind, elements } => {
                 self.decide_send(at_ms, *from_site, *to, object_id, event_id, *kind, elements)
@@ -695,6 +710,22 @@ impl State {
         events
     }
 
+    /// `StatusOverdue` for each status whose `until` is at or before `at_ms` (at most
+    /// `OVERDUE_PER_TICK_MAX`; the next `Tick` takes the rest).
+    fn overdue_events(&self, at_ms: u64) -> Vec<Event> {
+        self.status_deadlines
+            .due(at_ms)
+            .filter_map(|(until_ms, user_key)| {
+                let (user, presence) = (self.users.get(user_key)?, self.presence.get(user_key)?);
+                Some(Event::StatusOverdue {
+                    username: user.username.clone(),
+                    status_key: presence.status_key.clone(),
+                    until_ms: *until_ms,
+                })
+            })
+            .collect()
+    }
+
     fn logoff_events(&self, user: &User, presence: &Presence, logon: &Logon, reason: &str) -> Vec<Event> {
         let mut events: Vec<Event> = presence
             .interactions
@@ -762,6 +793,7 @@ impl State {
                         last_persistent_status: STATUS_INITIAL.to_string(),
                         since_ms: at_ms,
                         revision,
+                        overdue: false,
                     },
                 );
                 self.users.insert(user_key, user.clone());
@@ -784,7 +816,9 @@ impl State {
                         }
                     }
                 }
-                self.presence.remove(user_key.as_str());
+                if let Some(presence) = self.presence.remove(user_key.as_str()) {
+                    self.status_deadlines.change(&user_key, StatusDeadlines::deadline_of(&presence), None);
+                }
             }
             Event::WorkgroupAdded(workgroup) => {
                 self.workgroups.insert(key_of(&workgroup.name), workgroup.clone());
@@ -817,14 +851,26 @@ impl State {
             }
             Event::StatusChanged { username, status_key, until_ms, detail } => {
                 let persistent = self.catalog.get(status_key).is_some_and(|def| def.persistent);
-                if let Some(presence) = self.presence.get_mut(&*key_ref(username)) {
+                let user_key = key_ref(username);
+                if let Some(presence) = self.presence.get_mut(&*user_key) {
+                    let before = StatusDeadlines::deadline_of(presence);
                     presence.status_key = status_key.clone();
                     presence.until_ms = *until_ms;
+                    presence.overdue = false;
+                    self.status_deadlines.change(&user_key, before, *until_ms);
                     presence.detail = detail.clone();
                     if persistent {
                         presence.last_persistent_status = status_key.clone();
                     }
                     presence.since_ms = at_ms;
+                    presence.revision = revision;
+                }
+            }
+            Event::StatusOverdue { username, .. } => {
+                let user_key = key_ref(username);
+                if let Some(presence) = self.presence.get_mut(&*user_key) {
+                    self.status_deadlines.change(&user_key, StatusDeadlines::deadline_of(presence), None);
+                    presence.overdue = true;
                     presence.revision = revision;
                 }
             }
@@ -886,6 +932,8 @@ impl State {
                     presence.revision = revision;
                 }
             }
+            // A record for the members' failure limiters and the audit trail; no view holds it.
+            Event::AuthenticationFailed { .. } => {}
         }
         self.note_routing_effects(event, at_ms);
     }
@@ -924,6 +972,13 @@ impl State {
     /// Checks every invariant of the views; panics with the numbers that broke one. Tests and
     /// simulations call it after every apply.
     pub fn check_invariants(&self) {
+        let deadlines = StatusDeadlines::of(&self.presence);
+        assert!(
+            self.status_deadlines == deadlines,
+            "the status deadline index holds {} users, a rebuild {}",
+            self.status_deadlines.len(),
+            deadlines.len()
+        );
         assert!(self.imports.len() <= crate::config::IMPORTS_STAGED_MAX, "{} imports staged", self.imports.len());
         self.check_messaging_invariants();
         self.check_routing_invariants();

@@ -12,6 +12,16 @@ use crate::user::UserSpec;
 
 type Checked = Result<(), Rejection>;
 
+/// Refuses a time past [`TIME_MS_MAX`], naming the field.
+pub fn time(field: &str, ms: Option<u64>) -> Checked {
+    match ms {
+        Some(ms) if ms > TIME_MS_MAX => {
+            Err(Rejection::invalid(field, format!("{ms} ms is after the year 9999 (at most {TIME_MS_MAX})")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks a command's fields; returns the first problem, naming the field.
 pub fn validate(command: &Command) -> Checked {
     match command {
@@ -48,10 +58,11 @@ pub fn validate(command: &Command) -> Checked {
             self::username("username", username)
         }
         Command::PutStatusDef(def) => validate_status_def(def),
-        Command::SetStatus { username, status_key, detail, .. } => {
+        Command::SetStatus { username, status_key, detail, until_ms } => {
             self::username("username", username)?;
             text("status_key", status_key, 1, STATUS_KEY_CHARS_MAX)?;
-            text("detail", detail, 0, DETAIL_CHARS_MAX)
+            text("detail", detail, 0, DETAIL_CHARS_MAX)?;
+            time("until_ms", *until_ms)
         }
         Command::LogOn { username, site, server } => {
             self::username("username", username)?;
@@ -90,6 +101,10 @@ pub fn validate(command: &Command) -> Checked {
         }
         Command::KeepAlive { site } | Command::RevokeLease { site } => site_id("site", *site),
         Command::RenewLeases | Command::Tick => Ok(()),
+        Command::RecordAuthFailure { site, source, .. } => {
+            site_id("site", *site)?;
+            text("source", source, 0, SOURCE_CHARS_MAX)
+        }
         Command::SendMessage { from_site, to, object_id, event_id, kind, elements } => {
             site_id("from_site", *from_site)?;
             if let Destination::Site(site) = to {

@@ -217,7 +217,9 @@ fn status_rules() {
     assert!(matches!(f.apply(set("Dancing", None, "")), Err(Rejection::NotFound { kind, .. }) if kind == "status"));
     assert_eq!(invalid_field(f.apply(set("At Lunch", None, ""))), "until");
     assert_eq!(invalid_field(f.apply(set("At Lunch", Some(10), ""))), "until");
-    assert_eq!(invalid_field(f.apply(set("Gone Home", Some(u64::MAX), ""))), "until");
+    assert_eq!(invalid_field(f.apply(set("Gone Home", Some(f.at_ms + 60_000), ""))), "until");
+    // A client's -1 sent as an unsigned value is no date.
+    assert_eq!(invalid_field(f.apply(set("At Lunch", Some(u64::MAX), ""))), "until_ms");
     assert_eq!(invalid_field(f.apply(set("Gone Home", None, &"d".repeat(257)))), "detail");
     let until = f.at_ms + 3_600_000;
     let events = f.ok(set("At Lunch", Some(until), "back at 1"));
@@ -230,6 +232,48 @@ fn status_rules() {
             detail: "back at 1".into()
         }]
     );
+}
+
+/// A status's `until` passing: the `Tick` at or after it marks the presence overdue (the status
+/// stays, as the vendor's does), no `Tick` before it does, and the next change clears it.
+#[test]
+fn a_passed_until_marks_the_status_overdue_until_the_next_change() {
+    let mut f = two_sites();
+    let until = f.at_ms + 10_000;
+    f.ok(Command::SetStatus {
+        username: "alice".into(),
+        status_key: "At Lunch".into(),
+        until_ms: Some(until),
+        detail: String::new(),
+    });
+    assert_eq!(f.state.next_timer_ms(), Some(until));
+    assert_eq!(f.ok(Command::Tick), vec![]);
+    assert!(!f.state.presence["alice"].overdue);
+    f.at_ms = until;
+    assert_eq!(
+        f.ok(Command::Tick),
+        vec![Event::StatusOverdue { username: "alice".into(), status_key: "At Lunch".into(), until_ms: until }]
+    );
+    let presence = &f.state.presence["alice"];
+    assert!(presence.overdue && presence.status_key == "At Lunch" && presence.until_ms == Some(until));
+    assert_eq!(f.state.next_timer_ms(), None, "an overdue status is not due again");
+    assert_eq!(f.ok(Command::Tick), vec![]);
+    f.ok(Command::SetStatus {
+        username: "alice".into(),
+        status_key: "Available".into(),
+        until_ms: None,
+        detail: String::new(),
+    });
+    assert!(!f.state.presence["alice"].overdue, "the next change clears it");
+    // A deleted user's deadline goes with it.
+    f.ok(Command::SetStatus {
+        username: "bob".into(),
+        status_key: "At Lunch".into(),
+        until_ms: Some(f.at_ms + 5_000),
+        detail: String::new(),
+    });
+    f.ok(Command::DeleteUser { username: "bob".into() });
+    assert_eq!(f.state.next_timer_ms(), None);
 }
 
 #[test]

@@ -57,6 +57,7 @@ impl History for HistoryService {
                 status_group: version.status_group.as_str().to_string(),
                 current_site: version.logged_on_site.unwrap_or(0),
                 on_phone: version.on_phone,
+                overdue: version.overdue,
             },
         }))
     }
