@@ -26,6 +26,10 @@ pub struct Shared {
     violations: Mutex<Vec<String>>,
     /// Size and timings of this node's snapshots, for `Cluster.Status`.
     pub snapshots: SnapshotStats,
+    /// This member's id and failure limiter, once authentication is set up: the failed
+    /// authentications other members record through the log are counted here as they apply
+    /// (`count_auth_failures`), so the limit holds across the cluster.
+    failure_limiter: std::sync::OnceLock<(u64, Arc<crate::auth::limiter::Limiter>)>,
 }
 
 /// This node's last snapshot: its size, and how long the last build and install took (0: none).
@@ -51,6 +55,25 @@ impl Shared {
             check_invariants,
             violations: Mutex::new(Vec::new()),
             snapshots: SnapshotStats::default(),
+            failure_limiter: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Makes applied `AuthenticationFailed` events of other members count in `limiter`.
+    pub fn set_failure_limiter(&self, member: u64, limiter: Arc<crate::auth::limiter::Limiter>) {
+        let _ = self.failure_limiter.set((member, limiter));
+    }
+
+    /// Counts, in this member's limiter, the failed authentications that other members recorded
+    /// in `records` (its own were counted when they happened), at each entry's time.
+    pub fn count_auth_failures(&self, records: &[EventRecord]) {
+        let Some((own, limiter)) = self.failure_limiter.get() else { return };
+        for record in records {
+            if let collective_statemachine::Event::AuthenticationFailed { member, site, source } = &record.event {
+                if member != own {
+                    limiter.fail(&crate::auth::limiter::keys(*site, source.parse().ok()), record.at_ms);
+                }
+            }
         }
     }
 

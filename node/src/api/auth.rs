@@ -10,12 +10,12 @@ use argon2::Argon2;
 use collective_proto::v1 as pb;
 use collective_proto::v1::auth_server::Auth;
 use collective_statemachine::validate::site_id;
-use collective_statemachine::{limits, Rejection, SiteId};
+use collective_statemachine::{limits, Command, Principal, Rejection, SiteId};
 use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use super::{authenticated, read};
-use crate::auth::limiter::Key;
+use crate::auth::limiter;
 use crate::auth::{AuthError, Credential};
 use crate::node::Node;
 
@@ -39,7 +39,7 @@ pub struct AuthService {
 /// which never matches). With authentication on, failures count against the caller's address
 /// and the site, and an attempt over the limit is refused before any check.
 pub async fn check_site_password(
-    node: &Node,
+    node: &Arc<Node>,
     site: SiteId,
     hash: Option<String>,
     password: String,
@@ -49,9 +49,15 @@ pub async fn check_site_password(
         let reason = format!("longer than {} bytes", limits::PASSWORD_BYTES_MAX);
         return Err(ApiError::invalid("password", reason).into());
     }
-    let keys = [Key::Source(source), Key::Site(site)];
+    let keys = limiter::keys(site, source);
     let auth = node.security.auth.as_ref();
     if let Some(auth) = auth {
+        // Failures other members recorded are counted here as they apply: a linearizable
+        // barrier first makes every failure committed so far count. Without a quorum the
+        // member goes on with what it has applied.
+        if let Err(error) = node.read_barrier(false).await {
+            tracing::debug!(%error, "checking a site password without the latest recorded failures");
+        }
         // The attempt is taken before the check (and given back if the password is right),
         // so attempts sent together cannot all slip under the limit.
         auth.failures
@@ -88,8 +94,29 @@ pub async fn check_site_password(
     } else {
         let reason = if known { "wrong password" } else { "unknown site" };
         tracing::warn!(site, source = ?source, reason, "site authentication failed");
+        if auth.is_some() {
+            record_failure(node, site, source).await;
+        }
     }
     Ok(matches)
+}
+
+/// How long a refused password's answer waits for the failure to be recorded in the log.
+pub const FAILURE_RECORD_WAIT_MS: u64 = 2_000;
+
+/// Records a refused site password in the log, so every member's limiter counts it (this one
+/// counted it already). Waited for, within `FAILURE_RECORD_WAIT_MS`, so the caller's next attempt
+/// meets the failure on any member; without a quorum it is counted here only.
+async fn record_failure(node: &Node, site: SiteId, source: Option<IpAddr>) {
+    let command = Command::RecordAuthFailure { member: node.id, site, source: limiter::source_text(source) };
+    let wait = std::time::Duration::from_millis(FAILURE_RECORD_WAIT_MS);
+    match tokio::time::timeout(wait, node.write(Principal::System, command)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, site, "recording a failed authentication"),
+        Err(_) => {
+            tracing::warn!(site, "recording a failed authentication: no commit within {FAILURE_RECORD_WAIT_MS} ms")
+        }
+    }
 }
 
 #[tonic::async_trait]

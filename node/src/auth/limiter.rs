@@ -1,10 +1,17 @@
 //! Failed authentication, rate-limited per caller address and per site id: each key has a
-//! bucket of `BURST` attempts that refills one every `REFILL_MS`.
+//! bucket of attempts (`BURST` per address, `SITE_BURST` per site) that refills one every
+//! `REFILL_MS`.
 //!
 //! - A password attempt takes its attempt from every key *before* the password is checked
 //!   ([`Limiter::acquire`]) and gives it back when the password was right ([`Limiter::refund`]):
 //!   attempts sent at the same moment cannot all pass a check made before any of them failed,
 //!   and while a bucket is empty even the right password waits (guessing is stopped, not slowed).
+//! - A refused password is also recorded in the log (`RecordAuthFailure`), and every other
+//!   member counts it in its own limiter as it applies (`Shared::count_auth_failures`): the limit
+//!   holds across the cluster, not per member.
+//! - One address cannot lock a site out: its own bucket empties after `BURST` failures, and a
+//!   site's bucket holds `SITE_BURST` (four addresses' worth). Many addresses together can, which
+//!   is the price of bounding a distributed guesser.
 //! - A bad bearer token counts against its address only ([`Limiter::fail`]): a token cannot be
 //!   guessed, and counting it against the site it names would let anyone lock a site out.
 //!
@@ -19,8 +26,11 @@ use std::sync::Mutex;
 
 use collective_statemachine::limits::SITE_ID_MAX;
 
-/// Attempts allowed in a burst per key.
+/// Attempts allowed in a burst per address.
 pub const BURST: u32 = 5;
+/// Attempts allowed in a burst per site, from all addresses together: more than one address
+/// may use, so a single address cannot lock a site out.
+pub const SITE_BURST: u32 = 4 * BURST;
 /// One more attempt is allowed every this many ms (5 a minute).
 pub const REFILL_MS: u64 = 12_000;
 /// Most addresses tracked; beyond it, buckets that have refilled go first, then the quietest.
@@ -35,6 +45,27 @@ pub enum Key {
     Site(u32),
 }
 
+impl Key {
+    /// The attempts a full bucket of this key holds.
+    fn burst(&self) -> u32 {
+        match self {
+            Key::Source(_) => BURST,
+            Key::Site(_) => SITE_BURST,
+        }
+    }
+}
+
+/// The keys a site password attempt counts under.
+pub fn keys(site: u32, source: Option<IpAddr>) -> [Key; 2] {
+    [Key::Source(source), Key::Site(site)]
+}
+
+/// How a caller's address is recorded with a failure in the log (the key it counts under):
+/// empty when unknown.
+pub fn source_text(source: Option<IpAddr>) -> String {
+    source_key(source).map(|ip| ip.to_string()).unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     /// Attempts still allowed as of `at_ms`.
@@ -44,17 +75,17 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn full(now_ms: u64) -> Bucket {
-        Bucket { tokens: BURST, at_ms: now_ms }
+    fn full(burst: u32, now_ms: u64) -> Bucket {
+        Bucket { tokens: burst, at_ms: now_ms }
     }
 
-    fn refilled(self, now_ms: u64) -> Bucket {
+    fn refilled(self, burst: u32, now_ms: u64) -> Bucket {
         let earned = now_ms.saturating_sub(self.at_ms) / REFILL_MS;
         if earned == 0 {
             return self;
         }
-        let tokens = (u64::from(self.tokens) + earned).min(u64::from(BURST)) as u32;
-        Bucket { tokens, at_ms: if tokens == BURST { now_ms } else { self.at_ms + earned * REFILL_MS } }
+        let tokens = (u64::from(self.tokens) + earned).min(u64::from(burst)) as u32;
+        Bucket { tokens, at_ms: if tokens == burst { now_ms } else { self.at_ms + earned * REFILL_MS } }
     }
 
     /// How long until an attempt is allowed (0: now).
@@ -88,7 +119,7 @@ impl Buckets {
             Key::Source(source) => self.sources.get(&source_key(*source)),
             Key::Site(site) => self.sites.get(site),
         };
-        found.copied().unwrap_or(Bucket::full(now_ms)).refilled(now_ms)
+        found.copied().unwrap_or(Bucket::full(key.burst(), now_ms)).refilled(key.burst(), now_ms)
     }
 
     fn set(&mut self, key: &Key, bucket: Bucket, now_ms: u64) {
@@ -145,7 +176,7 @@ impl Limiter {
         let mut buckets = self.buckets.lock().expect("limiter lock");
         for key in keys {
             let bucket = buckets.get(key, now_ms);
-            buckets.set(key, Bucket { tokens: (bucket.tokens + 1).min(BURST), at_ms: bucket.at_ms }, now_ms);
+            buckets.set(key, Bucket { tokens: (bucket.tokens + 1).min(key.burst()), at_ms: bucket.at_ms }, now_ms);
         }
     }
 
@@ -167,7 +198,7 @@ impl Limiter {
 /// Makes room: drops every bucket that has refilled completely, or else the quietest one.
 fn evict(sources: &mut HashMap<Option<IpAddr>, Bucket>, now_ms: u64) {
     let before = sources.len();
-    sources.retain(|_, bucket| bucket.refilled(now_ms).tokens < BURST);
+    sources.retain(|_, bucket| bucket.refilled(BURST, now_ms).tokens < BURST);
     if sources.len() == before {
         if let Some(oldest) = sources.iter().min_by_key(|(_, bucket)| bucket.at_ms).map(|(key, _)| *key) {
             sources.remove(&oldest);
@@ -188,11 +219,10 @@ mod tests {
             assert_eq!(limiter.acquire(&keys, 1_000), Ok(()));
         }
         assert_eq!(limiter.acquire(&keys, 1_000), Err(REFILL_MS));
-        // Another address trying the same site waits too; the first address trying another
-        // site as well.
-        assert!(limiter.acquire(&[Key::Source(None), Key::Site(7)], 1_000).is_err());
+        // The first address trying another site waits as well; another address may still try
+        // the same site: one address cannot lock a site out.
         assert!(limiter.check(&[keys[0], Key::Site(8)], 1_000).is_err());
-        assert_eq!(limiter.check(&[Key::Source(None), Key::Site(8)], 1_000), Ok(()));
+        assert_eq!(limiter.check(&[Key::Source(None), Key::Site(7)], 1_000), Ok(()));
         // A success gives its attempt back.
         limiter.refund(&keys, 1_000);
         assert_eq!(limiter.acquire(&keys, 1_000), Ok(()));
@@ -217,7 +247,7 @@ mod tests {
     #[test]
     fn a_flood_of_addresses_stays_bounded_and_never_frees_a_site() {
         let limiter = Limiter::default();
-        for _ in 0..BURST {
+        for _ in 0..SITE_BURST {
             limiter.fail(&[Key::Site(7)], 0);
         }
         for i in 0..(SOURCES_MAX as u32 + 500) {
@@ -226,9 +256,30 @@ mod tests {
         assert!(limiter.sources() <= SOURCES_MAX);
         assert!(limiter.check(&[Key::Site(7)], 0).is_err());
         // Ids that are not sites are never tracked.
-        for _ in 0..BURST {
+        for _ in 0..SITE_BURST {
             limiter.fail(&[Key::Site(5_000)], 0);
         }
         assert!(limiter.check(&[Key::Site(5_000)], 0).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod site_tests {
+    use super::*;
+
+    /// Many addresses together empty a site's bucket; until then each is stopped by its own.
+    #[test]
+    fn a_site_is_locked_only_by_several_addresses() {
+        let limiter = Limiter::default();
+        for host in 1..=4u8 {
+            let source = Some(IpAddr::from([10, 0, 0, host]));
+            for _ in 0..BURST {
+                limiter.fail(&keys(7, source), 0);
+            }
+            assert!(limiter.check(&keys(7, source), 0).is_err(), "address {host} is stopped");
+        }
+        assert!(limiter.check(&[Key::Site(7)], 0).is_err(), "four addresses' failures lock the site");
+        assert_eq!(source_text(Some("2001:db8::ffff:1".parse().unwrap())), "2001:db8::");
+        assert_eq!(source_text(None), "");
     }
 }

@@ -130,7 +130,7 @@ pub struct Authenticator {
     peer_token: String,
     session_ttl_ms: u64,
     /// Failed authentications per address and per site.
-    pub failures: Limiter,
+    pub failures: std::sync::Arc<Limiter>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -181,7 +181,7 @@ impl Authenticator {
             session_key: hmac(token.as_bytes(), &[b"collective session key v1"]),
             peer_token: format!("{PEER_PREFIX}.{}", hex(&hmac(token.as_bytes(), &[b"collective peer token v1"]))),
             session_ttl_ms,
-            failures: Limiter::default(),
+            failures: std::sync::Arc::default(),
         })
     }
 
