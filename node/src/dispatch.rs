@@ -100,11 +100,13 @@ fn unimplemented() -> BoxFuture<Response, Infallible> {
     Box::pin(std::future::ready(Ok(Response::from_parts(parts, Body::empty()))))
 }
 
-/// Calls `service` if `name` is its name.
+/// Calls `service` if `name` is its name. Its response passes `conventional_response`, so an
+/// undecodable or oversized request gets the conventional code (`api::error::conventional`).
 macro_rules! route {
     ($name:expr, $request:expr, $($service:expr),+ $(,)?) => {
         $(if $name == named(&$service) {
-            return $service.clone().call($request);
+            let response = $service.clone().call($request);
+            return Box::pin(async move { response.await.map(crate::api::error::conventional_response) });
         })+
     };
 }

@@ -311,8 +311,11 @@ async fn an_on_demand_snapshot_is_a_file_that_a_restarted_member_starts_from() {
     let files: Vec<_> = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "one snapshot file, no temporaries: {files:?}");
     assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), status.snapshot_bytes, "{files:?} vs {status:?}");
-    // Its body is the state as JSON, users included.
-    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    // Its body is the state as JSON, users included, between its header and its SHA-256.
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let header = b"collective-raft-snapshot-v2\n";
+    assert!(bytes.starts_with(header), "{files:?} starts with the snapshot header");
+    let body: serde_json::Value = serde_json::from_slice(&bytes[header.len()..bytes.len() - 32]).unwrap();
     assert!(body["state"]["users"]["agent39"].is_object(), "the snapshot file lacks agent39");
 
     let revision = cluster.status(leader).await.revision;

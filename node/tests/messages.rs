@@ -29,7 +29,7 @@ async fn with_sites(sites: &[(u32, bool)]) -> Cluster {
     let mut directory = cluster.directory(0).await;
     for &(id, active) in sites {
         let mut request = site(id, &format!("Site {id}"));
-        request.site.as_mut().unwrap().active = active;
+        request.site.as_mut().unwrap().active = Some(active);
         directory.add_site(request).await.unwrap();
     }
     cluster

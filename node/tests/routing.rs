@@ -120,7 +120,8 @@ async fn a_queued_call_goes_to_the_first_agent_who_frees_up_and_the_origin_hears
         let lunch = pb::SetStatusRequest {
             username: agent.into(),
             status_key: "At Lunch".into(),
-            until_ms: Some(u64::MAX / 2),
+            // 2100-01-01: far ahead (times past 9999 are refused).
+            until_ms: Some(4_102_444_800_000),
             detail: String::new(),
         };
         presence.set_status(lunch).await.unwrap();

@@ -135,7 +135,8 @@ fn bundle_in(bundle: pb::ConfigBundle) -> Result<ConfigSet, ApiError> {
             phone: site.phone,
             password_hash: exported.password_hash,
             note_id_dial_string: site.note_id_dial_string,
-            active: site.active,
+            // Bundles written before `active` had presence omit it when false.
+            active: site.active.unwrap_or(false),
             servers: site.servers,
             trusted_access: sm::TrustedAccess {
                 publish_handlers: access.publish_handlers,
@@ -305,13 +306,13 @@ impl Config for ConfigService {
         let mut stream = request.into_inner();
         let header = match stream.next().await {
             Some(Ok(pb::ImportChunk { part: Some(pb::import_chunk::Part::Header(header)) })) => header,
-            Some(Err(status)) => return Err(status),
+            Some(Err(status)) => return Err(super::error::conventional(status)),
             _ => return Err(ApiError::invalid("header", "the first message must be the import header").into()),
         };
         let mode = mode(&header.mode)?;
         let mut file = Vec::new();
         while let Some(chunk) = stream.next().await {
-            match chunk?.part {
+            match chunk.map_err(super::error::conventional)?.part {
                 Some(pb::import_chunk::Part::Data(data)) => file.extend_from_slice(&data),
                 _ => return Err(ApiError::invalid("data", "only the first message may be a header").into()),
             }

@@ -13,7 +13,7 @@ pub fn site(site: &sm::Site) -> pb::Site {
         name: site.name.clone(),
         phone: site.phone.clone(),
         note_id_dial_string: site.note_id_dial_string.clone(),
-        active: site.active,
+        active: Some(site.active),
         servers: site.servers.clone(),
         trusted_access: Some(trusted_access(site.trusted_access)),
     }
@@ -99,6 +99,7 @@ pub fn presence(state: &State, username: &str, presence: &sm::Presence) -> pb::P
         current_site: presence.logon.as_ref().map(|l| l.site).unwrap_or(0),
         since_ms: presence.since_ms,
         revision: presence.revision,
+        overdue: presence.overdue,
     }
 }
 
@@ -264,6 +265,16 @@ pub fn event(record: &EventRecord) -> pb::Event {
         Event::RouteCostSet { from, to, cost } => {
             Body::RouteCostSet(pb::RouteCost { from: *from, to: *to, cost: *cost })
         }
+        Event::StatusOverdue { username, status_key, until_ms } => Body::StatusOverdue(pb::StatusOverdue {
+            username: username.clone(),
+            status_key: status_key.clone(),
+            until_ms: *until_ms,
+        }),
+        Event::AuthenticationFailed { member, site, source } => Body::AuthenticationFailed(pb::AuthenticationFailed {
+            member: *member,
+            site: *site,
+            source: source.clone(),
+        }),
     };
     pb::Event {
         revision: record.revision,

@@ -75,7 +75,8 @@ impl Directory for DirectoryService {
                 phone: site.phone,
                 password_hash,
                 note_id_dial_string: site.note_id_dial_string,
-                active: site.active,
+                // Omitted means active: a site is added to take part (the vendor's default).
+                active: site.active.unwrap_or(true),
                 servers: site.servers,
                 trusted_access: TrustedAccess {
                     publish_handlers: access.publish_handlers,

@@ -135,3 +135,88 @@ impl From<ApiError> for tonic::Status {
         tonic::Status::with_error_details(code, message, details)
     }
 }
+
+/// Rewrites the statuses tonic itself gives to undecodable requests into the conventional codes:
+/// a message over the size limit is `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`), and a
+/// message prost cannot decode (a string that is not UTF-8, a bad wire type) is
+/// `INVALID_ARGUMENT` naming the field (tonic says `INTERNAL`). Every other status is kept.
+pub fn conventional(status: tonic::Status) -> tonic::Status {
+    const DECODE: &str = "failed to decode Protobuf message: ";
+    match status.code() {
+        tonic::Code::OutOfRange if status.message().contains("message length too large") => {
+            tonic::Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                status.message(),
+                ErrorDetails::with_error_info(
+                    "MESSAGE_TOO_LARGE",
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::<String, String>::new(),
+                ),
+            )
+        }
+        tonic::Code::Internal if status.message().starts_with(DECODE) => {
+            // prost's message: "failed to decode Protobuf message: Outer.field: Inner.field: reason".
+            let rest = &status.message()[DECODE.len()..];
+            let mut path = Vec::new();
+            let mut reason = rest;
+            while let Some((part, after)) = reason.split_once(": ") {
+                let Some((_message, field)) = part.split_once('.') else { break };
+                if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    break;
+                }
+                path.push(field);
+                reason = after;
+            }
+            let field = if path.is_empty() { "request".to_string() } else { path.join(".") };
+            ApiError::invalid(&field, format!("cannot be decoded: {reason}")).into()
+        }
+        _ => status,
+    }
+}
+
+/// [`conventional`] for a response tonic already turned into HTTP (a trailers-only response,
+/// whose status is in the headers): unchanged unless it carries one of the statuses rewritten.
+pub fn conventional_response(
+    response: tonic::codegen::http::Response<tonic::body::Body>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    let rewritable = matches!(response.headers().get("grpc-status").map(|v| v.as_bytes()), Some(b"11") | Some(b"13"));
+    if !rewritable {
+        return response;
+    }
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else { return response };
+    let (code, message) = (status.code(), status.message().to_string());
+    let rewritten = conventional(status);
+    if rewritten.code() == code && rewritten.message() == message {
+        return response;
+    }
+    let (parts, ()) = rewritten.into_http::<()>().into_parts();
+    tonic::codegen::http::Response::from_parts(parts, tonic::body::Body::empty())
+}
+
+#[cfg(test)]
+mod conventional_tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_requests_get_the_conventional_codes() {
+        let utf8 = tonic::Status::internal(
+            "failed to decode Protobuf message: SetStatusRequest.detail: invalid string value: data is not UTF-8 encoded",
+        );
+        let mapped = conventional(utf8);
+        assert_eq!(mapped.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            mapped.message(),
+            "invalid detail: cannot be decoded: invalid string value: data is not UTF-8 encoded"
+        );
+        let nested = conventional(tonic::Status::internal(
+            "failed to decode Protobuf message: AddSiteRequest.site: Site.name: invalid string value: data is not UTF-8 encoded",
+        ));
+        assert!(nested.message().starts_with("invalid site.name: "), "{}", nested.message());
+        let large = conventional(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+        ));
+        assert_eq!(large.code(), tonic::Code::ResourceExhausted);
+        let other = conventional(tonic::Status::out_of_range("revision compacted"));
+        assert_eq!(other.code(), tonic::Code::OutOfRange);
+    }
+}

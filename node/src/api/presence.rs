@@ -238,7 +238,7 @@ where
                 // the changes in flight may commit, so their outcomes go out first.
                 Poll::Ready(Some(Err(status))) => {
                     this.reading = false;
-                    this.broken = Some(status);
+                    this.broken = Some(super::error::conventional(status));
                 }
                 Poll::Ready(None) => this.reading = false,
                 Poll::Pending => break,
