@@ -18,10 +18,17 @@ use crate::raft_types::{LogId, NodeId};
 
 /// The way out of every refusal: the member's data cannot be trusted, so it rejoins empty and
 /// receives the leader's snapshot.
-const WAY_OUT: &str = "this member must not serve with this data: on a healthy member run \
+const WAY_OUT: &str = concat!(
+    "this member must not serve with this data", // REFUSED, below
+    ": on a healthy member run \
                        `collective member remove ID`, move this data directory aside, then add the member \
                        back with an empty data directory (`collective member add ID ADDR`, then \
-                       `member promote ID`); it receives a copy from the leader";
+                       `member promote ID`); it receives a copy from the leader"
+);
+
+/// The words every refusal of a damaged data directory carries (for supervisors, tests and the
+/// simulations that tell a refusal from another failure to start).
+pub const REFUSED: &str = "this member must not serve with this data";
 
 /// Why a data directory was refused at start.
 #[derive(Debug, thiserror::Error)]

@@ -75,6 +75,13 @@ fn decode(bytes: &[u8]) -> Result<Option<Acknowledged>, String> {
     serde_json::from_str(json).map(Some).map_err(|e| e.to_string())
 }
 
+/// The last index the member in data directory `dir` acknowledged, as its marker records it
+/// (none: no marker, or it cannot be read). For tests and simulations that damage a log.
+pub fn acknowledged_index(dir: &Path) -> Option<u64> {
+    let bytes = std::fs::read(dir.join(MARKER_FILE)).ok()?;
+    decode(&bytes).ok().flatten()?.last_index
+}
+
 impl Marker {
     /// Opens (or creates) the marker of the data directory `dir` and reads what it holds.
     pub fn open(dir: &Path) -> Result<(Marker, Option<Acknowledged>), String> {

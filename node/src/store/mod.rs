@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use crate::environment::Environment;
 use crate::history::{HistoryStore, CF_HISTORY};
-pub use integrity::Damaged;
+pub use integrity::{Damaged, REFUSED};
 pub use log_store::LogStore;
-pub use marker::MARKER_FILE;
+pub use marker::{acknowledged_index, MARKER_FILE};
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use state_machine::{Shared, StateMachineStore};
 
