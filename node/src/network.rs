@@ -61,6 +61,9 @@ pub struct Peers {
     /// TLS towards peers (the cluster CA, this node's certificate), when the cluster uses TLS.
     tls: Option<ClientTlsConfig>,
     token: PeerToken,
+    /// When a peer last refused this member's vote request holding a newer log than it: this
+    /// member cannot win an election now and stands back (`Node::run_elections`).
+    outdated_at: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Peers {
@@ -71,7 +74,18 @@ impl Peers {
             .map(|token| format!("Bearer {token}").parse::<MetadataValue<Ascii>>())
             .transpose()
             .map_err(|e| anyhow::anyhow!("peer token: {e}"))?;
-        Ok(Peers { channels: Mutex::new(BTreeMap::new()), connect, tls, token: PeerToken(token) })
+        Ok(Peers {
+            channels: Mutex::new(BTreeMap::new()),
+            connect,
+            tls,
+            token: PeerToken(token),
+            outdated_at: Mutex::new(None),
+        })
+    }
+
+    /// When a peer last showed this member that its log is behind (a refused vote request).
+    pub fn outdated_at(&self) -> Option<tokio::time::Instant> {
+        *self.outdated_at.lock().expect("outdated lock")
     }
 
     /// The channel to `addr` (host:port), created on first use.
@@ -162,7 +176,16 @@ fn encode<T: serde::Serialize>(value: &T) -> Payload {
     Payload { body: codec::encode(value).expect("openraft messages encode") }
 }
 
+/// How often a leader retries a member it cannot reach (openraft's default is 500 ms): a
+/// restarted member hears from its leader within this long, well before its election timeout,
+/// rather than campaigning and deposing a healthy leader.
+pub const UNREACHABLE_RETRY_MS: u64 = 100;
+
 impl RaftNetwork<TypeConfig> for Connection {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(std::time::Duration::from_millis(UNREACHABLE_RETRY_MS)))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -194,6 +217,10 @@ impl RaftNetwork<TypeConfig> for Connection {
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         let mut client = self.client()?;
         let response = client.vote(request(encode(&rpc), &option)).await.map_err(transport_error)?;
-        self.decode(response.into_inner())
+        let response: VoteResponse<NodeId> = self.decode(response.into_inner())?;
+        if !response.vote_granted && response.last_log_id > rpc.last_log_id {
+            *self.peers.outdated_at.lock().expect("outdated lock") = Some(tokio::time::Instant::now());
+        }
+        Ok(response)
     }
 }

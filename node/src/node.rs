@@ -50,6 +50,10 @@ pub const ARGON2_CONCURRENT_MAX: usize = 2;
 
 /// How often the leader looks for due timers (lease expiry); expiry lags the TTL by at most this.
 pub const TIMER_CHECK_INTERVAL_MS: u64 = 100;
+/// How often `run_elections` checks whether an election is due.
+pub const ELECTION_CHECK_MS: u64 = 10;
+/// Within how long a member that refused an outdated candidate campaigns (random below it).
+pub const CAMPAIGN_SOON_MS: u64 = 50;
 /// How long an import commit may take to commit and apply before its outcome is reported as
 /// unknown (it plans and applies a whole configuration in one entry).
 pub const IMPORT_COMMIT_WAIT_MS: u64 = 120_000;
@@ -155,6 +159,13 @@ pub struct Node {
     /// on the member answers no read or write, reports itself unhealthy, and `serve` exits
     /// (`watch_core`).
     core_stopped: tokio::sync::watch::Sender<Option<String>>,
+    /// When this member started: the origin of `heard_at_ms`.
+    started: tokio::time::Instant,
+    /// When (ms after `started`) a leader was last heard from, or a vote last granted: what
+    /// `run_elections` times its elections from.
+    heard_at_ms: AtomicU64,
+    /// Set when this member refused a candidate with an older log (`campaign_soon`).
+    campaign_soon: std::sync::atomic::AtomicBool,
 }
 
 /// The outcome of one read-index round, shared by every read it serves.
@@ -202,6 +213,8 @@ impl Node {
             // default of 200 ms made every install of a large state time out and restart from
             // the first chunk, forever: a wiped member never rejoined at 1,000,000 users.
             install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
+            // Elections are started by `run_elections`, with a fresh random delay each time.
+            enable_elect: false,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate()?);
@@ -235,6 +248,9 @@ impl Node {
             read_rounds: std::sync::Mutex::new(ReadRounds::default()),
             argon2: tokio::sync::Semaphore::new(ARGON2_CONCURRENT_MAX),
             core_stopped: tokio::sync::watch::channel(None).0,
+            started: tokio::time::Instant::now(),
+            heard_at_ms: AtomicU64::new(0),
+            campaign_soon: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(node.clone().watch_core());
         if node.config.history_prune_interval_ms > 0 {
@@ -244,7 +260,7 @@ impl Node {
         tokio::spawn(node.clone().forward_batches(forward_queue));
         tokio::spawn(node.clone().run_timers());
         tokio::spawn(node.clone().expire_writes());
-        tokio::spawn(node.clone().break_election_ties());
+        tokio::spawn(node.clone().run_elections());
         Ok(node)
     }
 
@@ -321,47 +337,74 @@ impl Node {
         }
     }
 
-    /// Starts an election at a fresh random moment while a voter has seen no leader for a whole
-    /// `election_timeout_max_ms`.
+    /// Records that a leader was just heard from (an AppendEntries or snapshot it accepted) or
+    /// a candidate just given this member's vote: the election timer starts again.
+    pub fn heard_from_leader(&self) {
+        self.heard_at_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Asks `run_elections` to campaign within `CAMPAIGN_SOON_MS` if no leader has been heard
+    /// for a lease: a candidate with an older log was refused here, so this member may be the
+    /// one that can win.
+    pub fn campaign_soon(&self) {
+        self.campaign_soon.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts elections: openraft's own timer is off (`enable_elect: false`) and this replaces it.
     ///
-    /// openraft 0.9 draws each node's election timeout once, at start, and only checks it on
-    /// its tick (every 1.5 heartbeats, 375 ms by default): timeouts that fall in the same tick
-    /// fire together, and candidates that split the vote once split it again in every later
-    /// term (the simulation soak found a 5-node cluster livelocked so, seed 1832). A new random
-    /// delay per attempt breaks the tie, as etcd's per-election randomisation does.
-    async fn break_election_ties(self: Arc<Self>) {
+    /// openraft 0.9 draws each node's election timeout once, at start, checks it only on its
+    /// tick (every 1.5 heartbeats) and adds the leader lease (the maximum timeout) on top:
+    /// followers fired together often, and candidates that split the vote once split it again in
+    /// every later term (3 of 6 leader kills split; a 5-node simulation livelocked, seed 1832).
+    /// Here a voter that has heard no leader for `election_timeout_max_ms` (the other voters'
+    /// lease, so they grant) plus a fresh random delay below `election_timeout_min_ms` starts an
+    /// election, checked every `ELECTION_CHECK_MS`; while no leader emerges, it tries again after
+    /// a new random delay in `election_timeout_min_ms..2 * election_timeout_min_ms`, as etcd
+    /// draws one per election. Without pre-vote, a member whose log is behind would keep
+    /// raising its term and refusing the up-to-date member's lower-term requests: it stands back
+    /// for two leases once a peer refused it for its log (`Peers::outdated_at`), and a member that
+    /// refused such a candidate campaigns soon (`campaign_soon`).
+    async fn run_elections(self: Arc<Self>) {
         use rand::Rng;
-        let period = Duration::from_millis(TIMER_CHECK_INTERVAL_MS);
-        let patience = Duration::from_millis(self.config.election_timeout_max_ms);
-        let mut leaderless_since: Option<tokio::time::Instant> = None;
-        let mut nudge_at: Option<tokio::time::Instant> = None;
+        let (min_ms, max_ms) = (self.config.election_timeout_min_ms, self.config.election_timeout_max_ms);
+        let mut heard_ms = u64::MAX;
+        let mut due_ms = 0;
         loop {
-            tokio::time::sleep(period).await;
-            let (has_leader, voter) = {
+            tokio::time::sleep(Duration::from_millis(ELECTION_CHECK_MS)).await;
+            if self.core_stopped().is_some() {
+                return;
+            }
+            let (leads, voter) = {
                 let metrics = self.raft.metrics();
                 let metrics = metrics.borrow();
                 let voter = metrics.membership_config.membership().voter_ids().any(|id| id == self.id);
-                (metrics.current_leader.is_some(), voter)
+                (metrics.current_leader == Some(self.id), voter)
             };
-            if has_leader || !voter {
-                (leaderless_since, nudge_at) = (None, None);
+            let now_ms = self.started.elapsed().as_millis() as u64;
+            let heard = self.heard_at_ms.load(Ordering::Relaxed);
+            if leads || !voter || heard != heard_ms {
+                // A leader (or a granted candidate) was heard: the next attempt is due a lease
+                // and a fresh random delay after it.
+                heard_ms = heard;
+                due_ms = heard + max_ms + crate::runtime::ThreadRng.gen_range(0..min_ms);
                 continue;
             }
-            let now = tokio::time::Instant::now();
-            if now.duration_since(*leaderless_since.get_or_insert(now)) < patience {
+            if self.campaign_soon.swap(false, Ordering::Relaxed) && now_ms >= heard + max_ms {
+                due_ms = due_ms.min(now_ms + crate::runtime::ThreadRng.gen_range(0..CAMPAIGN_SOON_MS));
+            }
+            if now_ms < due_ms {
                 continue;
             }
-            let due = *nudge_at.get_or_insert_with(|| {
-                let delay = crate::runtime::ThreadRng.gen_range(0..self.config.election_timeout_max_ms);
-                now + Duration::from_millis(delay)
-            });
-            if now >= due {
-                tracing::info!("no leader for a while: starting an election at a random moment");
-                if self.raft.trigger().elect().await.is_err() {
-                    return;
-                }
-                (leaderless_since, nudge_at) = (Some(now), None);
+            let standing_back = Duration::from_millis(2 * max_ms);
+            if self.peers.outdated_at().is_some_and(|at| at.elapsed() < standing_back) {
+                due_ms = now_ms + min_ms + crate::runtime::ThreadRng.gen_range(0..min_ms);
+                continue;
             }
+            tracing::info!(silent_ms = now_ms.saturating_sub(heard), "no leader heard: starting an election");
+            if self.raft.trigger().elect().await.is_err() {
+                return;
+            }
+            due_ms = now_ms + min_ms + crate::runtime::ThreadRng.gen_range(0..min_ms);
         }
     }
 
@@ -421,8 +464,28 @@ impl Node {
         // (a new leader's clock may be behind, and two batches may commit out of stamp order).
         let batch = Batch { at_ms: self.now_ms(), proposals: proposals.into() };
         metrics::histogram!("collective_proposal_batch_commands").record(count as f64);
-        let result = self.raft.client_write(batch).await;
+        let term = self.raft.metrics().borrow().current_term;
+        // A proposal openraft never answers (seen: a member restarted as the leader of its old
+        // term, deposed at once, kept its first batch unanswered) would hold the proposer's
+        // permits forever and the member, leader again later, would propose nothing. So a
+        // proposal is given up once this member stops leading its term, or after the writes'
+        // own wait: its outcome is unknown (it may still commit), which the waiters are told.
+        let wait = Duration::from_millis(self.config.forward_timeout_ms.max(IMPORT_COMMIT_WAIT_MS) + FORWARD_GRACE_MS);
+        let result = tokio::select! {
+            result = tokio::time::timeout(wait, self.raft.client_write(batch)) => result.ok(),
+            _ = self.leader_changed(term, Some(self.id)) => None,
+        };
         metrics::gauge!("collective_proposals_pending").decrement(count as f64);
+        let Some(result) = result else {
+            let error = ApiError::Unavailable(
+                "the leader was replaced or did not commit in time; the write's outcome is unknown and it may still apply"
+                    .into(),
+            );
+            for id in waiters.into_iter().flatten() {
+                self.waiting.complete(id, Err(error.clone()));
+            }
+            return false;
+        };
         match result {
             Ok(response) => {
                 metrics::counter!("collective_proposals_committed_total").increment(count as u64);
