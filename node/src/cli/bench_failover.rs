@@ -47,6 +47,10 @@ pub struct FailoverArgs {
 
 /// Most kills one run may ask for.
 const KILLS_MAX: u32 = 1_000;
+/// Longest a kill's measurement waits for writes to resume.
+const RESUME_WAIT_MAX_S: u64 = 60;
+/// Writes flow when one was acknowledged within this long.
+const FLOWING_WITHIN_MS: u64 = 100;
 
 /// A member process: its id, pid and how to start it again.
 struct Member {
@@ -185,8 +189,25 @@ pub async fn failover(client: &Client, args: FailoverArgs, format: Format) -> an
             let mut gaps = gaps.lock().expect("gaps lock");
             gaps.longest = Duration::ZERO;
         }
+        let killed_at = Instant::now();
         leader.kill()?;
         tokio::time::sleep(Duration::from_secs(args.settle)).await;
+        // Writes that have not resumed yet (none acknowledged since the kill, or none lately:
+        // answers already in flight at the kill can arrive after it): wait until they flow,
+        // so the acknowledgement that closes the gap records it, up to a minute.
+        let patience = Instant::now() + Duration::from_secs(RESUME_WAIT_MAX_S);
+        let flowing = Duration::from_millis(FLOWING_WITHIN_MS);
+        while gaps.lock().expect("gaps lock").last.is_none_or(|last| last <= killed_at || last.elapsed() > flowing) {
+            if Instant::now() > patience {
+                anyhow::bail!(
+                    "kill {kill}: writes did not flow again within {RESUME_WAIT_MAX_S} s of the kill; members: {}; \
+                     errors so far: {:?}",
+                    describe_members(client).await,
+                    errors.lock().expect("errors lock")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let pause = gaps.lock().expect("gaps lock").longest;
         let after = wait_for_leader(client, Duration::from_secs(30)).await?;
         pauses_ms.push(pause.as_secs_f64() * 1e3);
@@ -211,6 +232,28 @@ pub async fn failover(client: &Client, args: FailoverArgs, format: Format) -> an
     }
     let errors = errors.lock().expect("errors lock").clone();
     report(format, &pauses_ms, &term_steps, &errors)
+}
+
+/// Each endpoint's view (leader, term, indexes, state), for a failure report.
+async fn describe_members(client: &Client) -> String {
+    let mut views = Vec::new();
+    for index in 0..client.endpoints().len() {
+        let view = match client.dedicated(index).await {
+            Ok(connection) => match ClusterClient::new(connection).status(pb::ClusterStatusRequest {}).await {
+                Ok(status) => {
+                    let s = status.into_inner();
+                    format!(
+                        "{} {}: leader {} term {} log {} applied {}",
+                        s.id, s.state, s.leader_id, s.term, s.last_log_index, s.applied_index
+                    )
+                }
+                Err(status) => format!("{}: {:?} {}", client.endpoints()[index], status.code(), status.message()),
+            },
+            Err(error) => format!("{}: {error}", client.endpoints()[index]),
+        };
+        views.push(view);
+    }
+    views.join("; ")
 }
 
 /// The cluster's status once some member names a leader.
