@@ -1066,6 +1066,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                         "username": user.username, "display_name": user.display_name, "extension": user.extension,
                         "home_site": user.home_site, "spanning": user.spanning, "status": presence.status_key,
                         "current_site": presence.current_site, "on_phone": presence.on_phone,
+                        "overdue": presence.overdue,
                     })
                 })
                 .collect();
