@@ -129,19 +129,7 @@ async fn history_survives_a_crash(snapshot_half_way: bool) {
     {
         let (raft, history) = single_node_with_history(dir.path(), Arc::new(Shared::new(100))).await;
         raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
-        let site = Command::AddSite(SiteSpec {
-            id: 1,
-            name: "Indy".into(),
-            phone: "+1 317-555 0100".into(),
-            password_hash: HASH.into(),
-            note_id_dial_string: String::new(),
-            active: true,
-            servers: vec!["cic1".into()],
-            trusted_access: Default::default(),
-        });
-        let batch =
-            Batch { at_ms: 999, proposals: vec![Proposal { principal: Principal::System, command: site }].into() };
-        raft.client_write(batch).await.unwrap().data.outcomes[0].clone().unwrap();
+        add_site_one(&raft).await;
         let half = add_users(&raft, 0, users / 2).await;
         if snapshot_half_way {
             // The first half's versions are only gathered: the snapshot's commit must write
