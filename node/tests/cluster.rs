@@ -686,3 +686,25 @@ async fn a_member_whose_disk_fills_up_exits_and_the_others_keep_serving() {
     }
     let _ = std::process::Command::new("umount").arg(&data).status();
 }
+
+/// A write forwarded to a leader that is then paused (SIGSTOP) is answered as soon as the
+/// follower sees another leader elected: UNAVAILABLE, its outcome unknown, rather than after the
+/// forwarding deadline. The cluster goes on under the new leader, and the paused member rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_paused_leader_is_answered_once_a_new_leader_is_seen() {
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.leader(0).await;
+    let follower = (leader + 1) % 3;
+    cluster.directory(follower).await.add_site(site(1, "Indianapolis")).await.unwrap();
+    let mut directory = cluster.directory(follower).await;
+    cluster.signal(leader, "STOP");
+    let status = directory.add_user(user("paused", 1, "8001")).await.unwrap_err();
+    cluster.signal(leader, "CONT");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("was replaced") && status.message().contains("unknown"), "{status:?}");
+    // Another leader serves, and the write may or may not have applied: a retry settles it.
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    add_user_somewhere(&cluster, &others, user("paused", 1, "8001")).await;
+    add_user_somewhere(&cluster, &others, user("after", 1, "8002")).await;
+    cluster.wait_for_leader(&[0, 1, 2]).await;
+}

@@ -185,6 +185,13 @@ impl Cluster {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to member `index`'s process.
+    pub fn signal(&self, index: usize, signal: &str) {
+        let pid = self.children[index].as_ref().expect("member running").id();
+        let status = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// Waits up to `timeout` for member `index` to exit by itself; its exit status.
     pub fn wait_exit(&mut self, index: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
