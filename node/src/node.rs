@@ -380,6 +380,12 @@ impl Node {
                 let voter = metrics.membership_config.membership().voter_ids().any(|id| id == self.id);
                 (metrics.current_leader == Some(self.id), voter)
             };
+            if leads {
+                // A leader hears itself: once it steps down (a higher term seen), its timer
+                // starts from then, not from the last AppendEntries it received as a follower,
+                // or it would campaign at once and depose the leader that replaced it.
+                self.heard_from_leader();
+            }
             let now_ms = self.started.elapsed().as_millis() as u64;
             let heard = self.heard_at_ms.load(Ordering::Relaxed);
             if leads || !voter || heard != heard_ms {
