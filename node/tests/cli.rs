@@ -557,3 +557,22 @@ async fn bench_load_and_a_counted_presence_run() {
         assert!(refusal.contains("which is not among --endpoints") && refusal.contains("name it there"), "{refusal}");
     }
 }
+
+/// `bench failover` refuses what it cannot kill and restart before it touches any cluster: a
+/// process that is not `collective serve` (no `--id`), or one that does not exist.
+#[test]
+fn bench_failover_names_a_pid_it_cannot_use() {
+    let run = |pid: String| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_collective"))
+            .args(["--endpoints", "127.0.0.1:1", "bench", "failover", "--pids", &pid])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let own = std::process::id().to_string();
+    let stderr = run(own.clone());
+    assert!(stderr.contains(&format!("process {own} has no --id")), "{stderr}");
+    let stderr = run("4294967295".into());
+    assert!(stderr.contains("--pids: process 4294967295"), "{stderr}");
+}
