@@ -148,6 +148,10 @@ pub enum Command {
         #[command(subcommand)]
         command: migrate::SnapshotCommand,
     },
+    /// Lost quorum: restart the cluster from one stopped member's data, as a one-member cluster
+    /// holding every entry that member has (etcd's --force-new-cluster). Offline; then start the
+    /// member and add the others back with `member add` and `member promote`.
+    Recover(RecoverArgs),
     /// Certificates: a cluster CA, node, site and administrator certificates.
     Certs {
         #[command(subcommand)]
@@ -162,6 +166,21 @@ pub enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+}
+
+/// Flags of `recover`.
+#[derive(Args, Debug)]
+pub struct RecoverArgs {
+    /// The stopped member's data directory.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// That member's id: it becomes the only voter.
+    #[arg(long)]
+    pub id: u64,
+    /// The address the other members will reach it at, when it differs from the one the old
+    /// membership gave it.
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
 }
 
 /// Flags of `serve`; each overrides the config file and `COLLECTIVE_*` variables.
@@ -652,6 +671,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Certs { command } = cli.command {
         return security::certs(command, format);
     }
+    if let Command::Recover(args) = cli.command {
+        let recovered = crate::store::recover(&args.data_dir, args.id, args.advertise_addr).await?;
+        print(format, &recovered, None);
+        eprintln!(
+            "member {} now forms a one-member cluster with entries up to {}: start it, then add the others back \
+             with empty data directories (`member add ID ADDR`, `member promote ID`)",
+            recovered.id, recovered.membership_index
+        );
+        return Ok(());
+    }
     let transport = Transport::from_flags(
         cli.cacert.as_deref(),
         cli.cert.as_deref(),
@@ -1130,6 +1159,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
         | Command::Import(_)
         | Command::Snapshot { .. }
         | Command::Certs { .. }
+        | Command::Recover(_)
         | Command::Login(_)
         | Command::Whoami => unreachable!("handled by run"),
     }

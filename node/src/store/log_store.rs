@@ -144,6 +144,34 @@ impl LogStore {
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
+    /// Appends `entries` in one synced `WriteBatch` (one fsync for all of them), then records
+    /// them in the marker and the cache. openraft's `append` and the offline `recover` use it.
+    pub(crate) async fn write_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        let mut written = Vec::new();
+        let mut last_index = None;
+        for entry in entries {
+            last_index = Some(entry.log_id.index);
+            let value = codec::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            batch.put_cf(self.cf(CF_LOGS), index_key(entry.log_id.index), &value);
+            written.push((entry, value.len()));
+        }
+        let started = Instant::now();
+        let result = self.write_synced(batch).await;
+        metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("collective_log_append_batch_entries").record(written.len() as f64);
+        result?;
+        // Only once the write is synced: the marker never claims more than the log holds.
+        if let Some(index) = last_index {
+            self.marker.flushed(index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        }
+        let mut recent = self.recent();
+        for (entry, size) in written {
+            recent.push(entry, size);
+        }
+        Ok(())
+    }
+
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(name).expect("column family created at open")
     }
@@ -248,32 +276,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        let mut written = Vec::new();
-        let mut last_index = None;
-        for entry in entries {
-            last_index = Some(entry.log_id.index);
-            let value = codec::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            batch.put_cf(self.cf(CF_LOGS), index_key(entry.log_id.index), &value);
-            written.push((entry, value.len()));
-        }
-        // One WriteBatch, one fsync, for every entry openraft hands us at once.
-        let started = Instant::now();
-        let result = self.write_synced(batch).await;
-        metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("collective_log_append_batch_entries").record(written.len() as f64);
-        // Only once the write is synced: the marker never claims more than the log holds.
-        let result = result.and_then(|()| match last_index {
-            Some(index) => self.marker.flushed(index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e)),
-            None => Ok(()),
-        });
-        match result {
+        match self.write_entries(entries).await {
             Ok(()) => {
-                let mut recent = self.recent();
-                for (entry, size) in written {
-                    recent.push(entry, size);
-                }
-                drop(recent);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

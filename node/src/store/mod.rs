@@ -13,6 +13,7 @@
 mod integrity;
 mod log_store;
 mod marker;
+mod recover;
 mod state_machine;
 
 use std::path::Path;
@@ -23,6 +24,7 @@ use crate::history::{HistoryStore, CF_HISTORY};
 pub use integrity::{Damaged, REFUSED};
 pub use log_store::LogStore;
 pub use marker::{acknowledged_index, MARKER_FILE};
+pub use recover::{recover, Recovered};
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use state_machine::{Shared, StateMachineStore};
 

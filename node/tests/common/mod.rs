@@ -208,6 +208,18 @@ impl Cluster {
         }
     }
 
+    /// Member `index`'s data directory.
+    pub fn data_dir(&self, index: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("node{}", index + 1))
+    }
+
+    /// Starts a stopped member again with no initial cluster, as a new member that waits for
+    /// `member add` (on an emptied data directory).
+    pub fn restart_as_joiner(&mut self, index: usize) {
+        assert!(self.children[index].is_none(), "member {index} is running");
+        self.spawn_with(index, String::new());
+    }
+
     /// Restarts a killed member on its data.
     pub fn restart(&mut self, index: usize) {
         assert!(self.children[index].is_none(), "member {index} is running");
