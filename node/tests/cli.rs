@@ -576,3 +576,37 @@ fn bench_failover_names_a_pid_it_cannot_use() {
     let stderr = run("4294967295".into());
     assert!(stderr.contains("--pids: process 4294967295"), "{stderr}");
 }
+
+/// `endpoint health|status` asks each endpoint on its own: a dead one is named and makes the
+/// command fail; the live ones agree on one leader and report their database size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_health_and_status_per_member() {
+    let cluster = Cluster::start(3, &[]).await;
+    // `cli` puts a dead endpoint first.
+    let (success, stdout, _) = cli(&cluster, &["-w", "json", "endpoint", "health"]);
+    assert!(!success, "a dead endpoint must fail the health check: {stdout}");
+    let health: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = health["endpoints"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert_eq!(rows[0]["health"], false, "{stdout}");
+    assert!(rows[0]["error"].as_str().unwrap().contains("Unavailable"), "{stdout}");
+    assert!(rows[1..].iter().all(|row| row["health"] == true), "{stdout}");
+
+    let (success, stdout, _) = cli(&cluster, &["-w", "json", "endpoint", "status"]);
+    assert!(!success, "{stdout}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let live = &status["endpoints"].as_array().unwrap()[1..];
+    assert_eq!(live.iter().filter(|row| row["is_leader"] == true).count(), 1, "{stdout}");
+    assert!(live.iter().all(|row| row["leader"] == live[0]["leader"] && row["term"] == live[0]["term"]), "{stdout}");
+    assert!(live.iter().all(|row| row["db_size_bytes"].as_u64().unwrap() > 0), "{stdout}");
+
+    let live_endpoints = cluster.grpc.join(",");
+    let output = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &live_endpoints, "endpoint", "status"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    assert!(table.starts_with("APPLIED_INDEX") && table.contains("DB_SIZE") && table.contains("KiB"), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+}

@@ -103,6 +103,7 @@ impl Cluster for ClusterService {
             users,
             sites,
             heap_allocated_bytes: crate::memory::heap_allocated_bytes().unwrap_or(0),
+            db_size_bytes: crate::store::data_size_bytes(&self.node.config.data_dir),
         }))
     }
 

@@ -195,6 +195,17 @@ impl Client {
         }
     }
 
+    /// A client of endpoint `index` alone (no failover), with the same credentials.
+    pub fn only(&self, index: usize) -> Client {
+        Client {
+            endpoints: vec![self.endpoints[index].clone()],
+            channels: vec![tokio::sync::OnceCell::new()],
+            preferred: AtomicUsize::new(0),
+            timeout: self.timeout,
+            transport: self.transport.clone(),
+        }
+    }
+
     /// The endpoints, in the order given.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints

@@ -8,6 +8,7 @@ pub mod bench_messages;
 pub mod bench_read;
 pub mod bench_route;
 pub mod client;
+pub mod endpoint;
 pub mod messaging;
 pub mod migrate;
 pub mod output;
@@ -78,6 +79,12 @@ pub enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Each endpoint on its own: health (a linearizable read) and status (leader, term,
+    /// indexes, database size, latency), etcdctl style.
+    Endpoint {
+        #[command(subcommand)]
+        command: endpoint::EndpointCommand,
     },
     /// Membership: list, add (as learner), promote, remove.
     Member {
@@ -700,6 +707,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Snapshot { command } => migrate::snapshot(&client, cli.timeout_ms, command, format).await,
         Command::Login(args) => security::login(&client, args, format).await,
+        Command::Endpoint { command } => endpoint::endpoint(&client, command, format).await,
         Command::Whoami => security::whoami(&client, format).await,
         Command::Message { command } => messaging::message(&client, command, format, cli.timeout_ms).await,
         Command::Note { command } => messaging::note(&client, command, format, serializable).await,
@@ -1160,6 +1168,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
         | Command::Snapshot { .. }
         | Command::Certs { .. }
         | Command::Recover(_)
+        | Command::Endpoint { .. }
         | Command::Login(_)
         | Command::Whoami => unreachable!("handled by run"),
     }

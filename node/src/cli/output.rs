@@ -24,6 +24,22 @@ pub fn print<T: Serialize>(format: Format, value: &T, list_key: Option<&str>) {
     }
 }
 
+/// `bytes` for a person: `512 B`, `1.5 KiB`, `23.4 MiB`, `1.2 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 fn scalar(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
@@ -111,5 +127,19 @@ fn print_object(value: &Value, prefix: &str) {
             }
         }
         other => println!("{}", scalar(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(24_536_678), "23.4 MiB");
+        assert_eq!(human_bytes(5 << 40), "5.0 TiB");
     }
 }

@@ -85,6 +85,20 @@ pub async fn open(
     Ok((log_store, state_machine, history))
 }
 
+/// Bytes of the files under `dir` (the database, its write-ahead logs, snapshot files), as far
+/// as they can be read: what the member takes on its volume.
+pub fn data_size_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => data_size_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Big-endian bytes of a log index, so keys sort in index order.
 pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
