@@ -23,9 +23,20 @@ pub struct NodeConfig {
     pub grpc_addr: String,
     /// HTTP listen address for `/livez`, `/readyz`, `/metrics`.
     pub http_addr: String,
-    /// Initial members, etcd style: `1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`.
-    /// Empty: this node joins later through `member add`.
+    /// Initial members, etcd style: `1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`
+    /// (hostnames are resolved when connecting). Empty: this node joins later through
+    /// `member add`.
     pub initial_cluster: String,
+    /// The address peers reach this member at (`host:port`). Default: its `initial_cluster`
+    /// address, else `grpc_addr`. Needed with `join` (Kubernetes: the pod's stable DNS name).
+    pub advertise_addr: Option<String>,
+    /// When `initial_cluster` does not name this member: ask the members it names to add this
+    /// one as a learner and promote it once it has caught up (scaling a StatefulSet up). A
+    /// member the cluster removed sets its old data aside and joins as a new one.
+    pub join: bool,
+    /// Take `id` from the hostname's ordinal suffix plus one (`collective-0` is member 1), as a
+    /// Kubernetes StatefulSet names its pods.
+    pub id_from_hostname: bool,
     /// Leader heartbeat interval.
     pub heartbeat_interval_ms: u64,
     /// Lower bound of the randomised election timeout.
@@ -76,6 +87,9 @@ impl Default for NodeConfig {
             grpc_addr: "127.0.0.1:7001".into(),
             http_addr: "127.0.0.1:8001".into(),
             initial_cluster: String::new(),
+            advertise_addr: None,
+            join: false,
+            id_from_hostname: false,
             // Failover: openraft 0.9 checks timers every 1.5 heartbeats, and a follower that
             // knows a leader starts an election `election_timeout_max + r` (r drawn once in
             // min..max) after the last AppendEntries it processed (the leader's lease is fixed
@@ -119,6 +133,12 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_cluster: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_from_hostname: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_history_events_max: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_after_entries: Option<u64>,
@@ -148,13 +168,16 @@ impl NodeConfig {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let config: NodeConfig = figment
+        let mut config: NodeConfig = figment
             .merge(Env::prefixed("COLLECTIVE_").only(&[
                 "id",
                 "data_dir",
                 "grpc_addr",
                 "http_addr",
                 "initial_cluster",
+                "advertise_addr",
+                "join",
+                "id_from_hostname",
                 "heartbeat_interval_ms",
                 "election_timeout_min_ms",
                 "election_timeout_max_ms",
@@ -175,6 +198,9 @@ impl NodeConfig {
             ]))
             .merge(Serialized::defaults(overrides))
             .extract()?;
+        if config.id_from_hostname {
+            config.id = id_from_hostname(&hostname())?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -191,8 +217,20 @@ impl NodeConfig {
             .parse::<SocketAddr>()
             .map_err(|e| anyhow::anyhow!("http_addr: {:?} is not host:port ({e})", self.http_addr))?;
         let members = self.initial_members()?;
+        if let Some(addr) = &self.advertise_addr {
+            check_peer_addr(addr).map_err(|e| anyhow::anyhow!("advertise_addr: {e}"))?;
+        }
         if !members.is_empty() && !members.contains_key(&self.id) {
-            anyhow::bail!("initial_cluster: does not name this node's id {}", self.id);
+            if !self.join {
+                anyhow::bail!(
+                    "initial_cluster: does not name this node's id {}; choose join to join the cluster it names as \
+                     a new member",
+                    self.id
+                );
+            }
+            if self.advertise_addr.is_none() {
+                anyhow::bail!("advertise_addr: a joining member must say where its peers reach it");
+            }
         }
         if self.heartbeat_interval_ms == 0 {
             anyhow::bail!("heartbeat_interval_ms: must be positive");
@@ -274,7 +312,37 @@ impl NodeConfig {
 
     /// The address peers reach this node at.
     pub fn advertise_addr(&self) -> String {
+        if let Some(addr) = &self.advertise_addr {
+            return addr.clone();
+        }
         self.initial_members().ok().and_then(|m| m.get(&self.id).cloned()).unwrap_or_else(|| self.grpc_addr.clone())
+    }
+}
+
+/// This machine's hostname: `HOSTNAME` (set in every container and pod), else the kernel's.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The member id of a StatefulSet pod's hostname: its ordinal plus one (`collective-2` → 3).
+pub fn id_from_hostname(hostname: &str) -> anyhow::Result<NodeId> {
+    let short = hostname.split('.').next().unwrap_or_default();
+    let ordinal = short.rsplit_once('-').and_then(|(name, ordinal)| {
+        (!name.is_empty() && !ordinal.is_empty() && ordinal.chars().all(|c| c.is_ascii_digit()))
+            .then(|| ordinal.parse::<NodeId>().ok())
+            .flatten()
+    });
+    match ordinal {
+        Some(ordinal) if ordinal < NodeId::MAX => Ok(ordinal + 1),
+        _ => anyhow::bail!(
+            "id_from_hostname: hostname {hostname:?} does not end in -ORDINAL as a StatefulSet pod's does \
+             (collective-0 is member 1); set id instead"
+        ),
     }
 }
 
@@ -324,6 +392,12 @@ mod tests {
         assert!(bad(|c| c.http_addr = "".into()).starts_with("http_addr"));
         assert!(bad(|c| c.initial_cluster = "1=127.0.0.1:1,1=127.0.0.1:2".into()).starts_with("initial_cluster"));
         assert!(bad(|c| c.initial_cluster = "2=127.0.0.1:1".into()).contains("does not name this node"));
+        assert!(bad(|c| {
+            c.initial_cluster = "2=127.0.0.1:1".into();
+            c.join = true;
+        })
+        .starts_with("advertise_addr: a joining member"));
+        assert!(bad(|c| c.advertise_addr = Some("bad_host:1".into())).starts_with("advertise_addr"));
         assert!(bad(|c| c.election_timeout_min_ms = 300).starts_with("election_timeout_min_ms"));
         assert!(bad(|c| c.election_timeout_max_ms = 320).starts_with("election_timeout_max_ms"));
         assert!(bad(|c| c.snapshot_after_entries = 5).starts_with("snapshot_after_entries"));
@@ -382,7 +456,18 @@ pub fn check_peer_addr(addr: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod peer_addr_tests {
-    use super::check_peer_addr;
+    use super::{check_peer_addr, id_from_hostname};
+
+    #[test]
+    fn a_pod_ordinal_names_the_member() {
+        assert_eq!(id_from_hostname("collective-0").unwrap(), 1);
+        assert_eq!(id_from_hostname("collective-12.collective-peer.ns.svc.cluster.local").unwrap(), 13);
+        assert_eq!(id_from_hostname("my-cc-cluster-2").unwrap(), 3);
+        for bad in ["collective", "collective-", "-3", "collective-x1", "", "4f3a9c2b1d0e"] {
+            let error = id_from_hostname(bad).unwrap_err().to_string();
+            assert!(error.contains("does not end in -ORDINAL"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn peers_are_ip_or_hostname_with_a_port() {

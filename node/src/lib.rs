@@ -10,6 +10,7 @@
 //! - [`history`]: the presence history index in RocksDB (past presence, availability, durations).
 //! - [`network`]: the Raft transport over tonic; [`raft_service`]: its server side.
 //! - [`node`]: one member: stamping, proposing, forwarding, read barriers, bootstrap.
+//! - [`join`]: a member `initial_cluster` does not name adds itself (StatefulSet scale-up).
 //! - [`auth`]: TLS, credentials, the gate every gRPC request passes, certificate generation.
 //! - [`api`]: the client gRPC services and the error mapping.
 //! - [`server`]: wiring gRPC, health, reflection, HTTP probes and metrics.
@@ -24,6 +25,7 @@ pub mod config;
 mod dispatch;
 pub mod environment;
 pub mod history;
+pub mod join;
 pub mod memory;
 pub mod network;
 pub mod node;

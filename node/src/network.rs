@@ -50,6 +50,17 @@ impl Interceptor for PeerToken {
     }
 }
 
+impl PeerToken {
+    /// Sends `token` (when given) as the bearer of every request.
+    pub fn bearer(token: Option<&str>) -> anyhow::Result<PeerToken> {
+        let token = token
+            .map(|token| format!("Bearer {}", token.trim()).parse::<MetadataValue<Ascii>>())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("bearer token: {e}"))?;
+        Ok(PeerToken(token))
+    }
+}
+
 /// A Raft RPC client to one peer.
 pub type PeerClient = RaftClient<InterceptedService<Channel, PeerToken>>;
 
@@ -70,15 +81,11 @@ impl Peers {
     /// No channels yet; `connect` opens them (TCP, or the simulated network), over TLS when
     /// `tls` is given, sending `peer_token` on Raft RPCs when given.
     pub fn new(connect: Connect, tls: Option<ClientTlsConfig>, peer_token: Option<&str>) -> anyhow::Result<Peers> {
-        let token = peer_token
-            .map(|token| format!("Bearer {token}").parse::<MetadataValue<Ascii>>())
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("peer token: {e}"))?;
         Ok(Peers {
             channels: Mutex::new(BTreeMap::new()),
             connect,
             tls,
-            token: PeerToken(token),
+            token: PeerToken::bearer(peer_token)?,
             outdated_at: Mutex::new(None),
         })
     }

@@ -48,6 +48,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("http_addr {}: {e}", config.http_addr))?;
+    crate::join::set_aside_if_removed(&config, &crate::environment::Environment::system()).await?;
+    tokio::spawn(warn_unresolved(config.clone()));
     let node = Node::start(config).await?;
     tracing::info!(id = node.id, grpc = %node.config.grpc_addr, http = %node.config.http_addr, "collective node started");
     tokio::spawn(serve_http(http_listener, node.clone(), prometheus));
@@ -65,6 +67,34 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(CORE_STOPPED_EXIT_DELAY_MS)).await;
             anyhow::bail!("{reason}; exiting so a supervisor can restart this member")
         }
+    }
+}
+
+/// Names every `initial_cluster` and `advertise_addr` host that does not resolve, every 5 s until
+/// all do: the member waits for them (a StatefulSet's DNS names appear as its pods start), but
+/// a typo should not look like a slow start.
+async fn warn_unresolved(config: NodeConfig) {
+    let mut addrs: Vec<(String, String)> = config
+        .initial_members()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, addr)| (format!("initial_cluster member {id}"), addr))
+        .collect();
+    if let Some(addr) = &config.advertise_addr {
+        addrs.push(("advertise_addr".into(), addr.clone()));
+    }
+    loop {
+        let mut unresolved = 0;
+        for (what, addr) in &addrs {
+            if let Err(error) = tokio::net::lookup_host(addr.as_str()).await {
+                unresolved += 1;
+                tracing::warn!(%addr, %error, "{what}: the host does not resolve (yet); waiting for it");
+            }
+        }
+        if unresolved == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 
@@ -126,6 +156,7 @@ where
     tokio::spawn(report_metrics(node.clone(), health_reporter));
     tokio::spawn(report_backlog(node.clone()));
     tokio::spawn(node.clone().bootstrap());
+    tokio::spawn(crate::join::join(node.clone()));
     grpc.await?;
     Ok(())
 }

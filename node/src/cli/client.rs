@@ -117,12 +117,19 @@ impl Transport {
                 .map_err(|e| tonic::Status::invalid_argument(format!("endpoint {endpoint}: {}", chain(&e))))?;
         }
         let channel = builder.connect().await.map_err(|e| {
+            let cause = chain(&e);
+            if cause.contains("dns error") {
+                let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+                return tonic::Status::unavailable(format!(
+                    "endpoint {endpoint}: the host {host:?} does not resolve (check the name in --endpoints): {cause}"
+                ));
+            }
             let hint = if self.tls.is_some() {
                 "the TLS handshake or connection failed; check --cacert, and that the member serves TLS"
             } else {
                 "if the cluster serves TLS, pass --cacert with the cluster CA"
             };
-            tonic::Status::unavailable(format!("endpoint {endpoint}: {} ({hint})", chain(&e)))
+            tonic::Status::unavailable(format!("endpoint {endpoint}: {cause} ({hint})"))
         })?;
         Ok(InterceptedService::new(channel, self.credentials.clone()))
     }

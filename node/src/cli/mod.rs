@@ -211,6 +211,15 @@ pub struct ServeArgs {
     /// Initial members: 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003.
     #[arg(long)]
     pub initial_cluster: Option<String>,
+    /// The address peers reach this member at (default: its --initial-cluster address).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// When --initial-cluster does not name this member, ask its members to add it.
+    #[arg(long)]
+    pub join: bool,
+    /// Take the member id from the hostname's ordinal (StatefulSet pod `collective-0` is 1).
+    #[arg(long)]
+    pub id_from_hostname: bool,
     /// Events retained in memory for watchers.
     #[arg(long)]
     pub watch_history_events_max: Option<u64>,
@@ -662,6 +671,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             grpc_addr: args.grpc_addr,
             http_addr: args.http_addr,
             initial_cluster: args.initial_cluster,
+            advertise_addr: args.advertise_addr,
+            join: args.join.then_some(true),
+            id_from_hostname: args.id_from_hostname.then_some(true),
             watch_history_events_max: args.watch_history_events_max,
             snapshot_after_entries: args.snapshot_after_entries,
             tls_cert_file: args.tls_cert_file,

@@ -40,7 +40,7 @@ pub fn http_get(addr: &str, path: &str) -> String {
 /// connections draw from that range, and once one took a member's port before the member bound
 /// it, the cluster never formed (bootstrap waits for every initial member). Ports here are taken
 /// in turn from a start that differs per test process, and only if nothing listens on them.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     const FIRST: u32 = 20_000;
