@@ -39,7 +39,12 @@ async fn run() {
             "warn"
         })
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        collective::cli::LogFormat::Json => logs.json().init(),
+        // Colour codes only where a person reads them, never into a file or a container's log.
+        collective::cli::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     if matches!(cli.command, collective::cli::Command::Serve(_)) {
         collective::memory::start_background_purging();
         #[cfg(not(tokio_unstable))]

@@ -609,4 +609,14 @@ async fn endpoint_health_and_status_per_member() {
     assert!(output.status.success(), "{table}");
     assert!(table.starts_with("APPLIED_INDEX") && table.contains("DB_SIZE") && table.contains("KiB"), "{table}");
     assert_eq!(table.lines().count(), 4, "{table}");
+
+    // `probe` is a container's health check: 200 succeeds, anything else fails and says why.
+    let probe =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_collective")).arg("probe").args(args).output().unwrap();
+    let ready = probe(&["--http-addr", &cluster.http[0]]);
+    assert!(ready.status.success(), "{}", String::from_utf8_lossy(&ready.stderr));
+    let missing = probe(&["/nowhere", "--http-addr", &cluster.http[0]]);
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("404"));
+    let dead = probe(&["--http-addr", "127.0.0.1:1"]);
+    assert!(!dead.status.success() && String::from_utf8_lossy(&dead.stderr).contains("refused"));
 }

@@ -129,3 +129,44 @@ async fn status(client: &Client, endpoint: &str) -> Status {
         },
     }
 }
+
+/// Flags of `probe`.
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// The path to ask: /readyz (a leader and a quorum read) or /livez (the process and its
+    /// Raft core run).
+    #[arg(default_value = "/readyz")]
+    pub path: String,
+    /// The member's HTTP address (its `http_addr`; 0.0.0.0 means this host).
+    #[arg(long, env = "COLLECTIVE_HTTP_ADDR", default_value = "127.0.0.1:8001")]
+    pub http_addr: String,
+}
+
+/// `collective probe`: GETs `path` from the member's HTTP port and succeeds on 200 only, for a
+/// container's health check in an image that has no curl.
+pub async fn probe(args: ProbeArgs, timeout: Duration) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !args.path.starts_with('/') || args.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!("path {:?}: must start with / and hold no spaces", args.path);
+    }
+    let addr = args.http_addr.replace("0.0.0.0", "127.0.0.1");
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+        stream.write_all(format!("GET {} HTTP/1.0\r\nHost: {addr}\r\n\r\n", args.path).as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.take(64 * 1024).read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}{}: no answer within {} ms", args.path, timeout.as_millis()))?
+        .map_err(|e| anyhow::anyhow!("{addr}{}: {e}", args.path))?;
+    let status_line = response.lines().next().unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.trim()).unwrap_or_default();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        println!("{}{}: {body}", addr, args.path);
+        Ok(())
+    } else {
+        anyhow::bail!("{addr}{}: {status_line}: {body}", args.path)
+    }
+}

@@ -66,8 +66,21 @@ pub struct Cli {
     /// `collective login`. Without it, the COLLECTIVE_TOKEN variable is used when set.
     #[arg(long, global = true, env = "COLLECTIVE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Log lines on stderr: text (colours only on a terminal) or json (one object per line,
+    /// for files, containers and Loki).
+    #[arg(long, global = true, env = "COLLECTIVE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Top-level commands.
@@ -86,6 +99,8 @@ pub enum Command {
         #[command(subcommand)]
         command: endpoint::EndpointCommand,
     },
+    /// GET a member's /readyz or /livez and succeed on 200 only (a container's health check).
+    Probe(endpoint::ProbeArgs),
     /// Membership: list, add (as learner), promote, remove.
     Member {
         #[command(subcommand)]
@@ -690,6 +705,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Certs { command } = cli.command {
         return security::certs(command, format);
     }
+    if let Command::Probe(args) = cli.command {
+        return endpoint::probe(args, Duration::from_millis(cli.timeout_ms)).await;
+    }
     if let Command::Recover(args) = cli.command {
         let recovered = crate::store::recover(&args.data_dir, args.id, args.advertise_addr).await?;
         print(format, &recovered, None);
@@ -1180,6 +1198,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
         | Command::Snapshot { .. }
         | Command::Certs { .. }
         | Command::Recover(_)
+        | Command::Probe(_)
         | Command::Endpoint { .. }
         | Command::Login(_)
         | Command::Whoami => unreachable!("handled by run"),
