@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building collective needs on Debian, when missing: libclang (RocksDB bindings),
 # protoc (proto code generation), a C++ compiler (RocksDB), make (jemalloc's build), curl (scripts).
+# With --test, also what the tests use: a Docker engine and docker-compose (the container test),
+# kubernetes-validate (the Kubernetes manifests' schema check, from PyPI).
 set -euo pipefail
 missing=()
+if [ "${1:-}" = --test ]; then
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  python3 -c 'import kubernetes_validate' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'kubernetes-validate==1.37.0'
+fi
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)

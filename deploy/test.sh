@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/collective-target}"
-deploy/install-deps.sh
+deploy/install-deps.sh --test
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
@@ -18,3 +18,9 @@ cargo test --workspace --all-targets
 echo "== loom models"
 RUSTFLAGS="--cfg loom --cfg tokio_unstable" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
     cargo test -p collective-sync --test loom
+echo "== deployment manifests: kubernetes-validate --strict, docker-compose config"
+python3 -m kubernetes_validate --strict --quiet \
+    deploy/k8s/{configmap,secret,services,statefulset,poddisruptionbudget}.yaml
+COLLECTIVE_SECRETS=/run/secrets/collective docker-compose -f deploy/compose.yaml -f deploy/compose.tls.yaml config -q
+echo "== containers: image, compose cluster under faults, StatefulSet settings"
+COLLECTIVE_CONTAINERS=optional deploy/test-containers.sh
