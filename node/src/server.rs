@@ -16,6 +16,7 @@ use collective_proto::v1::notes_server::NotesServer;
 use collective_proto::v1::presences_server::PresencesServer;
 use collective_proto::v1::routing_server::RoutingServer;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tonic::server::NamedService;
 use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
 
@@ -112,6 +113,11 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // tonic-health starts "" as SERVING: a member that knows no leader yet must not say so (a
+    // starting member's bootstrap takes SERVING to mean "already in a cluster").
+    for service in HEALTH_SERVICES {
+        health_reporter.set_service_status(service, ServingStatus::NotServing).await;
+    }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(collective_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -161,6 +167,22 @@ where
     Ok(())
 }
 
+/// The names `grpc.health.v1` answers for: the whole server ("") and each client service. Each
+/// serves while this member knows a leader and its Raft core runs (every one of them needs a
+/// quorum).
+const HEALTH_SERVICES: [&str; 10] = [
+    "",
+    <AuthServer<AuthService> as NamedService>::NAME,
+    <ClusterServer<ClusterService> as NamedService>::NAME,
+    <ConfigServer<ConfigService> as NamedService>::NAME,
+    <DirectoryServer<DirectoryService> as NamedService>::NAME,
+    <HistoryServer<HistoryService> as NamedService>::NAME,
+    <MessagesServer<MessagesService> as NamedService>::NAME,
+    <NotesServer<NotesService> as NamedService>::NAME,
+    <PresencesServer<PresenceService> as NamedService>::NAME,
+    <RoutingServer<RoutingService> as NamedService>::NAME,
+];
+
 /// Keeps the Raft gauges and the gRPC health status current.
 async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthReporter) {
     let mut metrics = node.raft.metrics();
@@ -185,9 +207,9 @@ async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthRep
         }
         let serving = has_leader && node.core_stopped().is_none();
         let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-        health.set_service_status("", status).await;
-        health.set_service_status("collective.v1.Directory", status).await;
-        health.set_service_status("collective.v1.Presences", status).await;
+        for service in HEALTH_SERVICES {
+            health.set_service_status(service, status).await;
+        }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() {
                 // The core ended: its metrics change no more.
@@ -196,7 +218,7 @@ async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthRep
             _ = node.wait_core_stopped() => {}
         }
         if node.core_stopped().is_some() {
-            for service in ["", "collective.v1.Directory", "collective.v1.Presences"] {
+            for service in HEALTH_SERVICES {
                 health.set_service_status(service, ServingStatus::NotServing).await;
             }
             metrics::gauge!("collective_server_has_leader").set(0.0);

@@ -171,6 +171,13 @@ async fn health_and_reflection_answer_like_grpcurl_expects() {
         assert!(std::time::Instant::now() < deadline, "never SERVING");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // Each client service has its own name, serving with the quorum; unknown names are NOT_FOUND.
+    for service in ["collective.v1.Routing", "collective.v1.Messages", "collective.v1.Config"] {
+        let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
+    }
+    let unknown = health.check(HealthCheckRequest { service: "collective.v1.Nothing".into() }).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     let mut reflection = ServerReflectionClient::new(cluster.channel(1).await);
     let request = ServerReflectionRequest {
