@@ -30,9 +30,9 @@ pub struct NodeConfig {
     /// The address peers reach this member at (`host:port`). Default: its `initial_cluster`
     /// address, else `grpc_addr`. Needed with `join` (Kubernetes: the pod's stable DNS name).
     pub advertise_addr: Option<String>,
-    /// When `initial_cluster` does not name this member: ask the members it names to add this
-    /// one as a learner and promote it once it has caught up (scaling a StatefulSet up). A
-    /// member the cluster removed sets its old data aside and joins as a new one.
+    /// When the cluster's leader does not list this member (a StatefulSet scaled up, or an empty
+    /// member after `recover`): ask it to add this one as a learner and promote it once it has
+    /// caught up. A member the cluster removed sets its old data aside and joins as a new one.
     pub join: bool,
     /// Take `id` from the hostname's ordinal suffix plus one (`collective-0` is member 1), as a
     /// Kubernetes StatefulSet names its pods.

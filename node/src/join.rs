@@ -1,6 +1,7 @@
-//! A member that `initial_cluster` does not name joins the cluster it names by itself (`join`):
-//! scaling a Kubernetes StatefulSet up adds the new pod as a learner and promotes it once it has
-//! caught up, as `member add` and `member promote` would.
+//! A member the cluster's leader does not list joins by itself (`join`): scaling a Kubernetes
+//! StatefulSet up adds the new pod as a learner and promotes it once it has caught up, as
+//! `member add` and `member promote` would; so are initial members that come back empty after a
+//! lost quorum was recovered from one survivor (`collective recover`).
 //!
 //! Only the leader's view of the membership is trusted (a follower's may lag): a member the
 //! leader does not list was removed (the StatefulSet was scaled down) or never added. A removed
@@ -28,10 +29,11 @@ const JOIN_RETRY_MS: u64 = 2_000;
 /// Deadline of a status question to one member.
 const ASK_TIMEOUT_MS: u64 = 2_000;
 
-/// Whether `config` makes this member join (rather than start or wait for `member add`).
+/// Whether `config` makes this member join (rather than start or wait for `member add`): with
+/// `join` and a cluster to join. Initial members join too; the leader lists them in the usual
+/// case, so they only ask for anything after a recovery left them out.
 fn joins(config: &NodeConfig) -> bool {
-    config.join
-        && config.initial_members().is_ok_and(|members| !members.is_empty() && !members.contains_key(&config.id))
+    config.join && config.initial_members().is_ok_and(|members| !members.is_empty())
 }
 
 /// The client-API credentials a joining member uses: the administrator token, when there is one.

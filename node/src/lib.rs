@@ -10,7 +10,7 @@
 //! - [`history`]: the presence history index in RocksDB (past presence, availability, durations).
 //! - [`network`]: the Raft transport over tonic; [`raft_service`]: its server side.
 //! - [`node`]: one member: stamping, proposing, forwarding, read barriers, bootstrap.
-//! - [`join`]: a member `initial_cluster` does not name adds itself (StatefulSet scale-up).
+//! - [`join`]: a member the leader does not list adds itself (StatefulSet scale-up, after `recover`).
 //! - [`auth`]: TLS, credentials, the gate every gRPC request passes, certificate generation.
 //! - [`api`]: the client gRPC services and the error mapping.
 //! - [`server`]: wiring gRPC, health, reflection, HTTP probes and metrics.

@@ -519,7 +519,11 @@ impl Node {
     }
 
     /// Initialises the cluster from `initial_cluster` once every initial member answers, on the
-    /// member with the lowest id only (so exactly one node initialises), unless already done.
+    /// member with the lowest id only (so exactly one node initialises), unless already done,
+    /// and unless another initial member already serves a cluster: after `recover`, or when this
+    /// member's data was lost, initialising again would make a second cluster of the empty
+    /// members beside the one that holds the data. Such a member waits to be added instead
+    /// (`member add`, or `join`).
     pub async fn bootstrap(self: Arc<Self>) -> anyhow::Result<()> {
         let members = self.config.initial_members()?;
         if members.is_empty() || self.raft.is_initialized().await? {
@@ -532,8 +536,18 @@ impl Node {
         loop {
             let mut missing = Vec::new();
             for (id, addr) in &members {
-                if !self.answers(addr).await {
-                    missing.push(*id);
+                match self.health(addr).await {
+                    None => missing.push(*id),
+                    Some(true) if *id != self.id => {
+                        tracing::warn!(
+                            member = id,
+                            %addr,
+                            "initial member {id} already serves a cluster: this member does not initialise another \
+                             one and waits to be added (member add, member promote)"
+                        );
+                        return Ok(());
+                    }
+                    Some(_) => {}
                 }
             }
             if missing.is_empty() {
@@ -557,11 +571,19 @@ impl Node {
     /// Whether the node at `addr` answers a gRPC health check within a second (over the node's
     /// connector, so this works in the simulated network too).
     pub async fn answers(&self, addr: &str) -> bool {
-        let Ok(channel) = self.peers.channel(addr) else { return false };
+        self.health(addr).await.is_some()
+    }
+
+    /// The node at `addr`'s gRPC health within a second: `Some(true)` when it serves (it knows a
+    /// leader), `Some(false)` when it answers without serving, `None` when it does not answer.
+    pub async fn health(&self, addr: &str) -> Option<bool> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let channel = self.peers.channel(addr).ok()?;
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
         let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
         request.set_timeout(Duration::from_secs(1));
-        client.check(request).await.is_ok()
+        let answer = client.check(request).await.ok()?.into_inner();
+        Some(answer.status == ServingStatus::Serving as i32)
     }
 
     /// Now, by this node's clock (ms since the Unix epoch).

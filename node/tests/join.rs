@@ -97,3 +97,49 @@ async fn a_pod_joins_by_itself_and_rejoins_after_removal() {
     pod.kill().unwrap();
     pod.wait().unwrap();
 }
+
+/// After `recover`, initial members that come back empty do not initialise a second cluster
+/// beside the survivor's: with `--join` they are added back by themselves, data and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_initial_members_rejoin_a_recovered_survivor() {
+    let mut cluster = Cluster::start(3, &["--join"]).await;
+    let leader = cluster.leader(0).await;
+    cluster.directory(leader).await.add_site(site(1, "Indianapolis")).await.unwrap();
+    cluster.directory(leader).await.add_user(user("agent1", 1, "1001")).await.unwrap();
+    // Member 3 survives; member 1, the one that initialises clusters, is among the lost.
+    for index in 0..3 {
+        cluster.kill(index);
+    }
+    for index in 0..2 {
+        std::fs::remove_dir_all(cluster.data_dir(index)).unwrap();
+    }
+    let recover = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["recover", "--data-dir", cluster.data_dir(2).to_str().unwrap(), "--id", "3"])
+        .output()
+        .unwrap();
+    assert!(recover.status.success(), "{}", String::from_utf8_lossy(&recover.stderr));
+    cluster.restart(2);
+    cluster.wait_for_leader(&[2]).await;
+    cluster.restart(0);
+    cluster.restart(1);
+    let log = cluster.dir.path().join("node1.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let members = cluster.status(2).await.members;
+        if members.iter().filter(|m| m.role == "voter").count() == 3 {
+            break;
+        }
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the empty members never rejoined: {members:?}\n{logged}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(cluster.log(0).contains("already serves a cluster"), "{}", cluster.log(0));
+    // One cluster, with the survivor's data everywhere.
+    let leader = cluster.wait_for_leader(&[0, 1, 2]).await;
+    cluster.directory(leader).await.add_user(user("agent2", 1, "1002")).await.unwrap();
+    for index in 0..3 {
+        let request = pb::SearchRequest { limit: 0, ..Default::default() };
+        let entries = cluster.directory(index).await.search(request).await.unwrap().into_inner().entries;
+        assert_eq!(entries.len(), 2, "member {index}");
+    }
+}

@@ -229,7 +229,7 @@ pub struct ServeArgs {
     /// The address peers reach this member at (default: its --initial-cluster address).
     #[arg(long)]
     pub advertise_addr: Option<String>,
-    /// When --initial-cluster does not name this member, ask its members to add it.
+    /// When the leader of the cluster --initial-cluster names does not list this member, ask it to add it.
     #[arg(long)]
     pub join: bool,
     /// Take the member id from the hostname's ordinal (StatefulSet pod `collective-0` is 1).
