@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use collective_statemachine::messaging::{Attribute, Destination, Element, MessageKind, QueueLimits, UpdateOp};
+use collective_statemachine::messaging::{Destination, Element, MessageKind, QueueLimits};
+use collective_statemachine::notes::{Attribute, UpdateOp};
 use collective_statemachine::routing::{MediaType, RouteRequest, Settings, Strategy};
 use collective_statemachine::{Command, SiteSpec, State, TrustedAccess, UserSpec};
 use rand::rngs::StdRng;

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::StatusDef;
 use crate::config::{ConfigSet, ImportMode};
-use crate::messaging::{Attribute, Destination, Element, MessageKind, QueueLimits, UpdateOp};
+use crate::messaging::{Destination, Element, MessageKind, QueueLimits};
+use crate::notes::{Attribute, UpdateOp};
 use crate::routing::{RouteRequest, Settings};
 use crate::site::{SiteId, TrustedAccess};
 use crate::user::UserSpec;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::StatusDef;
 use crate::command::{Command, SiteSpec};
 use crate::event::Event;
-use crate::messaging::{NoteValue, UpdateOp};
+use crate::notes::{NoteValue, UpdateOp};
 use crate::rejection::Rejection;
 use crate::routing::Settings;
 use crate::site::{Site, SiteId};
@@ -368,7 +368,7 @@ impl State {
         }
         let mut notes = Vec::new();
         if all(Category::Notes) {
-            for (site, site_notes) in &self.messaging.notes {
+            for (site, site_notes) in self.messaging.notes.iter() {
                 for note in site_notes.values().filter(|note| note.live_at(self.last_at_ms)) {
                     notes.push(SiteNote { site: *site, value: note.value.clone(), expires_at_ms: note.expires_at_ms });
                     sites.insert(*site);
@@ -599,7 +599,7 @@ impl State {
             }
             let ttl_minutes =
                 remaining.map(|ms| ms.div_ceil(60_000).clamp(1, u64::from(crate::limits::NOTE_TTL_MINUTES_MAX)) as u32);
-            let current = self.messaging.note(note.site, &note.value.name, now).ok();
+            let current = self.messaging.notes.note(note.site, &note.value.name, now).ok();
             if current.is_some_and(|current| current.value == note.value && current.expires_at_ms == note.expires_at_ms)
             {
                 plan.unchanged += 1;
@@ -630,7 +630,7 @@ impl State {
         }
         if recovery(Category::Notes) {
             let keep: BTreeSet<(SiteId, &str)> = config.notes.iter().map(|n| (n.site, n.value.name.as_str())).collect();
-            for (site, notes) in &self.messaging.notes {
+            for (site, notes) in self.messaging.notes.iter() {
                 for note in notes.values().filter(|n| n.live_at(now) && !keep.contains(&(*site, n.value.name.as_str())))
                 {
                     step(
@@ -815,6 +815,31 @@ impl State {
             Ok(steps)
         } else {
             Err(conflicts)
+        }
+    }
+}
+
+impl State {
+    pub(crate) fn decide_abort_import(&self, import_id: &str) -> Result<Vec<Event>, Rejection> {
+        if !self.imports.contains_key(import_id) {
+            return Err(Rejection::not_found("import", import_id));
+        }
+        Ok(vec![Event::ImportDiscarded { import_id: import_id.to_string(), reason: "aborted".into() }])
+    }
+
+    pub(crate) fn fold_import(&mut self, event: &Event, at_ms: u64) {
+        match event {
+            Event::ConfigImported { import_id, .. } | Event::ImportDiscarded { import_id, .. } => {
+                self.imports.remove(import_id);
+            }
+            Event::ImportPartStaged { import_id, part, config } => {
+                let staged = self
+                    .imports
+                    .entry(import_id.clone())
+                    .or_insert_with(|| crate::config::StagedImport { started_at_ms: at_ms, parts: BTreeMap::new() });
+                staged.parts.insert(*part, (**config).clone());
+            }
+            _ => {}
         }
     }
 }

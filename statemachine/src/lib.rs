@@ -7,18 +7,22 @@
 //!
 //! Reading order:
 //! - [`limits`]: every limit, named, units last.
-//! - [`site`], [`user`], [`workgroup`], [`catalog`], [`presence`], [`lease`]: the entities;
-//!   [`messaging`]: inter-site messages, requests and notes; [`routing`]: interactions,
-//!   reservations, queues and routing statistics (agent selection is `collective-routing`).
-//! - [`command`]: what callers ask for; [`event`]: the facts `apply` records.
-//! - [`rejection`]: why a command is refused.
-//! - [`validate`]: syntax and limits, checked at the edge before proposal.
-//! - [`state`]: the views, `apply` (decide, then fold) and `check_invariants`.
-//! - [`config`]: configuration export and import (one command, all or nothing).
+//! - [`command`]: what callers ask for; [`event`]: the facts `apply` records; [`rejection`]: why a
+//!   command is refused; [`validate`]: syntax and limits, checked before proposal;
+//!   [`authorize`]: who may do what.
+//! - `apply.rs`: `State::apply` — validate, authorise, decide, fold — dispatching each command and
+//!   event, one line each, to the file of its concept.
+//! - One file per domain concept, each holding its types, its commands' decisions and its events'
+//!   folds: [`site`], [`user`] (the extension rule), [`workgroup`] (spanning), [`catalog`],
+//!   [`presence`] (status, logon, roaming, logoff), [`lease`] (lease expiry), [`messaging`]
+//!   (inter-site messages and requests), [`notes`], [`routing`] (interactions, reservations,
+//!   queues; the agent choice is `collective-routing`), [`config`] (export and import).
+//! - [`state`]: the views, their accessors and `check_invariants`.
 //! - [`directory`]: read-only views: per-site visibility, search, extension resolution.
 //! - [`history`]: the presence versions the node's history index records after each change.
 #![deny(missing_docs)]
 
+mod apply;
 pub mod authorize;
 pub mod catalog;
 pub mod command;
@@ -29,6 +33,7 @@ pub mod history;
 pub mod lease;
 pub mod limits;
 pub mod messaging;
+pub mod notes;
 pub mod presence;
 pub mod rejection;
 pub mod routing;

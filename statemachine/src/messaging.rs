@@ -1,19 +1,20 @@
-//! Inter-site messages (Multi-Site RTM) and notes (IpNotes): the replicated part.
+//! Inter-site messages (Multi-Site RTM): the replicated part.
 //!
 //! A message is an ordered list of typed [`Element`]s. Sending one queues a [`Delivery`] in the
 //! destination site's durable queue (bounded in count and bytes); the site receives deliveries in
 //! id order and acknowledges them, which removes them. A request opens an [`OpenRequest`] whose
 //! correlation id is the request's message id; the response is kept there until the requester
-//! takes it (or the request expires). Notes are named records of typed list attributes, scoped to
-//! a site, with an optional time to live; an expired note is gone for every command at or after
-//! its deadline, and the next `Tick` removes it.
+//! takes it (or the request expires). Notes, which messages may carry, are `notes.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::limits::*;
+use crate::notes::Notes;
 use crate::rejection::Rejection;
+// A message element can carry a note by value; its types are the notes' own.
+pub use crate::notes::{Attribute, NoteValue, UpdateOp};
 use crate::site::SiteId;
 
 /// One typed element of a message.
@@ -36,94 +37,6 @@ impl Element {
             Element::Note(note) => note.bytes(),
         }
     }
-}
-
-/// A note's name and attributes (in a message, or as stored).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NoteValue {
-    /// The note's name.
-    pub name: String,
-    /// Attributes by name.
-    pub attributes: BTreeMap<String, Attribute>,
-}
-
-impl NoteValue {
-    /// Bytes the note counts for in queue limits.
-    pub fn bytes(&self) -> u64 {
-        self.name.len() as u64
-            + self.attributes.iter().map(|(name, value)| name.len() as u64 + value.bytes()).sum::<u64>()
-    }
-}
-
-/// A typed list attribute of a note.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Attribute {
-    /// Integers.
-    Integer(Vec<i64>),
-    /// Strings.
-    String(Vec<String>),
-    /// Date/times, ms since the Unix epoch.
-    DateTime(Vec<i64>),
-}
-
-impl Attribute {
-    /// `Integer`, `String` or `DateTime`.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Attribute::Integer(_) => "Integer",
-            Attribute::String(_) => "String",
-            Attribute::DateTime(_) => "DateTime",
-        }
-    }
-
-    /// Values in the list.
-    pub fn len(&self) -> usize {
-        match self {
-            Attribute::Integer(values) | Attribute::DateTime(values) => values.len(),
-            Attribute::String(values) => values.len(),
-        }
-    }
-
-    /// True for an empty list.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn bytes(&self) -> u64 {
-        match self {
-            Attribute::Integer(values) | Attribute::DateTime(values) => 8 * values.len() as u64,
-            Attribute::String(values) => values.iter().map(|v| v.len() as u64).sum(),
-        }
-    }
-
-    /// `self` with `other`'s values appended, or without them (every occurrence) when
-    /// `remove`; `None` if the types differ.
-    fn combine(&self, other: &Attribute, remove: bool) -> Option<Attribute> {
-        fn merge<T: Clone + PartialEq>(mine: &[T], theirs: &[T], remove: bool) -> Vec<T> {
-            if remove {
-                mine.iter().filter(|v| !theirs.contains(v)).cloned().collect()
-            } else {
-                mine.iter().chain(theirs).cloned().collect()
-            }
-        }
-        Some(match (self, other) {
-            (Attribute::Integer(a), Attribute::Integer(b)) => Attribute::Integer(merge(a, b, remove)),
-            (Attribute::String(a), Attribute::String(b)) => Attribute::String(merge(a, b, remove)),
-            (Attribute::DateTime(a), Attribute::DateTime(b)) => Attribute::DateTime(merge(a, b, remove)),
-            _ => return None,
-        })
-    }
-}
-
-/// How an attribute update changes the attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum UpdateOp {
-    /// Add the values at the end (the attribute must exist, with the same type).
-    Append,
-    /// Replace the whole list (creates the attribute).
-    Replace,
-    /// Remove every occurrence of the values (the attribute must exist, with the same type).
-    Remove,
 }
 
 /// Where a message goes.
@@ -216,22 +129,6 @@ impl Default for QueueLimits {
     }
 }
 
-/// A stored note.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Note {
-    /// Name and attributes.
-    pub value: NoteValue,
-    /// Entry time at and after which the note is gone (`None`: no time to live).
-    pub expires_at_ms: Option<u64>,
-}
-
-impl Note {
-    /// Whether the note still exists at entry time `at_ms`.
-    pub fn live_at(&self, at_ms: u64) -> bool {
-        self.expires_at_ms.is_none_or(|expires| at_ms < expires)
-    }
-}
-
 /// Messages, requests and notes of the collective.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Messaging {
@@ -243,8 +140,8 @@ pub struct Messaging {
     pub requests: BTreeMap<u64, OpenRequest>,
     /// Queue bounds.
     pub limits: QueueLimits,
-    /// Notes by site, then lowercase name.
-    pub notes: BTreeMap<SiteId, BTreeMap<String, Note>>,
+    /// Notes by site, then lowercase name (`notes.rs`).
+    pub notes: Notes,
 }
 
 impl Messaging {
@@ -277,61 +174,15 @@ impl Messaging {
         Ok(())
     }
 
-    /// The live note `name` of `site` at entry time `at_ms`.
-    pub fn note(&self, site: SiteId, name: &str, at_ms: u64) -> Result<&Note, Rejection> {
-        self.notes
-            .get(&site)
-            .and_then(|notes| notes.get(&crate::user::key_of(name)))
-            .filter(|note| note.live_at(at_ms))
-            .ok_or_else(|| Rejection::not_found("note", format!("{name} at site {site}")))
-    }
-
-    /// Live notes of `site` at entry time `at_ms`.
-    pub fn live_notes(&self, site: SiteId, at_ms: u64) -> impl Iterator<Item = &Note> {
-        self.notes.get(&site).into_iter().flat_map(|notes| notes.values()).filter(move |note| note.live_at(at_ms))
-    }
-
-    /// The attribute update's result: the attribute's new value.
-    pub fn updated_attribute(
-        note: &Note,
-        attribute: &str,
-        op: UpdateOp,
-        values: &Attribute,
-    ) -> Result<Attribute, Rejection> {
-        let existing = note.value.attributes.get(attribute);
-        let updated = match (op, existing) {
-            (UpdateOp::Replace, _) => values.clone(),
-            (_, None) => {
-                return Err(Rejection::not_found("attribute", format!("{attribute} of note {}", note.value.name)));
-            }
-            (UpdateOp::Append | UpdateOp::Remove, Some(existing)) => {
-                existing.combine(values, op == UpdateOp::Remove).ok_or_else(|| {
-                    Rejection::precondition(
-                        "attribute",
-                        format!(
-                            "{attribute} of note {} holds {} values, not {}",
-                            note.value.name,
-                            existing.type_name(),
-                            values.type_name()
-                        ),
-                    )
-                })?
-            }
-        };
-        if updated.len() > NOTE_ATTRIBUTE_VALUES_MAX {
-            return Err(Rejection::LimitReached {
-                what: format!("values in attribute {attribute}"),
-                limit: NOTE_ATTRIBUTE_VALUES_MAX as u64,
-            });
-        }
-        Ok(updated)
+    /// The live note `name` of `site` at entry time `at_ms` (`Notes::note`).
+    pub fn note(&self, site: SiteId, name: &str, at_ms: u64) -> Result<&crate::notes::Note, Rejection> {
+        self.notes.note(site, name, at_ms)
     }
 
     /// The earliest deadline of a note or request, if any.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        let notes = self.notes.values().flat_map(|notes| notes.values()).filter_map(|note| note.expires_at_ms);
         let requests = self.requests.values().filter_map(|request| request.expires_at_ms);
-        notes.chain(requests).min()
+        self.notes.next_expiry_ms().into_iter().chain(requests).min()
     }
 }
 
@@ -467,43 +318,25 @@ impl crate::state::State {
         Ok(vec![crate::Event::MessagesAcked { site, ids: present }])
     }
 
-    pub(crate) fn decide_create_note(
-        &self,
-        at_ms: u64,
-        site: SiteId,
-        name: &str,
-        ttl_minutes: Option<u32>,
-    ) -> Result<Vec<crate::Event>, Rejection> {
-        self.site(site)?;
-        if self.messaging.note(site, name, at_ms).is_ok() {
-            return Err(Rejection::exists("note", "name", format!("{name} at site {site}")));
-        }
-        if self.messaging.live_notes(site, at_ms).count() >= NOTES_PER_SITE_MAX {
-            return Err(Rejection::LimitReached {
-                what: format!("notes at site {site}"),
-                limit: NOTES_PER_SITE_MAX as u64,
-            });
-        }
-        let expires_at_ms = ttl_minutes.map(|minutes| at_ms + u64::from(minutes) * 60_000);
-        Ok(vec![crate::Event::NoteCreated { site, name: name.to_string(), expires_at_ms }])
-    }
-
-    /// Notes and requests whose deadline the entry time reached.
-    pub(crate) fn messaging_expiry_events(&self, at_ms: u64) -> Vec<crate::Event> {
-        let notes = self.messaging.notes.iter().flat_map(|(site, notes)| {
-            notes.values().filter(move |note| !note.live_at(at_ms)).map(move |note| crate::Event::NoteRemoved {
-                site: *site,
-                name: note.value.name.clone(),
-                reason: "expired".into(),
-            })
-        });
-        let requests = self
-            .messaging
+    /// Requests whose deadline the entry time reached.
+    pub(crate) fn request_expiry_events(&self, at_ms: u64) -> Vec<crate::Event> {
+        self.messaging
             .requests
             .iter()
             .filter(|(_, request)| request.expires_at_ms.is_some_and(|expires| expires <= at_ms))
-            .map(|(id, _)| crate::Event::RequestClosed { correlation_id: *id, reason: "expired".into() });
-        notes.chain(requests).collect()
+            .map(|(id, _)| crate::Event::RequestClosed { correlation_id: *id, reason: "expired".into() })
+            .collect()
+    }
+
+    pub(crate) fn decide_close_request(
+        &self,
+        correlation_id: u64,
+        reason: &str,
+    ) -> Result<Vec<crate::Event>, Rejection> {
+        if !self.messaging.requests.contains_key(&correlation_id) {
+            return Err(Rejection::not_found("request", correlation_id));
+        }
+        Ok(vec![crate::Event::RequestClosed { correlation_id, reason: reason.to_string() }])
     }
 
     pub(crate) fn fold_messaging(&mut self, event: &crate::Event) {
@@ -547,26 +380,6 @@ impl crate::state::State {
                 messaging.requests.remove(correlation_id);
             }
             Event::QueueLimitsSet(limits) => messaging.limits = *limits,
-            Event::NoteCreated { site, name, expires_at_ms } => {
-                let note = Note {
-                    value: NoteValue { name: name.clone(), attributes: BTreeMap::new() },
-                    expires_at_ms: *expires_at_ms,
-                };
-                messaging.notes.entry(*site).or_default().insert(crate::user::key_of(name), note);
-            }
-            Event::NoteAttributeUpdated { site, name, attribute, value } => {
-                if let Some(note) = messaging.notes.get_mut(site).and_then(|n| n.get_mut(&crate::user::key_of(name))) {
-                    note.value.attributes.insert(attribute.clone(), value.clone());
-                }
-            }
-            Event::NoteRemoved { site, name, .. } => {
-                if let Some(notes) = messaging.notes.get_mut(site) {
-                    notes.remove(&crate::user::key_of(name));
-                    if notes.is_empty() {
-                        messaging.notes.remove(site);
-                    }
-                }
-            }
             _ => {}
         }
     }
@@ -604,9 +417,7 @@ impl crate::state::State {
                 }
             }
         }
-        if let Some(notes) = messaging.notes.remove(&old) {
-            messaging.notes.insert(new, notes);
-        }
+        messaging.notes.site_id_changed(old, new);
     }
 
     /// Messaging invariants: queue byte counts match, ids increase within a queue and are below

@@ -6,7 +6,8 @@ use crate::catalog::StatusDef;
 use crate::command::{Command, SiteSpec};
 use crate::lease::{LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN};
 use crate::limits::*;
-use crate::messaging::{Attribute, Destination, Element, MessageKind, Messaging};
+use crate::messaging::{Destination, Element, MessageKind, Messaging};
+use crate::notes::Attribute;
 use crate::rejection::Rejection;
 use crate::user::UserSpec;
 

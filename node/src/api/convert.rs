@@ -386,7 +386,7 @@ pub fn elements_in(elements: Vec<pb::Element>, field: &str) -> Result<Vec<sm::me
 }
 
 /// A stored note or a note in a message, as clients see it.
-pub fn note_value_out(note: &sm::messaging::NoteValue, expires_at_ms: Option<u64>) -> pb::Note {
+pub fn note_value_out(note: &sm::notes::NoteValue, expires_at_ms: Option<u64>) -> pb::Note {
     pb::Note {
         name: note.name.clone(),
         attributes: note.attributes.iter().map(|(name, value)| (name.clone(), attribute_out(value))).collect(),
@@ -394,7 +394,7 @@ pub fn note_value_out(note: &sm::messaging::NoteValue, expires_at_ms: Option<u64
     }
 }
 
-pub fn note_value_in(note: pb::Note, field: &str) -> Result<sm::messaging::NoteValue, ApiError> {
+pub fn note_value_in(note: pb::Note, field: &str) -> Result<sm::notes::NoteValue, ApiError> {
     let attributes = note
         .attributes
         .into_iter()
@@ -403,27 +403,27 @@ pub fn note_value_in(note: pb::Note, field: &str) -> Result<sm::messaging::NoteV
             Ok((name, value))
         })
         .collect::<Result<_, ApiError>>()?;
-    Ok(sm::messaging::NoteValue { name: note.name, attributes })
+    Ok(sm::notes::NoteValue { name: note.name, attributes })
 }
 
 /// A note attribute as clients see it.
-pub fn attribute_out(attribute: &sm::messaging::Attribute) -> pb::Attribute {
+pub fn attribute_out(attribute: &sm::notes::Attribute) -> pb::Attribute {
     use pb::attribute::Values;
     let values = match attribute {
-        sm::messaging::Attribute::Integer(values) => Values::Integers(pb::IntegerList { values: values.clone() }),
-        sm::messaging::Attribute::String(values) => Values::Strings(pb::StringList { values: values.clone() }),
-        sm::messaging::Attribute::DateTime(values) => Values::DateTimes(pb::IntegerList { values: values.clone() }),
+        sm::notes::Attribute::Integer(values) => Values::Integers(pb::IntegerList { values: values.clone() }),
+        sm::notes::Attribute::String(values) => Values::Strings(pb::StringList { values: values.clone() }),
+        sm::notes::Attribute::DateTime(values) => Values::DateTimes(pb::IntegerList { values: values.clone() }),
     };
     pb::Attribute { values: Some(values) }
 }
 
 /// Decodes attribute values; `field` names them in errors.
-pub fn attribute_in(attribute: Option<pb::Attribute>, field: &str) -> Result<sm::messaging::Attribute, ApiError> {
+pub fn attribute_in(attribute: Option<pb::Attribute>, field: &str) -> Result<sm::notes::Attribute, ApiError> {
     use pb::attribute::Values;
     match attribute.and_then(|a| a.values) {
-        Some(Values::Integers(list)) => Ok(sm::messaging::Attribute::Integer(list.values)),
-        Some(Values::Strings(list)) => Ok(sm::messaging::Attribute::String(list.values)),
-        Some(Values::DateTimes(list)) => Ok(sm::messaging::Attribute::DateTime(list.values)),
+        Some(Values::Integers(list)) => Ok(sm::notes::Attribute::Integer(list.values)),
+        Some(Values::Strings(list)) => Ok(sm::notes::Attribute::String(list.values)),
+        Some(Values::DateTimes(list)) => Ok(sm::notes::Attribute::DateTime(list.values)),
         None => Err(ApiError::invalid(field, "is required (integers, strings or date_times)")),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use collective_proto::v1 as pb;
 use collective_proto::v1::notes_server::Notes;
-use collective_statemachine::messaging::{Attribute, UpdateOp};
+use collective_statemachine::notes::{Attribute, UpdateOp};
 use collective_statemachine::{Command, Principal, Rejection};
 use tonic::{Request, Response, Status};
 
@@ -42,7 +42,7 @@ impl Notes for NotesService {
         let request = request.into_inner();
         let now = self.node.now_ms();
         let note = read(&self.node, request.serializable, |state| {
-            let note = state.messaging.note(request.site, &request.name, now.max(state.last_at_ms))?;
+            let note = state.messaging.notes.note(request.site, &request.name, now.max(state.last_at_ms))?;
             Ok(convert::note_value_out(&note.value, note.expires_at_ms))
         })
         .await?;
@@ -61,7 +61,7 @@ impl Notes for NotesService {
         };
         let now = self.node.now_ms();
         let attribute = read(&self.node, request.serializable, |state| {
-            let note = state.messaging.note(request.site, &request.name, now.max(state.last_at_ms))?;
+            let note = state.messaging.notes.note(request.site, &request.name, now.max(state.last_at_ms))?;
             let attribute = note.value.attributes.get(&request.attribute).ok_or_else(|| {
                 Rejection::not_found("attribute", format!("{} of note {}", request.attribute, note.value.name))
             })?;
@@ -114,7 +114,8 @@ impl Notes for NotesService {
             state.site(request.site)?;
             Ok(state
                 .messaging
-                .live_notes(request.site, now.max(state.last_at_ms))
+                .notes
+                .live(request.site, now.max(state.last_at_ms))
                 .map(|note| convert::note_value_out(&note.value, note.expires_at_ms))
                 .collect())
         })

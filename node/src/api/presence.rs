@@ -106,7 +106,7 @@ fn command(change: Change) -> Command {
         Change::LogOff(r) => Command::LogOff {
             username: r.username,
             reason: if r.reason.is_empty() {
-                collective_statemachine::state::LOGOFF_REASON_USER.to_string()
+                collective_statemachine::presence::LOGOFF_REASON_USER.to_string()
             } else {
                 r.reason
             },
