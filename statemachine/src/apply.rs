@@ -4,9 +4,10 @@
 //! therefore changes nothing. After a command's own events, the routing pass (`routing.rs`)
 //! places what the change set in motion, in the same entry.
 //!
-//! This file only dispatches: each command's decision and each event's fold live in the file of
-//! the concept they belong to (`site.rs`, `user.rs`, `workgroup.rs`, `catalog.rs`,
-//! `presence.rs`, `lease.rs`, `messaging.rs`, `notes.rs`, `routing.rs`, `config.rs`).
+//! This file only dispatches: each command's decision and each event's fold live in the rules of
+//! the concept they belong to (`site/rules.rs`, `user/rules.rs`, `workgroup/rules.rs`,
+//! `catalog/rules.rs`, `presence/rules.rs`, `lease/rules.rs`, `messaging/rules.rs`,
+//! `notes/rules.rs`, `routing/rules.rs`, `config/rules.rs`).
 
 use crate::command::{Batch, Command, Envelope, Principal};
 use crate::event::{Event, EventRecord};

@@ -12,11 +12,13 @@
 //!   [`authorize`]: who may do what.
 //! - `apply.rs`: `State::apply` — validate, authorise, decide, fold — dispatching each command and
 //!   event, one line each, to the file of its concept.
-//! - One file per domain concept, each holding its types, its commands' decisions and its events'
-//!   folds: [`site`], [`user`] (the extension rule), [`workgroup`] (spanning), [`catalog`],
-//!   [`presence`] (status, logon, roaming, logoff), [`lease`] (lease expiry), [`messaging`]
-//!   (inter-site messages and requests), [`notes`], [`routing`] (interactions, reservations,
-//!   queues; the agent choice is `collective-routing`), [`config`] (export and import).
+//! - One module per domain concept: `CONCEPT.rs` holds its types, `CONCEPT/rules.rs` its commands'
+//!   decisions and its events' folds (types never import rules, so no module imports another in a
+//!   circle): [`site`], [`user`] (the extension rule, `user/rules.rs`), [`workgroup`] (spanning),
+//!   [`catalog`], [`presence`] (status, logon, roaming, logoff), [`lease`] (lease expiry,
+//!   `lease/rules.rs`), [`messaging`] (inter-site messages and requests), [`notes`], [`routing`]
+//!   (interactions, reservations, queues; the agent choice is `collective-routing`), [`config`]
+//!   (export and import).
 //! - [`state`]: the views, their accessors and `check_invariants`.
 //! - [`directory`]: read-only views: per-site visibility, search, extension resolution.
 //! - [`history`]: the presence versions the node's history index records after each change.
@@ -47,6 +49,7 @@ pub mod workgroup;
 pub use authorize::Access;
 pub use catalog::{StatusDef, StatusGroup};
 pub use command::{Batch, Command, Envelope, Principal, Proposal, SiteSpec};
+pub use config::rules::ImportPlan;
 pub use directory::{Entry, Resolution, SearchQuery};
 pub use event::{Event, EventRecord};
 pub use lease::Lease;

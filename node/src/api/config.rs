@@ -220,7 +220,7 @@ fn stream_chunks(bytes: Vec<u8>, first: pb::ExportChunk) -> ChunkStream {
     Box::pin(ReceiverStream::new(rx))
 }
 
-fn plan_response(plan: sm::config::ImportPlan, set: &ConfigSet, revision: u64, applied: bool) -> pb::ImportResponse {
+fn plan_response(plan: sm::ImportPlan, set: &ConfigSet, revision: u64, applied: bool) -> pb::ImportResponse {
     pb::ImportResponse {
         revision,
         applied,
