@@ -44,15 +44,6 @@ impl State {
         self.sites.get(&site).is_some_and(|s| s.trusted_access.master_administrator)
     }
 
-    /// Whether `principal` is an administrator: an administrator, the collective itself, or a
-    /// master-administrator site.
-    pub fn is_administrator(&self, principal: &Principal) -> bool {
-        match principal {
-            Principal::Admin(_) | Principal::System => true,
-            Principal::Site(site) => self.is_master_administrator(*site),
-        }
-    }
-
     /// Whether `site` acts for `username`: the user is homed at it or logged on at it.
     pub fn site_acts_for(&self, site: SiteId, username: &str) -> bool {
         let key = key_of(username);

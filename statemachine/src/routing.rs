@@ -275,11 +275,6 @@ impl RoutingIndex {
         self.queues.get(workgroup).into_iter().flatten().map(|(_, _, id)| id.as_str())
     }
 
-    /// The interaction an agent holds a reservation for.
-    pub fn reservation_of(&self, agent: &str) -> Option<&str> {
-        self.reserved.get(agent).map(String::as_str)
-    }
-
     /// The earliest reservation deadline.
     pub fn next_deadline_ms(&self) -> Option<u64> {
         self.deadlines.first().map(|(at, _)| *at)
