@@ -445,6 +445,54 @@ impl Tally {
     }
 }
 
+/// One client of a closed-loop benchmark: each call is one timed request.
+pub(super) trait Worker: Send + 'static {
+    /// Sends the next request and waits for its answer (`Err` names the error code).
+    fn call(&mut self) -> impl std::future::Future<Output = Result<(), String>> + Send + '_;
+}
+
+/// Runs one closed-loop task per client (`--clients`), each paced by `--rate`, until the
+/// measured window ends; only requests started inside the window count.
+pub(super) async fn closed_loop<W: Worker>(load: &Load, workers: Vec<W>) -> anyhow::Result<(Window, Measured)> {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let measured = Arc::new(AtomicU64::new(0));
+    let tally = Tally::new();
+    let mut tasks = Vec::new();
+    for mut worker in workers {
+        let (measuring, stop, measured, tally) = (measuring.clone(), stop.clone(), measured.clone(), tally.clone());
+        let mut pacer = Pacer::new(load.rate, load.clients);
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let started = pacer.slot().await;
+                let result = worker.call().await;
+                if measuring.load(Ordering::Relaxed) {
+                    measured.fetch_add(1, Ordering::Relaxed);
+                    tally.record(started, result);
+                }
+            }
+        }));
+    }
+    let window = load.window(&measured, &measuring, &stop).await;
+    for task in tasks {
+        task.await?;
+    }
+    Ok((window, tally.take()))
+}
+
+/// One client of `bench presence`: its own draw of the workload, sent to its connection.
+struct PresenceWorker {
+    sink: Sink,
+    workload: Workload,
+}
+
+impl Worker for PresenceWorker {
+    async fn call(&mut self) -> Result<(), String> {
+        let op = self.workload.next();
+        self.sink.execute(op).await
+    }
+}
+
 /// One presence change of the workload.
 enum Op {
     SetStatus { user: u32, status_key: &'static str },
@@ -643,50 +691,29 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             }
         }
     }
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let measured = Arc::new(AtomicU64::new(0));
-    let tally = Tally::new();
-    let mut tasks = Vec::new();
     // Interaction ids must not collide with those a previous run left open.
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    for index in 0..args.load.clients {
-        let mut sink = match &sinks[index as usize % sinks.len()] {
-            Sink::Collective(presences) => Sink::Collective(presences.clone()),
-            Sink::Stream(submitter) => Sink::Stream(submitter.clone()),
-            Sink::Etcd(kv) => Sink::Etcd(kv.clone()),
-        };
-        let (measuring, stop, measured) = (measuring.clone(), stop.clone(), measured.clone());
-        let mut workload = Workload {
-            rng: rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64)),
-            index,
-            clients: args.load.clients,
-            users: args.users,
-            status_percent: args.status_percent,
-            run,
-            sequence: 0,
-            logged_on: Default::default(),
-            on_call: Default::default(),
-        };
-        let mut pacer = Pacer::new(args.load.rate, args.load.clients);
-        let tally = tally.clone();
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let op = workload.next();
-                let started = pacer.slot().await;
-                let result = sink.execute(op).await;
-                if measuring.load(Ordering::Relaxed) {
-                    measured.fetch_add(1, Ordering::Relaxed);
-                    tally.record(started, result);
-                }
-            }
-        }));
-    }
-    let window = args.load.window(&measured, &measuring, &stop).await;
-    for task in tasks {
-        task.await?;
-    }
-    let (histogram, errors) = tally.take();
+    let workers = (0..args.load.clients)
+        .map(|index| PresenceWorker {
+            sink: match &sinks[index as usize % sinks.len()] {
+                Sink::Collective(presences) => Sink::Collective(presences.clone()),
+                Sink::Stream(submitter) => Sink::Stream(submitter.clone()),
+                Sink::Etcd(kv) => Sink::Etcd(kv.clone()),
+            },
+            workload: Workload {
+                rng: rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64)),
+                index,
+                clients: args.load.clients,
+                users: args.users,
+                status_percent: args.status_percent,
+                run,
+                sequence: 0,
+                logged_on: Default::default(),
+                on_call: Default::default(),
+            },
+        })
+        .collect();
+    let (window, (histogram, errors)) = closed_loop(&args.load, workers).await?;
     let target = format!("{:?}", args.target).to_lowercase();
     let workload = match args.api {
         Api::Unary => "presence",

@@ -8,7 +8,7 @@
 //!   watcher's receipt (fan-out), and the throughput counts deliveries.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,7 +17,7 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::presences_client::PresencesClient;
 use rand::{Rng, SeedableRng};
 
-use super::bench::{measure_window, prepare, print_report, Load, Pacer, Tally, Target};
+use super::bench::{closed_loop, measure_window, prepare, print_report, Load, Pacer, Tally, Target, Worker};
 use super::client::{Client, Conn};
 use super::output::Format;
 
@@ -125,43 +125,41 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
         Connections::Collective(_) => prepare(client, args.users).await?,
         Connections::Etcd(clients) => prepare_etcd(&mut clients[0].clone(), args.users).await?,
     }
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let measured = Arc::new(AtomicU64::new(0));
-    let tally = Tally::new();
-    let mut tasks = Vec::new();
-    for index in 0..args.load.clients {
-        let (measuring, stop, measured) = (measuring.clone(), stop.clone(), measured.clone());
-        let slot = index as usize % connection_count as usize;
-        let mut reader = match &connections {
-            Connections::Collective(conns) => Reader::Collective(PresencesClient::new(conns[slot].clone())),
-            Connections::Etcd(clients) => Reader::Etcd(Box::new(clients[slot].kv_client())),
-        };
-        let mut rng =
-            rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(index)));
-        let mut pacer = Pacer::new(args.load.rate, args.load.clients);
-        let (users, serializable) = (args.users, args.serializable);
-        let tally = tally.clone();
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let user = rng.gen_range(0..users);
-                let started = pacer.slot().await;
-                let result = reader.get(user, serializable).await;
-                if measuring.load(Ordering::Relaxed) {
-                    measured.fetch_add(1, Ordering::Relaxed);
-                    tally.record(started, result);
-                }
+    let workers = (0..args.load.clients)
+        .map(|index| {
+            let slot = index as usize % connection_count as usize;
+            ReadWorker {
+                reader: match &connections {
+                    Connections::Collective(conns) => Reader::Collective(PresencesClient::new(conns[slot].clone())),
+                    Connections::Etcd(clients) => Reader::Etcd(Box::new(clients[slot].kv_client())),
+                },
+                rng: rand::rngs::StdRng::seed_from_u64(
+                    args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(index)),
+                ),
+                users: args.users,
+                serializable: args.serializable,
             }
-        }));
-    }
-    let window = args.load.window(&measured, &measuring, &stop).await;
-    for task in tasks {
-        task.await?;
-    }
-    let (total, errors) = tally.take();
+        })
+        .collect();
+    let (window, (total, errors)) = closed_loop(&args.load, workers).await?;
     let target = format!("{:?}", args.target).to_lowercase();
     let workload = if args.serializable { "read-serializable" } else { "read" };
     print_report(format, workload, &target, args.load.clients, connection_count, &window, &total, &errors)
+}
+
+/// One client of `bench read`: random users read over its connection.
+struct ReadWorker {
+    reader: Reader,
+    rng: rand::rngs::StdRng,
+    users: u32,
+    serializable: bool,
+}
+
+impl Worker for ReadWorker {
+    async fn call(&mut self) -> Result<(), String> {
+        let user = self.rng.gen_range(0..self.users);
+        self.reader.get(user, self.serializable).await
+    }
 }
 
 /// One reader's connection.
