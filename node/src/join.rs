@@ -20,7 +20,9 @@ use tonic::transport::Channel;
 
 use crate::config::NodeConfig;
 use crate::environment::Environment;
-use crate::network::{PeerToken, Peers};
+use collective_client::Bearer;
+
+use crate::network::Peers;
 use crate::node::Node;
 use crate::raft_types::NodeId;
 
@@ -37,19 +39,19 @@ fn joins(config: &NodeConfig) -> bool {
 }
 
 /// The client-API credentials a joining member uses: the administrator token, when there is one.
-fn bearer(config: &NodeConfig) -> anyhow::Result<PeerToken> {
+fn bearer(config: &NodeConfig) -> anyhow::Result<Bearer> {
     let token = match &config.admin_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("admin_token_file: {}: {e}", path.display()))?,
         ),
         None => None,
     };
-    PeerToken::bearer(token.as_deref())
+    Bearer::new(token.as_deref()).map_err(|e| anyhow::anyhow!("admin_token_file: {e}"))
 }
 
-type Admin = ClusterClient<InterceptedService<Channel, PeerToken>>;
+type Admin = ClusterClient<InterceptedService<Channel, Bearer>>;
 
-fn admin(peers: &Peers, token: &PeerToken, addr: &str) -> Option<Admin> {
+fn admin(peers: &Peers, token: &Bearer, addr: &str) -> Option<Admin> {
     peers.channel(addr).ok().map(|channel| ClusterClient::with_interceptor(channel, token.clone()))
 }
 
@@ -57,7 +59,7 @@ fn admin(peers: &Peers, token: &PeerToken, addr: &str) -> Option<Admin> {
 /// of the leader they point to; `None` when no leader answers.
 async fn leader_status(
     peers: &Peers,
-    token: &PeerToken,
+    token: &Bearer,
     initial: &BTreeMap<NodeId, String>,
 ) -> Option<(String, pb::ClusterStatus)> {
     let ask = |addr: String| async move {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use collective_client::Bearer;
 use collective_proto::raft::raft_client::RaftClient;
 use collective_proto::raft::{Payload, SnapshotChunk};
 use openraft::error::{
@@ -17,9 +18,7 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::codec;
@@ -37,32 +36,8 @@ pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// Most cached peer channels (peers come and go with membership changes).
 pub const PEER_CHANNELS_MAX: usize = 64;
 
-/// Adds the peer token (when authentication is on) to every Raft RPC a member sends.
-#[derive(Clone)]
-pub struct PeerToken(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for PeerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request.metadata_mut().insert("authorization", token.clone());
-        }
-        Ok(request)
-    }
-}
-
-impl PeerToken {
-    /// Sends `token` (when given) as the bearer of every request.
-    pub fn bearer(token: Option<&str>) -> anyhow::Result<PeerToken> {
-        let token = token
-            .map(|token| format!("Bearer {}", token.trim()).parse::<MetadataValue<Ascii>>())
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("bearer token: {e}"))?;
-        Ok(PeerToken(token))
-    }
-}
-
 /// A Raft RPC client to one peer.
-pub type PeerClient = RaftClient<InterceptedService<Channel, PeerToken>>;
+pub type PeerClient = RaftClient<InterceptedService<Channel, Bearer>>;
 
 /// One lazily connected channel per peer address, shared by the Raft transport and forwarding.
 /// A lazy tonic channel reconnects by itself on its next use after a failure.
@@ -71,7 +46,7 @@ pub struct Peers {
     connect: Connect,
     /// TLS towards peers (the cluster CA, this node's certificate), when the cluster uses TLS.
     tls: Option<ClientTlsConfig>,
-    token: PeerToken,
+    token: Bearer,
     /// When a peer last refused this member's vote request holding a newer log than it: this
     /// member cannot win an election now and stands back (`Node::run_elections`).
     outdated_at: Mutex<Option<tokio::time::Instant>>,
@@ -85,7 +60,7 @@ impl Peers {
             channels: Mutex::new(BTreeMap::new()),
             connect,
             tls,
-            token: PeerToken::bearer(peer_token)?,
+            token: Bearer::new(peer_token).map_err(|e| anyhow::anyhow!("peer token: {e}"))?,
             outdated_at: Mutex::new(None),
         })
     }

@@ -8,38 +8,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use collective_client::Bearer;
 use collective_proto::v1 as pb;
 use collective_proto::v1::cluster_client::ClusterClient;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// How long connecting to one endpoint may take.
 pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
 
-/// Adds `authorization: Bearer <token>` to every call when the CLI has a token.
-#[derive(Clone, Default)]
-pub struct Credentials(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Credentials {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request.metadata_mut().insert("authorization", token.clone());
-        }
-        Ok(request)
-    }
-}
-
 /// A connection to one member with the CLI's credentials: what every service client is built on.
-pub type Conn = InterceptedService<Channel, Credentials>;
+pub type Conn = InterceptedService<Channel, Bearer>;
 
 /// How the CLI reaches the cluster: TLS (the cluster CA, optionally a client certificate) and a
 /// bearer token (an administrator token or a site's session token).
 #[derive(Clone, Default)]
 pub struct Transport {
     tls: Option<ClientTlsConfig>,
-    credentials: Credentials,
+    credentials: Bearer,
 }
 
 fn read_file(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -78,7 +64,7 @@ impl Transport {
             }
             None => std::env::var("COLLECTIVE_TOKEN").ok().map(|token| token.trim().to_string()),
         };
-        let transport = Transport { tls, credentials: Credentials::default() };
+        let transport = Transport { tls, credentials: Bearer::default() };
         match token.filter(|token| !token.is_empty()) {
             Some(token) => transport.with_token(&token),
             None => Ok(transport),
@@ -87,10 +73,7 @@ impl Transport {
 
     /// The same transport with this bearer token.
     pub fn with_token(&self, token: &str) -> anyhow::Result<Transport> {
-        let value = format!("Bearer {token}")
-            .parse::<MetadataValue<Ascii>>()
-            .map_err(|_| anyhow::anyhow!("the token has characters a header cannot carry"))?;
-        Ok(Transport { tls: self.tls.clone(), credentials: Credentials(Some(value)) })
+        Ok(Transport { tls: self.tls.clone(), credentials: Bearer::new(Some(token))? })
     }
 
     /// Opens a connection to `endpoint` (`host:port`, or a URL whose scheme must match).
