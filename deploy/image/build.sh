@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/collective-target}"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 tag="${1:-collective:$version}"
 
-cargo build -p collective --bin collective >&2
+cargo build -p collective-cli --bin collective >&2
 binary="$CARGO_TARGET_DIR/debug/collective"
 
 context=$(mktemp -d)

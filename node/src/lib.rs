@@ -1,5 +1,6 @@
-//! The `collective` node: openraft over tonic with RocksDB storage, the gRPC services, the CLI
-//! and the benchmark, around the pure `collective-statemachine`.
+//! The `collective` node: openraft over tonic with RocksDB storage and the gRPC services, around
+//! the pure `collective-statemachine`. The binary, its command line and the benchmarks are
+//! `collective-cli` (`cli/`).
 //!
 //! Reading order:
 //! - [`config`]: `NodeConfig`, layered and validated.
@@ -14,12 +15,10 @@
 //! - [`auth`]: TLS, credentials, the gate every gRPC request passes, certificate generation.
 //! - [`api`]: the client gRPC services and the error mapping.
 //! - [`server`]: wiring gRPC, health, reflection, HTTP probes and metrics.
-//! - [`cli`]: the etcdctl-style command line and `bench`.
 
 pub mod api;
 pub mod auth;
 pub mod bundle;
-pub mod cli;
 pub mod codec;
 pub mod config;
 mod dispatch;

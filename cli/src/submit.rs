@@ -22,7 +22,7 @@ use super::output::Format;
 
 // Changes of one stream awaiting their outcome: as many as the server reads ahead; a sender
 // waits for a slot beyond it.
-use crate::api::presence::SUBMIT_IN_FLIGHT_MAX;
+use collective::api::presence::SUBMIT_IN_FLIGHT_MAX;
 /// Changes queued for the stream before a sender waits for the connection.
 const SEND_BUFFER: usize = 1_024;
 

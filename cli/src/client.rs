@@ -48,7 +48,7 @@ impl Transport {
                 anyhow::bail!("--cert: --cert and --key go together")
             }
             (Some(ca), cert, key) => {
-                crate::auth::tls::install_crypto_provider();
+                collective::auth::tls::install_crypto_provider();
                 let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_file("--cacert", ca)?));
                 if let (Some(cert), Some(key)) = (cert, key) {
                     tls = tls.identity(Identity::from_pem(read_file("--cert", cert)?, read_file("--key", key)?));

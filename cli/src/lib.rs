@@ -27,8 +27,8 @@ use collective_proto::v1::history_client::HistoryClient;
 use collective_proto::v1::presences_client::PresencesClient;
 use tokio_stream::StreamExt;
 
-use crate::config::{NodeConfig, Overrides};
 use client::{Client, Transport};
+use collective::config::{NodeConfig, Overrides};
 use output::{print, Format};
 
 /// collective: presence, directory and routing state shared by contact-center sites, replicated
@@ -700,7 +700,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             session_ttl_ms: args.session_ttl_ms,
         };
         let config = NodeConfig::load(args.config.as_deref(), overrides)?;
-        return crate::server::serve(config).await;
+        return collective::server::serve(config).await;
     }
     if let Command::Certs { command } = cli.command {
         return security::certs(command, format);
@@ -709,7 +709,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return endpoint::probe(args, Duration::from_millis(cli.timeout_ms)).await;
     }
     if let Command::Recover(args) = cli.command {
-        let recovered = crate::store::recover(&args.data_dir, args.id, args.advertise_addr).await?;
+        let recovered = collective::store::recover(&args.data_dir, args.id, args.advertise_addr).await?;
         print(format, &recovered, None);
         eprintln!(
             "member {} now forms a one-member cluster with entries up to {}: start it, then add the others back \
@@ -730,7 +730,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // A new member of a large collective catches up from a snapshot before the add returns.
         Command::Member { command: MemberCommand::Add { .. } } => cli
             .timeout_ms
-            .max(crate::node::SNAPSHOT_INSTALL_TIMEOUT_MS + crate::api::cluster::LEARNER_CATCH_UP_MS + 5_000),
+            .max(collective::node::SNAPSHOT_INSTALL_TIMEOUT_MS + collective::api::cluster::LEARNER_CATCH_UP_MS + 5_000),
         _ => cli.timeout_ms,
     };
     let client = Client::new(&cli.endpoints, Duration::from_millis(timeout_ms), transport)?;
@@ -764,8 +764,8 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
             print(format, &status, None);
         }
         Command::Cluster { command: ClusterCommand::Snapshot } => {
-            let client =
-                client.with_timeout(std::time::Duration::from_millis(crate::api::cluster::SNAPSHOT_WAIT_MS + 5_000));
+            let client = client
+                .with_timeout(std::time::Duration::from_millis(collective::api::cluster::SNAPSHOT_WAIT_MS + 5_000));
             let taken = client
                 .call(|c| async move { clu(c).take_snapshot(pb::TakeSnapshotRequest {}).await })
                 .await?

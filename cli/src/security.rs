@@ -8,7 +8,7 @@ use collective_proto::v1::auth_client::AuthClient;
 
 use super::client::Client;
 use super::output::{print, Format};
-use crate::auth::certs;
+use collective::auth::certs;
 
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {

@@ -201,23 +201,24 @@ pub async fn snapshot(
                 revision = revision.max(chunk.revision);
                 bytes.extend_from_slice(&chunk.data);
             }
-            crate::store::SnapshotFile::decode(&bytes)?;
+            collective::store::SnapshotFile::decode(&bytes)?;
             write_new(&file, &bytes)?;
             println!("saved revision {revision} ({} bytes) to {}", bytes.len(), file.display());
         }
         SnapshotCommand::Restore { file, data_dir, initial_cluster } => {
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let saved = crate::store::SnapshotFile::decode(&bytes)?;
+            let saved = collective::store::SnapshotFile::decode(&bytes)?;
             let revision = saved.revision;
-            let config = crate::config::NodeConfig { id: 1, initial_cluster, ..crate::config::NodeConfig::default() };
+            let config =
+                collective::config::NodeConfig { id: 1, initial_cluster, ..collective::config::NodeConfig::default() };
             let members =
                 config.initial_members()?.into_iter().map(|(id, addr)| (id, openraft::BasicNode { addr })).collect();
-            crate::store::restore(&data_dir, saved, members).await?;
+            collective::store::restore(&data_dir, saved, members).await?;
             println!("restored revision {revision} into {}", data_dir.display());
         }
         SnapshotCommand::Status { file } => {
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let saved = crate::store::SnapshotFile::decode(&bytes)?;
+            let saved = collective::store::SnapshotFile::decode(&bytes)?;
             let state = &saved.state;
             let status = serde_json::json!({
                 "revision": saved.revision,

@@ -31,9 +31,9 @@ fn main() {
 }
 
 async fn run() {
-    let cli = collective::cli::Cli::parse();
+    let cli = collective_cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("COLLECTIVE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if matches!(cli.command, collective::cli::Command::Serve(_)) {
+        tracing_subscriber::EnvFilter::new(if matches!(cli.command, collective_cli::Command::Serve(_)) {
             "info,openraft=warn"
         } else {
             "warn"
@@ -41,11 +41,11 @@ async fn run() {
     });
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
-        collective::cli::LogFormat::Json => logs.json().init(),
+        collective_cli::LogFormat::Json => logs.json().init(),
         // Colour codes only where a person reads them, never into a file or a container's log.
-        collective::cli::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        collective_cli::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
-    if matches!(cli.command, collective::cli::Command::Serve(_)) {
+    if matches!(cli.command, collective_cli::Command::Serve(_)) {
         collective::memory::start_background_purging();
         #[cfg(not(tokio_unstable))]
         tracing::warn!(
@@ -53,7 +53,7 @@ async fn run() {
              tokio's LIFO slot and spends ~10 % more CPU per write on the leader"
         );
     }
-    if let Err(error) = collective::cli::run(cli).await {
+    if let Err(error) = collective_cli::run(cli).await {
         eprintln!("Error: {error:#}");
         std::process::exit(1);
     }
