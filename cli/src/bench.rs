@@ -302,10 +302,10 @@ pub(super) fn print_report(
         "cpu_us_per_request": cpu_us_per_request,
     });
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
-            println!("workload  target      clients  conns  ok        ops/s     p50 ms  p90 ms  p99 ms  p999 ms  max ms   errors");
-            println!(
+            crate::outln!("workload  target      clients  conns  ok        ops/s     p50 ms  p90 ms  p99 ms  p999 ms  max ms   errors");
+            crate::outln!(
                 "{:<8}  {:<10}  {:<7}  {:<5}  {:<8}  {:<8.0}  {:<6.2}  {:<6.2}  {:<6.2}  {:<7.2}  {:<7.2}  {:?}",
                 workload,
                 target,
@@ -322,7 +322,7 @@ pub(super) fn print_report(
             );
             let cpu: Vec<String> =
                 cpu_us_per_request.iter().map(|(process, us)| format!("{process} {us:.1}")).collect();
-            println!("CPU µs per request: {}", cpu.join(", "));
+            crate::outln!("CPU µs per request: {}", cpu.join(", "));
         }
     }
     Ok(())

@@ -213,7 +213,7 @@ pub async fn failover(client: &Client, args: FailoverArgs, format: Format) -> an
         pauses_ms.push(pause.as_secs_f64() * 1e3);
         term_steps.push(after.term.saturating_sub(status.term));
         if matches!(format, Format::Table) {
-            println!(
+            crate::outln!(
                 "kill {kill:>3}: leader {} (term {}) killed; writes paused {:.0} ms; new leader {} in term {}",
                 status.leader_id,
                 status.term,
@@ -285,9 +285,9 @@ fn report(format: Format, pauses_ms: &[f64], term_steps: &[u64], errors: &BTreeM
         "errors": errors,
     });
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
-            println!(
+            crate::outln!(
                 "failover: {} kills; write pause p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
                  {} extra elections (split votes); errors {:?}",
                 pauses_ms.len(),

@@ -251,13 +251,15 @@ pub async fn load(client: &Client, args: LoadArgs, format: Format) -> anyhow::Re
         })).collect::<Vec<_>>(),
     });
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
-            println!(
+            crate::outln!(
                 "loaded {} sites, {workgroups} workgroups, {} users ({} skills each, one workgroup) in {total_s:.1} s",
-                args.sites, args.users, args.skills
+                args.sites,
+                args.users,
+                args.skills
             );
-            println!("  sites {sites_s:.1} s, workgroups {workgroups_s:.1} s, users {users_s:.1} s ({writes_per_s:.0} writes/s: user + membership)");
+            crate::outln!("  sites {sites_s:.1} s, workgroups {workgroups_s:.1} s, users {users_s:.1} s ({writes_per_s:.0} writes/s: user + membership)");
             print_members(&members);
         }
     }
@@ -288,9 +290,9 @@ pub(super) async fn member_status(client: &Client) -> Vec<pb::ClusterStatus> {
 
 /// One line per member: role, users, RSS and snapshot figures.
 pub(super) fn print_members(members: &[pb::ClusterStatus]) {
-    println!("  member  state      users      RSS MiB  heap MiB  snapshot MiB  build ms  install ms");
+    crate::outln!("  member  state      users      RSS MiB  heap MiB  snapshot MiB  build ms  install ms");
     for m in members {
-        println!(
+        crate::outln!(
             "  {:<6}  {:<9}  {:<9}  {:<7.0}  {:<8.0}  {:<12.1}  {:<8}  {}",
             m.id,
             m.state,

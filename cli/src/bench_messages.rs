@@ -174,8 +174,8 @@ pub async fn messages(client: &Client, args: MessagesArgs, format: Format) -> an
         "errors": *errors.lock().expect("errors lock"),
     });
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        Format::Table => println!(
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&result)?),
+        Format::Table => crate::outln!(
             "{} sites x {} senders, {:.1} s: {:.0} messages/s delivered ({:.0}/s sent); send p50 {:.2} ms p99 {:.2} ms; \
              delivery p50 {:.2} ms p99 {:.2} ms; errors {}",
             args.sites,

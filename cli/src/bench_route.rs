@@ -275,8 +275,8 @@ pub async fn route(client: &Client, args: RouteArgs, format: Format) -> anyhow::
         "errors": *errors.lock().expect("errors lock"),
     });
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        Format::Table => println!(
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&result)?),
+        Format::Table => crate::outln!(
             "{} agents at {} sites, {} callers, {}, {:.1} s: {:.0} calls/s routed, accepted and ended; \
              route p50 {:.2} ms p99 {:.2} ms; whole call p50 {:.2} ms p99 {:.2} ms; \
              agents examined p50 {} p99 {}; queued {}; errors {}",

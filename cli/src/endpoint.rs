@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::client::Client;
 use super::describe;
-use super::output::{human_bytes, print, Format};
+use super::output::{print, Format};
 
 /// Subcommands of `endpoint`.
 #[derive(clap::Subcommand, Debug)]
@@ -41,7 +41,6 @@ struct Status {
     raft_index: u64,
     applied_index: u64,
     revision: u64,
-    db_size: String,
     db_size_bytes: u64,
     took_ms: f64,
     error: String,
@@ -107,7 +106,6 @@ async fn status(client: &Client, endpoint: &str) -> Status {
                 raft_index: status.last_log_index,
                 applied_index: status.applied_index,
                 revision: status.revision,
-                db_size: human_bytes(status.db_size_bytes),
                 db_size_bytes: status.db_size_bytes,
                 took_ms,
                 error: String::new(),
@@ -122,7 +120,6 @@ async fn status(client: &Client, endpoint: &str) -> Status {
             raft_index: 0,
             applied_index: 0,
             revision: 0,
-            db_size: String::new(),
             db_size_bytes: 0,
             took_ms,
             error: describe(&error),
@@ -164,7 +161,7 @@ pub async fn probe(args: ProbeArgs, timeout: Duration) -> anyhow::Result<()> {
     let status_line = response.lines().next().unwrap_or_default();
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.trim()).unwrap_or_default();
     if status_line.split_whitespace().nth(1) == Some("200") {
-        println!("{}{}: {body}", addr, args.path);
+        crate::outln!("{}{}: {body}", addr, args.path);
         Ok(())
     } else {
         anyhow::bail!("{addr}{}: {status_line}: {body}", args.path)

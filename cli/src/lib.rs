@@ -1059,9 +1059,14 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                 while let Some(event) = stream.next().await {
                     let event = event?;
                     match format {
-                        Format::Json => println!("{}", serde_json::to_string(&event)?),
+                        Format::Json => crate::outln!("{}", serde_json::to_string(&event)?),
                         Format::Table => {
-                            println!("{} {} {}", event.revision, event.principal, serde_json::to_string(&event.body)?)
+                            crate::outln!(
+                                "{} {} {}",
+                                event.revision,
+                                event.principal,
+                                serde_json::to_string(&event.body)?
+                            )
                         }
                     }
                     seen += 1;

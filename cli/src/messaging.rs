@@ -218,8 +218,8 @@ fn attribute(kind: &str, values: &[String]) -> anyhow::Result<pb::Attribute> {
 
 fn print_delivery(format: Format, delivery: &pb::Delivery) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string(delivery)?),
-        Format::Table => println!(
+        Format::Json => crate::outln!("{}", serde_json::to_string(delivery)?),
+        Format::Table => crate::outln!(
             "{} {}→{} {}/{} correlation={} respond_to={} {}",
             delivery.id,
             delivery.from_site,
@@ -282,7 +282,7 @@ pub async fn message(client: &Client, command: MessageCommand, format: Format, t
                 .await?
                 .into_inner();
             if response.timed_out {
-                println!("timed out: no response to request {} within {wait_ms} ms", response.correlation_id);
+                crate::outln!("timed out: no response to request {} within {wait_ms} ms", response.correlation_id);
                 std::process::exit(3);
             }
             match response.response {

@@ -154,7 +154,7 @@ pub async fn import(client: &Client, args: ImportArgs, format: Format) -> anyhow
         return Ok(());
     }
     let verb = if response.applied { "applied" } else { "plan (dry run, nothing applied)" };
-    println!(
+    crate::outln!(
         "{verb} at revision {}: {} creates, {} updates, {} deletes, {} unchanged; complete categories: {}",
         response.revision,
         response.creates.len(),
@@ -166,11 +166,11 @@ pub async fn import(client: &Client, args: ImportArgs, format: Format) -> anyhow
     for (label, items) in [("create", &response.creates), ("update", &response.updates), ("delete", &response.deletes)]
     {
         for item in items {
-            println!("  {label} {item}");
+            crate::outln!("  {label} {item}");
         }
     }
     for conflict in &response.conflicts {
-        println!("  CONFLICT {conflict}");
+        crate::outln!("  CONFLICT {conflict}");
     }
     if !response.conflicts.is_empty() {
         anyhow::bail!("{} conflicts: the import would be refused", response.conflicts.len());
@@ -203,7 +203,7 @@ pub async fn snapshot(
             }
             collective::store::SnapshotFile::decode(&bytes)?;
             write_new(&file, &bytes)?;
-            println!("saved revision {revision} ({} bytes) to {}", bytes.len(), file.display());
+            crate::outln!("saved revision {revision} ({} bytes) to {}", bytes.len(), file.display());
         }
         SnapshotCommand::Restore { file, data_dir, initial_cluster } => {
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
@@ -214,7 +214,7 @@ pub async fn snapshot(
             let members =
                 config.initial_members()?.into_iter().map(|(id, addr)| (id, openraft::BasicNode { addr })).collect();
             collective::store::restore(&data_dir, saved, members).await?;
-            println!("restored revision {revision} into {}", data_dir.display());
+            crate::outln!("restored revision {revision} into {}", data_dir.display());
         }
         SnapshotCommand::Status { file } => {
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;

@@ -1,7 +1,30 @@
 //! Printing results as a table (default) or JSON (`-w json`), etcdctl style.
 
+use std::io::Write;
+
 use serde::Serialize;
 use serde_json::Value;
+
+/// `println!` for results: a closed standard output (`collective … | head`) ends the command
+/// quietly with status 0, as for any Unix tool, instead of the panic `println!` gives.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line of results to standard output (see [`outln!`]).
+pub fn write_line(line: std::fmt::Arguments) {
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("Error: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,7 +39,7 @@ pub enum Format {
 pub fn print<T: Serialize>(format: Format, value: &T, list_key: Option<&str>) {
     let value = serde_json::to_value(value).expect("wire types serialize");
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&value).expect("json")),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json")),
         Format::Table => match list_key.and_then(|key| value.get(key)) {
             Some(Value::Array(rows)) => print_rows(rows),
             _ => print_object(&value, ""),
@@ -38,6 +61,25 @@ pub fn human_bytes(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+/// Epoch milliseconds from 2001-09-09 on: anything smaller under a `_ms` key is a duration.
+const EPOCH_MS_MIN: u64 = 1_000_000_000_000;
+
+/// A table cell: times (`*_ms` holding epoch milliseconds) as RFC 3339 and sizes (`*_bytes`) in
+/// human units; JSON output keeps the raw numbers.
+fn cell(key: &str, value: &Value) -> String {
+    match value.as_u64() {
+        Some(ms) if key.ends_with("_ms") && ms >= EPOCH_MS_MIN => rfc3339(ms).unwrap_or_else(|| ms.to_string()),
+        Some(bytes) if key.ends_with("_bytes") => human_bytes(bytes),
+        _ => scalar(value),
+    }
+}
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC, to the millisecond.
+fn rfc3339(ms: u64) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    at.format(&time::format_description::well_known::Rfc3339).ok()
 }
 
 fn scalar(value: &Value) -> String {
@@ -63,10 +105,10 @@ fn flatten(value: &Value) -> Vec<(String, String)> {
                         && key != "required_skills" =>
                 {
                     for (nested_key, nested_value) in nested {
-                        columns.push((format!("{key}.{nested_key}"), scalar(nested_value)));
+                        columns.push((format!("{key}.{nested_key}"), cell(nested_key, nested_value)));
                     }
                 }
-                _ => columns.push((key.clone(), scalar(inner))),
+                _ => columns.push((key.clone(), cell(key, inner))),
             }
         }
     }
@@ -76,7 +118,7 @@ fn flatten(value: &Value) -> Vec<(String, String)> {
 fn print_rows(rows: &[Value]) {
     let flat: Vec<Vec<(String, String)>> = rows.iter().map(flatten).collect();
     let Some(first) = flat.first() else {
-        println!("(none)");
+        crate::outln!("(none)");
         return;
     };
     let headers: Vec<&String> = first.iter().map(|(k, _)| k).collect();
@@ -94,12 +136,12 @@ fn print_rows(rows: &[Value]) {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    println!(
+    crate::outln!(
         "{}",
         line(headers.iter().map(|h| h.to_uppercase()).collect::<Vec<_>>().iter().map(String::as_str).collect())
     );
     for row in &flat {
-        println!("{}", line(row.iter().map(|(_, cell)| cell.as_str()).collect()));
+        crate::outln!("{}", line(row.iter().map(|(_, cell)| cell.as_str()).collect()));
     }
 }
 
@@ -119,20 +161,20 @@ fn print_object(value: &Value, prefix: &str) {
                 match inner {
                     Value::Object(_) if key != "skills" && key != "required_skills" => print_object(inner, &name),
                     Value::Array(items) if items.iter().any(Value::is_object) => {
-                        println!("{name}:");
+                        crate::outln!("{name}:");
                         print_rows(items);
                     }
-                    _ => println!("{name}: {}", scalar(inner)),
+                    _ => crate::outln!("{name}: {}", cell(key, inner)),
                 }
             }
         }
-        other => println!("{}", scalar(other)),
+        other => crate::outln!("{}", scalar(other)),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{cell, human_bytes};
 
     #[test]
     fn sizes_read_like_a_person_writes_them() {
@@ -141,5 +183,14 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(24_536_678), "23.4 MiB");
         assert_eq!(human_bytes(5 << 40), "5.0 TiB");
+    }
+
+    #[test]
+    fn table_cells_show_times_and_sizes_for_a_person() {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        assert_eq!(cell("since_ms", &json("1764892800123")), "2025-12-05T00:00:00.123Z");
+        assert_eq!(cell("ttl_ms", &json("10000")), "10000", "a duration stays a number");
+        assert_eq!(cell("db_size_bytes", &json("1536")), "1.5 KiB");
+        assert_eq!(cell("username", &json("\"jo\"")), "jo");
     }
 }

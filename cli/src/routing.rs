@@ -145,17 +145,22 @@ fn print_interaction(format: Format, interaction: &pb::Interaction) {
         "finished" => format!("finished: {} at {} ms", i.outcome, i.finished_at_ms),
         other => other.to_string(),
     };
-    println!(
+    crate::outln!(
         "interaction {} ({}) from site {} for workgroup {}, priority {}, arrived {} ms: {state}",
-        i.interaction_id, i.media, i.origin_site, i.workgroup, i.priority, i.arrived_at_ms
+        i.interaction_id,
+        i.media,
+        i.origin_site,
+        i.workgroup,
+        i.priority,
+        i.arrived_at_ms
     );
     if !i.declined_by.is_empty() {
-        println!("declined by: {}", i.declined_by.join(", "));
+        crate::outln!("declined by: {}", i.declined_by.join(", "));
     }
     for decision in &i.decisions {
         let mut required: Vec<String> = decision.required_skills.iter().map(|(s, l)| format!("{s}>={l}")).collect();
         required.sort();
-        println!(
+        crate::outln!(
             "decision at {} ms ({}; skills: {}): {} eligible, {} examined, {} qualified; {}",
             decision.at_ms,
             decision.strategy,
@@ -169,12 +174,19 @@ fn print_interaction(format: Format, interaction: &pb::Interaction) {
             }
         );
         if !decision.shortlist.is_empty() {
-            println!(
+            crate::outln!(
                 "  {:<4} {:<20} {:>5} {:>5} {:>10} {:>10} {:>5} {:>12}",
-                "rank", "agent", "site", "local", "idle_ms", "cost", "skill", "score"
+                "rank",
+                "agent",
+                "site",
+                "local",
+                "idle_ms",
+                "cost",
+                "skill",
+                "score"
             );
             for (rank, c) in decision.shortlist.iter().enumerate() {
-                println!(
+                crate::outln!(
                     "  {:<4} {:<20} {:>5} {:>5} {:>10} {:>10} {:>5} {:>12}",
                     rank + 1,
                     c.agent,
@@ -213,7 +225,7 @@ pub async fn route(client: &Client, command: RouteCommand, format: Format, seria
             match (format, &response.interaction) {
                 (Format::Table, Some(interaction)) => {
                     if response.repeated {
-                        println!("(already routed; nothing changed)");
+                        crate::outln!("(already routed; nothing changed)");
                     }
                     print_interaction(format, interaction);
                 }
@@ -271,15 +283,23 @@ pub async fn route(client: &Client, command: RouteCommand, format: Format, seria
                 .await?
                 .into_inner();
             if format == Format::Table {
-                println!("{} queued", response.total);
-                println!(
+                crate::outln!("{} queued", response.total);
+                crate::outln!(
                     "{:<8} {:<24} {:>8} {:>6} {:>14}",
-                    "position", "interaction", "priority", "origin", "arrived_at_ms"
+                    "position",
+                    "interaction",
+                    "priority",
+                    "origin",
+                    "arrived_at_ms"
                 );
                 for i in &response.interactions {
-                    println!(
+                    crate::outln!(
                         "{:<8} {:<24} {:>8} {:>6} {:>14}",
-                        i.queue_position, i.interaction_id, i.priority, i.origin_site, i.arrived_at_ms
+                        i.queue_position,
+                        i.interaction_id,
+                        i.priority,
+                        i.origin_site,
+                        i.arrived_at_ms
                     );
                 }
             } else {
@@ -314,14 +334,14 @@ pub async fn route(client: &Client, command: RouteCommand, format: Format, seria
             let request = pb::RouteMatrixRequest { serializable };
             let response = client.call(|c| async move { rc(c).route_matrix(request).await }).await?.into_inner();
             if format == Format::Table {
-                println!("{:<12} {:<12} {:>10}", "origin_site", "agent_site", "routed");
+                crate::outln!("{:<12} {:<12} {:>10}", "origin_site", "agent_site", "routed");
                 for route in &response.routes {
-                    println!("{:<12} {:<12} {:>10}", route.origin_site, route.agent_site, route.count);
+                    crate::outln!("{:<12} {:<12} {:>10}", route.origin_site, route.agent_site, route.count);
                 }
                 if !response.costs.is_empty() {
-                    println!("{:<12} {:<12} {:>10}", "from", "to", "cost_ms");
+                    crate::outln!("{:<12} {:<12} {:>10}", "from", "to", "cost_ms");
                     for cost in &response.costs {
-                        println!("{:<12} {:<12} {:>10}", cost.from, cost.to, cost.cost);
+                        crate::outln!("{:<12} {:<12} {:>10}", cost.from, cost.to, cost.cost);
                     }
                 }
             } else {

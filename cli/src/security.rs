@@ -97,7 +97,7 @@ pub async fn login(client: &Client, args: LoginArgs, format: Format) -> anyhow::
         Format::Json => print(format, &response, None),
         Format::Table => {
             eprintln!("site {} logged in; the token expires at {} ms", response.site, response.expires_at_ms);
-            println!("{}", response.token);
+            crate::outln!("{}", response.token);
         }
     }
     Ok(())

@@ -365,17 +365,17 @@ fn report(format: Format, line: u64, result: Result<pb::WriteResponse, tonic::St
     let written = result.is_ok();
     match (format, result) {
         (Format::Json, Ok(response)) => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::json!({ "line": line, "revision": response.revision, "events": response.events })
             )
         }
-        (Format::Json, Err(status)) => println!(
+        (Format::Json, Err(status)) => crate::outln!(
             "{}",
             serde_json::json!({ "line": line, "code": format!("{:?}", status.code()), "error": super::describe(&status) })
         ),
-        (Format::Table, Ok(response)) => println!("line {line}: written at revision {}", response.revision),
-        (Format::Table, Err(status)) => println!("line {line}: {}", super::describe(&status)),
+        (Format::Table, Ok(response)) => crate::outln!("line {line}: written at revision {}", response.revision),
+        (Format::Table, Err(status)) => crate::outln!("line {line}: {}", super::describe(&status)),
     }
     written
 }

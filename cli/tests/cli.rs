@@ -627,3 +627,22 @@ async fn endpoint_health_and_status_per_member() {
     let dead = probe(&["--http-addr", "127.0.0.1:1"]);
     assert!(!dead.status.success() && String::from_utf8_lossy(&dead.stderr).contains("refused"));
 }
+
+/// `collective … | head`: a reader that goes away ends the command quietly with status 0, not a
+/// panic (Rust ignores SIGPIPE, so `println!` would panic with status 101).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_the_command_quietly() {
+    let cluster = Cluster::start(3, &[]).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc.join(","), "status", "catalog"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the command writes its 36 rows.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
