@@ -700,7 +700,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             session_ttl_ms: args.session_ttl_ms,
         };
         let config = NodeConfig::load(args.config.as_deref(), overrides)?;
-        return collective::server::serve(config).await;
+        return Ok(collective::server::serve(config).await?);
     }
     if let Command::Certs { command } = cli.command {
         return security::certs(command, format);

@@ -62,7 +62,7 @@ async fn recover_restarts_a_cluster_from_one_survivor() {
     let (ok, _, stderr) = collective(&["recover", "--data-dir", "/nonexistent/collective", "--id", "1"]);
     assert!(!ok && stderr.contains("no such directory"), "{stderr}");
     let (ok, _, stderr) = collective(&["recover", "--data-dir", &survivor_dir, "--id", "9"]);
-    assert!(!ok && stderr.contains("--id 9 is not a member"), "{stderr}");
+    assert!(!ok && stderr.contains("--id: 9 is not a member"), "{stderr}");
 
     let (ok, stdout, stderr) =
         collective(&["-w", "json", "recover", "--data-dir", &survivor_dir, "--id", &survivor_id]);

@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::error::invalid;
 use crate::raft_types::NodeId;
 
 /// Everything `collective serve` needs.
@@ -160,11 +161,11 @@ pub struct Overrides {
 
 impl NodeConfig {
     /// Layers defaults, the TOML file, `COLLECTIVE_*` variables and flags, then validates.
-    pub fn load(file: Option<&std::path::Path>, overrides: Overrides) -> anyhow::Result<NodeConfig> {
+    pub fn load(file: Option<&std::path::Path>, overrides: Overrides) -> crate::error::Result<NodeConfig> {
         let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
         if let Some(file) = file {
             if !file.exists() {
-                anyhow::bail!("config file {} does not exist", file.display());
+                return Err(invalid("--config", format!("{} does not exist", file.display())));
             }
             figment = figment.merge(Toml::file(file));
         }
@@ -206,105 +207,117 @@ impl NodeConfig {
     }
 
     /// Checks every field; the error names the field.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> crate::error::Result<()> {
         if self.id == 0 {
-            anyhow::bail!("id: must be at least 1");
+            return Err(invalid("id", "must be at least 1"));
         }
         self.grpc_addr
             .parse::<SocketAddr>()
-            .map_err(|e| anyhow::anyhow!("grpc_addr: {:?} is not host:port ({e})", self.grpc_addr))?;
+            .map_err(|e| invalid("grpc_addr", format!("{:?} is not host:port ({e})", self.grpc_addr)))?;
         self.http_addr
             .parse::<SocketAddr>()
-            .map_err(|e| anyhow::anyhow!("http_addr: {:?} is not host:port ({e})", self.http_addr))?;
+            .map_err(|e| invalid("http_addr", format!("{:?} is not host:port ({e})", self.http_addr)))?;
         let members = self.initial_members()?;
         if let Some(addr) = &self.advertise_addr {
-            check_peer_addr(addr).map_err(|e| anyhow::anyhow!("advertise_addr: {e}"))?;
+            check_peer_addr(addr).map_err(|e| invalid("advertise_addr", format!("{e}")))?;
         }
         if !members.is_empty() && !members.contains_key(&self.id) {
             if !self.join {
-                anyhow::bail!(
-                    "initial_cluster: does not name this node's id {}; choose join to join the cluster it names as \
+                return Err(invalid(
+                    "initial_cluster",
+                    format!(
+                        "does not name this node's id {}; choose join to join the cluster it names as \
                      a new member",
-                    self.id
-                );
+                        self.id
+                    ),
+                ));
             }
             if self.advertise_addr.is_none() {
-                anyhow::bail!("advertise_addr: a joining member must say where its peers reach it");
+                return Err(invalid("advertise_addr", "a joining member must say where its peers reach it"));
             }
         }
         if self.heartbeat_interval_ms == 0 {
-            anyhow::bail!("heartbeat_interval_ms: must be positive");
+            return Err(invalid("heartbeat_interval_ms", "must be positive"));
         }
         if self.election_timeout_min_ms <= self.heartbeat_interval_ms * 3 {
-            anyhow::bail!(
-                "election_timeout_min_ms: must exceed three times heartbeat_interval_ms ({})",
-                self.heartbeat_interval_ms
-            );
+            return Err(invalid(
+                "election_timeout_min_ms",
+                format!("must exceed three times heartbeat_interval_ms ({})", self.heartbeat_interval_ms),
+            ));
         }
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
-            anyhow::bail!(
-                "election_timeout_max_ms: must exceed election_timeout_min_ms ({})",
-                self.election_timeout_min_ms
-            );
+            return Err(invalid(
+                "election_timeout_max_ms",
+                format!("must exceed election_timeout_min_ms ({})", self.election_timeout_min_ms),
+            ));
         }
         if self.snapshot_after_entries < 100 {
-            anyhow::bail!("snapshot_after_entries: must be at least 100");
+            return Err(invalid("snapshot_after_entries", "must be at least 100"));
         }
         if !(10..=10_000_000).contains(&self.watch_history_events_max) {
-            anyhow::bail!("watch_history_events_max: must be within 10..=10000000");
+            return Err(invalid("watch_history_events_max", "must be within 10..=10000000"));
         }
         if self.history_max_age_ms < 60_000 {
-            anyhow::bail!("history_max_age_ms: must be at least 60000 (one minute)");
+            return Err(invalid("history_max_age_ms", "must be at least 60000 (one minute)"));
         }
         if self.history_versions_max < 1_000 {
-            anyhow::bail!("history_versions_max: must be at least 1000");
+            return Err(invalid("history_versions_max", "must be at least 1000"));
         }
         if self.forward_timeout_ms < 100 {
-            anyhow::bail!("forward_timeout_ms: must be at least 100");
+            return Err(invalid("forward_timeout_ms", "must be at least 100"));
         }
         self.validate_security()
     }
 
     /// TLS or plaintext, a token or no authentication: each chosen explicitly.
-    fn validate_security(&self) -> anyhow::Result<()> {
+    fn validate_security(&self) -> crate::error::Result<()> {
         let tls = [&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file];
         match (tls.iter().filter(|f| f.is_some()).count(), self.plaintext) {
-            (0, false) => anyhow::bail!(
-                "tls_cert_file: no TLS certificate is configured; give tls_cert_file, tls_key_file and tls_ca_file \
-                 (see `collective certs generate`), or choose plaintext for local development"
-            ),
-            (3, true) => anyhow::bail!("plaintext: chosen together with TLS certificates; choose one"),
-            (1 | 2, _) => anyhow::bail!("tls_cert_file: tls_cert_file, tls_key_file and tls_ca_file go together"),
+            (0, false) => {
+                return Err(invalid(
+                    "tls_cert_file",
+                    "no TLS certificate is configured; give tls_cert_file, tls_key_file and tls_ca_file \
+                 (see `collective certs generate`), or choose plaintext for local development",
+                ))
+            }
+            (3, true) => return Err(invalid("plaintext", "chosen together with TLS certificates; choose one")),
+            (1 | 2, _) => {
+                return Err(invalid("tls_cert_file", "tls_cert_file, tls_key_file and tls_ca_file go together"))
+            }
             _ => {}
         }
         match (&self.admin_token_file, self.no_auth) {
-            (None, false) => anyhow::bail!(
-                "admin_token_file: no administrator token is configured; give admin_token_file, or choose no_auth \
-                 for local development"
-            ),
-            (Some(_), true) => anyhow::bail!("no_auth: chosen together with admin_token_file; choose one"),
+            (None, false) => {
+                return Err(invalid(
+                    "admin_token_file",
+                    "no administrator token is configured; give admin_token_file, or choose no_auth \
+                 for local development",
+                ))
+            }
+            (Some(_), true) => return Err(invalid("no_auth", "chosen together with admin_token_file; choose one")),
             _ => {}
         }
         if !(60_000..=30 * 24 * 3_600_000).contains(&self.session_ttl_ms) {
-            anyhow::bail!("session_ttl_ms: must be within 60000 (a minute) and 2592000000 (30 days)");
+            return Err(invalid("session_ttl_ms", "must be within 60000 (a minute) and 2592000000 (30 days)"));
         }
         Ok(())
     }
 
     /// The parsed `initial_cluster`.
-    pub fn initial_members(&self) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    pub fn initial_members(&self) -> crate::error::Result<BTreeMap<NodeId, String>> {
         let mut members = BTreeMap::new();
         for part in self.initial_cluster.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (id, addr) =
-                part.split_once('=').ok_or_else(|| anyhow::anyhow!("initial_cluster: {part:?} is not ID=HOST:PORT"))?;
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| invalid("initial_cluster", format!("{part:?} is not ID=HOST:PORT")))?;
             let id: NodeId =
-                id.trim().parse().map_err(|_| anyhow::anyhow!("initial_cluster: {id:?} is not a member id"))?;
+                id.trim().parse().map_err(|_| invalid("initial_cluster", format!("{id:?} is not a member id")))?;
             if id == 0 {
-                anyhow::bail!("initial_cluster: member ids start at 1");
+                return Err(invalid("initial_cluster", "member ids start at 1"));
             }
-            check_peer_addr(addr.trim()).map_err(|e| anyhow::anyhow!("initial_cluster: {e}"))?;
+            check_peer_addr(addr.trim()).map_err(|e| invalid("initial_cluster", format!("{e}")))?;
             if members.insert(id, addr.trim().to_string()).is_some() {
-                anyhow::bail!("initial_cluster: member {id} appears twice");
+                return Err(invalid("initial_cluster", format!("member {id} appears twice")));
             }
         }
         Ok(members)
@@ -330,7 +343,7 @@ fn hostname() -> String {
 }
 
 /// The member id of a StatefulSet pod's hostname: its ordinal plus one (`collective-2` → 3).
-pub fn id_from_hostname(hostname: &str) -> anyhow::Result<NodeId> {
+pub fn id_from_hostname(hostname: &str) -> crate::error::Result<NodeId> {
     let short = hostname.split('.').next().unwrap_or_default();
     let ordinal = short.rsplit_once('-').and_then(|(name, ordinal)| {
         (!name.is_empty() && !ordinal.is_empty() && ordinal.chars().all(|c| c.is_ascii_digit()))
@@ -339,10 +352,13 @@ pub fn id_from_hostname(hostname: &str) -> anyhow::Result<NodeId> {
     });
     match ordinal {
         Some(ordinal) if ordinal < NodeId::MAX => Ok(ordinal + 1),
-        _ => anyhow::bail!(
-            "id_from_hostname: hostname {hostname:?} does not end in -ORDINAL as a StatefulSet pod's does \
+        _ => Err(invalid(
+            "id_from_hostname",
+            format!(
+                "hostname {hostname:?} does not end in -ORDINAL as a StatefulSet pod's does \
              (collective-0 is member 1); set id instead"
-        ),
+            ),
+        )),
     }
 }
 
@@ -432,11 +448,11 @@ mod tests {
 }
 
 /// A peer address: `IP:PORT` or `HOSTNAME:PORT` (resolved when connecting, as etcd does).
-pub fn check_peer_addr(addr: &str) -> anyhow::Result<()> {
+pub fn check_peer_addr(addr: &str) -> crate::error::Result<()> {
     if addr.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("{addr:?} is not host:port"))?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(format!("{addr:?}"), "is not host:port"))?;
     let hostname_ok = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
@@ -446,11 +462,11 @@ pub fn check_peer_addr(addr: &str) -> anyhow::Result<()> {
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !hostname_ok {
-        anyhow::bail!("{addr:?}: {host:?} is neither an IP address nor a hostname");
+        return Err(invalid(format!("{addr:?}"), format!("{host:?} is neither an IP address nor a hostname")));
     }
     match port.parse::<u16>() {
         Ok(port) if port > 0 => Ok(()),
-        _ => anyhow::bail!("{addr:?}: port {port:?} is not within 1..=65535"),
+        _ => Err(invalid(format!("{addr:?}"), format!("port {port:?} is not within 1..=65535"))),
     }
 }
 

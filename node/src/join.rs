@@ -22,6 +22,7 @@ use crate::config::NodeConfig;
 use crate::environment::Environment;
 use collective_client::Bearer;
 
+use crate::error::invalid;
 use crate::network::Peers;
 use crate::node::Node;
 use crate::raft_types::NodeId;
@@ -39,14 +40,15 @@ fn joins(config: &NodeConfig) -> bool {
 }
 
 /// The client-API credentials a joining member uses: the administrator token, when there is one.
-fn bearer(config: &NodeConfig) -> anyhow::Result<Bearer> {
+fn bearer(config: &NodeConfig) -> crate::error::Result<Bearer> {
     let token = match &config.admin_token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("admin_token_file: {}: {e}", path.display()))?,
+            std::fs::read_to_string(path)
+                .map_err(|e| invalid("admin_token_file", format!("{}: {e}", path.display())))?,
         ),
         None => None,
     };
-    Bearer::new(token.as_deref()).map_err(|e| anyhow::anyhow!("admin_token_file: {e}"))
+    Bearer::new(token.as_deref()).map_err(|e| invalid("admin_token_file", format!("{e}")))
 }
 
 type Admin = ClusterClient<InterceptedService<Channel, Bearer>>;
@@ -91,7 +93,7 @@ async fn leader_status(
 /// Before the store opens: a joining member whose data the cluster's leader no longer lists
 /// moves that data to `DATA_DIR.removed-MS` and starts empty. With no leader reachable nothing
 /// moves (the member may be one the leader cannot list yet, or the whole cluster restarts).
-pub async fn set_aside_if_removed(config: &NodeConfig, environment: &Environment) -> anyhow::Result<()> {
+pub async fn set_aside_if_removed(config: &NodeConfig, environment: &Environment) -> crate::error::Result<()> {
     if !joins(config) || !config.data_dir.join("CURRENT").exists() {
         return Ok(());
     }
@@ -106,7 +108,7 @@ pub async fn set_aside_if_removed(config: &NodeConfig, environment: &Environment
     }
     let aside = PathBuf::from(format!("{}.removed-{}", config.data_dir.display(), environment.now_ms()));
     std::fs::rename(&config.data_dir, &aside).map_err(|e| {
-        anyhow::anyhow!("data_dir {}: cannot set the removed member's data aside: {e}", aside.display())
+        invalid("data_dir", format!("{}: cannot set the removed member's data aside: {e}", aside.display()))
     })?;
     tracing::warn!(
         id = config.id,

@@ -3,6 +3,7 @@
 //! `collective-cli` (`cli/`).
 //!
 //! Reading order:
+//! - [`error`]: the library's typed error.
 //! - [`config`]: `NodeConfig`, layered and validated.
 //! - [`raft_types`]: the openraft type configuration; [`runtime`]: tokio with a seedable RNG.
 //! - [`environment`]: the clock and connector a node runs with (real or simulated).
@@ -23,6 +24,7 @@ pub mod codec;
 pub mod config;
 mod dispatch;
 pub mod environment;
+pub mod error;
 pub mod history;
 pub mod join;
 pub mod memory;

@@ -23,6 +23,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::codec;
 use crate::environment::Connect;
+use crate::error::invalid;
 use crate::raft_types::{NodeId, TypeConfig};
 
 /// Largest gRPC message between nodes (a batch of entries or a snapshot chunk).
@@ -55,12 +56,16 @@ pub struct Peers {
 impl Peers {
     /// No channels yet; `connect` opens them (TCP, or the simulated network), over TLS when
     /// `tls` is given, sending `peer_token` on Raft RPCs when given.
-    pub fn new(connect: Connect, tls: Option<ClientTlsConfig>, peer_token: Option<&str>) -> anyhow::Result<Peers> {
+    pub fn new(
+        connect: Connect,
+        tls: Option<ClientTlsConfig>,
+        peer_token: Option<&str>,
+    ) -> crate::error::Result<Peers> {
         Ok(Peers {
             channels: Mutex::new(BTreeMap::new()),
             connect,
             tls,
-            token: Bearer::new(peer_token).map_err(|e| anyhow::anyhow!("peer token: {e}"))?,
+            token: Bearer::new(peer_token).map_err(|e| invalid("peer token", e.to_string()))?,
             outdated_at: Mutex::new(None),
         })
     }

@@ -17,6 +17,7 @@ use crate::auth::Security;
 use crate::codec;
 use crate::config::NodeConfig;
 use crate::environment::Environment;
+use crate::error::invalid;
 use crate::history::HistoryStore;
 use crate::network::{Network, Peers};
 use crate::raft_service::Forwarded;
@@ -186,15 +187,15 @@ struct ReadRounds {
 impl Node {
     /// Opens storage and starts Raft with the system clock and TCP. Serving gRPC is the
     /// caller's job (see `server`).
-    pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
+    pub async fn start(config: NodeConfig) -> crate::error::Result<Arc<Node>> {
         Node::start_in(config, Environment::system()).await
     }
 
     /// Like `start`, with the given clock and connector (the simulations' entry point).
-    pub async fn start_in(config: NodeConfig, environment: Environment) -> anyhow::Result<Arc<Node>> {
+    pub async fn start_in(config: NodeConfig, environment: Environment) -> crate::error::Result<Arc<Node>> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", config.data_dir.display()))?;
+            .map_err(|e| invalid("data_dir", format!("{}: {e}", config.data_dir.display())))?;
         let shared = Arc::new(Shared::with_checks(config.watch_history_events_max as usize, config.check_invariants));
         let (log_store, state_machine, history) = store::open(&config.data_dir, shared.clone(), &environment).await?;
         let raft_config = openraft::Config {
@@ -524,7 +525,7 @@ impl Node {
     /// member's data was lost, initialising again would make a second cluster of the empty
     /// members beside the one that holds the data. Such a member waits to be added instead
     /// (`member add`, or `join`).
-    pub async fn bootstrap(self: Arc<Self>) -> anyhow::Result<()> {
+    pub async fn bootstrap(self: Arc<Self>) -> crate::error::Result<()> {
         let members = self.config.initial_members()?;
         if members.is_empty() || self.raft.is_initialized().await? {
             return Ok(());

@@ -32,6 +32,7 @@ use crate::api::routing::RoutingService;
 use crate::auth::gate::GateLayer;
 use crate::config::NodeConfig;
 use crate::dispatch::{ServiceSet, Services};
+use crate::error::{invalid, Error};
 use crate::network::PEER_MESSAGE_BYTES_MAX;
 use crate::node::Node;
 use crate::raft_service::RaftService;
@@ -40,15 +41,15 @@ use crate::raft_service::RaftService;
 pub const GRPC_CONCURRENT_STREAMS_MAX: u32 = 1_024;
 
 /// Starts a node and serves it until the process ends.
-pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+pub async fn serve(config: NodeConfig) -> crate::error::Result<()> {
     crate::auth::tls::install_crypto_provider();
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let grpc_listener = tokio::net::TcpListener::bind(&config.grpc_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("grpc_addr {}: {e}", config.grpc_addr))?;
+        .map_err(|e| invalid("grpc_addr", format!("{}: {e}", config.grpc_addr)))?;
     let http_listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("http_addr {}: {e}", config.http_addr))?;
+        .map_err(|e| invalid("http_addr", format!("{}: {e}", config.http_addr)))?;
     crate::join::set_aside_if_removed(&config, &crate::environment::Environment::system()).await?;
     tokio::spawn(warn_unresolved(config.clone()));
     let node = Node::start(config).await?;
@@ -66,7 +67,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         reason = node.wait_core_stopped() => {
             // Long enough for a probe or a client to see NOT_SERVING, short enough for a restart.
             tokio::time::sleep(Duration::from_millis(CORE_STOPPED_EXIT_DELAY_MS)).await;
-            anyhow::bail!("{reason}; exiting so a supervisor can restart this member")
+            Err(Error::Raft(format!("{reason}; exiting so a supervisor can restart this member")))
         }
     }
 }
@@ -106,7 +107,7 @@ pub const CORE_STOPPED_EXIT_DELAY_MS: u64 = 1_000;
 /// reflection) on `incoming` connections until it ends, keeps the health status and Raft gauges
 /// current, and bootstraps the initial cluster. The simulations call this with turmoil's
 /// listener.
-pub async fn serve_grpc<I, IO, IE>(node: Arc<Node>, incoming: I) -> anyhow::Result<()>
+pub async fn serve_grpc<I, IO, IE>(node: Arc<Node>, incoming: I) -> crate::error::Result<()>
 where
     I: futures::Stream<Item = Result<IO, IE>>,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,

@@ -19,6 +19,8 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+use crate::error::{invalid, io};
+
 /// Longest validity a certificate may be given, in days.
 pub const VALIDITY_DAYS_MAX: u32 = 36_500;
 
@@ -56,20 +58,20 @@ pub struct Written {
 }
 
 /// Checks a node or administrator name: 1–64 of `A-Za-z0-9._-`.
-pub fn check_name(field: &str, name: &str) -> anyhow::Result<()> {
+pub fn check_name(field: &str, name: &str) -> crate::error::Result<()> {
     if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        anyhow::bail!("{field}: {name:?} must be 1 to 64 letters, digits, '.', '_' or '-'");
+        return Err(invalid(field, format!("{name:?} must be 1 to 64 letters, digits, '.', '_' or '-'")));
     }
     Ok(())
 }
 
 /// Generates what `request` asks for and returns every file pair, the CA first.
-pub fn generate(request: &Request) -> anyhow::Result<Vec<Written>> {
+pub fn generate(request: &Request) -> crate::error::Result<Vec<Written>> {
     if request.nodes.is_empty() && request.sites.is_empty() && request.admins.is_empty() && ca_exists(&request.ca_dir) {
-        anyhow::bail!("nothing to generate: the CA exists; name a --node, --site or --admin");
+        return Err(invalid("--ca", "nothing to generate: the CA exists; name a --node, --site or --admin"));
     }
     if request.days == 0 || request.days > VALIDITY_DAYS_MAX {
-        anyhow::bail!("--days: must be within 1..={VALIDITY_DAYS_MAX}");
+        return Err(invalid("--days", format!("must be within 1..={VALIDITY_DAYS_MAX}")));
     }
     for node in &request.nodes {
         check_name("--node", node)?;
@@ -78,11 +80,11 @@ pub fn generate(request: &Request) -> anyhow::Result<Vec<Written>> {
         check_name("--admin", admin)?;
     }
     for site in &request.sites {
-        collective_statemachine::validate::site_id("--site", *site).map_err(|e| anyhow::anyhow!("{e}"))?;
+        collective_statemachine::validate::site_id("--site", *site).map_err(|e| invalid("--site", e.to_string()))?;
     }
     for san in &request.sans {
         if san.is_empty() || san.len() > 253 {
-            anyhow::bail!("--san: {san:?} is not a host name or IP address");
+            return Err(invalid("--san", format!("{san:?} is not a host name or IP address")));
         }
     }
     let mut written = Vec::new();
@@ -94,9 +96,9 @@ pub fn generate(request: &Request) -> anyhow::Result<Vec<Written>> {
         reused,
     });
     let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).map_err(|e| {
-        anyhow::anyhow!("{}: not a usable CA certificate ({e})", request.ca_dir.join("ca.pem").display())
+        invalid("--ca", format!("{}: not a usable CA certificate ({e})", request.ca_dir.join("ca.pem").display()))
     })?;
-    std::fs::create_dir_all(&request.out_dir).map_err(|e| anyhow::anyhow!("{}: {e}", request.out_dir.display()))?;
+    std::fs::create_dir_all(&request.out_dir).map_err(io("--out", &request.out_dir))?;
     for node in &request.nodes {
         let mut sans = vec![node.clone(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
         sans.extend(request.sans.iter().cloned());
@@ -127,19 +129,19 @@ fn ca_exists(dir: &Path) -> bool {
 }
 
 /// The CA in `dir`, or a new one (ten years, path length 0: it signs leaves only).
-fn load_or_create_ca(dir: &Path) -> anyhow::Result<(String, KeyPair, bool)> {
+fn load_or_create_ca(dir: &Path) -> crate::error::Result<(String, KeyPair, bool)> {
     let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
     if ca_exists(dir) {
-        let cert = std::fs::read_to_string(&cert_path).map_err(|e| anyhow::anyhow!("{}: {e}", cert_path.display()))?;
-        let key = std::fs::read_to_string(&key_path).map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
-        let key =
-            KeyPair::from_pem(&key).map_err(|e| anyhow::anyhow!("{}: not a private key ({e})", key_path.display()))?;
+        let cert = std::fs::read_to_string(&cert_path).map_err(io("--ca", &cert_path))?;
+        let key = std::fs::read_to_string(&key_path).map_err(io("--ca", &key_path))?;
+        let key = KeyPair::from_pem(&key)
+            .map_err(|e| invalid("--ca", format!("{}: not a private key ({e})", key_path.display())))?;
         return Ok((cert, key, true));
     }
     if cert_path.exists() || key_path.exists() {
-        anyhow::bail!("{}: has only one of ca.pem and ca.key", dir.display());
+        return Err(invalid("--ca", format!("{}: has only one of ca.pem and ca.key", dir.display())));
     }
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(io("--ca", dir))?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name("collective cluster CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -159,15 +161,15 @@ fn leaf(
     stem: &str,
     sans: Vec<String>,
     usages: &[ExtendedKeyUsagePurpose],
-) -> anyhow::Result<Written> {
+) -> crate::error::Result<Written> {
     let (cert_path, key_path) =
         (request.out_dir.join(format!("{stem}.pem")), request.out_dir.join(format!("{stem}.key")));
     for path in [&cert_path, &key_path] {
         if path.exists() {
-            anyhow::bail!("{}: exists (remove it to issue a new certificate)", path.display());
+            return Err(invalid("--out", format!("{}: exists (remove it to issue a new certificate)", path.display())));
         }
     }
-    let mut params = CertificateParams::new(sans).map_err(|e| anyhow::anyhow!("{principal}: bad --san ({e})"))?;
+    let mut params = CertificateParams::new(sans).map_err(|e| invalid("--san", format!("{principal}: {e}")))?;
     params.distinguished_name = name(principal);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
@@ -196,7 +198,7 @@ fn set_validity(params: &mut CertificateParams, days: u32) {
 }
 
 /// Writes a file that must not exist yet; keys are readable by their owner only.
-fn write_new(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+fn write_new(path: &Path, contents: &str, secret: bool) -> crate::error::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -205,7 +207,7 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    file.write_all(contents.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut file = options.open(path).map_err(io("--out", path))?;
+    file.write_all(contents.as_bytes()).map_err(io("--out", path))?;
     Ok(())
 }

@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::NodeConfig;
+use crate::error::invalid;
 use limiter::{Key, Limiter};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -163,18 +164,22 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
 
 impl Authenticator {
     /// Keys derived from the administrator token.
-    pub fn new(admin_token: &str, session_ttl_ms: u64) -> anyhow::Result<Authenticator> {
+    pub fn new(admin_token: &str, session_ttl_ms: u64) -> crate::error::Result<Authenticator> {
         let token = admin_token.trim();
         if token.chars().count() < ADMIN_TOKEN_CHARS_MIN || token.len() > TOKEN_CHARS_MAX {
-            anyhow::bail!(
-                "admin_token_file: the token must be {ADMIN_TOKEN_CHARS_MIN} to {TOKEN_CHARS_MAX} characters"
-            );
+            return Err(invalid(
+                "admin_token_file",
+                format!("the token must be {ADMIN_TOKEN_CHARS_MIN} to {TOKEN_CHARS_MAX} characters"),
+            ));
         }
         if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            anyhow::bail!("admin_token_file: the token must be one line without spaces");
+            return Err(invalid("admin_token_file", "the token must be one line without spaces"));
         }
         if token.starts_with(&format!("{SESSION_PREFIX}.")) || token.starts_with(&format!("{PEER_PREFIX}.")) {
-            anyhow::bail!("admin_token_file: the token may not start with {SESSION_PREFIX}. or {PEER_PREFIX}.");
+            return Err(invalid(
+                "admin_token_file",
+                format!("the token may not start with {SESSION_PREFIX}. or {PEER_PREFIX}."),
+            ));
         }
         Ok(Authenticator {
             admin_digest: Sha256::digest(token.as_bytes()).into(),
@@ -186,9 +191,9 @@ impl Authenticator {
     }
 
     /// Reads the administrator token from `path`.
-    pub fn load(path: &Path, session_ttl_ms: u64) -> anyhow::Result<Authenticator> {
-        let token =
-            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("admin_token_file: {}: {e}", path.display()))?;
+    pub fn load(path: &Path, session_ttl_ms: u64) -> crate::error::Result<Authenticator> {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| invalid("admin_token_file", format!("{}: {e}", path.display())))?;
         Authenticator::new(&token, session_ttl_ms)
     }
 
@@ -304,7 +309,7 @@ pub struct Security {
 impl Security {
     /// Reads the files `config` names (it has been validated: TLS or plaintext, a token or
     /// no authentication, each chosen explicitly).
-    pub fn load(config: &NodeConfig) -> anyhow::Result<Security> {
+    pub fn load(config: &NodeConfig) -> crate::error::Result<Security> {
         let tls = match (&config.tls_cert_file, &config.tls_key_file, &config.tls_ca_file) {
             (Some(cert), Some(key), Some(ca)) => Some(tls::Tls::load(cert, key, ca)?),
             _ => None,

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::error::invalid;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// Installs rustls's ring provider as the process default (once). tonic's server builds its
@@ -30,27 +31,27 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-fn read(field: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{field}: {}: {e}", path.display()))?;
+fn read(field: &str, path: &Path) -> crate::error::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
-        anyhow::bail!("{field}: {} is not a PEM file", path.display());
+        return Err(invalid(field, format!("{} is not a PEM file", path.display())));
     }
     Ok(bytes)
 }
 
 impl Tls {
     /// Reads the certificate, key and CA files (PEM).
-    pub fn load(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<Tls> {
+    pub fn load(cert: &Path, key: &Path, ca: &Path) -> crate::error::Result<Tls> {
         install_crypto_provider();
         let (cert, key, ca) = (read("tls_cert_file", cert)?, read("tls_key_file", key)?, read("tls_ca_file", ca)?);
         let tls = Tls { identity: Identity::from_pem(cert, key), ca: Certificate::from_pem(ca) };
         // Fail at start-up rather than at the first handshake: building the server and client
         // sides parses the certificate, the key and the CA.
         tonic::transport::Server::builder().tls_config(tls.server()).map_err(|e| {
-            anyhow::anyhow!("tls_cert_file, tls_key_file, tls_ca_file: not a usable certificate, key and CA ({e:?})")
+            invalid("tls_cert_file, tls_key_file, tls_ca_file", format!("not a usable certificate, key and CA ({e:?})"))
         })?;
         tonic::transport::Endpoint::from_static("https://127.0.0.1:1").tls_config(tls.client()).map_err(|e| {
-            anyhow::anyhow!("tls_cert_file, tls_key_file, tls_ca_file: not a usable client identity ({e:?})")
+            invalid("tls_cert_file, tls_key_file, tls_ca_file", format!("not a usable client identity ({e:?})"))
         })?;
         Ok(tls)
     }

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::environment::Environment;
+use crate::error::{invalid, Error};
 use crate::history::{HistoryStore, CF_HISTORY};
 pub use integrity::{Damaged, REFUSED};
 pub use log_store::LogStore;
@@ -44,7 +45,7 @@ pub async fn open(
     dir: &Path,
     shared: Arc<Shared>,
     environment: &Environment,
-) -> anyhow::Result<(LogStore, StateMachineStore, Arc<HistoryStore>)> {
+) -> crate::error::Result<(LogStore, StateMachineStore, Arc<HistoryStore>)> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -72,10 +73,8 @@ pub async fn open(
     // Named before RocksDB opens: recovery may start a new one.
     let wal = integrity::newest_wal(dir);
     let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| match source.kind() {
-        rocksdb::ErrorKind::Corruption => {
-            anyhow::Error::from(Damaged::Database { dir: dir.into(), wal: wal.clone(), source })
-        }
-        _ => anyhow::anyhow!("cannot open the database in {}: {source}", dir.display()),
+        rocksdb::ErrorKind::Corruption => Error::from(Damaged::Database { dir: dir.into(), wal: wal.clone(), source }),
+        _ => Error::Database { dir: dir.into(), source },
     })?;
     let db = Arc::new(db);
     integrity::check(dir, &wal, &db, &marker, acknowledged)?;
@@ -133,18 +132,20 @@ impl SnapshotFile {
     }
 
     /// Checks a saved file's checksum and format and decodes it.
-    pub fn decode(bytes: &[u8]) -> anyhow::Result<SnapshotFile> {
+    pub fn decode(bytes: &[u8]) -> crate::error::Result<SnapshotFile> {
         use sha2::Digest;
         if bytes.len() < 32 {
-            anyhow::bail!("the snapshot file is truncated ({} bytes)", bytes.len());
+            return Err(Error::Snapshot(format!("the snapshot file is truncated ({} bytes)", bytes.len())));
         }
         let (body, digest) = bytes.split_at(bytes.len() - 32);
         if sha2::Sha256::digest(body).as_slice() != digest {
-            anyhow::bail!("the snapshot file is damaged or truncated (its SHA-256 does not match)");
+            return Err(Error::Snapshot(
+                "the snapshot file is damaged or truncated (its SHA-256 does not match)".into(),
+            ));
         }
         let file: SnapshotFile = serde_json::from_slice(body)?;
         if file.format != SNAPSHOT_FILE_FORMAT {
-            anyhow::bail!("snapshot format {:?} is not {SNAPSHOT_FILE_FORMAT:?}", file.format);
+            return Err(Error::Snapshot(format!("snapshot format {:?} is not {SNAPSHOT_FILE_FORMAT:?}", file.format)));
         }
         Ok(file)
     }
@@ -158,10 +159,13 @@ pub async fn restore(
     dir: &Path,
     file: SnapshotFile,
     members: std::collections::BTreeMap<crate::raft_types::NodeId, openraft::BasicNode>,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     use openraft::storage::{RaftLogStorage, RaftStateMachine};
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        anyhow::bail!("--data-dir {} is not empty; restore only into a new directory", dir.display());
+    if dir.exists() && std::fs::read_dir(dir).map_err(crate::error::io("--data-dir", dir))?.next().is_some() {
+        return Err(invalid(
+            "--data-dir",
+            format!("{} is not empty; restore only into a new directory", dir.display()),
+        ));
     }
     let shared = Arc::new(Shared::new(1));
     let (mut log_store, mut state_machine, _history) = open(dir, shared, &Environment::system()).await?;

@@ -18,6 +18,7 @@ use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, Vote};
 
 use super::{open, Shared};
 use crate::environment::Environment;
+use crate::error::invalid;
 use crate::raft_types::{Entry, LogId, NodeId};
 
 /// What `recover` found and wrote.
@@ -41,32 +42,38 @@ pub struct Recovered {
 
 /// Rewrites the membership of the data in `dir` to `id` alone (see the module documentation).
 /// `advertise_addr` replaces the address the old membership gave `id`.
-pub async fn recover(dir: &Path, id: NodeId, advertise_addr: Option<String>) -> anyhow::Result<Recovered> {
+pub async fn recover(dir: &Path, id: NodeId, advertise_addr: Option<String>) -> crate::error::Result<Recovered> {
     if id == 0 {
-        anyhow::bail!("--id: member ids start at 1");
+        return Err(invalid("--id", "member ids start at 1"));
     }
     if let Some(addr) = &advertise_addr {
-        crate::config::check_peer_addr(addr).map_err(|e| anyhow::anyhow!("--advertise-addr: {e}"))?;
+        crate::config::check_peer_addr(addr).map_err(|e| invalid("--advertise-addr", e.to_string()))?;
     }
     if !dir.is_dir() {
-        anyhow::bail!("--data-dir {}: no such directory", dir.display());
+        return Err(invalid("--data-dir", format!("{}: no such directory", dir.display())));
     }
     if !dir.join("CURRENT").exists() {
-        anyhow::bail!(
-            "--data-dir {} holds no collective database (empty, or not a member's data directory); recover needs \
-             the data directory of a surviving member",
-            dir.display()
-        );
+        return Err(invalid(
+            "--data-dir",
+            format!(
+                "{} holds no collective database (empty, or not a member's data directory); recover needs the \
+                 data directory of a surviving member",
+                dir.display()
+            ),
+        ));
     }
     let shared = Arc::new(Shared::new(1));
     let (mut log_store, mut state_machine, _history) =
         open(dir, shared, &Environment::system()).await.map_err(|error| {
             let text = format!("{error:#}");
             if text.contains("lock") || text.contains("LOCK") {
-                anyhow::anyhow!(
-                    "--data-dir {} is in use by a running member (its database lock is held): stop that member \
-                     first; recover works only on a stopped member's data",
-                    dir.display()
+                invalid(
+                    "--data-dir",
+                    format!(
+                        "{} is in use by a running member (its database lock is held): stop that member first; \
+                         recover works only on a stopped member's data",
+                        dir.display()
+                    ),
                 )
             } else {
                 error
@@ -74,7 +81,10 @@ pub async fn recover(dir: &Path, id: NodeId, advertise_addr: Option<String>) -> 
         })?;
     let log_state = log_store.get_log_state().await?;
     let Some(last) = log_state.last_log_id else {
-        anyhow::bail!("--data-dir {} holds no log entries and no snapshot: there is nothing to recover", dir.display());
+        return Err(invalid(
+            "--data-dir",
+            format!("{} holds no log entries and no snapshot: there is nothing to recover", dir.display()),
+        ));
     };
     let (applied, applied_membership) = state_machine.applied_state().await?;
     // The newest membership in the log is the member's effective one; else the applied one.
@@ -92,10 +102,13 @@ pub async fn recover(dir: &Path, id: NodeId, advertise_addr: Option<String>) -> 
     let addr = match advertise_addr {
         Some(addr) => addr,
         None => membership.get_node(&id).map(|node| node.addr.clone()).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--id {id} is not a member in the data of {} (its members are {previous_members:?}); give the \
-                 member's own id, or --advertise-addr to name its address",
-                dir.display()
+            invalid(
+                "--id",
+                format!(
+                    "{id} is not a member in the data of {} (its members are {previous_members:?}); give the \
+                     member's own id, or --advertise-addr to name its address",
+                    dir.display()
+                ),
             )
         })?,
     };

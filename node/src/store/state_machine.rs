@@ -192,9 +192,9 @@ impl StateMachineStore {
         data_dir: &Path,
         shared: Arc<Shared>,
         history: Arc<HistoryStore>,
-    ) -> anyhow::Result<StateMachineStore> {
+    ) -> crate::error::Result<StateMachineStore> {
         let snapshots = data_dir.join(SNAPSHOTS_DIR);
-        std::fs::create_dir_all(&snapshots)?;
+        std::fs::create_dir_all(&snapshots).map_err(crate::error::io("data_dir", &snapshots))?;
         remove_temporaries(&snapshots);
         let mut store = StateMachineStore {
             db,
@@ -207,11 +207,11 @@ impl StateMachineStore {
         };
         if let Some(stored) = read_stored(&store.db, &store.snapshot_write, &store.snapshots)? {
             let body = stored.decode().map_err(|reason| {
-                anyhow::anyhow!(
+                crate::error::Error::Snapshot(format!(
                     "the current snapshot cannot be loaded: {reason}; this member must not serve with this data: \
                      on a healthy member run `collective member remove ID`, move this data directory aside, \
                      then add the member back with an empty data directory"
-                )
+                ))
             })?;
             store.shared.snapshots.bytes.store(stored.data.len() as u64, Ordering::Relaxed);
             store.restore(body);
