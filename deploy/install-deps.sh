@@ -2,10 +2,13 @@
 # Installs what building collective needs on Debian, when missing: libclang (RocksDB bindings),
 # protoc (proto code generation), a C++ compiler (RocksDB), make (jemalloc's build), curl (scripts).
 # With --test, also what the tests use: a Docker engine and docker-compose (the container test),
-# kubernetes-validate (the Kubernetes manifests' schema check, from PyPI).
+# kubernetes-validate (the Kubernetes manifests' schema check, from PyPI), promtool (from Debian's
+# prometheus, without its recommended exporters: checks and unit-tests the alert rules).
 set -euo pipefail
 missing=()
+bare=() # installed without recommended packages
 if [ "${1:-}" = --test ]; then
+  command -v promtool >/dev/null 2>&1 || bare+=(prometheus)
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   python3 -c 'import kubernetes_validate' 2>/dev/null ||
@@ -17,9 +20,10 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
-if [ ${#missing[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ] || [ ${#bare[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  [ ${#missing[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  [ ${#bare[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${bare[@]}"
 fi
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt 2>/dev/null || true

@@ -18,6 +18,10 @@ cargo test --workspace --all-targets
 echo "== loom models"
 RUSTFLAGS="--cfg loom --cfg tokio_unstable" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
     cargo test -p collective-sync --test loom
+echo "== monitoring: promtool check and unit tests of the alert rules, the dashboard's JSON"
+promtool check rules deploy/monitoring/alerts.yaml
+promtool test rules deploy/monitoring/alerts-test.yaml
+python3 -m json.tool deploy/monitoring/grafana-dashboard.json >/dev/null
 echo "== deployment manifests: kubernetes-validate --strict, docker-compose config"
 python3 -m kubernetes_validate --strict --quiet \
     deploy/k8s/{configmap,secret,services,statefulset,poddisruptionbudget}.yaml
