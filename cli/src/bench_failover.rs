@@ -43,7 +43,23 @@ pub struct FailoverArgs {
     /// Where a restarted member's output goes (`member-ID.log`, appended).
     #[arg(long, default_value = "/tmp")]
     pub log_dir: PathBuf,
+    /// How the leader is stopped: `kill` (SIGKILL, a crash) or `term` (SIGTERM, a graceful stop
+    /// that hands leadership over first).
+    #[arg(long, value_enum, default_value_t = StopSignal::Kill)]
+    pub signal: StopSignal,
 }
+
+/// How `bench failover` stops the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StopSignal {
+    /// SIGKILL: the process dies at once, as in a crash.
+    Kill,
+    /// SIGTERM: the member stops gracefully (a leader hands over first).
+    Term,
+}
+
+/// Longest a member stopped with SIGTERM may take to exit.
+const TERM_EXIT_WAIT_S: u64 = 15;
 
 /// Most kills one run may ask for.
 const KILLS_MAX: u32 = 1_000;
@@ -92,12 +108,24 @@ impl Member {
         Ok(Member { id, pid, argv, cwd, environment })
     }
 
-    fn kill(&self) -> anyhow::Result<()> {
-        let status = std::process::Command::new("kill").args(["-KILL", &self.pid.to_string()]).status()?;
+    fn kill(&self, signal: StopSignal) -> anyhow::Result<()> {
+        let flag = match signal {
+            StopSignal::Kill => "-KILL",
+            StopSignal::Term => "-TERM",
+        };
+        let status = std::process::Command::new("kill").args([flag, &self.pid.to_string()]).status()?;
         if !status.success() {
-            anyhow::bail!("kill -KILL {} failed", self.pid);
+            anyhow::bail!("kill {flag} {} failed", self.pid);
         }
         Ok(())
+    }
+
+    /// Whether the process has exited (gone, or a zombie its parent has not reaped).
+    fn exited(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        }
     }
 
     /// Starts the member again as it was started; it gets a new pid.
@@ -190,7 +218,7 @@ pub async fn failover(client: &Client, args: FailoverArgs, format: Format) -> an
             gaps.longest = Duration::ZERO;
         }
         let killed_at = Instant::now();
-        leader.kill()?;
+        leader.kill(args.signal)?;
         tokio::time::sleep(Duration::from_secs(args.settle)).await;
         // Writes that have not resumed yet (none acknowledged since the kill, or none lately:
         // answers already in flight at the kill can arrive after it): wait until they flow,
@@ -221,6 +249,13 @@ pub async fn failover(client: &Client, args: FailoverArgs, format: Format) -> an
                 after.leader_id,
                 after.term
             );
+        }
+        let exit_wait = Instant::now() + Duration::from_secs(TERM_EXIT_WAIT_S);
+        while !leader.exited() {
+            if Instant::now() > exit_wait {
+                anyhow::bail!("kill {kill}: member {} did not exit within {TERM_EXIT_WAIT_S} s", leader.id);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         leader.restart(&args.log_dir)?;
         // The restarted member catches up before the next kill, so every kill leaves a quorum.

@@ -101,6 +101,11 @@ pub enum Command {
     },
     /// GET a member's /readyz or /livez and succeed on 200 only (a container's health check).
     Probe(endpoint::ProbeArgs),
+    /// Print a shell completion script: `collective completion bash > /etc/bash_completion.d/collective`.
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Membership: list, add (as learner), promote, remove.
     Member {
         #[command(subcommand)]
@@ -284,6 +289,8 @@ pub enum MemberCommand {
     Promote { id: u64 },
     /// Remove a member.
     Remove { id: u64 },
+    /// Hand leadership to voter ID (0 or none: the most up-to-date one) without an outage.
+    MoveLeader { id: Option<u64> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -705,6 +712,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Certs { command } = cli.command {
         return security::certs(command, format);
     }
+    if let Command::Completion { shell } = cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "collective", &mut script);
+        crate::outln!("{}", String::from_utf8_lossy(&script).trim_end());
+        return Ok(());
+    }
     if let Command::Probe(args) = cli.command {
         return endpoint::probe(args, Duration::from_millis(cli.timeout_ms)).await;
     }
@@ -772,6 +785,11 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                 .into_inner();
             print(format, &taken, None);
         }
+        Command::Member { command: MemberCommand::MoveLeader { id } } => {
+            let id = id.unwrap_or(0);
+            let moved = client.call(|c| async move { clu(c).move_leader(pb::MemberIdRequest { id }).await }).await?;
+            print(format, &moved.into_inner(), None);
+        }
         Command::Member { command } => {
             let members = match command {
                 MemberCommand::List => {
@@ -791,6 +809,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
                 MemberCommand::Remove { id } => {
                     client.call(|c| async move { clu(c).member_remove(pb::MemberIdRequest { id }).await }).await?
                 }
+                MemberCommand::MoveLeader { .. } => unreachable!("handled above"),
             };
             print(format, &members.into_inner(), Some("members"));
         }
@@ -1204,6 +1223,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
         | Command::Certs { .. }
         | Command::Recover(_)
         | Command::Probe(_)
+        | Command::Completion { .. }
         | Command::Endpoint { .. }
         | Command::Login(_)
         | Command::Whoami => unreachable!("handled by run"),

@@ -195,6 +195,19 @@ async fn health_and_reflection_answer_like_grpcurl_expects() {
     {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
+    // The members' own Raft service is not advertised to clients.
+    assert!(!names.iter().any(|n| n.contains("raft")), "{names:?}");
+    // The error details our errors carry can be decoded (grpcurl, buf curl).
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("google.rpc.ErrorInfo".into())),
+    };
+    let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let answer = responses.next().await.unwrap().unwrap().message_response;
+    assert!(
+        matches!(&answer, Some(MessageResponse::FileDescriptorResponse(files)) if !files.file_descriptor_proto.is_empty()),
+        "{answer:?}"
+    );
 
     // The older reflection version is served too (grpcurl falls back to it).
     {
@@ -645,4 +658,21 @@ async fn a_closed_pipe_ends_the_command_quietly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `collective completion SHELL` prints a completion script that knows the subcommands.
+#[test]
+fn completion_scripts_know_the_subcommands() {
+    for (shell, marker) in
+        [("bash", "complete -F _collective"), ("zsh", "#compdef collective"), ("fish", "complete -c collective")]
+    {
+        let output = Command::new(env!("CARGO_BIN_EXE_collective")).args(["completion", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{shell}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(script.contains(marker), "{shell} script lacks {marker:?}");
+        assert!(script.contains("endpoint") && script.contains("recover"), "{shell} script lacks subcommands");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_collective")).args(["completion", "tcsh"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("tcsh"));
 }

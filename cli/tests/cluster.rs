@@ -708,3 +708,91 @@ async fn a_write_forwarded_to_a_paused_leader_is_answered_once_a_new_leader_is_s
     add_user_somewhere(&cluster, &others, user("after", 1, "8002")).await;
     cluster.wait_for_leader(&[0, 1, 2]).await;
 }
+
+/// `/metrics` fits Prometheus as etcd's does: every family has `# HELP`, the fsync and apply
+/// histograms have etcd's buckets, build and process metrics are there, the leader reports each
+/// follower's lag, and a follower exports the proposal counters too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_help_buckets_build_process_and_follower_lag() {
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.leader(0).await;
+    cluster.directory(leader).await.add_site(site(1, "Indianapolis")).await.unwrap();
+    let follower = (leader + 1) % 3;
+    // The database size is measured once the backlog reporter has run.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let metrics = loop {
+        let metrics = http_get(&cluster.http[leader], "/metrics");
+        if metrics.contains("collective_db_size_bytes ") && metrics.contains("collective_raft_follower_lag_entries{") {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "no database size or follower lag in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for family in metrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")) {
+        let name = family.split_whitespace().next().unwrap();
+        assert!(metrics.contains(&format!("# HELP {name} ")), "no help for {name}:\n{metrics}");
+    }
+    for expected in [
+        "# TYPE collective_disk_wal_fsync_duration_seconds histogram",
+        "collective_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"}",
+        "collective_disk_wal_fsync_duration_seconds_bucket{le=\"8.192\"}",
+        "collective_apply_duration_seconds_bucket{le=\"0.004\"}",
+        "collective_build_info{",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "grpc_server_started_total{grpc_type=\"unary\",grpc_service=\"collective.v1.Directory\",grpc_method=\"AddSite\"} 1",
+        "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"collective.v1.Directory\",grpc_method=\"AddSite\",grpc_code=\"OK\"} 1",
+        "grpc_server_handling_seconds_bucket{grpc_type=\"unary\",grpc_service=\"collective.v1.Directory\",grpc_method=\"AddSite\",le=\"0.005\"}",
+        "grpc_server_msg_received_total{grpc_type=\"unary\",grpc_service=\"collective.v1.Directory\",grpc_method=\"AddSite\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing from:\n{metrics}");
+    }
+    for member in [1, 2, 3].into_iter().filter(|id| *id != leader as u64 + 1) {
+        let lag = format!("collective_raft_follower_lag_entries{{member=\"{member}\"}} ");
+        assert!(metrics.contains(&lag), "{lag} missing from:\n{metrics}");
+    }
+    let on_follower = http_get(&cluster.http[follower], "/metrics");
+    for counter in ["collective_proposals_committed_total ", "collective_proposals_forwarded_total "] {
+        assert!(on_follower.contains(counter), "follower lacks {counter}:\n{on_follower}");
+    }
+}
+
+/// `member move-leader` hands leadership to the voter named, and a leader sent SIGTERM hands it
+/// to another voter before it exits with status 0; every acknowledged write stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_on_demand_and_when_the_leader_stops() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.leader(0).await;
+    cluster.directory(leader).await.add_site(site(1, "Indianapolis")).await.unwrap();
+    let target = (leader + 1) % 3;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc.join(","), "-w", "json", "member", "move-leader"])
+        .arg((target + 1).to_string())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let moved: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(moved["leader_id"], target as u64 + 1, "{moved}");
+    assert_eq!(cluster.leader(leader).await, target);
+    cluster.directory(target).await.add_user(user("agent1", 1, "1001")).await.unwrap();
+
+    // A voter that is not one is refused, naming it.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc.join(","), "member", "move-leader", "9"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("member 9 is not a voter"));
+
+    // SIGTERM: the leader hands over, then exits cleanly.
+    cluster.signal(target, "TERM");
+    let status = cluster.wait_exit(target, Duration::from_secs(15)).expect("the stopped leader exits");
+    assert_eq!(status.code(), Some(0), "{}", cluster.log(target));
+    let others: Vec<usize> = (0..3).filter(|index| *index != target).collect();
+    let next = cluster.wait_for_leader(&others).await;
+    cluster.directory(next).await.add_user(user("agent2", 1, "1002")).await.unwrap();
+    let request = pb::SearchRequest { limit: 0, ..Default::default() };
+    let entries = cluster.directory(next).await.search(request).await.unwrap().into_inner().entries;
+    assert_eq!(entries.len(), 2);
+}

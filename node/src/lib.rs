@@ -12,10 +12,13 @@
 //! - [`history`]: the presence history index in RocksDB (past presence, availability, durations).
 //! - [`network`]: the Raft transport over tonic; [`raft_service`]: its server side.
 //! - [`node`]: one member: stamping, proposing, forwarding, read barriers, bootstrap.
+//! - [`handover`]: leadership handed over without an outage (`member move-leader`, SIGTERM).
 //! - [`join`]: a member the leader does not list adds itself (StatefulSet scale-up, after `recover`).
 //! - [`auth`]: TLS, credentials, the gate every gRPC request passes, certificate generation.
 //! - [`api`]: the client gRPC services and the error mapping.
-//! - [`server`]: wiring gRPC, health, reflection, HTTP probes and metrics.
+//! - [`server`]: wiring gRPC, health, reflection, HTTP probes and metrics; [`telemetry`]: the
+//!   Prometheus families, their help, buckets, build info and process metrics; [`grpc_metrics`]:
+//!   per-RPC metrics in grpc-prometheus' shape.
 
 pub mod api;
 pub mod auth;
@@ -25,6 +28,8 @@ pub mod config;
 mod dispatch;
 pub mod environment;
 pub mod error;
+pub mod grpc_metrics;
+pub mod handover;
 pub mod history;
 pub mod join;
 pub mod memory;
@@ -36,3 +41,4 @@ pub mod runtime;
 pub mod server;
 pub mod shared;
 pub mod store;
+pub mod telemetry;

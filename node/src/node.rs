@@ -167,6 +167,12 @@ pub struct Node {
     heard_at_ms: AtomicU64,
     /// Set when this member refused a candidate with an older log (`campaign_soon`).
     campaign_soon: std::sync::atomic::AtomicBool,
+    /// Set by the leader's `TimeoutNow`: campaign as soon as the lease allows (`handover.rs`).
+    pub(crate) campaign_at_lease: std::sync::atomic::AtomicBool,
+    /// While true the proposer holds new writes (a leadership hand-over is under way).
+    pub(crate) holding_writes: tokio::sync::watch::Sender<bool>,
+    /// Set once this member is stopping: it refuses new client requests.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The outcome of one read-index round, shared by every read it serves.
@@ -252,6 +258,9 @@ impl Node {
             started: tokio::time::Instant::now(),
             heard_at_ms: AtomicU64::new(0),
             campaign_soon: std::sync::atomic::AtomicBool::new(false),
+            campaign_at_lease: std::sync::atomic::AtomicBool::new(false),
+            holding_writes: tokio::sync::watch::channel(false).0,
+            stopping: tokio::sync::watch::channel(false).0,
         });
         tokio::spawn(node.clone().watch_core());
         if node.config.history_prune_interval_ms > 0 {
@@ -370,6 +379,8 @@ impl Node {
         let (min_ms, max_ms) = (self.config.election_timeout_min_ms, self.config.election_timeout_max_ms);
         let mut heard_ms = u64::MAX;
         let mut due_ms = 0;
+        // Until when (ms after `started`) a `TimeoutNow` stands (`handover.rs`).
+        let mut handover_until_ms = 0;
         loop {
             tokio::time::sleep(Duration::from_millis(ELECTION_CHECK_MS)).await;
             if self.core_stopped().is_some() {
@@ -389,6 +400,24 @@ impl Node {
             }
             let now_ms = self.started.elapsed().as_millis() as u64;
             let heard = self.heard_at_ms.load(Ordering::Relaxed);
+            if self.campaign_at_lease.swap(false, Ordering::Relaxed) {
+                handover_until_ms = now_ms + 3 * max_ms;
+            }
+            // Handed over: campaign the moment the followers' leases have run out, with no random
+            // delay, before any of them would.
+            if !leads
+                && voter
+                && now_ms < handover_until_ms
+                && now_ms >= heard + max_ms + crate::handover::HANDOVER_MARGIN_MS
+            {
+                handover_until_ms = 0;
+                tracing::info!("leadership handed to this member: starting an election");
+                if self.raft.trigger().elect().await.is_err() {
+                    return;
+                }
+                due_ms = now_ms + min_ms + crate::runtime::ThreadRng.gen_range(0..min_ms);
+                continue;
+            }
             if leads || !voter || heard != heard_ms {
                 // A leader (or a granted candidate) was heard: the next attempt is due a lease
                 // and a fresh random delay after it.
@@ -441,6 +470,9 @@ impl Node {
         loop {
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
             let Some(mut pending) = next_batch(&mut queue, PROPOSALS_PER_BATCH_MAX).await else { return };
+            // During a hand-over new writes wait; once it is done they meet the new leader's
+            // refusal (NOT_LEADER, retryable) or, if it failed, commit here.
+            let _ = self.holding_writes.subscribe().wait_for(|holding| !holding).await;
             // The first batch of each term starts with `RenewLeases` and is proposed alone: no
             // command of the new term (a site's keepalive that finds its lease overdue, a Tick)
             // can commit before the leases that lived through the election are extended.

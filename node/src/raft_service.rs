@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use collective_proto::raft::raft_server::Raft as RaftRpc;
-use collective_proto::raft::{Payload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
+use collective_proto::raft::{
+    Payload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, TimeoutNowRequest, TimeoutNowResponse,
+};
 use collective_statemachine::{Command, Principal};
 use openraft::raft::InstallSnapshotRequest;
 use serde::{Deserialize, Serialize};
@@ -101,6 +103,14 @@ impl RaftRpc for RaftService {
         }
         // Queued together, so they share the leader's next log entry.
         Ok(encode(&self.node.write_batch_as_leader(batch).await))
+    }
+
+    async fn timeout_now(&self, request: Request<TimeoutNowRequest>) -> Result<Response<TimeoutNowResponse>, Status> {
+        let term = request.into_inner().term;
+        if !self.node.take_over(term) {
+            return Err(Status::failed_precondition(format!("this member is not in term {term}")));
+        }
+        Ok(Response::new(TimeoutNowResponse {}))
     }
 
     async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

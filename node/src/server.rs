@@ -15,7 +15,7 @@ use collective_proto::v1::messages_server::MessagesServer;
 use collective_proto::v1::notes_server::NotesServer;
 use collective_proto::v1::presences_server::PresencesServer;
 use collective_proto::v1::routing_server::RoutingServer;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tonic::server::NamedService;
 use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
@@ -43,7 +43,7 @@ pub const GRPC_CONCURRENT_STREAMS_MAX: u32 = 1_024;
 /// Starts a node and serves it until the process ends.
 pub async fn serve(config: NodeConfig) -> crate::error::Result<()> {
     crate::auth::tls::install_crypto_provider();
-    let prometheus = PrometheusBuilder::new().install_recorder()?;
+    let prometheus = crate::telemetry::install()?;
     let grpc_listener = tokio::net::TcpListener::bind(&config.grpc_addr)
         .await
         .map_err(|e| invalid("grpc_addr", format!("{}: {e}", config.grpc_addr)))?;
@@ -64,11 +64,32 @@ pub async fn serve(config: NodeConfig) -> crate::error::Result<()> {
     // whether its data may serve again.
     tokio::select! {
         served = serve_grpc(node.clone(), incoming) => served,
+        signal = stop_signal() => {
+            // SIGTERM (Kubernetes, Docker, systemd) or SIGINT: a leader hands over first, so a
+            // rolling restart pauses writes for about a lease instead of an election.
+            tracing::info!(signal, "stopping");
+            node.stop().await;
+            tracing::info!("stopped");
+            Ok(())
+        }
         reason = node.wait_core_stopped() => {
             // Long enough for a probe or a client to see NOT_SERVING, short enough for a restart.
             tokio::time::sleep(Duration::from_millis(CORE_STOPPED_EXIT_DELAY_MS)).await;
             Err(Error::Raft(format!("{reason}; exiting so a supervisor can restart this member")))
         }
+    }
+}
+
+/// The name of the first stop signal (SIGTERM or SIGINT) this process receives.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
     }
 }
 
@@ -119,14 +140,8 @@ where
     for service in HEALTH_SERVICES {
         health_reporter.set_service_status(service, ServingStatus::NotServing).await;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(collective_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(collective_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &node.security.tls {
@@ -135,7 +150,11 @@ where
     let grpc = server
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .max_concurrent_streams(GRPC_CONCURRENT_STREAMS_MAX)
-        // Every request passes the gate before its service (auth::gate).
+        // Every request is counted (refusals too), then passes the gate before its service.
+        .layer(crate::grpc_metrics::GrpcMetricsLayer::new(&[
+            collective_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ]))
         .layer(GateLayer::new(node.clone()))
         .serve_with_incoming(
             Services::new(ServiceSet {
@@ -168,6 +187,20 @@ where
     Ok(())
 }
 
+/// What reflection describes: the client API, health, and the `google.rpc` error details our
+/// errors carry (so `grpcurl` and `buf curl` decode `ErrorInfo`); not the members' own Raft
+/// service, which only members may call.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    use prost::Message;
+    let mut client_api =
+        prost_types::FileDescriptorSet::decode(collective_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
+    client_api.file.retain(|file| file.package() != "collective.raft.v1");
+    tonic_reflection::server::Builder::configure()
+        .register_file_descriptor_set(client_api)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// The names `grpc.health.v1` answers for: the whole server ("") and each client service. Each
 /// serves while this member knows a leader and its Raft core runs (every one of them needs a
 /// quorum).
@@ -188,6 +221,8 @@ const HEALTH_SERVICES: [&str; 10] = [
 async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthReporter) {
     let mut metrics = node.raft.metrics();
     let mut last_leader = None;
+    let mut followers = std::collections::BTreeSet::new();
+    let mut stopping = node.stopping.subscribe();
     loop {
         let snapshot = metrics.borrow_and_update().clone();
         let has_leader = snapshot.current_leader.is_some();
@@ -202,11 +237,12 @@ async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthRep
         metrics::gauge!("collective_raft_applied_index")
             .set(snapshot.last_applied.map(|l| l.index).unwrap_or(0) as f64);
         metrics::gauge!("collective_revision").set(node.shared.revision() as f64);
+        report_followers(&snapshot, &mut followers);
         if snapshot.current_leader != last_leader && snapshot.current_leader.is_some() {
             metrics::counter!("collective_leader_changes_seen_total").increment(1);
             last_leader = snapshot.current_leader;
         }
-        let serving = has_leader && node.core_stopped().is_none();
+        let serving = has_leader && node.core_stopped().is_none() && !node.is_stopping();
         let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         for service in HEALTH_SERVICES {
             health.set_service_status(service, status).await;
@@ -216,6 +252,7 @@ async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthRep
                 // The core ended: its metrics change no more.
                 node.wait_core_stopped().await;
             },
+            _ = async { stopping.wait_for(|stopping| *stopping).await.map(|_| ()) }, if !node.is_stopping() => {}
             _ = node.wait_core_stopped() => {}
         }
         if node.core_stopped().is_some() {
@@ -229,6 +266,32 @@ async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthRep
     }
 }
 
+/// On the leader, each follower's match index and lag (entries it lacks); elsewhere the lag of
+/// every follower seen reads 0, so a former leader's last figures do not linger as an alert.
+fn report_followers(
+    snapshot: &openraft::RaftMetrics<crate::raft_types::NodeId, openraft::BasicNode>,
+    followers: &mut std::collections::BTreeSet<crate::raft_types::NodeId>,
+) {
+    let last = snapshot.last_log_index.unwrap_or(0);
+    let replication = snapshot.replication.clone().unwrap_or_default();
+    for (member, matched) in &replication {
+        if *member == snapshot.id {
+            continue;
+        }
+        followers.insert(*member);
+        let matched = matched.map_or(0, |log_id| log_id.index);
+        metrics::gauge!("collective_raft_follower_match_index", "member" => member.to_string()).set(matched as f64);
+        metrics::gauge!("collective_raft_follower_lag_entries", "member" => member.to_string())
+            .set(last.saturating_sub(matched) as f64);
+    }
+    for member in followers.iter().filter(|member| !replication.contains_key(member)) {
+        metrics::gauge!("collective_raft_follower_lag_entries", "member" => member.to_string()).set(0.0);
+    }
+}
+
+/// The data directory's size is measured every this many backlog reports (a directory walk).
+const DB_SIZE_REPORT_TICKS: u64 = 10;
+
 /// How often the per-site message backlog gauges are refreshed.
 pub const BACKLOG_REPORT_INTERVAL_MS: u64 = 1_000;
 
@@ -237,22 +300,26 @@ pub const BACKLOG_REPORT_INTERVAL_MS: u64 = 1_000;
 async fn report_backlog(node: Arc<Node>) {
     let mut interval = tokio::time::interval(Duration::from_millis(BACKLOG_REPORT_INTERVAL_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         interval.tick().await;
-        let backlog: Vec<(u32, u64, u64)> = {
+        let backlog: Vec<(u32, u64, u64, bool)> = {
             let state = node.shared.state.read().expect("state lock");
             state
                 .sites
                 .keys()
                 .map(|site| {
                     let queue = state.messaging.queues.get(site);
-                    (*site, queue.map(|q| q.deliveries.len() as u64).unwrap_or(0), queue.map(|q| q.bytes).unwrap_or(0))
+                    let (messages, bytes) = queue.map_or((0, 0), |q| (q.deliveries.len() as u64, q.bytes));
+                    (*site, messages, bytes, state.leases.contains_key(site))
                 })
                 .collect()
         };
-        for (site, messages, bytes) in backlog {
-            metrics::gauge!("collective_site_queue_messages", "site" => site.to_string()).set(messages as f64);
-            metrics::gauge!("collective_site_queue_bytes", "site" => site.to_string()).set(bytes as f64);
+        for (site, messages, bytes, leased) in backlog {
+            let site = site.to_string();
+            metrics::gauge!("collective_site_queue_messages", "site" => site.clone()).set(messages as f64);
+            metrics::gauge!("collective_site_queue_bytes", "site" => site.clone()).set(bytes as f64);
+            metrics::gauge!("collective_site_lease_alive", "site" => site).set(if leased { 1.0 } else { 0.0 });
         }
         let (open, routing) = {
             let state = node.shared.state.read().expect("state lock");
@@ -263,6 +330,13 @@ async fn report_backlog(node: Arc<Node>) {
             (state.messaging.requests.len(), (queued, index.eligible.len(), routed, accepted))
         };
         metrics::gauge!("collective_open_requests").set(open as f64);
+        ticks += 1;
+        if ticks % DB_SIZE_REPORT_TICKS == 1 {
+            let dir = node.config.data_dir.clone();
+            if let Ok(bytes) = tokio::task::spawn_blocking(move || crate::store::data_size_bytes(&dir)).await {
+                metrics::gauge!("collective_db_size_bytes").set(bytes as f64);
+            }
+        }
         if let Some(bytes) = resident_memory_bytes() {
             metrics::gauge!("collective_process_resident_memory_bytes").set(bytes as f64);
         }
@@ -275,15 +349,16 @@ async fn report_backlog(node: Arc<Node>) {
     }
 }
 
-/// This process's resident set size, from `/proc/self/status` (`None` where there is none).
+/// This process's resident set size (`None` where the system does not say).
 pub(crate) fn resident_memory_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024)
+    metrics_process::collector::collect().resident_memory_bytes
 }
 
-async fn serve_http(listener: tokio::net::TcpListener, node: Arc<Node>, prometheus: PrometheusHandle) {
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    (prometheus, process): (PrometheusHandle, metrics_process::Collector),
+) {
     let ready_node = node.clone();
     let live_node = node.clone();
     let app = axum::Router::new()
@@ -319,7 +394,14 @@ async fn serve_http(listener: tokio::net::TcpListener, node: Arc<Node>, promethe
                 }
             }),
         )
-        .route("/metrics", get(move || std::future::ready(prometheus.render())));
+        .route(
+            "/metrics",
+            get(move || {
+                // Process metrics are read when scraped, as Prometheus' own client libraries do.
+                process.collect();
+                std::future::ready(prometheus.render())
+            }),
+        );
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "http server stopped");
     }

@@ -107,6 +107,15 @@ impl Cluster for ClusterService {
         }))
     }
 
+    async fn move_leader(
+        &self,
+        request: Request<pb::MemberIdRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let id = request.into_inner().id;
+        let (leader_id, took) = self.node.move_leader((id != 0).then_some(id)).await?;
+        Ok(Response::new(pb::MoveLeaderResponse { leader_id, took_ms: took.as_millis() as u64 }))
+    }
+
     async fn take_snapshot(
         &self,
         _request: Request<pb::TakeSnapshotRequest>,

@@ -40,8 +40,9 @@ pub enum Rule {
 
 /// The rule of the RPC at `path` (`/package.Service/Method`).
 pub fn rule(path: &str) -> Rule {
-    const ADMINISTRATORS: [&str; 7] = [
+    const ADMINISTRATORS: [&str; 8] = [
         "/collective.v1.Cluster/MemberAdd",
+        "/collective.v1.Cluster/MoveLeader",
         "/collective.v1.Cluster/TakeSnapshot",
         "/collective.v1.Cluster/MemberPromote",
         "/collective.v1.Cluster/MemberRemove",
@@ -258,6 +259,11 @@ pub fn reauthenticate(node: &Node, presented: &Presented) -> Result<Authenticate
 /// Authenticates `request` and applies its RPC's rule; on success the caller is in its extensions.
 fn admit<B>(node: &Node, request: &mut http::Request<B>) -> Result<(), tonic::Status> {
     let rule = rule(request.uri().path());
+    // A stopping member takes no new client requests; members still reach its Raft service (the
+    // hand-over needs it) and probes its health (NOT_SERVING).
+    if node.is_stopping() && matches!(rule, Rule::Principals | Rule::Administrators) {
+        return Err(tonic::Status::unavailable("this member is stopping: try another member"));
+    }
     // Under TLS the Raft service takes a member's certificate and nothing else (mutual TLS
     // between members; a token alone is not enough).
     if rule == Rule::Members && node.security.tls.is_some() {

@@ -424,6 +424,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut results = Vec::new();
         let mut published = Vec::new();
         let mut flush_history = false;
@@ -477,6 +478,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.history.flush().map_err(history_error)?;
         }
         metrics::counter!("collective_proposals_applied_total").increment(results.len() as u64);
+        metrics::histogram!("collective_apply_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
