@@ -4,8 +4,10 @@
 # leader, measure the longest gap between acknowledged writes, restart it), then, with
 # SPURIOUS_S > 0, a presence load of SPURIOUS_CLIENTS clients for SPURIOUS_S seconds with the
 # terms before and after (an election under load without a fault would show as a new term).
+# SIGNAL=term stops the leader with SIGTERM instead (a graceful stop: it hands leadership over).
 # Stops all it starts; KEEP=1 keeps the members' logs and data.
 #   KILLS=20 CLIENTS=64 SPURIOUS_S=120 SPURIOUS_CLIENTS=1000 deploy/bench-failover.sh
+#   KILLS=10 SIGNAL=term deploy/bench-failover.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/collective-target}"
@@ -13,6 +15,7 @@ KILLS="${KILLS:-20}"
 CLIENTS="${CLIENTS:-64}"
 SPURIOUS_S="${SPURIOUS_S:-0}"
 SPURIOUS_CLIENTS="${SPURIOUS_CLIENTS:-1000}"
+SIGNAL="${SIGNAL:-kill}"
 deploy/install-deps.sh
 cargo build --bin collective
 BIN="$CARGO_TARGET_DIR/debug/collective"
@@ -39,7 +42,7 @@ for _ in $(seq 1 120); do
 done
 curl -fs http://127.0.0.1:18101/readyz >/dev/null || { echo "collective did not become ready" >&2; exit 1; }
 "$BIN" --endpoints "$endpoints" bench failover --pids "${pids[0]},${pids[1]},${pids[2]}" \
-  --kills "$KILLS" --clients "$CLIENTS" --log-dir "$WORK"
+  --kills "$KILLS" --clients "$CLIENTS" --log-dir "$WORK" --signal "$SIGNAL"
 if [ "$SPURIOUS_S" -gt 0 ]; then
   terms() { for p in 17101 17102 17103; do "$BIN" --endpoints "127.0.0.1:$p" -w json cluster status 2>/dev/null | grep -o '"term": *[0-9]*' | head -1; done | tr '\n' ' '; }
   before="$(terms)"
