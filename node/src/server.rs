@@ -333,7 +333,9 @@ async fn report_backlog(node: Arc<Node>) {
         ticks += 1;
         if ticks % DB_SIZE_REPORT_TICKS == 1 {
             let dir = node.config.data_dir.clone();
-            if let Ok(bytes) = tokio::task::spawn_blocking(move || crate::store::data_size_bytes(&dir)).await {
+            // Through the environment: the simulations run this inline, since a blocking-pool
+            // thread of tokio's would make their seeded runs diverge.
+            if let Ok(bytes) = node.environment.blocking(move || crate::store::data_size_bytes(&dir)).await {
                 metrics::gauge!("collective_db_size_bytes").set(bytes as f64);
             }
         }

@@ -287,7 +287,10 @@ impl Config for ConfigService {
         let body = bundle_out(&set, revision, now).encode_to_vec();
         let passphrase = request.passphrase;
         // Argon2id takes tens of ms of CPU: off the async workers.
-        let file = tokio::task::spawn_blocking(move || bundle::seal(&body, &passphrase))
+        let file = self
+            .node
+            .environment
+            .blocking(move || bundle::seal(&body, &passphrase))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(bundle_error)?;
@@ -321,7 +324,10 @@ impl Config for ConfigService {
             }
         }
         let passphrase = header.passphrase;
-        let body = tokio::task::spawn_blocking(move || bundle::open(&file, &passphrase))
+        let body = self
+            .node
+            .environment
+            .blocking(move || bundle::open(&file, &passphrase))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(bundle_error)?;
