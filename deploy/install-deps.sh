@@ -3,7 +3,10 @@
 # protoc (proto code generation), a C++ compiler (RocksDB), make (jemalloc's build), curl (scripts).
 # With --test, also what the tests use: a Docker engine and docker-compose (the container test),
 # kubernetes-validate (the Kubernetes manifests' schema check, from PyPI), promtool (from Debian's
-# prometheus, without its recommended exporters: checks and unit-tests the alert rules).
+# prometheus, without its recommended exporters: checks and unit-tests the alert rules), buf (npm
+# @bufbuild/buf, into /var/tmp/collective-buf: lints the proto and checks it against the last
+# release), and Python's grpcio-health-checking and grpcio-reflection (foreign clients in
+# deploy/test-clients.sh).
 set -euo pipefail
 missing=()
 bare=() # installed without recommended packages
@@ -13,6 +16,11 @@ if [ "${1:-}" = --test ]; then
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   python3 -c 'import kubernetes_validate' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'kubernetes-validate==1.37.0'
+  python3 -c 'import grpc_health.v1, grpc_reflection.v1alpha' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      'grpcio==1.85.1' 'grpcio-health-checking==1.85.1' 'grpcio-reflection==1.85.1'
+  [ -x /var/tmp/collective-buf/node_modules/.bin/buf ] ||
+    npm install --silent --no-audit --no-fund --prefix /var/tmp/collective-buf '@bufbuild/buf@1.75.0'
 fi
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: format, clippy with warnings as errors, all tests (unit, state
 # machine, storage suite, 3-process cluster, seeded replica simulation, 50 seeds of whole-cluster
-# turmoil simulation) and the loom models. Read-only: it rewrites nothing (use `cargo fmt --all`
-# to fix formatting).
+# turmoil simulation), the loom models, buf lint/breaking on the proto, foreign gRPC clients,
+# the alert rules, the deployment manifests and the container test. Read-only: it rewrites
+# nothing (use `cargo fmt --all` to fix formatting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/collective-target}"
@@ -18,6 +19,11 @@ cargo test --workspace --all-targets
 echo "== loom models"
 RUSTFLAGS="--cfg loom --cfg tokio_unstable" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
     cargo test -p collective-sync --test loom
+echo "== proto: buf lint, buf breaking against the last released descriptor"
+(cd proto && /var/tmp/collective-buf/node_modules/.bin/buf lint &&
+    /var/tmp/collective-buf/node_modules/.bin/buf breaking --against released/v0.1.0.binpb)
+echo "== foreign clients: grpcio-health-checking, buf curl through reflection"
+deploy/test-clients.sh
 echo "== monitoring: promtool check and unit tests of the alert rules, the dashboard's JSON"
 promtool check rules deploy/monitoring/alerts.yaml
 promtool test rules deploy/monitoring/alerts-test.yaml
