@@ -121,7 +121,9 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let progress = Progress::new();
-    let reporter = {
+    // A bar on a terminal; elsewhere (a log, CI) a plain line every 5 s.
+    let bar = super::output::progress(name, Some(count * writes_each), super::output::Counted::Writes);
+    let reporter = (!super::output::stderr_is_terminal()).then(|| {
         let progress = progress.clone();
         let name = name.to_string();
         tokio::spawn(async move {
@@ -131,7 +133,7 @@ where
                 eprintln!("{name}: {done}/{} writes, {:.0}/s", count * writes_each, progress.rate());
             }
         })
-    };
+    });
     let writes = futures::stream::iter(0..count).map(&write).buffer_unordered(concurrency);
     futures::pin_mut!(writes);
     let mut result = Ok(());
@@ -139,6 +141,7 @@ where
         match outcome {
             Ok(()) => {
                 progress.done.fetch_add(writes_each, Ordering::Relaxed);
+                bar.inc(writes_each);
             }
             Err(error) => {
                 result = Err(error);
@@ -146,7 +149,10 @@ where
             }
         }
     }
-    reporter.abort();
+    if let Some(reporter) = reporter {
+        reporter.abort();
+    }
+    bar.finish_and_clear();
     result?;
     let elapsed = progress.started.elapsed().as_secs_f64();
     eprintln!("{name}: {} writes in {elapsed:.1} s, {:.0}/s", progress.done.load(Ordering::Relaxed), progress.rate());

@@ -11,7 +11,7 @@ use collective_proto::v1::config_client::ConfigClient;
 use tokio_stream::StreamExt;
 
 use super::client::Client;
-use super::output::{print, Format};
+use super::output::{print, progress, Counted, Format};
 
 /// Bytes per uploaded chunk.
 const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
@@ -104,13 +104,16 @@ pub async fn export(client: &Client, args: ExportArgs, format: Format) -> anyhow
         .into_inner();
     let mut file = Vec::new();
     let mut first: Option<pb::ExportChunk> = None;
+    let bar = progress("export", None, Counted::Bytes);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         file.extend_from_slice(&chunk.data);
+        bar.inc(chunk.data.len() as u64);
         if first.is_none() {
             first = Some(pb::ExportChunk { data: vec![], ..chunk });
         }
     }
+    bar.finish_and_clear();
     let first = first.ok_or_else(|| anyhow::anyhow!("the export stream was empty"))?;
     write_new(&args.out, &file)?;
     for line in &first.closure {
@@ -135,20 +138,30 @@ pub async fn import(client: &Client, args: ImportArgs, format: Format) -> anyhow
     let bytes = std::fs::read(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let header =
         pb::ImportHeader { mode: args.mode, dry_run: args.dry_run, passphrase: passphrase(&args.passphrase_file)? };
+    // The bar counts bytes as the stream takes them, then spins while the cluster decrypts,
+    // checks and commits; a retry against another member starts it again.
+    let bar = progress("import", Some(bytes.len() as u64), Counted::Bytes);
     let response = client
         .call(|c| {
+            bar.reset();
             let mut messages = vec![pb::ImportChunk { part: Some(pb::import_chunk::Part::Header(header.clone())) }];
             messages.extend(
                 bytes
                     .chunks(UPLOAD_CHUNK_BYTES)
                     .map(|chunk| pb::ImportChunk { part: Some(pb::import_chunk::Part::Data(chunk.to_vec())) }),
             );
-            async move {
-                ConfigClient::new(c).max_decoding_message_size(64 << 20).import(tokio_stream::iter(messages)).await
-            }
+            // Counted as the stream is polled: the iterator is lazy.
+            let bar = bar.clone();
+            let messages = tokio_stream::iter(messages.into_iter().inspect(move |message| {
+                if let Some(pb::import_chunk::Part::Data(data)) = &message.part {
+                    bar.inc(data.len() as u64);
+                }
+            }));
+            async move { ConfigClient::new(c).max_decoding_message_size(64 << 20).import(messages).await }
         })
-        .await?
-        .into_inner();
+        .await;
+    bar.finish_and_clear();
+    let response = response?.into_inner();
     if format == Format::Json {
         print(format, &response, None);
         return Ok(());
@@ -196,11 +209,14 @@ pub async fn snapshot(
                 .into_inner();
             let mut bytes = Vec::new();
             let mut revision = 0;
+            let bar = progress("snapshot save", None, Counted::Bytes);
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
                 revision = revision.max(chunk.revision);
                 bytes.extend_from_slice(&chunk.data);
+                bar.inc(chunk.data.len() as u64);
             }
+            bar.finish_and_clear();
             collective::store::SnapshotFile::decode(&bytes)?;
             write_new(&file, &bytes)?;
             crate::outln!("saved revision {revision} ({} bytes) to {}", bytes.len(), file.display());
@@ -213,7 +229,11 @@ pub async fn snapshot(
                 collective::config::NodeConfig { id: 1, initial_cluster, ..collective::config::NodeConfig::default() };
             let members =
                 config.initial_members()?.into_iter().map(|(id, addr)| (id, openraft::BasicNode { addr })).collect();
-            collective::store::restore(&data_dir, saved, members).await?;
+            let bar = progress("snapshot restore: writing the data directory", None, Counted::Bytes);
+            bar.set_position(bytes.len() as u64);
+            let restored = collective::store::restore(&data_dir, saved, members).await;
+            bar.finish_and_clear();
+            restored?;
             crate::outln!("restored revision {revision} into {}", data_dir.display());
         }
         SnapshotCommand::Status { file } => {

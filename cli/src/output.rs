@@ -26,6 +26,44 @@ pub fn write_line(line: std::fmt::Arguments) {
     }
 }
 
+/// Whether standard error is a terminal someone watches (progress bars, colours).
+pub fn stderr_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+/// What a progress bar counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Writes (or any other items).
+    Writes,
+    /// Bytes, shown in human units.
+    Bytes,
+}
+
+/// A progress bar on standard error for long work: of `len` steps, or a spinner with a running
+/// count when the length is unknown. Hidden when standard error is not a terminal, so logs,
+/// pipes and CI output get no control codes (callers print plain lines there if they want).
+pub fn progress(prefix: &str, len: Option<u64>, counted: Counted) -> indicatif::ProgressBar {
+    if !stderr_is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let template = match (len.is_some(), counted) {
+        (true, Counted::Writes) => "{prefix} [{bar:30}] {human_pos}/{human_len} {per_sec:>10}, {eta} left",
+        (true, Counted::Bytes) => "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec:>12}, {eta} left",
+        (false, Counted::Writes) => "{spinner} {prefix} {human_pos} {per_sec:>10}",
+        (false, Counted::Bytes) => "{spinner} {prefix} {bytes} {bytes_per_sec:>12}",
+    };
+    let bar = match len {
+        Some(len) => indicatif::ProgressBar::new(len),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let style = indicatif::ProgressStyle::with_template(template).expect("the templates are valid");
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_prefix(prefix.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
