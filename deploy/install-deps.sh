@@ -5,8 +5,8 @@
 # kubernetes-validate (the Kubernetes manifests' schema check, from PyPI), promtool (from Debian's
 # prometheus, without its recommended exporters: checks and unit-tests the alert rules), buf (npm
 # @bufbuild/buf, into /var/tmp/collective-buf: lints the proto and checks it against the last
-# release), and Python's grpcio-health-checking and grpcio-reflection (foreign clients in
-# deploy/test-clients.sh).
+# release), Python's grpcio-health-checking (a foreign client in deploy/test-clients.sh), and
+# OpenLDAP's slapd and ldap-utils (the directory source's tests run a real LDAP server).
 set -euo pipefail
 missing=()
 bare=() # installed without recommended packages
@@ -14,6 +14,8 @@ if [ "${1:-}" = --test ]; then
   command -v promtool >/dev/null 2>&1 || bare+=(prometheus)
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v slapd >/dev/null 2>&1 || missing+=(slapd)
+  command -v ldapmodify >/dev/null 2>&1 || missing+=(ldap-utils)
   python3 -c 'import kubernetes_validate' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'kubernetes-validate==1.37.0'
   python3 -c 'import grpc_health.v1, grpc_reflection.v1alpha' 2>/dev/null ||

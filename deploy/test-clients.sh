@@ -54,7 +54,7 @@ stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(sys.argv[1]))
 SERVING = health_pb2.HealthCheckResponse.SERVING
 services = ["", "collective.v1.Directory", "collective.v1.Presences", "collective.v1.Cluster",
             "collective.v1.Messages", "collective.v1.Notes", "collective.v1.Routing",
-            "collective.v1.Config"]
+            "collective.v1.Config", "collective.v1.Sources"]
 deadline = time.time() + 10
 for service in services:
     while True:

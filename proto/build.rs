@@ -1,12 +1,13 @@
 //! Generates the Rust code and the reflection descriptor set from `proto/*.proto`.
 /// Messages with a secret field (see `proto/src/lib.rs`).
-const SECRET_MESSAGES: [&str; 6] = [
+const SECRET_MESSAGES: [&str; 7] = [
     ".collective.v1.AddSiteRequest",
     ".collective.v1.CheckSiteRequest",
     ".collective.v1.ExportRequest",
     ".collective.v1.ImportHeader",
     ".collective.v1.LoginRequest",
     ".collective.v1.LoginResponse",
+    ".collective.v1.LdapSettings",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod output;
 pub mod routing;
 pub mod security;
+pub mod source;
 pub mod submit;
 
 use std::path::PathBuf;
@@ -165,6 +166,11 @@ pub enum Command {
     Route {
         #[command(subcommand)]
         command: routing::RouteCommand,
+    },
+    /// Directory sources: users from LDAP / Active Directory (set, get, sync-now, status, remove).
+    Source {
+        #[command(subcommand)]
+        command: source::SourceCommand,
     },
     /// Export configuration to an encrypted file (categories plus what they depend on).
     Export(migrate::ExportArgs),
@@ -755,6 +761,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Message { command } => messaging::message(&client, command, format, cli.timeout_ms).await,
         Command::Note { command } => messaging::note(&client, command, format, serializable).await,
         Command::Route { command } => routing::route(&client, command, format, serializable).await,
+        Command::Source { command } => source::source(&client, command, format, serializable).await,
         Command::Export(args) => migrate::export(&client, args, format).await,
         Command::Import(args) => migrate::import(&client, args, format).await,
         command => dispatch(&client, command, format, serializable).await,
@@ -1217,6 +1224,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
         Command::Message { .. }
         | Command::Note { .. }
         | Command::Route { .. }
+        | Command::Source { .. }
         | Command::Export(_)
         | Command::Import(_)
         | Command::Snapshot { .. }

@@ -22,6 +22,7 @@ use collective_proto::v1::messages_server::MessagesServer;
 use collective_proto::v1::notes_server::NotesServer;
 use collective_proto::v1::presences_server::PresencesServer;
 use collective_proto::v1::routing_server::RoutingServer;
+use collective_proto::v1::sources_server::SourcesServer;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
@@ -36,6 +37,7 @@ use crate::api::messages::MessagesService;
 use crate::api::notes::NotesService;
 use crate::api::presence::PresenceService;
 use crate::api::routing::RoutingService;
+use crate::api::sources::SourcesService;
 use crate::raft_service::RaftService;
 
 type Request = tonic::codegen::http::Request<Body>;
@@ -78,6 +80,8 @@ pub struct ServiceSet<H, R1, R2> {
     pub notes: NotesServer<NotesService>,
     /// Interaction routing.
     pub routing: RoutingServer<RoutingService>,
+    /// The directory source.
+    pub sources: SourcesServer<SourcesService>,
     /// Configuration bundles.
     pub config: ConfigServer<ConfigService>,
     /// gRPC health.
@@ -154,6 +158,7 @@ where
             set.notes,
             set.routing,
             set.config,
+            set.sources,
             set.health,
             set.reflection_v1,
             set.reflection_v1alpha,

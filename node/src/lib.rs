@@ -40,5 +40,6 @@ pub mod raft_types;
 pub mod runtime;
 pub mod server;
 pub mod shared;
+pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -15,6 +15,7 @@ use collective_proto::v1::messages_server::MessagesServer;
 use collective_proto::v1::notes_server::NotesServer;
 use collective_proto::v1::presences_server::PresencesServer;
 use collective_proto::v1::routing_server::RoutingServer;
+use collective_proto::v1::sources_server::SourcesServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tonic::server::NamedService;
 use tonic::transport::server::Connected;
@@ -29,6 +30,7 @@ use crate::api::messages::MessagesService;
 use crate::api::notes::NotesService;
 use crate::api::presence::PresenceService;
 use crate::api::routing::RoutingService;
+use crate::api::sources::SourcesService;
 use crate::auth::gate::GateLayer;
 use crate::config::NodeConfig;
 use crate::dispatch::{ServiceSet, Services};
@@ -169,6 +171,7 @@ where
                 messages: MessagesServer::new(MessagesService { node: node.clone() }),
                 notes: NotesServer::new(NotesService { node: node.clone() }),
                 routing: RoutingServer::new(RoutingService { node: node.clone() }),
+                sources: SourcesServer::new(SourcesService { node: node.clone() }),
                 config: ConfigServer::new(ConfigService { node: node.clone() })
                     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
@@ -181,6 +184,7 @@ where
 
     tokio::spawn(report_metrics(node.clone(), health_reporter));
     tokio::spawn(report_backlog(node.clone()));
+    tokio::spawn(crate::source::run_polls(node.clone()));
     tokio::spawn(node.clone().bootstrap());
     tokio::spawn(crate::join::join(node.clone()));
     grpc.await?;
@@ -204,7 +208,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// The names `grpc.health.v1` answers for: the whole server ("") and each client service. Each
 /// serves while this member knows a leader and its Raft core runs (every one of them needs a
 /// quorum).
-const HEALTH_SERVICES: [&str; 10] = [
+const HEALTH_SERVICES: [&str; 11] = [
     "",
     <AuthServer<AuthService> as NamedService>::NAME,
     <ClusterServer<ClusterService> as NamedService>::NAME,
@@ -215,6 +219,7 @@ const HEALTH_SERVICES: [&str; 10] = [
     <NotesServer<NotesService> as NamedService>::NAME,
     <PresencesServer<PresenceService> as NamedService>::NAME,
     <RoutingServer<RoutingService> as NamedService>::NAME,
+    <SourcesServer<SourcesService> as NamedService>::NAME,
 ];
 
 /// Keeps the Raft gauges and the gRPC health status current.

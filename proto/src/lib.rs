@@ -40,3 +40,8 @@ redacted_debug!(ExportRequest { categories } secret { passphrase });
 redacted_debug!(ImportHeader { mode, dry_run } secret { passphrase });
 redacted_debug!(LoginRequest { site } secret { password });
 redacted_debug!(LoginResponse { expires_at_ms, site } secret { token });
+redacted_debug!(
+    LdapSettings { url, starttls, ca_pem, bind_dn, base_dn, filter, mapping, interval_s, on_missing } secret {
+        bind_password
+    }
+);

@@ -7,7 +7,7 @@
 //! This file only dispatches: each command's decision and each event's fold live in the rules of
 //! the concept they belong to (`site/rules.rs`, `user/rules.rs`, `workgroup/rules.rs`,
 //! `catalog/rules.rs`, `presence/rules.rs`, `lease/rules.rs`, `messaging/rules.rs`,
-//! `notes/rules.rs`, `routing/rules.rs`, `config/rules.rs`).
+//! `notes/rules.rs`, `routing/rules.rs`, `config/rules.rs`, `source/rules.rs`).
 
 use crate::command::{Batch, Command, Envelope, Principal};
 use crate::event::{Event, EventRecord};
@@ -139,6 +139,12 @@ impl State {
                 self.decide_commit_import(at_ms, import_id, *parts, *mode)
             }
             Command::AbortImport { import_id } => self.decide_abort_import(import_id),
+            Command::SetSource { settings, next_poll_ms } => self.decide_set_source(at_ms, settings, *next_poll_ms),
+            Command::RemoveSource => self.decide_remove_source(),
+            Command::PollSourceNow => self.decide_poll_source_now(at_ms),
+            Command::StartSourcePoll { term } => self.decide_start_source_poll(*term),
+            Command::SourceStep { term, step } => self.decide_source_step(*term, step),
+            Command::FinishSourcePoll { term, report } => self.decide_finish_source_poll(at_ms, *term, report),
         }
     }
 
@@ -198,9 +204,18 @@ impl State {
             Event::ImportPartStaged { .. } | Event::ConfigImported { .. } | Event::ImportDiscarded { .. } => {
                 self.fold_import(event, at_ms)
             }
+            Event::SourceSet { .. }
+            | Event::SourceRemoved
+            | Event::SourcePollDue { .. }
+            | Event::SourcePollStarted { .. }
+            | Event::SourceClaimed { .. }
+            | Event::UserDeactivated { .. }
+            | Event::UserReactivated { .. }
+            | Event::SourcePolled { .. } => self.fold_source(event),
             // A record for the members' failure limiters and the audit trail; no view holds it.
             Event::AuthenticationFailed { .. } => {}
         }
         self.note_routing_effects(event, at_ms);
+        self.note_source_effects(event);
     }
 }

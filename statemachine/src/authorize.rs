@@ -105,6 +105,15 @@ impl State {
     pub fn authorize(&self, principal: &Principal, command: &Command) -> Result<(), Rejection> {
         let site = match principal {
             Principal::Admin(_) | Principal::System => return Ok(()),
+            // A directory source's poll makes only its own, fenced changes.
+            Principal::Source(kind) => {
+                return match command {
+                    Command::StartSourcePoll { .. } | Command::SourceStep { .. } | Command::FinishSourcePoll { .. } => {
+                        Ok(())
+                    }
+                    _ => Err(Rejection::PermissionDenied { reason: format!("source:{kind} may only apply its polls") }),
+                };
+            }
             Principal::Site(site) => *site,
         };
         if self.is_master_administrator(site) {
@@ -203,7 +212,13 @@ impl State {
             | Command::SetRouteCost { .. }
             | Command::RenewLeases
             | Command::Tick
-            | Command::RecordAuthFailure { .. } => deny(CONFIGURATION.to_string()),
+            | Command::RecordAuthFailure { .. }
+            | Command::SetSource { .. }
+            | Command::RemoveSource
+            | Command::PollSourceNow
+            | Command::StartSourcePoll { .. }
+            | Command::SourceStep { .. }
+            | Command::FinishSourcePoll { .. } => deny(CONFIGURATION.to_string()),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::messaging::{Destination, Element, MessageKind, QueueLimits};
 use crate::notes::{Attribute, UpdateOp};
 use crate::routing::{RouteRequest, Settings};
 use crate::site::{SiteId, TrustedAccess};
+use crate::source::{LdapSettings, PollReport, SourceStep};
 use crate::user::UserSpec;
 
 /// Who asked for a command.
@@ -23,6 +24,8 @@ pub enum Principal {
     Site(SiteId),
     /// The collective itself (ticks, timers).
     System,
+    /// A directory source's poll, by kind (`ldap`), proposed by the leader.
+    Source(std::sync::Arc<str>),
 }
 
 impl std::fmt::Display for Principal {
@@ -31,6 +34,7 @@ impl std::fmt::Display for Principal {
             Principal::Admin(name) => write!(f, "admin:{name}"),
             Principal::Site(id) => write!(f, "site:{id}"),
             Principal::System => write!(f, "system"),
+            Principal::Source(kind) => write!(f, "source:{kind}"),
         }
     }
 }
@@ -347,6 +351,37 @@ pub enum Command {
         /// The caller's address as the limiter keys it (IPv4, or IPv6 /64); empty if unknown.
         source: String,
     },
+    /// Configure the directory source (replacing the settings of any), its first poll due at
+    /// `next_poll_ms` (at once when absent).
+    SetSource {
+        /// The settings.
+        settings: LdapSettings,
+        /// When the next poll is due.
+        next_poll_ms: Option<u64>,
+    },
+    /// Remove the directory source; the users it filled stay, none deactivated any more.
+    RemoveSource,
+    /// Make the next poll due now.
+    PollSourceNow,
+    /// The leader of `term` begins a poll (see `source.rs` on fencing).
+    StartSourcePoll {
+        /// The proposing leader's Raft term.
+        term: u64,
+    },
+    /// One change of the poll of `term`.
+    SourceStep {
+        /// The poll's term.
+        term: u64,
+        /// The change.
+        step: SourceStep,
+    },
+    /// The poll of `term` reports; the next is due one interval later.
+    FinishSourcePoll {
+        /// The poll's term.
+        term: u64,
+        /// What it did.
+        report: PollReport,
+    },
 }
 
 impl Command {
@@ -392,6 +427,12 @@ impl Command {
             Command::SetRoutingSettings { .. } => "SetRoutingSettings",
             Command::SetRouteCost { .. } => "SetRouteCost",
             Command::RecordAuthFailure { .. } => "RecordAuthFailure",
+            Command::SetSource { .. } => "SetSource",
+            Command::RemoveSource => "RemoveSource",
+            Command::PollSourceNow => "PollSourceNow",
+            Command::StartSourcePoll { .. } => "StartSourcePoll",
+            Command::SourceStep { .. } => "SourceStep",
+            Command::FinishSourcePoll { .. } => "FinishSourcePoll",
         }
     }
 }

@@ -340,6 +340,49 @@ pub enum Event {
         /// The caller's address as the limiter keys it; empty if unknown.
         source: String,
     },
+    /// The directory source was configured (the password is never shown outside the state).
+    SourceSet {
+        /// Its settings.
+        settings: crate::source::LdapSettings,
+        /// When its next poll is due.
+        next_poll_ms: u64,
+    },
+    /// The directory source was removed.
+    SourceRemoved,
+    /// The next poll was made due.
+    SourcePollDue {
+        /// When.
+        next_poll_ms: u64,
+    },
+    /// The leader of `term` began a poll.
+    SourcePollStarted {
+        /// Its term.
+        term: u64,
+    },
+    /// The directory source owns a user from now on.
+    SourceClaimed {
+        /// The user.
+        username: String,
+    },
+    /// A user's directory entry left: it may not log on.
+    UserDeactivated {
+        /// The user.
+        username: String,
+    },
+    /// A deactivated user's entry is back.
+    UserReactivated {
+        /// The user.
+        username: String,
+    },
+    /// A poll reported.
+    SourcePolled {
+        /// Its term.
+        term: u64,
+        /// What it did.
+        report: crate::source::PollReport,
+        /// When the next is due.
+        next_poll_ms: u64,
+    },
 }
 
 impl Event {
@@ -390,6 +433,14 @@ impl Event {
             Event::RouteCostSet { .. } => "RouteCostSet",
             Event::StatusOverdue { .. } => "StatusOverdue",
             Event::AuthenticationFailed { .. } => "AuthenticationFailed",
+            Event::SourceSet { .. } => "SourceSet",
+            Event::SourceRemoved => "SourceRemoved",
+            Event::SourcePollDue { .. } => "SourcePollDue",
+            Event::SourcePollStarted { .. } => "SourcePollStarted",
+            Event::SourceClaimed { .. } => "SourceClaimed",
+            Event::UserDeactivated { .. } => "UserDeactivated",
+            Event::UserReactivated { .. } => "UserReactivated",
+            Event::SourcePolled { .. } => "SourcePolled",
         }
     }
 
@@ -410,7 +461,10 @@ impl Event {
             | Event::InteractionEnded { username, .. }
             | Event::AgentReserved { agent: username, .. }
             | Event::ReservationAccepted { agent: username, .. }
-            | Event::ReservationReleased { agent: username, .. } => Some(username),
+            | Event::ReservationReleased { agent: username, .. }
+            | Event::SourceClaimed { username }
+            | Event::UserDeactivated { username }
+            | Event::UserReactivated { username } => Some(username),
             _ => None,
         }
     }

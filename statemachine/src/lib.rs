@@ -18,7 +18,8 @@
 //!   [`catalog`], [`presence`] (status, logon, roaming, logoff), [`lease`] (lease expiry,
 //!   `lease/rules.rs`), [`messaging`] (inter-site messages and requests), [`notes`], [`routing`]
 //!   (interactions, reservations, queues; the agent choice is `collective-routing`), [`config`]
-//!   (export and import).
+//!   (export and import), [`source`] (the directory filled from LDAP: settings, fenced polls,
+//!   the plan that matches entries to users by email).
 //! - [`state`]: the views, their accessors and `check_invariants`.
 //! - [`directory`]: read-only views: per-site visibility, search, extension resolution.
 //! - [`history`]: the presence versions the node's history index records after each change.
@@ -41,6 +42,7 @@ pub mod rejection;
 pub mod routing;
 pub mod site;
 pub mod small;
+pub mod source;
 pub mod state;
 pub mod user;
 pub mod validate;

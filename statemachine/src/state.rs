@@ -56,6 +56,9 @@ pub struct State {
     /// Imports being staged, by id.
     #[serde(default)]
     pub imports: BTreeMap<String, crate::config::StagedImport>,
+    /// The directory source (LDAP), if one is configured.
+    #[serde(default)]
+    pub source: Option<crate::source::DirectorySource>,
     /// Derived: the statuses whose `until` is still ahead (`presence.rs`), rebuilt on load.
     #[serde(skip)]
     pub status_deadlines: StatusDeadlines,
@@ -100,6 +103,7 @@ impl State {
             messaging: Messaging::default(),
             routing: Routing::default(),
             imports: BTreeMap::new(),
+            source: None,
             status_deadlines: StatusDeadlines::default(),
         }
     }
@@ -157,6 +161,16 @@ impl State {
         assert!(self.imports.len() <= crate::config::IMPORTS_STAGED_MAX, "{} imports staged", self.imports.len());
         self.check_messaging_invariants();
         self.check_routing_invariants();
+        if let Some(source) = &self.source {
+            for key in &source.owned {
+                assert!(self.users.contains_key(key.as_str()), "the directory source owns {key:?}, no user");
+            }
+            for key in &source.deactivated {
+                assert!(source.owned.contains(key), "the directory source deactivated {key:?}, which it does not own");
+                let logged_on = self.presence[key.as_str()].logon.is_some();
+                assert!(!logged_on, "{key:?} is deactivated and logged on");
+            }
+        }
         assert_eq!(
             self.site_names.len(),
             self.sites.len(),

@@ -102,6 +102,27 @@ pub fn validate(command: &Command) -> Checked {
         }
         Command::KeepAlive { site } | Command::RevokeLease { site } => site_id("site", *site),
         Command::RenewLeases | Command::Tick => Ok(()),
+        Command::SetSource { settings, next_poll_ms } => {
+            crate::source::validate_settings(settings)?;
+            time("source.next_poll_ms", *next_poll_ms)
+        }
+        Command::RemoveSource | Command::PollSourceNow | Command::StartSourcePoll { .. } => Ok(()),
+        Command::SourceStep { step, .. } => validate_source_step(step),
+        Command::FinishSourcePoll { report, .. } => {
+            if report.refusals.len() > crate::source::REFUSALS_KEPT_MAX {
+                return Err(Rejection::invalid(
+                    "report.refusals",
+                    format!("at most {} are kept", crate::source::REFUSALS_KEPT_MAX),
+                ));
+            }
+            for refusal in &report.refusals {
+                text("report.refusals", refusal, 1, crate::source::SOURCE_TEXT_CHARS_MAX)?;
+            }
+            if let Some(error) = &report.error {
+                text("report.error", error, 1, crate::source::SOURCE_TEXT_CHARS_MAX)?;
+            }
+            Ok(())
+        }
         Command::RecordAuthFailure { site, source, .. } => {
             site_id("site", *site)?;
             text("source", source, 0, SOURCE_CHARS_MAX)
@@ -301,7 +322,24 @@ fn validate_site(spec: &SiteSpec) -> Checked {
     Ok(())
 }
 
-fn validate_user(spec: &UserSpec) -> Checked {
+/// A poll's step carries a user or a membership, checked like their own commands.
+fn validate_source_step(step: &crate::source::SourceStep) -> Checked {
+    use crate::source::SourceStep;
+    match step {
+        SourceStep::Create(spec) | SourceStep::Update(spec) => validate_user(spec),
+        SourceStep::Join { username, workgroup } | SourceStep::Leave { username, workgroup } => {
+            self::name("workgroup", workgroup)?;
+            self::username("username", username)
+        }
+        SourceStep::Claim { username }
+        | SourceStep::Deactivate { username }
+        | SourceStep::Reactivate { username }
+        | SourceStep::Delete { username } => self::username("username", username),
+    }
+}
+
+/// Checks a user's fields (also each user a directory source's poll plans).
+pub(crate) fn validate_user(spec: &UserSpec) -> Checked {
     username("user.username", &spec.username)?;
     name("user.display_name", &spec.display_name)?;
     email("user.email", &spec.email)?;

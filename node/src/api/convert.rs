@@ -124,6 +124,20 @@ pub fn event(record: &EventRecord) -> pb::Event {
             part: *part,
             entities: config.entities() as u64,
         }),
+        Event::SourceSet { settings, next_poll_ms } => Body::SourceSet(pb::SourceChanged {
+            url: settings.url.clone(),
+            base_dn: settings.base_dn.clone(),
+            next_poll_ms: *next_poll_ms,
+        }),
+        Event::SourceRemoved => Body::SourceRemoved(pb::SourceChanged::default()),
+        Event::SourcePollDue { next_poll_ms } => {
+            Body::SourcePollDue(pb::SourceChanged { next_poll_ms: *next_poll_ms, ..Default::default() })
+        }
+        Event::SourcePollStarted { term } => Body::SourcePollStarted(pb::SourcePollStarted { term: *term }),
+        Event::SourceClaimed { username } => Body::SourceClaimed(pb::UserRef { username: username.clone() }),
+        Event::UserDeactivated { username } => Body::UserDeactivated(pb::UserRef { username: username.clone() }),
+        Event::UserReactivated { username } => Body::UserReactivated(pb::UserRef { username: username.clone() }),
+        Event::SourcePolled { report, .. } => Body::SourcePolled(super::sources::report_out(report)),
         Event::ImportDiscarded { import_id, reason } => {
             Body::ImportDiscarded(pb::ImportDiscarded { import_id: import_id.clone(), reason: reason.clone() })
         }

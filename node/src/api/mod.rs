@@ -2,8 +2,8 @@
 //!
 //! - [`error`]: `ApiError` and its single mapping to gRPC status codes.
 //! - [`convert`]: wire ⇄ domain conversions.
-//! - [`directory`], [`presence`], [`history`], [`cluster`], [`messages`], [`notes`], [`routing`]:
-//!   the services.
+//! - [`directory`], [`presence`], [`history`], [`cluster`], [`messages`], [`notes`], [`routing`],
+//!   [`config`], [`sources`], [`auth`]: the services.
 
 pub mod auth;
 pub mod cluster;
@@ -16,6 +16,7 @@ pub mod messages;
 pub mod notes;
 pub mod presence;
 pub mod routing;
+pub mod sources;
 
 use std::sync::Arc;
 

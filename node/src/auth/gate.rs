@@ -57,7 +57,7 @@ pub fn rule(path: &str) -> Rule {
         Rule::Public
     } else if path.starts_with("/collective.raft.v1.Raft/") {
         Rule::Members
-    } else if ADMINISTRATORS.contains(&path) {
+    } else if ADMINISTRATORS.contains(&path) || path.starts_with("/collective.v1.Sources/") {
         Rule::Administrators
     } else {
         Rule::Principals

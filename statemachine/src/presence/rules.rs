@@ -42,6 +42,7 @@ impl State {
 
     pub(crate) fn decide_log_on(&self, username: &str, site: SiteId, server: &str) -> Result<Vec<Event>, Rejection> {
         let user = self.user(username)?;
+        self.check_not_deactivated(&user.username)?;
         let target = self.site(site)?;
         if !target.active {
             return Err(Rejection::precondition("site", format!("site {site} is not active")));
