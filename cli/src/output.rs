@@ -48,9 +48,10 @@ pub fn progress(prefix: &str, len: Option<u64>, counted: Counted) -> indicatif::
         return indicatif::ProgressBar::hidden();
     }
     let template = match (len.is_some(), counted) {
-        (true, Counted::Writes) => "{prefix} [{bar:30}] {human_pos}/{human_len} {per_sec:>10}, {eta} left",
+        // indicatif's `per_sec` prints every decimal of the rate: the time taken and left instead.
+        (true, Counted::Writes) => "{prefix} [{bar:30}] {human_pos}/{human_len} in {elapsed}, {eta} left",
         (true, Counted::Bytes) => "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec:>12}, {eta} left",
-        (false, Counted::Writes) => "{spinner} {prefix} {human_pos} {per_sec:>10}",
+        (false, Counted::Writes) => "{spinner} {prefix} {human_pos} in {elapsed}",
         (false, Counted::Bytes) => "{spinner} {prefix} {bytes} {bytes_per_sec:>12}",
     };
     let bar = match len {
