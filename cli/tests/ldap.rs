@@ -4,7 +4,8 @@
 //! would: a first poll creates users, a changed attribute updates one, a removed entry
 //! deactivates it, a conflicting extension is refused and reported while the rest apply; a wrong
 //! bind password, an unreachable server and a malformed mapping each give a clear answer and
-//! change nothing.
+//! change nothing; a leader paused in the middle of a poll is replaced by one that redoes it,
+//! and the paused one, resumed, changes nothing more.
 
 mod common;
 
@@ -53,7 +54,8 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> (bool, String) {
 }
 
 impl Slapd {
-    fn start() -> Slapd {
+    /// A server holding the base entries and `extra` (LDIF, loaded offline with slapadd).
+    fn start(extra: &str) -> Slapd {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         let (ok, out) = run(
@@ -87,7 +89,7 @@ impl Slapd {
         let base = format!(
             "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
              dn: ou=Indianapolis,{BASE}\nobjectClass: organizationalUnit\nou: Indianapolis\n\n\
-             dn: ou=Paris,{BASE}\nobjectClass: organizationalUnit\nou: Paris\n"
+             dn: ou=Paris,{BASE}\nobjectClass: organizationalUnit\nou: Paris\n\n{extra}"
         );
         let conf = path.join("slapd.conf");
         let (ok, out) = run("slapadd", &["-f", conf.to_str().unwrap()], Some(&base));
@@ -211,7 +213,7 @@ async fn log_on(cluster: &Cluster, username: &str, site: u32) -> Result<(), toni
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_polls_create_update_deactivate_and_report_refusals() {
-    let slapd = Slapd::start();
+    let slapd = Slapd::start("");
     let cluster = Cluster::start(3, &[]).await;
     let mut directory = cluster.directory(0).await;
     directory.add_site(site(1, "Indianapolis")).await.unwrap();
@@ -376,4 +378,76 @@ async fn ldap_polls_create_update_deactivate_and_report_refusals() {
     for index in 0..3 {
         assert!(!cluster.log(index).contains(ADMIN_PASSWORD), "member {index} logged the bind password");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_mid_poll_is_fenced_off_and_its_successor_finishes() {
+    const ENTRIES: usize = 20_000;
+    let entries: String = (0..ENTRIES)
+        .map(|i| {
+            let site = if i % 2 == 0 { "Paris" } else { "Indianapolis" };
+            format!(
+                "dn: uid=u{i},ou={site},{BASE}\nobjectClass: inetOrgPerson\nuid: u{i}\ncn: User {i}\nsn: {i}\n\
+                 mail: u{i}@example.com\ntelephoneNumber: {}\n\n",
+                3_000_000 + i
+            )
+        })
+        .collect();
+    let slapd = Slapd::start(&entries);
+    let mut cluster = Cluster::start(3, &[]).await;
+    let mut directory = cluster.directory(0).await;
+    directory.add_site(site(1, "Indianapolis")).await.unwrap();
+    directory.add_site(site(2, "Paris")).await.unwrap();
+    let password_file = slapd.dir.path().join("bind-password");
+    std::fs::write(&password_file, ADMIN_PASSWORD).unwrap();
+    let url = format!("ldap://127.0.0.1:{}", slapd.ldap);
+    let leader = cluster.leader(0).await;
+    let args = ["source", "ldap", "set", "--url", &url, "--bind-dn", ADMIN_DN, "--base-dn", BASE];
+    let mut args: Vec<&str> = args.to_vec();
+    let password = password_file.to_str().unwrap();
+    args.extend(["--bind-password-file", password]);
+    ok(&cluster, &args);
+
+    // Pause the leader once it has begun creating users: its poll is half done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cluster.status(leader).await;
+        if status.revision > 2 + 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the poll never began writing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.signal(leader, "STOP");
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let successor = cluster.wait_for_leader(&others).await;
+    // The successor sees a poll of an older term unfinished and redoes it at once.
+    let mut sources = collective_proto::v1::sources_client::SourcesClient::new(cluster.channel(successor).await);
+    let report = loop {
+        let request = pb::SourceStatusRequest { serializable: false };
+        if let Ok(status) = sources.status(request).await {
+            let status = status.into_inner();
+            if let (Some(report), false) = (status.last_poll, status.polling) {
+                break report;
+            }
+        }
+        assert!(Instant::now() < deadline, "the successor never finished a poll");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((report.error.as_str(), report.seen, report.refused), ("", ENTRIES as u64, 0), "{report:?}");
+    assert!(report.created < ENTRIES as u64, "the paused leader created nobody before it stopped: {report:?}");
+
+    // The paused leader resumes: whatever it still tries is fenced off.
+    cluster.signal(leader, "CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for index in 0..3 {
+        let request = pb::SourceStatusRequest { serializable: false };
+        let mut sources = collective_proto::v1::sources_client::SourcesClient::new(cluster.channel(index).await);
+        let status = sources.status(request).await.unwrap().into_inner();
+        assert_eq!((status.owned, status.polling), (ENTRIES as u64, false), "member {index}: {status:?}");
+    }
+    assert_eq!(cluster.status(0).await.revision, cluster.status(leader).await.revision);
+    let users = pb::SearchRequest { limit: 10, name: "u19999".into(), ..Default::default() };
+    assert_eq!(cluster.directory(leader).await.search(users).await.unwrap().into_inner().entries.len(), 1);
+    cluster.kill(leader);
 }
