@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use collective_statemachine::source::plan::{plan, DirectoryEntry, Plan};
 use collective_statemachine::source::{
-    LdapSettings, PollReport, SourceStep, REFUSALS_KEPT_MAX, SOURCE_ENTRIES_MAX, SOURCE_STEPS_PER_BATCH,
+    report_text, LdapSettings, PollReport, SourceStep, REFUSALS_KEPT_MAX, SOURCE_ENTRIES_MAX, SOURCE_STEPS_PER_BATCH,
 };
 use collective_statemachine::{Command, Principal, Rejection};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
@@ -152,7 +152,7 @@ async fn poll(node: &Arc<Node>, term: u64) -> Result<(), ApiError> {
     match read_directory(&settings).await {
         Err(error) => {
             tracing::warn!(url = %settings.url, %error, "directory poll failed");
-            report.error = Some(error);
+            report.error = Some(report_text(&error));
         }
         Ok(entries) => {
             let plan = plan(&node.shared.state.read().expect("state lock"), &settings, &entries);
@@ -222,7 +222,7 @@ async fn apply(node: &Arc<Node>, term: u64, plan: &Plan, report: &mut PollReport
                 Err(ApiError::Rejected(rejection)) => {
                     report.refused += 1;
                     if report.refusals.len() < REFUSALS_KEPT_MAX {
-                        report.refusals.push(truncate(&format!("{}: {rejection}", planned.entry)));
+                        report.refusals.push(report_text(&format!("{}: {rejection}", planned.entry)));
                     }
                 }
                 Err(error) => return Err(error),
@@ -232,11 +232,6 @@ async fn apply(node: &Arc<Node>, term: u64, plan: &Plan, report: &mut PollReport
     report.created = created.len() as u64;
     report.updated = updated.difference(&created).count() as u64;
     Ok(())
-}
-
-/// A refusal's text within the state's limit.
-fn truncate(text: &str) -> String {
-    text.chars().take(collective_statemachine::source::SOURCE_TEXT_CHARS_MAX).collect()
 }
 
 /// A plan's changes as lines (`create ada`, `join ada Support`…), the first `limit` of them.

@@ -265,6 +265,18 @@ impl SourceStep {
     }
 }
 
+/// A line of a poll's report as the state keeps it: control characters (an LDAP server's
+/// multi-line diagnostic) become spaces and the text is cut at [`SOURCE_TEXT_CHARS_MAX`], so a
+/// report is never refused for its text (which would fail the poll again and again).
+pub fn report_text(text: &str) -> String {
+    let line: String = text.chars().take(SOURCE_TEXT_CHARS_MAX).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if line.trim().is_empty() {
+        "(no text)".to_string()
+    } else {
+        line
+    }
+}
+
 /// Checks a source's settings; the first problem names its field.
 pub fn validate_settings(settings: &LdapSettings) -> Result<(), Rejection> {
     text("settings.url", &settings.url, 1, SOURCE_TEXT_CHARS_MAX)?;

@@ -188,3 +188,18 @@ fn the_source_may_only_apply_its_polls_and_sites_may_not_configure_it() {
     );
     assert!(!format!("{:?}", settings()).contains("secret"), "Debug shows the password");
 }
+
+#[test]
+fn a_report_line_is_kept_whatever_the_directory_said() {
+    let long = format!("line one\nline two\t{}", "x".repeat(5_000));
+    let line = collective_statemachine::source::report_text(&long);
+    assert!(!line.contains('\n') && line.chars().count() == collective_statemachine::source::SOURCE_TEXT_CHARS_MAX);
+    let mut state = setup();
+    apply(&mut state, 3_000, Command::StartSourcePoll { term: 1 }).unwrap();
+    let report = PollReport {
+        error: Some(line),
+        refusals: vec![collective_statemachine::source::report_text("\n")],
+        ..PollReport::default()
+    };
+    apply(&mut state, 3_000, Command::FinishSourcePoll { term: 1, report }).unwrap();
+}

@@ -52,7 +52,7 @@ impl Plan {
     pub fn refuse(&mut self, entry: &str, reason: impl std::fmt::Display) {
         self.refused += 1;
         if self.refusals.len() < REFUSALS_KEPT_MAX {
-            self.refusals.push(format!("{entry}: {reason}"));
+            self.refusals.push(super::report_text(&format!("{entry}: {reason}")));
         }
     }
 
