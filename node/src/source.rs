@@ -141,9 +141,11 @@ pub async fn run_polls(node: Arc<Node>) {
 /// newer poll fenced it); a directory that cannot be read is a finished poll whose report says
 /// why.
 async fn poll(node: &Arc<Node>, term: u64) -> Result<(), ApiError> {
-    node.write_as_leader(principal(), Command::StartSourcePoll { term }).await?;
+    let begun = node.write_as_leader(principal(), Command::StartSourcePoll { term }).await?;
     let started = Instant::now();
-    let started_ms = node.now_ms();
+    // The entry's time, not this clock: `sync-now` compares it with the entry time that made the
+    // poll due, and entry time never goes backwards across leaders.
+    let started_ms = begun.events.first().map_or_else(|| node.now_ms(), |record| record.at_ms);
     let settings = match &node.shared.state.read().expect("state lock").source {
         Some(source) => source.settings.clone(),
         None => return Ok(()),
