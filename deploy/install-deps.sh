@@ -6,7 +6,8 @@
 # prometheus, without its recommended exporters: checks and unit-tests the alert rules), buf (npm
 # @bufbuild/buf, into /var/tmp/collective-buf: lints the proto and checks it against the last
 # release), Python's grpcio-health-checking (a foreign client in deploy/test-clients.sh), and
-# OpenLDAP's slapd and ldap-utils (the directory source's tests run a real LDAP server).
+# OpenLDAP's slapd and ldap-utils (the directory source's tests run a real LDAP server), and
+# Debian's chromium with npm's playwright-core (the board's browser test, deploy/test-board.sh).
 set -euo pipefail
 missing=()
 bare=() # installed without recommended packages
@@ -16,6 +17,7 @@ if [ "${1:-}" = --test ]; then
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   command -v slapd >/dev/null 2>&1 || missing+=(slapd)
   command -v ldapmodify >/dev/null 2>&1 || missing+=(ldap-utils)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   python3 -c 'import kubernetes_validate' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'kubernetes-validate==1.37.0'
   python3 -c 'import grpc_health.v1, grpc_reflection.v1alpha' 2>/dev/null ||
@@ -23,6 +25,8 @@ if [ "${1:-}" = --test ]; then
       'grpcio==1.85.1' 'grpcio-health-checking==1.85.1' 'grpcio-reflection==1.85.1'
   [ -x /var/tmp/collective-buf/node_modules/.bin/buf ] ||
     npm install --silent --no-audit --no-fund --prefix /var/tmp/collective-buf '@bufbuild/buf@1.75.0'
+  [ -d /var/tmp/collective-board-test/node_modules/playwright-core ] ||
+    npm install --silent --no-audit --no-fund --prefix /var/tmp/collective-board-test 'playwright-core@1.64.1'
 fi
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)

@@ -24,6 +24,8 @@ echo "== proto: buf lint, buf breaking against the last released descriptor"
     /var/tmp/collective-buf/node_modules/.bin/buf breaking --against released/v0.1.0.binpb)
 echo "== foreign clients: grpcio-health-checking, buf curl through reflection"
 deploy/test-clients.sh
+echo "== the supervisor board in headless chromium"
+deploy/test-board.sh
 echo "== monitoring: promtool check and unit tests of the alert rules, the dashboard's JSON"
 promtool check rules deploy/monitoring/alerts.yaml
 promtool test rules deploy/monitoring/alerts-test.yaml

@@ -499,3 +499,85 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
     let ready = http_get(&cluster.http[joiner], "/readyz");
     assert!(ready.contains("503"), "the stranger became ready: {ready}");
 }
+
+/// One HTTP/1.0 request: the status code, the headers and the body.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// The `collective_board` cookie a sign-in answer sets.
+fn board_cookie(head: &str) -> String {
+    head.lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|cookie| cookie.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie in {head}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_needs_a_sign_in_and_shows_a_site_its_own_view() {
+    let secrets = tempfile::TempDir::new().unwrap();
+    let token_file = write_file(secrets.path(), "admin.token", &format!("{ADMIN_TOKEN}\n"));
+    let cluster = Cluster::start(3, &["--admin-token-file", token_file.to_str().unwrap()]).await;
+    let mut admin = DirectoryClient::new(with_token(&cluster, 0, ADMIN_TOKEN).await);
+    admin.add_site(site(1, "Indianapolis")).await.unwrap();
+    admin.add_site(site(2, "Paris")).await.unwrap();
+    admin.add_user(user("ada", 1, "1100")).await.unwrap();
+    admin.add_user(user("bob", 2, "2100")).await.unwrap();
+    let http_addr = &cluster.http[1];
+
+    // The page itself is public; its data and feed are not.
+    assert_eq!(http(http_addr, "GET", "/board", &[], "").0, 200);
+    for path in ["/board/api/overview", "/board/api/presence", "/board/events"] {
+        assert_eq!(http(http_addr, "GET", path, &[], "").0, 401, "{path}");
+    }
+    let json = [("content-type", "application/json")];
+    let (status, _, body) = http(http_addr, "POST", "/board/session", &json, r#"{"token":"wrong"}"#);
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = http(http_addr, "POST", "/board/session", &json, r#"{"site":2,"password":"wrong"}"#);
+    assert_eq!(status, 401, "{body}");
+
+    // The administrator sees everyone; the cookie carries the credential, HttpOnly.
+    let (status, head, _) =
+        http(http_addr, "POST", "/board/session", &json, &format!(r#"{{"token":"{ADMIN_TOKEN}"}}"#));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("HttpOnly") && head.contains("SameSite=Strict"), "{head}");
+    let admin_cookie = board_cookie(&head);
+    let cookie = [("cookie", admin_cookie.as_str())];
+    let (status, _, page) = http(http_addr, "GET", "/board/api/presence", &cookie, "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("\"ada\"") && page.contains("\"bob\""), "{page}");
+    let (status, _, overview) = http(http_addr, "GET", "/board/api/overview", &cookie, "");
+    assert_eq!(status, 200, "{overview}");
+    assert!(overview.contains("\"viewer\":\"admin:admin\"") && overview.contains("Indianapolis"), "{overview}");
+    let (status, _, body) = http(http_addr, "GET", "/board/api/presence?group=Sleeping", &cookie, "");
+    assert!(status == 400 && body.contains("group"), "{status} {body}");
+
+    // Site 2 signs in with its password and sees its own directory view: bob, not ada.
+    let (status, head, _) = http(http_addr, "POST", "/board/session", &json, r#"{"site":2,"password":"password-2"}"#);
+    assert_eq!(status, 200, "{head}");
+    let site_cookie = board_cookie(&head);
+    let (_, _, page) = http(http_addr, "GET", "/board/api/presence", &[("cookie", site_cookie.as_str())], "");
+    assert!(page.contains("\"bob\"") && !page.contains("\"ada\""), "{page}");
+
+    // Signing out clears the cookie.
+    let (status, head, _) = http(http_addr, "DELETE", "/board/session", &[], "");
+    assert!(status == 204 && head.contains("Max-Age=0"), "{head}");
+    // No member logged a credential.
+    for index in 0..3 {
+        assert!(!cluster.log(index).contains(ADMIN_TOKEN), "member {index} logged the token");
+    }
+}

@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod board;
 pub mod bundle;
 pub mod codec;
 pub mod config;

@@ -408,7 +408,8 @@ async fn serve_http(
                 process.collect();
                 std::future::ready(prometheus.render())
             }),
-        );
+        )
+        .merge(crate::board::routes(node.clone()));
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "http server stopped");
     }
