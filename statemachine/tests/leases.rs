@@ -3,21 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use collective_statemachine::{
-    Command, Envelope, Event, Principal, Rejection, SiteSpec, State, TrustedAccess, UserSpec,
-};
+use collective_statemachine::{Command, Event, Rejection, SiteSpec, State, TrustedAccess, UserSpec};
 
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
-
-fn apply(state: &mut State, at_ms: u64, command: Command) -> Result<Vec<Event>, Rejection> {
-    let before = state.clone();
-    let result = state.apply(&Envelope { at_ms, principal: Principal::System, command });
-    state.check_invariants();
-    if result.is_err() {
-        assert_eq!(*state, before, "a rejected command changed the state");
-    }
-    result.map(|records| records.into_iter().map(|r| r.event).collect())
-}
+mod common;
+use common::{apply, HASH};
 
 fn setup() -> State {
     let mut state = State::new();

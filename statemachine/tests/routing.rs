@@ -6,29 +6,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use collective_statemachine::routing::{MediaType, RouteRequest, Settings, Stage, Strategy};
-use collective_statemachine::{
-    Command, Envelope, Event, Principal, Rejection, SiteSpec, State, StatusGroup, TrustedAccess, UserSpec,
-};
+use collective_statemachine::{Command, Event, Rejection, SiteSpec, State, StatusGroup, TrustedAccess, UserSpec};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+mod common;
+use common::{apply, HASH};
 
 /// An agent of a test world: username, site, skills (name, level).
 type AgentSpec<'a> = (&'a str, u32, &'a [(&'a str, u32)]);
 /// An owned [`AgentSpec`].
 type OwnedAgentSpec = (String, u32, Vec<(&'static str, u32)>);
 
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
 const LEASE_TTL_MS: u64 = 300_000;
-
-fn apply(state: &mut State, at_ms: u64, command: Command) -> Result<Vec<Event>, Rejection> {
-    let before = state.clone();
-    let result = state.apply(&Envelope { at_ms, principal: Principal::System, command });
-    state.check_invariants();
-    if result.is_err() {
-        assert_eq!(*state, before, "a rejected command changed the state");
-    }
-    result.map(|records| records.into_iter().map(|r| r.event).collect())
-}
 
 fn ok(state: &mut State, at_ms: u64, command: Command) -> Vec<Event> {
     let kind = command.kind();

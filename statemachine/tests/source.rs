@@ -6,19 +6,10 @@ use std::collections::BTreeMap;
 
 use collective_statemachine::source::plan::{plan, DirectoryEntry};
 use collective_statemachine::source::{LdapSettings, Mapping, OnMissing, PollReport, SourceStep};
-use collective_statemachine::{Command, Envelope, Event, Principal, Rejection, SiteSpec, State, TrustedAccess};
+use collective_statemachine::{Command, Event, Principal, Rejection, State};
 
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
-
-fn apply_as(state: &mut State, at_ms: u64, principal: Principal, command: Command) -> Result<Vec<Event>, Rejection> {
-    let before = state.clone();
-    let result = state.apply(&Envelope { at_ms, principal, command });
-    state.check_invariants();
-    if result.is_err() {
-        assert_eq!(*state, before, "a rejected command changed the state");
-    }
-    result.map(|records| records.into_iter().map(|r| r.event).collect())
-}
+mod common;
+use common::{apply_as, site_spec};
 
 fn apply(state: &mut State, at_ms: u64, command: Command) -> Result<Vec<Event>, Rejection> {
     apply_as(state, at_ms, Principal::Source("ldap".into()), command)
@@ -52,16 +43,7 @@ fn entry(uid: &str, site: &str, phone: &str, groups: &[&str]) -> DirectoryEntry 
 fn setup() -> State {
     let mut state = State::new();
     for (id, name) in [(1, "Indianapolis"), (2, "Paris")] {
-        let site = SiteSpec {
-            id,
-            name: name.into(),
-            phone: "+1 555 0100".into(),
-            password_hash: HASH.into(),
-            note_id_dial_string: String::new(),
-            active: true,
-            servers: vec![],
-            trusted_access: TrustedAccess::default(),
-        };
+        let site = site_spec(id, name);
         apply_as(&mut state, 1_000, Principal::System, Command::AddSite(site)).unwrap();
     }
     let support =
