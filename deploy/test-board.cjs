@@ -1,8 +1,9 @@
 // The supervisor board in a real browser (Debian's chromium, driven over the DevTools protocol by
 // playwright-core), against the cluster deploy/test-board.sh started. It signs in, then checks
 // through the page that a status change made with the CLI shows within 2 s without a reload,
-// that a workgroup's queue count follows a routed and a cancelled call, and that the board keeps
-// updating after the leader is killed. Screenshots go to $OUT.
+// that a workgroup's queue count follows a routed and a cancelled call, that an alert rule on that
+// queue shows raised and then cleared, and that the board keeps updating after the leader is
+// killed. Screenshots go to $OUT.
 "use strict";
 const { chromium } = require("playwright-core");
 const { execFileSync } = require("child_process");
@@ -24,6 +25,10 @@ async function within(page, ms, what, predicate, arg) {
 const statusOf = ([user, status]) => {
   const row = document.querySelector(`#presence tr[data-username="${user}"]`);
   return row !== null && row.children[4].textContent === status;
+};
+const alertIs = ([name, state]) => {
+  const row = document.querySelector(`#alerts tr[data-alert="${name}"]`);
+  return row !== null && row.querySelector(".state").textContent === state;
 };
 const queuedIn = ([workgroup, count]) => {
   const row = document.querySelector(`#workgroups tr[data-workgroup="${workgroup}"]`);
@@ -55,13 +60,20 @@ const queuedIn = ([workgroup, count]) => {
     let ms = await within(page, 2000, "ada's status change", statusOf, ["ada", "At Lunch"]);
     say(`a status change set with the CLI showed after ${ms} ms`);
 
+    cli("alert", "add", "sales-queue", "--statistic", "workgroup.queued", "--workgroup", "Sales", "--above", "0");
     cli("route", "call", "--id", "board-call-1", "--origin", "1", "--workgroup", "Sales");
     ms = await within(page, 2000, "the queued call", queuedIn, ["Sales", 1]);
     say(`a routed call with no agent free showed in Sales' queue after ${ms} ms`);
+    ms = await within(page, 3000, "the raised alert", alertIs, ["sales-queue", "RAISED"]);
+    say(`the alert on Sales' queue showed raised after ${ms} more ms`);
     await page.screenshot({ path: `${OUT}/board.png`, fullPage: true });
     cli("route", "cancel", "board-call-1");
     ms = await within(page, 2000, "the cancelled call", queuedIn, ["Sales", 0]);
     say(`the cancelled call left the queue after ${ms} ms`);
+    ms = await within(page, 3000, "the cleared alert", alertIs, ["sales-queue", "clear"]);
+    say(`the alert cleared after ${ms} more ms`);
+    const history = JSON.parse(cli("-w", "json", "alert", "history")).records.map((r) => `${r.name}:${r.raised}`);
+    if (history.join(",") !== "sales-queue:true,sales-queue:false") throw new Error(`alert history ${history}`);
 
     process.kill(Number(LEADER_PID), "SIGKILL");
     say(`killed the leader (pid ${LEADER_PID})`);

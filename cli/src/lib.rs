@@ -1,6 +1,7 @@
 //! The `collective` command line, etcdctl style: `serve` plus administrative subcommands that
 //! talk to a running cluster over gRPC. Every flag can also come from a `COLLECTIVE_*` variable.
 
+pub mod alert;
 pub mod bench;
 pub mod bench_failover;
 pub mod bench_load;
@@ -166,6 +167,11 @@ pub enum Command {
     Route {
         #[command(subcommand)]
         command: routing::RouteCommand,
+    },
+    /// Alert rules on the board's statistics: add, list, remove, history.
+    Alert {
+        #[command(subcommand)]
+        command: alert::AlertCommand,
     },
     /// Directory sources: users from LDAP / Active Directory (set, get, sync-now, status, remove).
     Source {
@@ -762,6 +768,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Note { command } => messaging::note(&client, command, format, serializable).await,
         Command::Route { command } => routing::route(&client, command, format, serializable).await,
         Command::Source { command } => source::source(&client, command, format, serializable).await,
+        Command::Alert { command } => alert::alert(&client, command, format, serializable).await,
         Command::Export(args) => migrate::export(&client, args, format).await,
         Command::Import(args) => migrate::import(&client, args, format).await,
         command => dispatch(&client, command, format, serializable).await,
@@ -1225,6 +1232,7 @@ async fn dispatch(client: &Client, command: Command, format: Format, serializabl
         | Command::Note { .. }
         | Command::Route { .. }
         | Command::Source { .. }
+        | Command::Alert { .. }
         | Command::Export(_)
         | Command::Import(_)
         | Command::Snapshot { .. }

@@ -7,7 +7,7 @@
 //!   `{"site": N, "password": …}` (a site login): sets an HttpOnly, SameSite=Strict cookie that
 //!   holds the credential; no secret ever travels in a URL. `DELETE /board/session` signs out.
 //! - `GET /board/api/overview`: members, leader and term; sites with lease and message backlog;
-//!   Enterprise Group Details per workgroup; the Interserver Routes matrix.
+//!   Enterprise Group Details per workgroup; the Interserver Routes matrix; the alert rules.
 //! - `GET /board/api/presence?site=&workgroup=&group=&q=&offset=&limit=`: one page of the
 //!   presence board (at most `PRESENCE_PAGE_MAX` rows; the total counts up to the search cap).
 //! - `GET /board/events`: every event the viewer may see, `id` = revision; a reconnecting browser
@@ -157,6 +157,7 @@ struct Overview {
     sites: Vec<SiteRow>,
     workgroups: Vec<pb::WorkgroupStats>,
     routes: Vec<pb::RouteCount>,
+    alerts: Vec<pb::AlertRuleState>,
 }
 
 async fn overview(Extract(node): Extract<Arc<Node>>, headers: HeaderMap) -> Result<Json<Overview>, Failure> {
@@ -211,6 +212,7 @@ async fn overview(Extract(node): Extract<Arc<Node>>, headers: HeaderMap) -> Resu
         sites,
         workgroups,
         routes,
+        alerts: crate::api::alerts::rules_out(&state),
     }))
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use collective_proto::raft::raft_server::RaftServer;
+use collective_proto::v1::alerts_server::AlertsServer;
 use collective_proto::v1::auth_server::AuthServer;
 use collective_proto::v1::cluster_server::ClusterServer;
 use collective_proto::v1::config_server::ConfigServer;
@@ -28,6 +29,7 @@ use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
 use tower::Service;
 
+use crate::api::alerts::AlertsService;
 use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::config::ConfigService;
@@ -82,6 +84,8 @@ pub struct ServiceSet<H, R1, R2> {
     pub routing: RoutingServer<RoutingService>,
     /// The directory source.
     pub sources: SourcesServer<SourcesService>,
+    /// Alert rules.
+    pub alerts: AlertsServer<AlertsService>,
     /// Configuration bundles.
     pub config: ConfigServer<ConfigService>,
     /// gRPC health.
@@ -159,6 +163,7 @@ where
             set.routing,
             set.config,
             set.sources,
+            set.alerts,
             set.health,
             set.reflection_v1,
             set.reflection_v1alpha,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use collective_proto::raft::raft_server::RaftServer;
+use collective_proto::v1::alerts_server::AlertsServer;
 use collective_proto::v1::auth_server::AuthServer;
 use collective_proto::v1::cluster_server::ClusterServer;
 use collective_proto::v1::config_server::ConfigServer;
@@ -21,6 +22,7 @@ use tonic::server::NamedService;
 use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
 
+use crate::api::alerts::AlertsService;
 use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::config::ConfigService;
@@ -172,6 +174,7 @@ where
                 notes: NotesServer::new(NotesService { node: node.clone() }),
                 routing: RoutingServer::new(RoutingService { node: node.clone() }),
                 sources: SourcesServer::new(SourcesService { node: node.clone() }),
+                alerts: AlertsServer::new(AlertsService { node: node.clone() }),
                 config: ConfigServer::new(ConfigService { node: node.clone() })
                     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
@@ -208,7 +211,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// The names `grpc.health.v1` answers for: the whole server ("") and each client service. Each
 /// serves while this member knows a leader and its Raft core runs (every one of them needs a
 /// quorum).
-const HEALTH_SERVICES: [&str; 11] = [
+const HEALTH_SERVICES: [&str; 12] = [
     "",
     <AuthServer<AuthService> as NamedService>::NAME,
     <ClusterServer<ClusterService> as NamedService>::NAME,
@@ -220,6 +223,7 @@ const HEALTH_SERVICES: [&str; 11] = [
     <PresencesServer<PresenceService> as NamedService>::NAME,
     <RoutingServer<RoutingService> as NamedService>::NAME,
     <SourcesServer<SourcesService> as NamedService>::NAME,
+    <AlertsServer<AlertsService> as NamedService>::NAME,
 ];
 
 /// Keeps the Raft gauges and the gRPC health status current.
@@ -353,6 +357,14 @@ async fn report_backlog(node: Arc<Node>) {
         metrics::gauge!("collective_routing_agents_available").set(routing.1 as f64);
         metrics::gauge!("collective_routing_routed").set(routing.2 as f64);
         metrics::gauge!("collective_routing_accepted").set(routing.3 as f64);
+        // One series per rule (at most 64): 1 while raised.
+        let alerts: Vec<(String, bool)> = {
+            let state = node.shared.state.read().expect("state lock");
+            state.alerts.rules.values().map(|alert| (alert.rule.name.clone(), alert.raised)).collect()
+        };
+        for (rule, raised) in alerts {
+            metrics::gauge!("collective_alert_raised", "rule" => rule).set(if raised { 1.0 } else { 0.0 });
+        }
     }
 }
 

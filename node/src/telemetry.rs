@@ -30,6 +30,7 @@ pub fn install() -> Result<(PrometheusHandle, metrics_process::Collector)> {
         .set_buckets_for_metric(full("collective_log_append_batch_entries"), &BATCH_BUCKETS)?
         .set_buckets_for_metric(full("collective_proposal_batch_commands"), &BATCH_BUCKETS)?
         .set_buckets_for_metric(full("grpc_server_handling_seconds"), &crate::grpc_metrics::HANDLING_BUCKETS)?
+        .set_buckets_for_metric(full("collective_source_poll_duration_seconds"), &SNAPSHOT_BUCKETS)?
         .install_recorder()?;
     describe();
     metrics::gauge!(
@@ -91,6 +92,21 @@ fn describe() {
     describe_counter!("collective_proposals_forwarded_total", "Commands this member forwarded to the leader.");
     describe_gauge!("collective_proposals_pending", "Commands waiting to be proposed on this member.");
     describe_counter!("collective_writes_timed_out_total", "Writes whose deadline passed before they committed.");
+    describe_counter!(
+        "collective_source_polls_total",
+        "Directory source polls on this member as leader, by outcome: ok, failed (the report says why), interrupted."
+    );
+    describe_histogram!(
+        "collective_source_poll_duration_seconds",
+        Unit::Seconds,
+        "How long a directory source poll took, from its start to its report."
+    );
+    describe_counter!(
+        "collective_source_changes_total",
+        "Users the directory source's polls created, updated or removed, and entries refused, by kind."
+    );
+    describe_gauge!("collective_source_entries", "Entries the last directory source poll on this member read.");
+    describe_gauge!("collective_alert_raised", "1 while the alert rule is raised, else 0, by rule.");
     describe_counter!("collective_commands_applied_total", "Commands applied, by command and outcome.");
     describe_histogram!(
         "collective_disk_wal_fsync_duration_seconds",

@@ -7,7 +7,7 @@
 //! This file only dispatches: each command's decision and each event's fold live in the rules of
 //! the concept they belong to (`site/rules.rs`, `user/rules.rs`, `workgroup/rules.rs`,
 //! `catalog/rules.rs`, `presence/rules.rs`, `lease/rules.rs`, `messaging/rules.rs`,
-//! `notes/rules.rs`, `routing/rules.rs`, `config/rules.rs`, `source/rules.rs`).
+//! `notes/rules.rs`, `routing/rules.rs`, `config/rules.rs`, `source/rules.rs`, `alert/rules.rs`).
 
 use crate::command::{Batch, Command, Envelope, Principal};
 use crate::event::{Event, EventRecord};
@@ -55,6 +55,12 @@ impl State {
         // Routing decisions the command set in motion (reservations, queues served) follow
         // its own events in the same entry.
         self.route_pending(at_ms, &mut record);
+        // A Tick evaluates the alert rules last, on the state it leaves (a lease it ended counts).
+        if matches!(command, Command::Tick) {
+            for event in self.alert_events(at_ms) {
+                record(self, event);
+            }
+        }
         self.last_at_ms = at_ms;
         Ok(records)
     }
@@ -145,6 +151,8 @@ impl State {
             Command::StartSourcePoll { term } => self.decide_start_source_poll(*term),
             Command::SourceStep { term, step } => self.decide_source_step(*term, step),
             Command::FinishSourcePoll { term, report } => self.decide_finish_source_poll(at_ms, *term, report),
+            Command::PutAlertRule(rule) => self.decide_put_alert_rule(rule),
+            Command::RemoveAlertRule { name } => self.decide_remove_alert_rule(name),
         }
     }
 
@@ -212,6 +220,11 @@ impl State {
             | Event::UserDeactivated { .. }
             | Event::UserReactivated { .. }
             | Event::SourcePolled { .. } => self.fold_source(event),
+            Event::AlertRuleSet(_)
+            | Event::AlertRuleRemoved { .. }
+            | Event::AlertPending { .. }
+            | Event::AlertRaised { .. }
+            | Event::AlertCleared { .. } => self.fold_alert(event, at_ms),
             // A record for the members' failure limiters and the audit trail; no view holds it.
             Event::AuthenticationFailed { .. } => {}
         }

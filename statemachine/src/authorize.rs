@@ -218,7 +218,9 @@ impl State {
             | Command::PollSourceNow
             | Command::StartSourcePoll { .. }
             | Command::SourceStep { .. }
-            | Command::FinishSourcePoll { .. } => deny(CONFIGURATION.to_string()),
+            | Command::FinishSourcePoll { .. }
+            | Command::PutAlertRule(_)
+            | Command::RemoveAlertRule { .. } => deny(CONFIGURATION.to_string()),
         }
     }
 }

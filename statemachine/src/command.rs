@@ -382,6 +382,13 @@ pub enum Command {
         /// What it did.
         report: PollReport,
     },
+    /// Add or replace an alert rule (matched by name).
+    PutAlertRule(crate::alert::AlertRule),
+    /// Remove an alert rule.
+    RemoveAlertRule {
+        /// Its name.
+        name: String,
+    },
 }
 
 impl Command {
@@ -433,6 +440,8 @@ impl Command {
             Command::StartSourcePoll { .. } => "StartSourcePoll",
             Command::SourceStep { .. } => "SourceStep",
             Command::FinishSourcePoll { .. } => "FinishSourcePoll",
+            Command::PutAlertRule(_) => "PutAlertRule",
+            Command::RemoveAlertRule { .. } => "RemoveAlertRule",
         }
     }
 }

@@ -383,6 +383,36 @@ pub enum Event {
         /// When the next is due.
         next_poll_ms: u64,
     },
+    /// An alert rule was added or replaced.
+    AlertRuleSet(crate::alert::AlertRule),
+    /// An alert rule was removed.
+    AlertRuleRemoved {
+        /// Its name.
+        name: String,
+    },
+    /// A rule's condition began to hold.
+    AlertPending {
+        /// The rule.
+        name: String,
+        /// The statistic's value.
+        value: u64,
+    },
+    /// A rule's condition held for its window: the alert is raised.
+    AlertRaised {
+        /// The rule.
+        name: String,
+        /// The statistic's value.
+        value: u64,
+    },
+    /// A rule's condition stopped holding.
+    AlertCleared {
+        /// The rule.
+        name: String,
+        /// The statistic's value.
+        value: u64,
+        /// Whether the alert had been raised (else the condition ended within its window).
+        was_raised: bool,
+    },
 }
 
 impl Event {
@@ -441,6 +471,11 @@ impl Event {
             Event::UserDeactivated { .. } => "UserDeactivated",
             Event::UserReactivated { .. } => "UserReactivated",
             Event::SourcePolled { .. } => "SourcePolled",
+            Event::AlertRuleSet(_) => "AlertRuleSet",
+            Event::AlertRuleRemoved { .. } => "AlertRuleRemoved",
+            Event::AlertPending { .. } => "AlertPending",
+            Event::AlertRaised { .. } => "AlertRaised",
+            Event::AlertCleared { .. } => "AlertCleared",
         }
     }
 

@@ -19,12 +19,14 @@
 //!   `lease/rules.rs`), [`messaging`] (inter-site messages and requests), [`notes`], [`routing`]
 //!   (interactions, reservations, queues; the agent choice is `collective-routing`), [`config`]
 //!   (export and import), [`source`] (the directory filled from LDAP: settings, fenced polls,
-//!   the plan that matches entries to users by email).
+//!   the plan that matches entries to users by email), [`alert`] (rules on the board's
+//!   statistics, evaluated on every `Tick`).
 //! - [`state`]: the views, their accessors and `check_invariants`.
 //! - [`directory`]: read-only views: per-site visibility, search, extension resolution.
 //! - [`history`]: the presence versions the node's history index records after each change.
 #![deny(missing_docs)]
 
+pub mod alert;
 mod apply;
 pub mod authorize;
 pub mod catalog;

@@ -56,6 +56,9 @@ pub struct State {
     /// Imports being staged, by id.
     #[serde(default)]
     pub imports: BTreeMap<String, crate::config::StagedImport>,
+    /// Alert rules and the history of raised and cleared alerts.
+    #[serde(default)]
+    pub alerts: crate::alert::Alerts,
     /// The directory source (LDAP), if one is configured.
     #[serde(default)]
     pub source: Option<crate::source::DirectorySource>,
@@ -104,12 +107,13 @@ impl State {
             routing: Routing::default(),
             imports: BTreeMap::new(),
             source: None,
+            alerts: Default::default(),
             status_deadlines: StatusDeadlines::default(),
         }
     }
 
-    /// The earliest entry time at which a lease, note, request or status ends, if any: the leader
-    /// proposes a `Tick` once its clock passes it.
+    /// The earliest entry time at which a lease, note, request or status ends, or the alert rules
+    /// are next evaluated, if any: the leader proposes a `Tick` once its clock passes it.
     pub fn next_timer_ms(&self) -> Option<u64> {
         let leases = self.leases.values().map(|lease| lease.expires_at_ms).min();
         let imports =
@@ -120,6 +124,7 @@ impl State {
             self.routing.index.next_deadline_ms(),
             imports,
             self.status_deadlines.first_ms(),
+            self.next_alert_evaluation_ms(),
         ]
         .into_iter()
         .flatten()

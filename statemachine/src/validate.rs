@@ -108,6 +108,8 @@ pub fn validate(command: &Command) -> Checked {
         }
         Command::RemoveSource | Command::PollSourceNow | Command::StartSourcePoll { .. } => Ok(()),
         Command::SourceStep { step, .. } => validate_source_step(step),
+        Command::PutAlertRule(rule) => crate::alert::validate_rule(rule),
+        Command::RemoveAlertRule { name } => text("rule.name", name, 1, NAME_CHARS_MAX),
         Command::FinishSourcePoll { report, .. } => {
             if report.refusals.len() > crate::source::REFUSALS_KEPT_MAX {
                 return Err(Rejection::invalid(

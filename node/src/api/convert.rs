@@ -138,6 +138,17 @@ pub fn event(record: &EventRecord) -> pb::Event {
         Event::UserDeactivated { username } => Body::UserDeactivated(pb::UserRef { username: username.clone() }),
         Event::UserReactivated { username } => Body::UserReactivated(pb::UserRef { username: username.clone() }),
         Event::SourcePolled { report, .. } => Body::SourcePolled(super::sources::report_out(report)),
+        Event::AlertRuleSet(rule) => Body::AlertRuleSet(super::alerts::rule_out(rule)),
+        Event::AlertRuleRemoved { name } => Body::AlertRuleRemoved(pb::AlertRef { name: name.clone() }),
+        Event::AlertPending { name, value } => {
+            Body::AlertPending(pb::AlertChange { name: name.clone(), value: *value, was_raised: false })
+        }
+        Event::AlertRaised { name, value } => {
+            Body::AlertRaised(pb::AlertChange { name: name.clone(), value: *value, was_raised: false })
+        }
+        Event::AlertCleared { name, value, was_raised } => {
+            Body::AlertCleared(pb::AlertChange { name: name.clone(), value: *value, was_raised: *was_raised })
+        }
         Event::ImportDiscarded { import_id, reason } => {
             Body::ImportDiscarded(pb::ImportDiscarded { import_id: import_id.clone(), reason: reason.clone() })
         }

@@ -3,8 +3,9 @@
 //! - [`error`]: `ApiError` and its single mapping to gRPC status codes.
 //! - [`convert`]: wire ⇄ domain conversions.
 //! - [`directory`], [`presence`], [`history`], [`cluster`], [`messages`], [`notes`], [`routing`],
-//!   [`config`], [`sources`], [`auth`]: the services.
+//!   [`config`], [`sources`], [`alerts`], [`auth`]: the services.
 
+pub mod alerts;
 pub mod auth;
 pub mod cluster;
 pub mod config;
