@@ -34,6 +34,10 @@ pub enum AlertCommand {
         /// Seconds the condition must hold before the alert is raised.
         #[arg(long, default_value_t = 0)]
         for_s: u64,
+        /// An http(s) URL the leader POSTs each raised and cleared alert to (JSON, retried until
+        /// 2xx; `event_id` and the Idempotency-Key header let the receiver drop repeats).
+        #[arg(long, default_value = "")]
+        webhook: String,
     },
     /// Every rule, raised or not, with the statistic's value at its last change.
     List,
@@ -54,15 +58,15 @@ pub enum AlertCommand {
 pub async fn alert(client: &Client, command: AlertCommand, format: Format, serializable: bool) -> anyhow::Result<()> {
     let ac = |c| AlertsClient::new(c);
     match command {
-        AlertCommand::Add { name, statistic, workgroup, site, above, below, for_s } => {
+        AlertCommand::Add { name, statistic, workgroup, site, above, below, for_s, webhook } => {
             let (comparison, threshold) = match (above, below) {
                 (Some(threshold), None) => ("above", threshold),
                 (None, Some(threshold)) => ("below", threshold),
                 _ => anyhow::bail!("give one of --above or --below"),
             };
             let for_ms = for_s.checked_mul(1_000).ok_or_else(|| anyhow::anyhow!("--for-s {for_s} is too long"))?;
-            let rule =
-                pb::AlertRule { name, statistic, workgroup, site, comparison: comparison.into(), threshold, for_ms };
+            let comparison = comparison.into();
+            let rule = pb::AlertRule { name, statistic, workgroup, site, comparison, threshold, for_ms, webhook };
             let response = client
                 .call(|c| {
                     let r = rule.clone();

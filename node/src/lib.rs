@@ -44,3 +44,4 @@ pub mod shared;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;

@@ -188,6 +188,7 @@ where
     tokio::spawn(report_metrics(node.clone(), health_reporter));
     tokio::spawn(report_backlog(node.clone()));
     tokio::spawn(crate::source::run_polls(node.clone()));
+    tokio::spawn(crate::webhook::run_webhooks(node.clone()));
     tokio::spawn(node.clone().bootstrap());
     tokio::spawn(crate::join::join(node.clone()));
     grpc.await?;

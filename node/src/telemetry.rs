@@ -107,6 +107,15 @@ fn describe() {
     );
     describe_gauge!("collective_source_entries", "Entries the last directory source poll on this member read.");
     describe_gauge!("collective_alert_raised", "1 while the alert rule is raised, else 0, by rule.");
+    describe_counter!(
+        "collective_alert_webhook_deliveries_total",
+        "Alert webhook POSTs by the leader, by outcome (ok: 2xx; failed: retried)."
+    );
+    describe_gauge!("collective_alert_webhook_pending", "Raised or cleared alerts the leader has yet to deliver.");
+    describe_gauge!(
+        "collective_alert_webhook_dropped",
+        "Alerts that left the history (1,000 kept) before their webhook took them."
+    );
     describe_counter!("collective_commands_applied_total", "Commands applied, by command and outcome.");
     describe_histogram!(
         "collective_disk_wal_fsync_duration_seconds",

@@ -25,6 +25,8 @@ pub const ALERT_EVALUATION_MS: u64 = 1_000;
 pub const ALERT_WINDOW_MS_MAX: u64 = 24 * 3_600_000;
 /// The largest threshold: no statistic comes near it.
 pub const ALERT_THRESHOLD_MAX: u64 = 1_000_000_000;
+/// The longest webhook URL.
+pub const WEBHOOK_URL_CHARS_MAX: usize = 2_048;
 
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -105,6 +107,9 @@ pub struct AlertRule {
     pub threshold: u64,
     /// How long the condition must hold before the alert is raised (0: at the next evaluation).
     pub for_ms: u64,
+    /// Where the leader POSTs the rule's raised and cleared alerts (http or https; empty: nowhere).
+    #[serde(default)]
+    pub webhook: String,
 }
 
 impl AlertRule {
@@ -152,15 +157,32 @@ pub struct AlertRecord {
     pub raised: bool,
     /// The statistic's value then.
     pub value: u64,
+    /// The rule's webhook when it was raised or cleared (empty: none).
+    #[serde(default)]
+    pub webhook: String,
 }
 
-/// Every rule, and the history of raised and cleared alerts.
+/// Every rule, the history of raised and cleared alerts, and how far their webhooks got.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alerts {
     /// Rules by lowercase name.
     pub rules: BTreeMap<String, AlertState>,
     /// The newest [`ALERT_HISTORY_MAX`] raised and cleared alerts, oldest first.
     pub history: VecDeque<AlertRecord>,
+    /// Every record with a webhook up to this revision has been delivered (at least once).
+    #[serde(default)]
+    pub delivered_revision: u64,
+    /// Records that left the history before their webhook took them (a receiver down for
+    /// longer than [`ALERT_HISTORY_MAX`] alerts).
+    #[serde(default)]
+    pub undelivered_dropped: u64,
+}
+
+impl Alerts {
+    /// The records whose webhook has not yet taken them, oldest first.
+    pub fn undelivered(&self) -> impl Iterator<Item = &AlertRecord> {
+        self.history.iter().filter(|record| record.revision > self.delivered_revision && !record.webhook.is_empty())
+    }
 }
 
 /// Checks a rule's fields; the first problem names its field.
@@ -176,6 +198,28 @@ pub fn validate_rule(rule: &AlertRule) -> Result<(), Rejection> {
     }
     if rule.for_ms > ALERT_WINDOW_MS_MAX {
         return Err(Rejection::invalid("rule.for_ms", format!("at most {ALERT_WINDOW_MS_MAX} ms (a day)")));
+    }
+    if !rule.webhook.is_empty() {
+        validate_webhook(&rule.webhook).map_err(|reason| Rejection::invalid("rule.webhook", reason))?;
+    }
+    Ok(())
+}
+
+/// A webhook is an absolute http(s) URL with a host and no credentials (they would show in
+/// `alert list` and in logs; a receiver that needs a secret reads it from its own URL path).
+fn validate_webhook(webhook: &str) -> Result<(), String> {
+    if webhook.chars().count() > WEBHOOK_URL_CHARS_MAX {
+        return Err(format!("longer than {WEBHOOK_URL_CHARS_MAX} characters"));
+    }
+    let url = url::Url::parse(webhook).map_err(|error| format!("{webhook:?} is not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{webhook:?} is not http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{webhook:?} names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials do not belong in a webhook URL".to_string());
     }
     Ok(())
 }

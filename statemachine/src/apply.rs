@@ -153,6 +153,7 @@ impl State {
             Command::FinishSourcePoll { term, report } => self.decide_finish_source_poll(at_ms, *term, report),
             Command::PutAlertRule(rule) => self.decide_put_alert_rule(rule),
             Command::RemoveAlertRule { name } => self.decide_remove_alert_rule(name),
+            Command::AlertsDelivered { up_to } => self.decide_alerts_delivered(*up_to),
         }
     }
 
@@ -224,7 +225,8 @@ impl State {
             | Event::AlertRuleRemoved { .. }
             | Event::AlertPending { .. }
             | Event::AlertRaised { .. }
-            | Event::AlertCleared { .. } => self.fold_alert(event, at_ms),
+            | Event::AlertCleared { .. }
+            | Event::AlertsDelivered { .. } => self.fold_alert(event, at_ms),
             // A record for the members' failure limiters and the audit trail; no view holds it.
             Event::AuthenticationFailed { .. } => {}
         }

@@ -220,7 +220,8 @@ impl State {
             | Command::SourceStep { .. }
             | Command::FinishSourcePoll { .. }
             | Command::PutAlertRule(_)
-            | Command::RemoveAlertRule { .. } => deny(CONFIGURATION.to_string()),
+            | Command::RemoveAlertRule { .. }
+            | Command::AlertsDelivered { .. } => deny(CONFIGURATION.to_string()),
         }
     }
 }

@@ -389,6 +389,11 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// The leader delivered every alert record with a webhook up to this revision.
+    AlertsDelivered {
+        /// The newest delivered record's revision.
+        up_to: u64,
+    },
 }
 
 impl Command {
@@ -442,6 +447,7 @@ impl Command {
             Command::FinishSourcePoll { .. } => "FinishSourcePoll",
             Command::PutAlertRule(_) => "PutAlertRule",
             Command::RemoveAlertRule { .. } => "RemoveAlertRule",
+            Command::AlertsDelivered { .. } => "AlertsDelivered",
         }
     }
 }

@@ -413,6 +413,11 @@ pub enum Event {
         /// Whether the alert had been raised (else the condition ended within its window).
         was_raised: bool,
     },
+    /// Every alert record with a webhook up to this revision was delivered.
+    AlertsDelivered {
+        /// The newest delivered record's revision.
+        up_to: u64,
+    },
 }
 
 impl Event {
@@ -476,6 +481,7 @@ impl Event {
             Event::AlertPending { .. } => "AlertPending",
             Event::AlertRaised { .. } => "AlertRaised",
             Event::AlertCleared { .. } => "AlertCleared",
+            Event::AlertsDelivered { .. } => "AlertsDelivered",
         }
     }
 

@@ -110,6 +110,7 @@ pub fn validate(command: &Command) -> Checked {
         Command::SourceStep { step, .. } => validate_source_step(step),
         Command::PutAlertRule(rule) => crate::alert::validate_rule(rule),
         Command::RemoveAlertRule { name } => text("rule.name", name, 1, NAME_CHARS_MAX),
+        Command::AlertsDelivered { .. } => Ok(()),
         Command::FinishSourcePoll { report, .. } => {
             if report.refusals.len() > crate::source::REFUSALS_KEPT_MAX {
                 return Err(Rejection::invalid(

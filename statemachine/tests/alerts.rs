@@ -31,6 +31,7 @@ fn queued_rule(for_ms: u64) -> AlertRule {
         comparison: Comparison::Above,
         threshold: 0,
         for_ms,
+        webhook: String::new(),
     }
 }
 
@@ -89,6 +90,7 @@ fn a_lost_lease_raises_at_once_with_no_window() {
         comparison: Comparison::Below,
         threshold: 1,
         for_ms: 0,
+        webhook: String::new(),
     };
     apply(&mut state, 2_000, Command::GrantLease { site: 1, ttl_ms: 5_000 }).unwrap();
     apply(&mut state, 2_000, Command::PutAlertRule(rule)).unwrap();
@@ -112,6 +114,9 @@ fn bad_rules_are_refused_naming_the_field() {
         (AlertRule { for_ms: 7 * 24 * 3_600_000, ..queued_rule(0) }, "rule.for_ms"),
         (AlertRule { name: String::new(), ..queued_rule(0) }, "rule.name"),
         (AlertRule { statistic: Statistic::SiteBacklog, site: 1_000, ..queued_rule(0) }, "rule.site"),
+        (AlertRule { webhook: "ftp://example.com/".into(), ..queued_rule(0) }, "rule.webhook"),
+        (AlertRule { webhook: "https://a:b@example.com/".into(), ..queued_rule(0) }, "rule.webhook"),
+        (AlertRule { webhook: "/relative".into(), ..queued_rule(0) }, "rule.webhook"),
     ] {
         let refused = apply(&mut state, 2_000, Command::PutAlertRule(rule)).unwrap_err();
         assert!(matches!(&refused, Rejection::InvalidArgument { field: f, .. } if f == field), "{refused:?}");
@@ -125,4 +130,40 @@ fn bad_rules_are_refused_naming_the_field() {
 
 fn apply_as_site(state: &mut State, command: Command) -> Result<Vec<Event>, Rejection> {
     apply_as(state, 2_000, Principal::Site(1), command)
+}
+
+#[test]
+fn the_webhook_mark_only_moves_forward_and_a_record_dropped_undelivered_is_counted() {
+    let mut state = setup();
+    let rule = AlertRule { webhook: "https://hooks.example.com/sales".into(), ..queued_rule(0) };
+    apply(&mut state, 2_000, Command::PutAlertRule(rule)).unwrap();
+    apply(&mut state, 2_500, call("c1")).unwrap();
+    apply(&mut state, 3_000, Command::Tick).unwrap();
+    apply(&mut state, 3_500, Command::CancelInteraction { interaction_id: "c1".into() }).unwrap();
+    apply(&mut state, 4_000, Command::Tick).unwrap();
+    let records: Vec<(u64, String)> = state.alerts.undelivered().map(|r| (r.revision, r.webhook.clone())).collect();
+    assert_eq!(records.len(), 2, "raised and cleared, each with the rule's webhook: {records:?}");
+    assert!(records.iter().all(|(_, webhook)| webhook == "https://hooks.example.com/sales"));
+
+    let beyond = state.revision + 10;
+    let ahead = apply(&mut state, 5_000, Command::AlertsDelivered { up_to: beyond });
+    assert!(matches!(ahead, Err(Rejection::InvalidArgument { .. })), "{ahead:?}");
+    let first = records[0].0;
+    apply(&mut state, 5_000, Command::AlertsDelivered { up_to: first }).unwrap();
+    assert_eq!(state.alerts.undelivered().count(), 1);
+    // A deposed leader's late report changes nothing.
+    assert!(apply(&mut state, 5_000, Command::AlertsDelivered { up_to: first - 1 }).unwrap().is_empty());
+    assert_eq!(state.alerts.delivered_revision, first);
+
+    // A receiver down for longer than the history holds: what leaves it undelivered is counted.
+    let mut at = 6_000;
+    for i in 0..600 {
+        apply(&mut state, at, call(&format!("x{i}"))).unwrap();
+        apply(&mut state, at + 1_000, Command::Tick).unwrap();
+        apply(&mut state, at + 1_500, Command::CancelInteraction { interaction_id: format!("x{i}") }).unwrap();
+        apply(&mut state, at + 2_000, Command::Tick).unwrap();
+        at += 2_000;
+    }
+    assert_eq!(state.alerts.history.len(), 1_000);
+    assert_eq!(state.alerts.undelivered_dropped, 1 + 2 * 600 - 1_000);
 }

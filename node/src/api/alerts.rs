@@ -42,6 +42,7 @@ fn rule_in(rule: pb::AlertRule) -> Result<AlertRule, ApiError> {
         comparison,
         threshold: rule.threshold,
         for_ms: rule.for_ms,
+        webhook: rule.webhook,
     })
 }
 
@@ -59,6 +60,7 @@ pub fn rule_out(rule: &AlertRule) -> pb::AlertRule {
         .to_string(),
         threshold: rule.threshold,
         for_ms: rule.for_ms,
+        webhook: rule.webhook.clone(),
     }
 }
 
@@ -105,7 +107,8 @@ impl Alerts for AlertsService {
         let request = request.into_inner();
         let limit = if request.limit == 0 { ALERT_HISTORY_MAX } else { request.limit as usize };
         let response = read(&self.node, request.serializable, |state| {
-            let history = &state.alerts.history;
+            let alerts = &state.alerts;
+            let history = &alerts.history;
             let records = history
                 .iter()
                 .skip(history.len().saturating_sub(limit))
@@ -115,9 +118,11 @@ impl Alerts for AlertsService {
                     name: record.name.clone(),
                     raised: record.raised,
                     value: record.value,
+                    webhook: record.webhook.clone(),
+                    delivered: !record.webhook.is_empty() && record.revision <= alerts.delivered_revision,
                 })
                 .collect();
-            Ok(pb::AlertHistoryResponse { records })
+            Ok(pb::AlertHistoryResponse { records, undelivered_dropped: alerts.undelivered_dropped })
         })
         .await?;
         Ok(Response::new(response))

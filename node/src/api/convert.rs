@@ -149,6 +149,7 @@ pub fn event(record: &EventRecord) -> pb::Event {
         Event::AlertCleared { name, value, was_raised } => {
             Body::AlertCleared(pb::AlertChange { name: name.clone(), value: *value, was_raised: *was_raised })
         }
+        Event::AlertsDelivered { up_to } => Body::AlertsDelivered(pb::AlertsDelivered { up_to: *up_to }),
         Event::ImportDiscarded { import_id, reason } => {
             Body::ImportDiscarded(pb::ImportDiscarded { import_id: import_id.clone(), reason: reason.clone() })
         }

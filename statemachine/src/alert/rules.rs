@@ -27,6 +27,21 @@ impl State {
         Ok(vec![Event::AlertRuleRemoved { name: state.rule.name.clone() }])
     }
 
+    /// The leader's webhook sender reports every record up to `up_to` delivered. A stale or
+    /// repeated report changes nothing (the mark only moves forward).
+    pub(crate) fn decide_alerts_delivered(&self, up_to: u64) -> Result<Vec<Event>, Rejection> {
+        if up_to > self.revision {
+            return Err(Rejection::invalid(
+                "up_to",
+                format!("revision {up_to} is ahead of the state ({})", self.revision),
+            ));
+        }
+        if up_to <= self.alerts.delivered_revision {
+            return Ok(vec![]);
+        }
+        Ok(vec![Event::AlertsDelivered { up_to }])
+    }
+
     /// The statistic's value now, if its workgroup or site still exists.
     pub fn statistic_value(&self, rule: &AlertRule, at_ms: u64) -> Option<u64> {
         if rule.statistic.of_site() {
@@ -106,7 +121,15 @@ impl State {
                     state.raised = true;
                     state.value = *value;
                 }
-                alerts.record(AlertRecord { revision, at_ms, name: name.clone(), raised: true, value: *value });
+                let webhook = alerts.webhook_of(name);
+                alerts.record(AlertRecord {
+                    revision,
+                    at_ms,
+                    name: name.clone(),
+                    raised: true,
+                    value: *value,
+                    webhook,
+                });
             }
             Event::AlertCleared { name, value, was_raised } => {
                 if let Some(state) = alerts.rules.get_mut(&key_of(name)) {
@@ -115,8 +138,14 @@ impl State {
                     state.value = *value;
                 }
                 if *was_raised {
-                    alerts.record(AlertRecord { revision, at_ms, name: name.clone(), raised: false, value: *value });
+                    let webhook = alerts.webhook_of(name);
+                    let record =
+                        AlertRecord { revision, at_ms, name: name.clone(), raised: false, value: *value, webhook };
+                    alerts.record(record);
                 }
+            }
+            Event::AlertsDelivered { up_to } => {
+                alerts.delivered_revision = alerts.delivered_revision.max(*up_to);
             }
             _ => {}
         }
@@ -124,11 +153,20 @@ impl State {
 }
 
 impl Alerts {
-    /// Keeps a raised or cleared alert, dropping the oldest past [`ALERT_HISTORY_MAX`].
+    /// Keeps a raised or cleared alert, dropping the oldest past [`ALERT_HISTORY_MAX`]; a dropped
+    /// record its webhook never took is counted.
     fn record(&mut self, record: AlertRecord) {
         self.history.push_back(record);
         while self.history.len() > ALERT_HISTORY_MAX {
-            self.history.pop_front();
+            if let Some(dropped) = self.history.pop_front() {
+                if dropped.revision > self.delivered_revision && !dropped.webhook.is_empty() {
+                    self.undelivered_dropped += 1;
+                }
+            }
         }
+    }
+
+    fn webhook_of(&self, name: &str) -> String {
+        self.rules.get(&key_of(name)).map(|state| state.rule.webhook.clone()).unwrap_or_default()
     }
 }
