@@ -270,6 +270,9 @@ pub struct ServeArgs {
     /// Serve without TLS (local development only).
     #[arg(long)]
     pub plaintext: bool,
+    /// Serve the HTTP port (board, probes, /metrics) over TLS with the member's certificate.
+    #[arg(long)]
+    pub http_tls: bool,
     /// File holding the administrator token (the same file on every member).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
@@ -714,6 +717,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_key_file: args.tls_key_file,
             tls_ca_file: args.tls_ca_file,
             plaintext: args.plaintext.then_some(true),
+            http_tls: args.http_tls.then_some(true),
             admin_token_file: args.admin_token_file,
             no_auth: args.no_auth.then_some(true),
             session_ttl_ms: args.session_ttl_ms,

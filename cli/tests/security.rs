@@ -400,10 +400,31 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
         ca_pem.to_str().unwrap(),
         "--admin-token-file",
         token_file.to_str().unwrap(),
+        "--http-tls",
     ];
     // The members elect a leader and serve quorum reads over mutual TLS.
     let mut cluster = Cluster::start(3, &args).await;
     let endpoints = cluster.grpc.join(",");
+
+    // The HTTP port (board, probes, metrics) serves TLS with the member's certificate, which
+    // the cluster CA verifies; plain HTTP gets nothing, and the board's cookie is Secure.
+    let curl = |extra: &[&str], path: &str| {
+        let url = format!("https://{}{path}", cluster.http[0]);
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-i", "--max-time", "5", "--cacert", ca_pem.to_str().unwrap()])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let ready = curl(&[], "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200") && ready.ends_with("ok\n"), "{ready}");
+    assert!(curl(&[], "/metrics").contains("# HELP collective_"), "metrics over https");
+    let sign_in = format!(r#"{{"token":"{ADMIN_TOKEN}"}}"#);
+    let session = curl(&["-H", "content-type: application/json", "--data", &sign_in], "/board/session");
+    assert!(session.contains("HttpOnly; SameSite=Strict; Secure"), "{session}");
+    assert!(!http_get(&cluster.http[0], "/readyz").contains("200"), "plain HTTP answered on a TLS port");
 
     // A plaintext client against the TLS members fails, and says what to do.
     let plain = cli(&["--endpoints", &endpoints, "--token-file", token_file.to_str().unwrap(), "cluster", "status"]);

@@ -125,7 +125,9 @@ async fn sign_in(Extract(node): Extract<Arc<Node>>, Json(form): Json<SignIn>) ->
         format!("{COOKIE}={token}").parse().map_err(|_| failure(StatusCode::UNAUTHORIZED, "the token is malformed"))?,
     );
     let principal = viewer(&node, &headers)?;
-    let cookie = format!("{COOKIE}={token}; Path=/board; HttpOnly; SameSite=Strict");
+    // Over TLS (`http_tls`) the cookie is never sent in the clear.
+    let secure = if node.config.http_tls { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={token}; Path=/board; HttpOnly; SameSite=Strict{secure}");
     let body = Json(serde_json::json!({ "principal": principal.to_string() }));
     Ok(([(header::SET_COOKIE, cookie)], body).into_response())
 }

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// Serve gRPC without TLS (local development). Must be chosen explicitly when no certificate
     /// is configured.
     pub plaintext: bool,
+    /// Serve the HTTP port (board, probes, `/metrics`) over TLS with `tls_cert_file` and
+    /// `tls_key_file`; no client certificate is asked for.
+    pub http_tls: bool,
     /// File holding the administrator token (32 to 512 characters, one line). It also keys the
     /// site session tokens and the members' peer credential: every member needs the same file.
     pub admin_token_file: Option<PathBuf>,
@@ -113,6 +116,7 @@ impl Default for NodeConfig {
             tls_key_file: None,
             tls_ca_file: None,
             plaintext: false,
+            http_tls: false,
             admin_token_file: None,
             no_auth: false,
             session_ttl_ms: 3_600_000,
@@ -151,6 +155,8 @@ pub struct Overrides {
     pub tls_ca_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plaintext: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,6 +199,7 @@ impl NodeConfig {
                 "tls_key_file",
                 "tls_ca_file",
                 "plaintext",
+                "http_tls",
                 "admin_token_file",
                 "no_auth",
                 "session_ttl_ms",
@@ -285,6 +292,9 @@ impl NodeConfig {
                 return Err(invalid("tls_cert_file", "tls_cert_file, tls_key_file and tls_ca_file go together"))
             }
             _ => {}
+        }
+        if self.http_tls && self.tls_cert_file.is_none() {
+            return Err(invalid("http_tls", "needs tls_cert_file and tls_key_file (the member's certificate)"));
         }
         match (&self.admin_token_file, self.no_auth) {
             (None, false) => {
@@ -438,6 +448,12 @@ mod tests {
             c.session_ttl_ms = 5;
         })
         .starts_with("session_ttl_ms"));
+        assert!(bad(|c| {
+            c.plaintext = true;
+            c.no_auth = true;
+            c.http_tls = true;
+        })
+        .starts_with("http_tls: needs tls_cert_file"));
         let mut development = NodeConfig { plaintext: true, no_auth: true, ..NodeConfig::default() };
         assert!(development.validate().is_ok());
         development.tls_cert_file = Some("node.pem".into());

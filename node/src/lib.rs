@@ -32,6 +32,7 @@ pub mod error;
 pub mod grpc_metrics;
 pub mod handover;
 pub mod history;
+pub mod http_tls;
 pub mod join;
 pub mod memory;
 pub mod network;

@@ -54,11 +54,15 @@ pub async fn serve(config: NodeConfig) -> crate::error::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .map_err(|e| invalid("http_addr", format!("{}: {e}", config.http_addr)))?;
+    let http_tls = match (config.http_tls, &config.tls_cert_file, &config.tls_key_file) {
+        (true, Some(cert), Some(key)) => Some(crate::http_tls::server_config(cert, key)?),
+        _ => None,
+    };
     crate::join::set_aside_if_removed(&config, &crate::environment::Environment::system()).await?;
     tokio::spawn(warn_unresolved(config.clone()));
     let node = Node::start(config).await?;
     tracing::info!(id = node.id, grpc = %node.config.grpc_addr, http = %node.config.http_addr, "collective node started");
-    tokio::spawn(serve_http(http_listener, node.clone(), prometheus));
+    tokio::spawn(serve_http(http_listener, http_tls, node.clone(), prometheus));
     // `Server::tcp_nodelay` only applies to listeners tonic binds itself; ours is bound early (to
     // fail fast on a taken port), so Nagle is switched off here, or replies sit ~40 ms behind
     // delayed ACKs.
@@ -376,6 +380,7 @@ pub(crate) fn resident_memory_bytes() -> Option<u64> {
 
 async fn serve_http(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     node: Arc<Node>,
     (prometheus, process): (PrometheusHandle, metrics_process::Collector),
 ) {
@@ -423,7 +428,14 @@ async fn serve_http(
             }),
         )
         .merge(crate::board::routes(node.clone()));
-    if let Err(error) = axum::serve(listener, app).await {
+    let served = match tls {
+        Some(config) => match crate::http_tls::TlsListener::new(listener, config) {
+            Ok(listener) => axum::serve(listener, app).await,
+            Err(error) => Err(error),
+        },
+        None => axum::serve(listener, app).await,
+    };
+    if let Err(error) = served {
         tracing::error!(%error, "http server stopped");
     }
 }

@@ -22,6 +22,8 @@ pub struct Cluster {
     log_filter: Option<String>,
     /// Members started with their own arguments instead of `extra_args`.
     own_args: std::collections::BTreeMap<usize, Vec<String>>,
+    /// The HTTP port serves TLS (`--http-tls`): readiness is asked with curl over https.
+    http_tls: bool,
 }
 
 /// A plain HTTP/1.0 GET (the probes and metrics endpoint); empty when nothing answers.
@@ -95,6 +97,7 @@ impl Cluster {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log_filter: log_filter.map(str::to_string),
             own_args: Default::default(),
+            http_tls: extra_args.contains(&"--http-tls"),
         };
         prepare(cluster.dir.path());
         for index in 0..size {
@@ -114,7 +117,14 @@ impl Cluster {
     pub async fn wait_ready(&self, index: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let answer = http_get(&self.http[index], "/readyz");
+            let answer = if self.http_tls {
+                // Readiness only: the certificate is checked by the tests that mean to.
+                let url = format!("https://{}/readyz", self.http[index]);
+                let output = Command::new("curl").args(["-sk", "-i", "--max-time", "3", &url]).output().unwrap();
+                String::from_utf8_lossy(&output.stdout).to_string()
+            } else {
+                http_get(&self.http[index], "/readyz")
+            };
             if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
                 return;
             }
