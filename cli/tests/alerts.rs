@@ -187,4 +187,10 @@ async fn a_bad_rule_is_refused_naming_its_field_and_changes_nothing() {
     let rules = client.list_rules(pb::ListAlertRulesRequest { serializable: false }).await.unwrap().into_inner();
     assert_eq!(rules.rules.len(), 1);
     assert_eq!(rules.rules[0].rule.as_ref().unwrap().webhook, "https://hooks.example.com/a");
+    // Removed through the CLI; a second removal names what is missing.
+    ok(&cluster, &["alert", "remove", "QUEUE"]);
+    let (success, stderr) = cli(&cluster, &["alert", "remove", "queue"]);
+    assert!(!success && stderr.contains("alert rule") && stderr.contains("NOT_FOUND"), "{stderr}");
+    let rules = client.list_rules(pb::ListAlertRulesRequest { serializable: false }).await.unwrap().into_inner();
+    assert!(rules.rules.is_empty());
 }

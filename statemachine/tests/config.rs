@@ -11,7 +11,8 @@ use collective_statemachine::{
     Command, Envelope, Event, Principal, Rejection, SiteSpec, State, TrustedAccess, UserSpec,
 };
 
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+mod common;
+use common::site_spec;
 
 fn apply(state: &mut State, command: Command) -> Result<Vec<Event>, Rejection> {
     let before = state.clone();
@@ -30,16 +31,7 @@ fn ok(state: &mut State, command: Command) -> Vec<Event> {
 }
 
 fn site(id: u32, name: &str) -> Command {
-    Command::AddSite(SiteSpec {
-        id,
-        name: name.into(),
-        phone: "+1 555 0100".into(),
-        password_hash: HASH.into(),
-        note_id_dial_string: String::new(),
-        active: true,
-        servers: vec![format!("cic{id}")],
-        trusted_access: TrustedAccess::default(),
-    })
+    Command::AddSite(SiteSpec { servers: vec![format!("cic{id}")], ..site_spec(id, name) })
 }
 
 fn user(name: &str, home: u32, extension: &str) -> UserSpec {
