@@ -18,8 +18,9 @@ const VIOLATIONS_MAX: usize = 16;
 pub struct Shared {
     /// The materialised views.
     pub state: RwLock<State>,
-    /// Recent events for watchers, numbered by revision (see `collective_sync::hub`).
-    pub events: Arc<Hub<EventRecord>>,
+    /// Recent events for watchers, numbered by revision (see `collective_sync::hub`). Each is
+    /// shared: a watcher's batch clones pointers, not events (a thousand watchers read each one).
+    pub events: Arc<Hub<Arc<EventRecord>>>,
     /// Run `State::check_invariants` after every applied entry (simulations; costly).
     check_invariants: bool,
     /// Invariant violations seen (with `check_invariants`).
@@ -95,7 +96,7 @@ impl Shared {
             Some(self.events.next_sequence()),
             "published events follow the last published, without a gap"
         );
-        self.events.publish(records);
+        self.events.publish(records.into_iter().map(Arc::new));
     }
 
     /// Latest applied revision: the hub numbers events by revision, so it is the one before

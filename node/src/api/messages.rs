@@ -105,16 +105,16 @@ impl MessagesService {
     /// was sent, so nothing is missed); after a compaction, looks in the state.
     async fn wait_for_response(
         &self,
-        subscription: &mut Subscription<EventRecord>,
+        subscription: &mut Subscription<Arc<EventRecord>>,
         correlation_id: u64,
     ) -> Result<Delivery, ApiError> {
         loop {
             match subscription.next_batch(HUB_READ_BATCH).await {
                 Ok(batch) => {
                     for record in batch {
-                        if let Event::ResponseArrived(delivery) = record.event {
+                        if let Event::ResponseArrived(delivery) = &record.event {
                             if delivery.correlation_id == correlation_id {
-                                return Ok(delivery);
+                                return Ok(delivery.clone());
                             }
                         }
                     }
@@ -267,8 +267,8 @@ impl Messages for MessagesService {
                 };
                 match batch {
                     Ok(batch) => {
-                        pending.extend(batch.into_iter().filter_map(|record| match record.event {
-                            Event::MessageQueued(d) if d.to_site == site && filters.matches(&d) => Some(d),
+                        pending.extend(batch.iter().filter_map(|record| match &record.event {
+                            Event::MessageQueued(d) if d.to_site == site && filters.matches(d) => Some(d.clone()),
                             _ => None,
                         }));
                         // Only what is still queued: one acknowledged meanwhile is not sent again.

@@ -409,7 +409,7 @@ impl Presences for PresenceService {
                         .filter(|record| {
                             filter.matches(&state, record) && state.event_visible_to(&reader, &record.event)
                         })
-                        .map(convert::event)
+                        .map(|record| convert::event(record))
                         .collect()
                 };
                 for event in events {
