@@ -539,6 +539,31 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
     (status, head.to_string(), body.to_string())
 }
 
+/// Opens a board feed (`/board/events`) with `cookie`, resuming after `last_event_id`, and reads
+/// it until `until` arrives (at most 10 s); returns the head and what the feed sent.
+fn board_feed(addr: &str, cookie: &str, last_event_id: u64, until: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "GET /board/events HTTP/1.0\r\nHost: {addr}\r\ncookie: {cookie}\r\nLast-Event-ID: {last_event_id}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let (mut received, mut buffer) = (Vec::new(), [0u8; 16 * 1024]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !String::from_utf8_lossy(&received).contains(until) && std::time::Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(error) => panic!("reading the feed: {error}"),
+        }
+    }
+    let response = String::from_utf8_lossy(&received).to_string();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.to_string(), body.to_string())
+}
+
 /// The `collective_board` cookie a sign-in answer sets.
 fn board_cookie(head: &str) -> String {
     head.lines()
@@ -593,6 +618,28 @@ async fn the_board_needs_a_sign_in_and_shows_a_site_its_own_view() {
     let site_cookie = board_cookie(&head);
     let (_, _, page) = http(http_addr, "GET", "/board/api/presence", &[("cookie", site_cookie.as_str())], "");
     assert!(page.contains("\"bob\"") && !page.contains("\"ada\""), "{page}");
+
+    // The live feed: a message between sites 1 and 3 is not site 2's to see; one from site 2 is.
+    // Both feeds resume after `Last-Event-ID`, in revision order, one frame per event.
+    admin.add_site(site(3, "Tokyo")).await.unwrap();
+    let mut messages = MessagesClient::new(with_token(&cluster, 0, ADMIN_TOKEN).await);
+    let send = |from_site: u32, to_site: u32| pb::SendEventRequest {
+        from_site,
+        to_site,
+        object_id: "Orders".into(),
+        event_id: format!("{from_site}-to-{to_site}"),
+        elements: vec![],
+    };
+    let hidden = messages.send_event(send(1, 3)).await.unwrap().into_inner().revision;
+    let shown = messages.send_event(send(2, 1)).await.unwrap().into_inner().revision;
+    let (head, feed) = board_feed(http_addr, &admin_cookie, hidden - 1, &format!("id: {shown}\n"));
+    assert!(head.contains("text/event-stream"), "{head}");
+    let frames: Vec<&str> = feed.split("\n\n").filter(|frame| !frame.is_empty()).collect();
+    assert!(frames[0].starts_with(&format!("id: {hidden}\ndata: {{")) && frames[0].contains("1-to-3"), "{feed}");
+    assert!(frames[1].starts_with(&format!("id: {shown}\ndata: {{")) && frames[1].contains("2-to-1"), "{feed}");
+    let (_, feed) = board_feed(http_addr, &site_cookie, hidden - 1, &format!("id: {shown}\n"));
+    assert!(feed.starts_with(&format!("id: {shown}\ndata: ")) && feed.contains("2-to-1"), "{feed}");
+    assert!(!feed.contains("1-to-3"), "site 2 saw a message between sites 1 and 3: {feed}");
 
     // Signing out clears the cookie.
     let (status, head, _) = http(http_addr, "DELETE", "/board/session", &[], "");

@@ -15,20 +15,21 @@
 //!
 //! A site sees what its principal sees over gRPC: its directory view and its events.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Query, State as Extract};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use collective_proto::v1 as pb;
 use collective_statemachine::catalog::StatusGroup;
 use collective_statemachine::limits::SEARCH_RESULTS_MAX;
-use collective_statemachine::{Principal, SearchQuery};
+use collective_statemachine::{EventRecord, Principal, SearchQuery};
 use collective_sync::hub::Hub;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,18 @@ const COOKIE: &str = "collective_board";
 pub const PRESENCE_PAGE_MAX: usize = 500;
 /// Events read from the hub per step of a feed.
 const FEED_BATCH_EVENTS: usize = 256;
+/// Chunks (one per batch) a feed queues for a slow connection before it stops reading the hub.
+const FEED_CHUNKS_QUEUED: usize = 4;
+/// Rendered events kept for the other boards (a few batches).
+const FEED_FRAMES_MAX: usize = 4 * FEED_BATCH_EVENTS;
+/// Shortest time between two chunks of a feed that has caught up (what it adds to a board's
+/// update latency at most; a screen shows no more than a few dozen frames a second anyway).
+const FEED_PACE: Duration = Duration::from_millis(25);
+/// A comment sent on a feed that has been quiet this long, so proxies keep it open.
+const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+/// Tells the page to reload what it shows (its feed fell behind the retained history).
+const RELOAD: &[u8] = b"event: reload\ndata: {}\n\n";
 /// Workgroups shown in the overview at most (the rest: `collective route stats NAME`).
 pub const OVERVIEW_WORKGROUPS_MAX: usize = 1_000;
 
@@ -67,6 +80,7 @@ pub fn routes(node: Arc<Node>) -> Router {
         .route("/board/api/overview", get(overview))
         .route("/board/api/presence", get(presence))
         .route("/board/events", get(events))
+        .layer(Extension(Arc::new(FeedFrames::default())))
         .with_state(node)
 }
 
@@ -316,7 +330,11 @@ async fn presence(
     }))
 }
 
-async fn events(Extract(node): Extract<Arc<Node>>, headers: HeaderMap) -> Result<Response, Failure> {
+async fn events(
+    Extract(node): Extract<Arc<Node>>,
+    Extension(frames): Extension<Arc<FeedFrames>>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
     let principal = viewer(&node, &headers)?;
     let resume = headers
         .get("last-event-id")
@@ -334,41 +352,91 @@ async fn events(Extract(node): Extract<Arc<Node>>, headers: HeaderMap) -> Result
         ),
         Err(error) => return Err(failure(StatusCode::SERVICE_UNAVAILABLE, format!("{error:?}"))),
     };
-    let shared = node.shared.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(FEED_BATCH_EVENTS);
+    let (shared, node_events) = (node.shared.clone(), node.shared.events.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(FEED_CHUNKS_QUEUED);
     tokio::spawn(async move {
-        if reload && tx.send(Ok(SseEvent::default().event("reload").data("{}"))).await.is_err() {
+        if reload && tx.send(Ok(Bytes::from_static(RELOAD))).await.is_err() {
             return;
         }
         loop {
             let batch = tokio::select! {
-                batch = subscription.next_batch(FEED_BATCH_EVENTS) => batch,
+                batch = tokio::time::timeout(FEED_KEEP_ALIVE, subscription.next_batch(FEED_BATCH_EVENTS)) => batch,
                 _ = tx.closed() => return,
             };
-            let Ok(batch) = batch else {
+            let chunk = match batch {
+                Err(_) => Bytes::from_static(KEEP_ALIVE),
                 // Fell behind the retained history: the page reloads and reconnects.
-                let _ = tx.send(Ok(SseEvent::default().event("reload").data("{}"))).await;
+                Ok(Err(_)) => return drop(tx.send(Ok(Bytes::from_static(RELOAD))).await),
+                // Only a site's view is filtered (`event_visible_to`); an administrator sees every
+                // event, with no lock on the state.
+                Ok(Ok(batch)) => match &principal {
+                    Principal::Site(_) => {
+                        let state = shared.state.read().expect("state lock");
+                        frames.chunk(
+                            batch
+                                .iter()
+                                .map(|record| &**record)
+                                .filter(|record| state.event_visible_to(&principal, &record.event)),
+                        )
+                    }
+                    _ => frames.chunk(batch.iter().map(|record| &**record)),
+                },
+            };
+            if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
                 return;
-            };
-            let events: Vec<SseEvent> = {
-                let state = shared.state.read().expect("state lock");
-                batch
-                    .iter()
-                    .filter(|record| state.event_visible_to(&principal, &record.event))
-                    .map(|record| {
-                        let event = convert::event(record);
-                        let data = serde_json::json!({ "kind": record.event.kind(), "event": event });
-                        SseEvent::default().id(record.revision.to_string()).data(data.to_string())
-                    })
-                    .collect()
-            };
-            for event in events {
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
+            }
+            // A feed that has caught up waits a moment for more: a busy collective then costs
+            // each board a few chunks a second, not one per applied batch.
+            if subscription.cursor() >= node_events.next_sequence() {
+                tokio::time::sleep(FEED_PACE).await;
             }
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body).into_response())
+}
+
+/// The live feed's events already turned into their server-sent-event text, by revision. Every
+/// open board sends the same events: each is rendered once, not once per board, and a board's
+/// batch goes out as one chunk. A revision always names the same event (it is applied from the
+/// committed log), so a frame never goes stale; the oldest are dropped past `FEED_FRAMES_MAX`.
+#[derive(Default)]
+pub struct FeedFrames(std::sync::Mutex<BTreeMap<u64, Bytes>>);
+
+impl FeedFrames {
+    /// The frames of `records`, in order, as one chunk.
+    fn chunk<'a>(&self, records: impl Iterator<Item = &'a EventRecord>) -> Bytes {
+        let records: Vec<&EventRecord> = records.collect();
+        let mut found: Vec<Option<Bytes>> = {
+            let frames = self.0.lock().expect("feed frames lock");
+            records.iter().map(|record| frames.get(&record.revision).cloned()).collect()
+        };
+        let mut rendered = Vec::new();
+        for (slot, record) in found.iter_mut().zip(&records) {
+            if slot.is_none() {
+                let frame = frame(record);
+                rendered.push((record.revision, frame.clone()));
+                *slot = Some(frame);
+            }
+        }
+        if !rendered.is_empty() {
+            let mut frames = self.0.lock().expect("feed frames lock");
+            frames.extend(rendered);
+            while frames.len() > FEED_FRAMES_MAX {
+                frames.pop_first();
+            }
+        }
+        let mut chunk = Vec::with_capacity(found.iter().flatten().map(Bytes::len).sum());
+        for frame in found.iter().flatten() {
+            chunk.extend_from_slice(frame);
+        }
+        Bytes::from(chunk)
+    }
+}
+
+/// One event as server-sent-event text: its revision as the id (what `Last-Event-ID` resumes
+/// from) and its JSON on one line (serde_json escapes every newline inside strings).
+fn frame(record: &EventRecord) -> Bytes {
+    let data = serde_json::json!({ "kind": record.event.kind(), "event": convert::event(record) });
+    Bytes::from(format!("id: {}\ndata: {data}\n\n", record.revision))
 }
