@@ -38,6 +38,9 @@ pub enum BenchCommand {
     /// Kill the leader under a write load, again and again (real processes on this machine,
     /// restarted afterwards): how long writes pause each time.
     Failover(super::bench_failover::FailoverArgs),
+    /// Supervisors' boards open on the live feed while a presence load runs: the writes lost to
+    /// them (rounds without and with boards) and how fast a change reaches every board.
+    Board(super::bench_board::BoardArgs),
     /// Fill the collective to a scale (sites, workgroups, users with skills), then report each
     /// member's memory and snapshot figures.
     Load(super::bench_load::LoadArgs),
@@ -214,6 +217,7 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
         BenchCommand::Route(args) => super::bench_route::route(client, args, format).await,
         BenchCommand::Read(args) => super::bench_read::read(client, args, format).await,
         BenchCommand::Watch(args) => super::bench_read::watch(client, args, format).await,
+        BenchCommand::Board(args) => super::bench_board::board(client, args, format).await,
         BenchCommand::Load(args) => super::bench_load::load(client, args, format).await,
         BenchCommand::Failover(args) => super::bench_failover::failover(client, args, format).await,
     }
@@ -452,8 +456,9 @@ pub(super) trait Worker: Send + 'static {
 }
 
 /// Runs one closed-loop task per client (`--clients`), each paced by `--rate`, until the
-/// measured window ends; only requests started inside the window count.
-pub(super) async fn closed_loop<W: Worker>(load: &Load, workers: Vec<W>) -> anyhow::Result<(Window, Measured)> {
+/// measured window ends; only requests started inside the window count. Hands the workers back,
+/// so a benchmark of several phases keeps each client's state (who it logged on) across them.
+pub(super) async fn closed_loop<W: Worker>(load: &Load, workers: Vec<W>) -> anyhow::Result<(Window, Measured, Vec<W>)> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let measured = Arc::new(AtomicU64::new(0));
@@ -471,17 +476,19 @@ pub(super) async fn closed_loop<W: Worker>(load: &Load, workers: Vec<W>) -> anyh
                     tally.record(started, result);
                 }
             }
+            worker
         }));
     }
     let window = load.window(&measured, &measuring, &stop).await;
+    let mut workers = Vec::with_capacity(tasks.len());
     for task in tasks {
-        task.await?;
+        workers.push(task.await?);
     }
-    Ok((window, tally.take()))
+    Ok((window, tally.take(), workers))
 }
 
 /// One client of `bench presence`: its own draw of the workload, sent to its connection.
-struct PresenceWorker {
+pub(super) struct PresenceWorker {
     sink: Sink,
     workload: Workload,
 }
@@ -652,6 +659,22 @@ async fn etcd_leader_index(endpoints: &[String]) -> anyhow::Result<usize> {
 }
 
 async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow::Result<()> {
+    let (workers, connection_count) = presence_workers(client, &args).await?;
+    let (window, (histogram, errors), _) = closed_loop(&args.load, workers).await?;
+    let target = format!("{:?}", args.target).to_lowercase();
+    let workload = match args.api {
+        Api::Unary => "presence",
+        Api::Stream => "presence-stream",
+    };
+    print_report(format, workload, &target, args.load.clients, connection_count, &window, &histogram, &errors)
+}
+
+/// The clients of a presence load (`--clients`, over `--connections`), after checking the
+/// options and creating the bench users; returns them and the number of connections.
+pub(super) async fn presence_workers(
+    client: &Client,
+    args: &PresenceArgs,
+) -> anyhow::Result<(Vec<PresenceWorker>, u32)> {
     args.load.check()?;
     if args.users == 0 || args.status_percent > 100 {
         anyhow::bail!("--users must be positive and --status-percent at most 100");
@@ -713,11 +736,5 @@ async fn presence(client: &Client, args: PresenceArgs, format: Format) -> anyhow
             },
         })
         .collect();
-    let (window, (histogram, errors)) = closed_loop(&args.load, workers).await?;
-    let target = format!("{:?}", args.target).to_lowercase();
-    let workload = match args.api {
-        Api::Unary => "presence",
-        Api::Stream => "presence-stream",
-    };
-    print_report(format, workload, &target, args.load.clients, connection_count, &window, &histogram, &errors)
+    Ok((workers, connection_count))
 }

@@ -67,7 +67,7 @@ pub struct WatchArgs {
     pub target: Target,
 }
 
-fn now_us() -> u64 {
+pub(super) fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
@@ -141,7 +141,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
             }
         })
         .collect();
-    let (window, (total, errors)) = closed_loop(&args.load, workers).await?;
+    let (window, (total, errors), _) = closed_loop(&args.load, workers).await?;
     let target = format!("{:?}", args.target).to_lowercase();
     let workload = if args.serializable { "read-serializable" } else { "read" };
     print_report(format, workload, &target, args.load.clients, connection_count, &window, &total, &errors)

@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod bench;
+pub mod bench_board;
 pub mod bench_failover;
 pub mod bench_load;
 pub mod bench_messages;
