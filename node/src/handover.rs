@@ -25,6 +25,11 @@ pub const HANDOVER_ELECTION_MS: u64 = 3_000;
 /// How long after its lease ran out the chosen voter campaigns: the other followers heard the
 /// leader's last heartbeat a little later than it may have.
 pub const HANDOVER_MARGIN_MS: u64 = 30;
+/// After a lease runs out, no other voter campaigns for this long (`Node::run_elections`), so the
+/// voter handed leadership, which campaigns `HANDOVER_MARGIN_MS` after it (checked every
+/// `ELECTION_CHECK_MS`), is first. Without it another follower's random delay fell below the
+/// margin about one time in eight and that follower won (`move-leader` named the wrong member).
+pub const HANDOVER_RESERVED_MS: u64 = 2 * HANDOVER_MARGIN_MS;
 
 impl Node {
     /// Hands leadership to the voter `to` (`None`: the most up-to-date one); the new leader and

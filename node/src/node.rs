@@ -367,10 +367,10 @@ impl Node {
     /// followers fired together often, and candidates that split the vote once split it again in
     /// every later term (3 of 6 leader kills split; a 5-node simulation livelocked, seed 1832).
     /// Here a voter that has heard no leader for `election_timeout_max_ms` (the other voters'
-    /// lease, so they grant) plus a fresh random delay below `election_timeout_min_ms` starts an
-    /// election, checked every `ELECTION_CHECK_MS`; while no leader emerges, it tries again after
-    /// a new random delay in `election_timeout_min_ms..2 * election_timeout_min_ms`, as etcd
-    /// draws one per election. Without pre-vote, a member whose log is behind would keep
+    /// lease, so they grant) plus a fresh random delay from `HANDOVER_RESERVED_MS` to
+    /// `election_timeout_min_ms` starts an election, checked every `ELECTION_CHECK_MS`; while no
+    /// leader emerges, it tries again after a new random delay in `election_timeout_min_ms..2 *
+    /// election_timeout_min_ms`, as etcd draws one per election. Without pre-vote, a member whose log is behind would keep
     /// raising its term and refusing the up-to-date member's lower-term requests: it stands back
     /// for two leases once a peer refused it for its log (`Peers::outdated_at`), and a member that
     /// refused such a candidate campaigns soon (`campaign_soon`).
@@ -420,9 +420,11 @@ impl Node {
             }
             if leads || !voter || heard != heard_ms {
                 // A leader (or a granted candidate) was heard: the next attempt is due a lease
-                // and a fresh random delay after it.
+                // and a fresh random delay after it, never inside the window kept for a voter
+                // handed leadership, which campaigns first (`handover.rs`).
                 heard_ms = heard;
-                due_ms = heard + max_ms + crate::runtime::ThreadRng.gen_range(0..min_ms);
+                let reserved = crate::handover::HANDOVER_RESERVED_MS.min(min_ms / 2);
+                due_ms = heard + max_ms + crate::runtime::ThreadRng.gen_range(reserved..min_ms);
                 continue;
             }
             if self.campaign_soon.swap(false, Ordering::Relaxed) && now_ms >= heard + max_ms {
