@@ -108,7 +108,7 @@ mod tests {
         let batch: Batch =
             serde_json::from_str(include_str!("../../statemachine/tests/fixtures/batch-v1.json")).expect("v1 batch");
         crate::raft_types::Entry {
-            log_id: crate::raft_types::LogId::new(openraft::CommittedLeaderId::new(3, 2), 41),
+            log_id: crate::raft_types::LogId::new(crate::raft_types::CommittedLeaderId::new(3), 41),
             payload: openraft::EntryPayload::Normal(batch),
         }
     }
@@ -119,9 +119,10 @@ mod tests {
         let membership = openraft::Membership::new(
             vec![std::collections::BTreeSet::from([1, 2, 3])],
             nodes.collect::<std::collections::BTreeMap<_, _>>(),
-        );
+        )
+        .expect("a valid membership");
         crate::raft_types::Entry {
-            log_id: crate::raft_types::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2),
+            log_id: crate::raft_types::LogId::new(crate::raft_types::CommittedLeaderId::new(1), 2),
             payload: openraft::EntryPayload::Membership(membership),
         }
     }

@@ -28,6 +28,32 @@ pub struct Environment {
     /// finishes after a real-time delay, so the simulated step it lands in would vary from run
     /// to run.
     pub inline_blocking: bool,
+    /// Holds the Raft log's fsyncs while held: a simulation holds a leader's to show that its
+    /// unsynced entries never count towards a commit. Never held in production.
+    pub log_sync: SyncGate,
+}
+
+/// A gate the Raft log's syncer waits at before each fsync.
+#[derive(Clone, Debug, Default)]
+pub struct SyncGate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl SyncGate {
+    /// Holds every later fsync until [`SyncGate::release`].
+    pub fn hold(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Lets fsyncs run again.
+    pub fn release(&self) {
+        self.0.send_replace(false);
+    }
+
+    /// Returns once the gate is not held.
+    pub async fn wait_released(&self) {
+        let mut released = self.0.subscribe();
+        // The sender lives in `self`: the wait cannot fail.
+        let _ = released.wait_for(|held| !held).await;
+    }
 }
 
 impl Environment {
@@ -38,6 +64,7 @@ impl Environment {
             connect: Arc::new(|endpoint| endpoint.connect_lazy()),
             entropy: Arc::new(|buffer| rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, buffer)),
             inline_blocking: false,
+            log_sync: SyncGate::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::raft_types::NodeId;
+use crate::raft_types::TypeConfig;
 use crate::store::Damaged;
 
 /// Why the node library could not do what it was asked.
@@ -67,11 +67,11 @@ macro_rules! from_text {
 }
 
 from_text!(Raft:
-    openraft::error::Fatal<NodeId>,
-    openraft::error::RaftError<NodeId, openraft::error::InitializeError<NodeId, openraft::BasicNode>>,
+    openraft::error::Fatal<TypeConfig>,
+    openraft::error::RaftError<TypeConfig, openraft::error::InitializeError<TypeConfig>>,
     openraft::ConfigError,
 );
-from_text!(Storage: openraft::StorageError<NodeId>, std::io::Error);
+from_text!(Storage: openraft::StorageError<TypeConfig>, std::io::Error);
 from_text!(Snapshot: serde_json::Error);
 from_text!(Certificate: rcgen::Error);
 

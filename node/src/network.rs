@@ -1,5 +1,6 @@
 //! The Raft transport over tonic: pooled lazy channels per peer address, a deadline on every RPC,
-//! and `Unreachable` on connection failures so openraft backs off before retrying.
+//! and `Unreachable` on connection failures so openraft backs off before retrying. A snapshot
+//! travels whole, in one message: its bytes raw, its header encoded.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,15 +9,10 @@ use std::time::Duration;
 use collective_client::Bearer;
 use collective_proto::raft::raft_client::RaftClient;
 use collective_proto::raft::{Payload, SnapshotChunk};
-use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
-};
-use openraft::BasicNode;
+use openraft::error::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{BasicNode, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -24,13 +20,13 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use crate::codec;
 use crate::environment::Connect;
 use crate::error::invalid;
-use crate::raft_types::{NodeId, TypeConfig};
+use crate::raft_types::{NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Largest gRPC message between nodes (a batch of entries or a snapshot chunk).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
-/// Largest AppendEntries request we send; a bigger one is split (openraft retries with fewer
-/// entries when told `PayloadTooLarge`). Entries are batches of up to 1,024 commands, so a fixed
-/// entry count cannot bound the size.
+/// Largest AppendEntries request we send; a bigger one is cut to a prefix that fits, reported to
+/// openraft as a partial success so it sends the rest next. Entries are batches of up to 1,024
+/// commands, so a fixed entry count cannot bound the size.
 pub const APPEND_ENTRIES_BYTES_MAX: usize = 4 << 20;
 /// How long establishing a connection to a peer may take.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
@@ -129,9 +125,7 @@ pub struct Connection {
     peers: Arc<Peers>,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
-
-fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BasicNode, E> {
+fn transport_error(status: tonic::Status) -> RPCError<TypeConfig> {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::new(&status)),
         _ => RPCError::Network(NetworkError::new(&status)),
@@ -139,17 +133,21 @@ fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<Node
 }
 
 impl Connection {
-    fn client<E: std::error::Error>(&self) -> Result<PeerClient, RPCError<NodeId, BasicNode, E>> {
+    fn client(&self) -> Result<PeerClient, RPCError<TypeConfig>> {
         self.peers.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 
+    /// The peer's answer: what its Raft returned, or (its core stopped) unreachable, so that the
+    /// leader backs off.
     fn decode<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
         &self,
         payload: Payload,
-    ) -> RpcResult<T, E> {
-        let result: Result<T, RaftError<NodeId, E>> =
+    ) -> Result<T, RPCError<TypeConfig>> {
+        let result: Result<T, E> =
             codec::decode(&payload.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|e| {
+            RPCError::Unreachable(Unreachable::from_string(format!("member {} cannot serve: {e}", self.target)))
+        })
     }
 }
 
@@ -168,43 +166,61 @@ fn encode<T: serde::Serialize>(value: &T) -> Payload {
 /// rather than campaigning and deposing a healthy leader.
 pub const UNREACHABLE_RETRY_MS: u64 = 100;
 
-impl RaftNetwork<TypeConfig> for Connection {
-    fn backoff(&self) -> openraft::network::Backoff {
-        openraft::network::Backoff::new(std::iter::repeat(std::time::Duration::from_millis(UNREACHABLE_RETRY_MS)))
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = SnapshotData;
+
+    fn backoff(&self) -> Option<openraft::network::Backoff> {
+        let retry = std::iter::repeat(Duration::from_millis(UNREACHABLE_RETRY_MS));
+        Some(openraft::network::Backoff::new(retry))
     }
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let payload = encode(&rpc);
-        if payload.body.len() > APPEND_ENTRIES_BYTES_MAX && rpc.entries.len() > 1 {
-            let hint = (rpc.entries.len() as u64 / 2).max(1);
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut payload = encode(&rpc);
+        let mut cut = false;
+        while payload.body.len() > APPEND_ENTRIES_BYTES_MAX && rpc.entries.len() > 1 {
+            rpc.entries.truncate(rpc.entries.len() / 2);
+            payload = encode(&rpc);
+            cut = true;
         }
         let mut client = self.client()?;
         let response = client.append_entries(request(payload, &option)).await.map_err(transport_error)?;
-        self.decode(response.into_inner())
+        let response = self.decode::<_, RaftError<TypeConfig>>(response.into_inner())?;
+        Ok(match response {
+            // Only a prefix was sent: openraft sends the rest from there.
+            AppendEntriesResponse::Success if cut => {
+                AppendEntriesResponse::PartialSuccess(rpc.entries.last().map(|entry| entry.log_id))
+            }
+            response => response,
+        })
     }
 
-    async fn install_snapshot(
+    async fn full_snapshot(
         &mut self,
-        mut rpc: InstallSnapshotRequest<TypeConfig>,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client()?;
         // Snapshot bytes travel raw; only the small header is encoded.
-        let data = std::mem::take(&mut rpc.data);
-        let chunk = SnapshotChunk { header: codec::encode(&rpc).expect("openraft messages encode"), data };
+        let header = codec::encode(&(vote, &snapshot.meta)).expect("openraft messages encode");
+        let chunk = SnapshotChunk { header, data: snapshot.snapshot.into_inner() };
         let response = client.install_snapshot(request(chunk, &option)).await.map_err(transport_error)?;
-        self.decode(response.into_inner())
+        Ok(self.decode::<_, openraft::error::Fatal<TypeConfig>>(response.into_inner())?)
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut client = self.client()?;
         let response = client.vote(request(encode(&rpc), &option)).await.map_err(transport_error)?;
-        let response: VoteResponse<NodeId> = self.decode(response.into_inner())?;
+        let response: VoteResponse<TypeConfig> = self.decode::<_, RaftError<TypeConfig>>(response.into_inner())?;
         if !response.vote_granted && response.last_log_id > rpc.last_log_id {
             *self.peers.outdated_at.lock().expect("outdated lock") = Some(tokio::time::Instant::now());
         }

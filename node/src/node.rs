@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use collective_statemachine::{validate::validate, Batch, Command, Principal, Proposal, Rejection};
 use collective_sync::pending::{Full, PendingTable, Waiter};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::mpsc;
 
@@ -412,7 +412,7 @@ impl Node {
             {
                 handover_until_ms = 0;
                 tracing::info!("leadership handed to this member: starting an election");
-                if self.raft.trigger().elect().await.is_err() {
+                if self.raft.trigger().elect(false).await.is_err() {
                     return;
                 }
                 due_ms = now_ms + min_ms + crate::runtime::ThreadRng.gen_range(0..min_ms);
@@ -439,7 +439,7 @@ impl Node {
                 continue;
             }
             tracing::info!(silent_ms = now_ms.saturating_sub(heard), "no leader heard: starting an election");
-            if self.raft.trigger().elect().await.is_err() {
+            if self.raft.trigger().elect(false).await.is_err() {
                 return;
             }
             due_ms = now_ms + min_ms + crate::runtime::ThreadRng.gen_range(0..min_ms);
@@ -539,7 +539,11 @@ impl Node {
             }
             Err(error) => {
                 let error = match error {
-                    RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
+                    // Replaced by a new leader's entries before it committed: never applied.
+                    RaftError::APIError(
+                        ClientWriteError::ForwardToLeader(_) | ClientWriteError::LogEntryDiscarded(_),
+                    ) => self.not_leader(),
+                    RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => ApiError::Internal(e.to_string()),
                     RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                         ApiError::Internal(e.to_string())
                     }
@@ -933,10 +937,10 @@ impl Node {
     /// On the leader: confirms leadership with a quorum and returns the log index a linearizable
     /// read must see applied.
     pub async fn leader_read_index(&self) -> Result<u64, ApiError> {
-        match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _)) => Ok(read_log_id.map(|id| id.index).unwrap_or(0)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(self.not_leader()),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+        match self.raft.get_read_log_id(openraft::ReadPolicy::ReadIndex).await {
+            Ok((read_log_id, _)) => Ok(read_log_id.index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Err(self.not_leader()),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                 Err(ApiError::Unavailable(e.to_string()))
             }
             Err(RaftError::Fatal(fatal)) => Err(ApiError::Unavailable(fatal.to_string())),

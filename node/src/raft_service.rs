@@ -7,13 +7,12 @@ use collective_proto::raft::{
     Payload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, TimeoutNowRequest, TimeoutNowResponse,
 };
 use collective_statemachine::{Command, Principal};
-use openraft::raft::InstallSnapshotRequest;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::codec;
 use crate::node::Node;
-use crate::raft_types::TypeConfig;
+use crate::raft_types::{Snapshot, SnapshotMeta, Vote};
 
 /// Largest snapshot a node accepts from a peer.
 pub const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
@@ -54,7 +53,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc: openraft::raft::VoteRequest<crate::raft_types::NodeId> = decode(&request.into_inner().body)?;
+        let rpc: openraft::raft::VoteRequest<crate::raft_types::TypeConfig> = decode(&request.into_inner().body)?;
         let candidate_log = rpc.last_log_id;
         let response = self.node.raft.vote(rpc).await;
         match &response {
@@ -71,16 +70,15 @@ impl RaftRpc for RaftService {
 
     async fn install_snapshot(&self, request: Request<SnapshotChunk>) -> Result<Response<Payload>, Status> {
         let chunk = request.into_inner();
-        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&chunk.header)?;
-        // openraft writes the chunk at `offset` into a memory buffer: bound it.
-        if rpc.offset > SNAPSHOT_BYTES_MAX {
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&chunk.header)?;
+        if chunk.data.len() as u64 > SNAPSHOT_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
-                "snapshot offset {} is over {SNAPSHOT_BYTES_MAX} bytes",
-                rpc.offset
+                "a snapshot of {} bytes is over {SNAPSHOT_BYTES_MAX} bytes",
+                chunk.data.len()
             )));
         }
-        rpc.data = chunk.data;
-        let response = self.node.raft.install_snapshot(rpc).await;
+        let snapshot = Snapshot { meta, snapshot: std::io::Cursor::new(chunk.data) };
+        let response = self.node.raft.install_full_snapshot(vote, snapshot).await;
         if response.is_ok() {
             self.node.heard_from_leader();
         }

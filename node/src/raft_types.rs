@@ -1,7 +1,5 @@
 //! The openraft type configuration: what an entry carries and what applying it returns.
 
-use std::io::Cursor;
-
 use collective_statemachine::{Batch, EventRecord, Rejection};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +13,9 @@ openraft::declare_raft_types!(
         R = ApplyResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        // Standard Raft: one leader per term (what 0.9's `single-term-leader` chose; the
+        // default lets several candidates lead one term).
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
         AsyncRuntime = crate::runtime::Runtime,
 );
 
@@ -37,10 +37,22 @@ pub struct Applied {
 }
 
 /// Shorthands for openraft's generic types.
-pub type Raft = openraft::Raft<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachineStore>;
 /// Stored and replicated entries.
-pub type Entry = openraft::Entry<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 /// Log ids.
-pub type LogId = openraft::LogId<NodeId>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// The leader id a log id names (the term).
+pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+/// Votes.
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// The membership a log entry or snapshot stored.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot: metadata and the snapshot file's bytes.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
+/// What a snapshot's bytes travel in.
+pub type SnapshotData = std::io::Cursor<Vec<u8>>;
 /// Storage errors.
-pub type StorageError = openraft::StorageError<NodeId>;
+pub type StorageError = openraft::StorageError<TypeConfig>;

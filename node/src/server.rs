@@ -283,7 +283,7 @@ async fn report_metrics(node: Arc<Node>, health: tonic_health::server::HealthRep
 /// On the leader, each follower's match index and lag (entries it lacks); elsewhere the lag of
 /// every follower seen reads 0, so a former leader's last figures do not linger as an alert.
 fn report_followers(
-    snapshot: &openraft::RaftMetrics<crate::raft_types::NodeId, openraft::BasicNode>,
+    snapshot: &openraft::RaftMetrics<crate::raft_types::TypeConfig>,
     followers: &mut std::collections::BTreeSet<crate::raft_types::NodeId>,
 ) {
     let last = snapshot.last_log_index.unwrap_or(0);

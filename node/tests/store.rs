@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use collective::environment::Environment;
 use collective::history::HistoryStore;
-use collective::raft_types::{NodeId, TypeConfig};
+use collective::raft_types::TypeConfig;
 use collective::shared::Shared;
 use collective::store::{self, LogStore, StateMachineStore};
 use collective_statemachine::user::UserSpec;
@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use collective::network::{Network, Peers};
 use collective::raft_types::Raft;
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{BasicNode, StorageError};
 use tempfile::TempDir;
 
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = TempDir::new().expect("temp dir");
         let (log_store, state_machine, _history) =
             store::open(dir.path(), Arc::new(Shared::new(1_000)), &Environment::system()).await.expect("open store");
@@ -30,9 +30,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
     }
 }
 
-#[test]
-fn openraft_storage_suite_passes() {
-    Suite::test_all(Builder).expect("openraft storage suite");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_passes() {
+    Suite::test_all(Builder).await.expect("openraft storage suite");
 }
 
 fn add_workgroup(name: &str) -> Command {
@@ -87,7 +87,7 @@ async fn acknowledged_writes_survive_drop_and_reopen() {
     let raft = single_node(dir.path(), shared.clone()).await;
     raft.wait(Some(Duration::from_secs(10))).current_leader(1, "re-elected after reopen").await.unwrap();
     // Every acknowledged write is applied again from the durable log.
-    raft.ensure_linearizable().await.unwrap();
+    raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.unwrap();
     let state = shared.state.read().unwrap().clone();
     assert_eq!(state.workgroups.len() as u64, written);
     assert_eq!(state.revision, written);
@@ -149,7 +149,7 @@ async fn history_survives_a_crash(snapshot_half_way: bool) {
     let shared = Arc::new(Shared::new(100));
     let (raft, history) = single_node_with_history(dir.path(), shared.clone()).await;
     raft.wait(Some(Duration::from_secs(10))).current_leader(1, "re-elected after reopen").await.unwrap();
-    raft.ensure_linearizable().await.unwrap();
+    raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.unwrap();
     for i in 0..users {
         let found = history.presence_at(&format!("user{i}"), 10_000).unwrap();
         assert!(found.is_some(), "user{i}'s history came back (snapshot half-way: {snapshot_half_way})");
@@ -273,7 +273,7 @@ async fn a_torn_unacknowledged_last_record_still_opens() {
     let shared = Arc::new(Shared::new(100));
     let raft = single_node(dir.path(), shared.clone()).await;
     raft.wait(Some(Duration::from_secs(10))).current_leader(1, "re-elected after the power loss").await.unwrap();
-    raft.ensure_linearizable().await.unwrap();
+    raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.unwrap();
     assert!(shared.state.read().unwrap().users.len() >= 20, "the acknowledged users survived");
     raft.shutdown().await.unwrap();
 }

@@ -88,6 +88,7 @@ pub fn environment(seed: u64) -> Environment {
         clock: Arc::new(|| turmoil::since_epoch().map(|d| d.as_millis() as u64).unwrap_or(0)),
         connect: Arc::new(|endpoint: Endpoint| endpoint.connect_with_connector_lazy(SimConnector)),
         inline_blocking: true,
+        log_sync: Default::default(),
     }
 }
 

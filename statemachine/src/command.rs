@@ -70,6 +70,13 @@ pub struct Batch {
     pub proposals: std::sync::Arc<[Proposal]>,
 }
 
+/// How Raft's logs name an entry's payload: its size and time, not its commands.
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch of {} commands at {} ms", self.proposals.len(), self.at_ms)
+    }
+}
+
 /// The fields of a site a caller supplies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteSpec {

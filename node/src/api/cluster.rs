@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use crate::node::Node;
+use crate::raft_types::TypeConfig;
 
 /// How long `MemberAdd` waits for the new learner to receive the entry that added it (longer,
 /// `SNAPSHOT_INSTALL_TIMEOUT_MS`, when the learner answers: it may be installing a snapshot).
@@ -62,7 +63,7 @@ impl ClusterService {
     }
 }
 
-fn membership_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> ApiError {
+fn membership_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ApiError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             ApiError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) }
@@ -70,6 +71,10 @@ fn membership_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> 
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             ApiError::Rejected(collective_statemachine::Rejection::precondition("member", e.to_string()))
         }
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(e)) => {
+            ApiError::Unavailable(format!("the leader changed before the membership change committed: {e}"))
+        }
+        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => ApiError::Internal(e.to_string()),
         RaftError::Fatal(fatal) => ApiError::Unavailable(fatal.to_string()),
     }
 }

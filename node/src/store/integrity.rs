@@ -9,12 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use openraft::Vote;
 use rocksdb::{IteratorMode, DB};
 
 use super::marker::{Acknowledged, Marker};
 use super::{CF_LOGS, CF_META, CF_SNAPSHOT};
-use crate::raft_types::{LogId, NodeId};
+use crate::raft_types::{LogId, Vote};
 
 /// The way out of every refusal: the member's data cannot be trusted, so it rejoins empty and
 /// receives the leader's snapshot.
@@ -105,7 +104,7 @@ struct Found {
     first_index: Option<u64>,
     last_index: Option<u64>,
     last_purged: Option<LogId>,
-    vote: Option<Vote<NodeId>>,
+    vote: Option<Vote>,
     snapshot: Option<LogId>,
 }
 
@@ -138,13 +137,13 @@ fn read_found(db: &DB) -> Result<Found, String> {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("the last purged log id: {e}"))?,
         None => None,
     };
-    let vote: Option<Vote<NodeId>> = match meta(CF_META, super::log_store::KEY_VOTE)? {
+    let vote: Option<Vote> = match meta(CF_META, super::log_store::KEY_VOTE)? {
         Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| format!("the saved vote: {e}"))?),
         None => None,
     };
     let snapshot = match meta(CF_SNAPSHOT, super::state_machine::KEY_SNAPSHOT_META)? {
         Some(bytes) => {
-            let meta: openraft::SnapshotMeta<NodeId, openraft::BasicNode> =
+            let meta: super::state_machine::StoredMeta =
                 serde_json::from_slice(&bytes).map_err(|e| format!("the snapshot metadata: {e}"))?;
             meta.last_log_id
         }

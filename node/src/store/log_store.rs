@@ -8,21 +8,23 @@
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
+use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use super::marker::Marker;
 use super::{index_key, CF_LOGS, CF_META};
 use crate::codec;
 use crate::environment::Environment;
-use crate::raft_types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
 
 pub(super) const KEY_VOTE: &[u8] = b"vote";
 pub(super) const KEY_LAST_PURGED: &[u8] = b"last_purged";
@@ -80,20 +82,86 @@ impl Recent {
     }
 }
 
-/// The Raft log. Cheap to clone: clones share the database and the cache of recent entries.
+/// Most appends waiting for the log's next fsync (each holds openraft's callback; openraft
+/// submits at most a few batches ahead of the flushes).
+pub const APPENDS_AWAITING_SYNC_MAX: usize = 4_096;
+
+/// The Raft log. Cheap to clone: clones share the database, the cache of recent entries and the
+/// syncer.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     recent: Arc<Mutex<Recent>>,
-    /// Where the fsyncs run (`write_synced`).
+    /// Where the fsyncs run (`write_synced`, the syncer).
     environment: Environment,
     /// What this member acknowledged, recorded outside RocksDB after each synced write, so the
     /// next start can tell whether RocksDB lost any of it (`integrity.rs`).
     marker: Arc<Marker>,
+    /// Appends written but not yet synced, in order, for the syncer (`append`).
+    unsynced: mpsc::Sender<Unsynced>,
+    /// Bumped by every truncation, under this lock; the syncer records a synced append in the
+    /// marker, under the same lock, only if no truncation came after its write (the entries it
+    /// names may be gone, or replaced by others not yet synced).
+    truncations: Arc<Mutex<u64>>,
 }
 
-fn io_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, error: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::new(subject, verb, openraft::AnyError::new(&error)).into()
+/// What the syncer needs of the store.
+struct Syncer {
+    db: std::sync::Weak<DB>,
+    environment: Environment,
+    marker: Arc<Marker>,
+    truncations: Arc<Mutex<u64>>,
+}
+
+impl Syncer {
+    /// The syncer: waits for appends written without `sync`, takes every one queued by then,
+    /// syncs the WAL once for all of them (RocksDB's WAL is one ordered file: a sync makes every
+    /// earlier write durable) and only then reports them flushed to openraft, which counts this
+    /// member's copy of an entry (as leader, in the commit quorum; as follower, in its answer to
+    /// the leader) from that report on. Group commit: while one fsync runs, the next appends
+    /// queue and share the next one. Ends when every clone of the store is dropped.
+    async fn run(self, mut queue: mpsc::Receiver<Unsynced>) {
+        let Syncer { db, environment, marker, truncations } = self;
+        let mut waiting = Vec::new();
+        while queue.recv_many(&mut waiting, APPENDS_AWAITING_SYNC_MAX).await > 0 {
+            environment.log_sync.wait_released().await;
+            let started = Instant::now();
+            let db = db.clone();
+            let synced = environment
+                .blocking(move || match db.upgrade() {
+                    Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                    None => Err("the database was closed".to_string()),
+                })
+                .await;
+            metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+            let synced = synced.map_err(|e| e.to_string()).and_then(|synced| synced);
+            if synced.is_ok() {
+                // Only once synced: the marker never claims more than the log holds.
+                let truncations = truncations.lock().expect("truncations lock");
+                let last =
+                    waiting.iter().filter(|append| append.truncations == *truncations).map(|a| a.last_index).max();
+                if let Some(Err(error)) = last.map(|index| marker.flushed(index)) {
+                    tracing::error!(%error, marker = %marker.path().display(), "recording synced entries in the marker");
+                }
+            }
+            for append in waiting.drain(..) {
+                let result = synced.clone().map_err(|error| io_error("syncing the Raft log's write-ahead log", error));
+                append.callback.io_completed(result);
+            }
+        }
+    }
+}
+
+/// An append written to RocksDB without `sync`, waiting for the WAL's next fsync.
+struct Unsynced {
+    last_index: u64,
+    /// `truncations` when it was written.
+    truncations: u64,
+    callback: IOFlushed<TypeConfig>,
+}
+
+fn io_error(context: &str, error: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{context}: {error}"))
 }
 
 fn synced() -> WriteOptions {
@@ -103,8 +171,20 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
+    /// The log over `db`; starts its syncer (`Syncer::run`) on the current tokio runtime.
     pub(crate) fn new(db: Arc<DB>, environment: Environment, marker: Arc<Marker>) -> LogStore {
-        LogStore { db, recent: Arc::default(), environment, marker }
+        let (unsynced, queue) = mpsc::channel(APPENDS_AWAITING_SYNC_MAX);
+        let store = LogStore { db, recent: Arc::default(), environment, marker, unsynced, truncations: Arc::default() };
+        let syncer = Syncer {
+            // Weak: a dropped store closes its database at once (a restart reopens it in the
+            // same process), whether or not the syncer has run since.
+            db: Arc::downgrade(&store.db),
+            environment: store.environment.clone(),
+            marker: store.marker.clone(),
+            truncations: store.truncations.clone(),
+        };
+        tokio::spawn(syncer.run(queue));
+        store
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -112,20 +192,15 @@ impl LogStore {
     }
 
     /// Entries of `range` from `start` on, from RocksDB.
-    fn read_entries(
-        &self,
-        start: u64,
-        range: &impl RangeBounds<u64>,
-        entries: &mut Vec<Entry>,
-    ) -> Result<(), StorageError> {
+    fn read_entries(&self, start: u64, range: &impl RangeBounds<u64>, entries: &mut Vec<Entry>) -> io::Result<()> {
         let iter = self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::From(&index_key(start), Direction::Forward));
         for item in iter {
-            let (key, value) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let (key, value) = item.map_err(|e| io_error("reading the Raft log", e))?;
             let index = u64::from_be_bytes(key.as_ref().try_into().expect("log keys are 8 bytes"));
             if !range.contains(&index) {
                 break;
             }
-            entries.push(codec::decode(&value).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?);
+            entries.push(codec::decode(&value).map_err(|e| io_error(&format!("decoding log entry {index}"), e))?);
         }
         Ok(())
     }
@@ -133,68 +208,69 @@ impl LogStore {
     /// Writes a batch and syncs the WAL, on the blocking pool (`Environment::blocking`; inline
     /// in the simulations), so the fsync (~4 ms here, stalls near 100 ms) holds no runtime
     /// worker: inline, it took one of the two workers from every gRPC call for as long as it
-    /// lasted. openraft 0.9.25 waits for each append to be flushed before the next
-    /// (`RaftCore::append_to_log`), so appends do not overlap either way.
-    async fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    /// lasted.
+    async fn write_synced(&self, batch: WriteBatch) -> io::Result<()> {
         let db = self.db.clone();
         self.environment
             .blocking(move || db.write_opt(batch, &synced()))
             .await
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, std::io::Error::other(e)))?
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+            .map_err(|e| io_error("writing the Raft log", e))?
+            .map_err(|e| io_error("writing the Raft log", e))
     }
 
-    /// Appends `entries` in one synced `WriteBatch` (one fsync for all of them), then records
-    /// them in the marker and the cache. openraft's `append` and the offline `recover` use it.
-    pub(crate) async fn write_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StorageError> {
+    /// Writes `entries` in one `WriteBatch`, without `sync`: RocksDB serves them at once (the
+    /// leader replicates them while they reach the disk), and the WAL's next sync makes them
+    /// durable. Records them in the cache. Returns the last index written.
+    fn write_unsynced(&self, entries: impl IntoIterator<Item = Entry>) -> io::Result<Option<u64>> {
         let mut batch = WriteBatch::default();
         let mut written = Vec::new();
         let mut last_index = None;
         for entry in entries {
             last_index = Some(entry.log_id.index);
-            let value = codec::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            let value = codec::encode(&entry).map_err(|e| io_error("encoding a log entry", e))?;
             batch.put_cf(self.cf(CF_LOGS), index_key(entry.log_id.index), &value);
             written.push((entry, value.len()));
         }
-        let started = Instant::now();
-        let result = self.write_synced(batch).await;
-        metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("collective_log_append_batch_entries").record(written.len() as f64);
-        result?;
-        // Only once the write is synced: the marker never claims more than the log holds.
-        if let Some(index) = last_index {
-            self.marker.flushed(index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        }
+        self.db.write(batch).map_err(|e| io_error("writing the Raft log", e))?;
         let mut recent = self.recent();
         for (entry, size) in written {
             recent.push(entry, size);
         }
-        Ok(())
+        Ok(last_index)
+    }
+
+    /// Appends `entries` and syncs them before returning, recording them in the marker (the
+    /// offline `recover` uses it).
+    pub(crate) async fn write_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
+        let last_index = self.write_unsynced(entries)?;
+        let db = self.db.clone();
+        self.environment
+            .blocking(move || db.flush_wal(true))
+            .await
+            .map_err(|e| io_error("syncing the Raft log", e))?
+            .map_err(|e| io_error("syncing the Raft log", e))?;
+        match last_index {
+            Some(index) => self.marker.flushed(index),
+            None => Ok(()),
+        }
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(name).expect("column family created at open")
     }
 
-    fn get_meta<T: DeserializeOwned>(
-        &self,
-        key: &[u8],
-        subject: ErrorSubject<NodeId>,
-    ) -> Result<Option<T>, StorageError> {
-        let bytes = self.db.get_cf(self.cf(CF_META), key).map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
-        bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| io_error(subject, ErrorVerb::Read, e))).transpose()
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        let what = || format!("reading {} from the Raft metadata", String::from_utf8_lossy(key));
+        let bytes = self.db.get_cf(self.cf(CF_META), key).map_err(|e| io_error(&what(), e))?;
+        bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| io_error(&what(), e))).transpose()
     }
 
-    fn put_meta<T: Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-        subject: ErrorSubject<NodeId>,
-        sync: bool,
-    ) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T, sync: bool) -> io::Result<()> {
+        let what = || format!("writing {} to the Raft metadata", String::from_utf8_lossy(key));
+        let bytes = serde_json::to_vec(value).map_err(|e| io_error(&what(), e))?;
         let options = if sync { synced() } else { WriteOptions::default() };
-        self.db.put_cf_opt(self.cf(CF_META), key, bytes, &options).map_err(|e| io_error(subject, ErrorVerb::Write, e))
+        self.db.put_cf_opt(self.cf(CF_META), key, bytes, &options).map_err(|e| io_error(&what(), e))
     }
 }
 
@@ -202,7 +278,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> io::Result<Vec<Entry>> {
         let start = match range.start_bound() {
             Bound::Included(index) => *index,
             Bound::Excluded(index) => *index + 1,
@@ -229,23 +305,26 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         Ok(entries)
     }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.get_meta(KEY_VOTE)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let last = self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::End).next();
         let last_log_id = match last {
             None => None,
             Some(item) => {
-                let (_, value) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-                let entry: Entry =
-                    codec::decode(&value).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                let (_, value) = item.map_err(|e| io_error("reading the Raft log", e))?;
+                let entry: Entry = codec::decode(&value).map_err(|e| io_error("decoding the last log entry", e))?;
                 Some(entry.log_id)
             }
         };
-        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED, ErrorSubject::Store)?;
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
         Ok(LogState { last_purged_log_id, last_log_id: last_log_id.or(last_purged_log_id) })
     }
 
@@ -253,69 +332,77 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote, ErrorSubject::Vote, true)?;
-        self.marker.voted(vote).map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
+    /// Synced before it returns: RocksDB's WAL is ordered, so the vote's sync also makes every
+    /// append written before it durable.
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        self.put_meta(KEY_VOTE, vote, true)?;
+        self.marker.voted(vote)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.get_meta(KEY_VOTE, ErrorSubject::Vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         // Not synced: after a crash a smaller committed index only means re-applying later.
-        self.put_meta(KEY_COMMITTED, &committed, ErrorSubject::Store, false)
+        self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED, ErrorSubject::Store)?.flatten())
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    /// Writes the entries without `sync` and returns: openraft replicates them at once, and
+    /// counts this member's copy only once the syncer reports them flushed (`Syncer::run`).
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        match self.write_entries(entries).await {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
-                Err(error)
-            }
+        let truncations = *self.truncations.lock().expect("truncations lock");
+        let Some(last_index) = self.write_unsynced(entries)? else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        let unsynced = Unsynced { last_index, truncations, callback };
+        if let Err(error) = self.unsynced.send(unsynced).await {
+            let message = "the Raft log's syncer stopped";
+            error.0.callback.io_completed(Err(io::Error::other(message)));
+            return Err(io::Error::other(message));
         }
+        Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let first_removed = last_log_id.map_or(0, |log_id| log_id.index + 1);
         // Out of the marker and the cache before RocksDB: a crash in between leaves the marker
         // behind the log (never ahead), and no read finds an entry RocksDB no longer has.
-        self.marker.truncating(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        self.recent().truncate(log_id.index);
+        {
+            let mut truncations = self.truncations.lock().expect("truncations lock");
+            *truncations += 1;
+            self.marker.truncating(first_removed)?;
+        }
+        self.recent().truncate(first_removed);
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_LOGS), index_key(log_id.index), index_key(u64::MAX));
+        batch.delete_range_cf(self.cf(CF_LOGS), index_key(first_removed), index_key(u64::MAX));
         self.write_synced(batch).await
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         // Record the purge point first: entries at or below it are ignored even if a crash
         // leaves some of them behind.
-        self.put_meta(KEY_LAST_PURGED, &log_id, ErrorSubject::Store, true)?;
+        self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
         self.recent().purge(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOGS), index_key(0), index_key(log_id.index + 1));
-        self.db.write(batch).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+        self.db.write(batch).map_err(|e| io_error("purging the Raft log", e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload};
+    use crate::raft_types::CommittedLeaderId;
+    use openraft::EntryPayload;
 
     fn entry(index: u64) -> Entry {
-        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1), index), payload: EntryPayload::Blank }
     }
 
     fn indexes(recent: &Recent) -> Vec<u64> {

@@ -16,11 +16,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use openraft::Vote;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::raft_types::NodeId;
+use crate::raft_types::Vote;
 
 /// Name of the marker file inside the data directory.
 pub const MARKER_FILE: &str = "raft-acknowledged";
@@ -33,7 +32,7 @@ pub struct Acknowledged {
     /// The last log index reported flushed to openraft (and not truncated since).
     pub last_index: Option<u64>,
     /// The last vote saved.
-    pub vote: Option<Vote<NodeId>>,
+    pub vote: Option<Vote>,
 }
 
 /// The marker file and what it holds now.
@@ -137,7 +136,7 @@ impl Marker {
     }
 
     /// Records a vote that was saved with `sync`.
-    pub fn voted(&self, vote: &Vote<NodeId>) -> std::io::Result<()> {
+    pub fn voted(&self, vote: &Vote) -> std::io::Result<()> {
         let mut current = self.current.lock().expect("marker lock");
         current.vote = Some(*vote);
         self.write(&current)

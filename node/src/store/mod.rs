@@ -7,8 +7,9 @@
 //!   `snapshots/` beside the database (`state_machine.rs`).
 //! - `history`: the presence history index (`crate::history`).
 //!
-//! Durability: every append, vote and truncate is written with `sync = true`, so the data is on
-//! disk before openraft is told it is done. Many entries share one `WriteBatch` and one fsync.
+//! Durability: an append is written without `sync` and reported flushed to openraft only after
+//! the WAL's next sync (`log_store.rs`, its syncer); votes and truncations are written with
+//! `sync = true`. Many entries share one `WriteBatch`, and queued appends share one fsync.
 
 mod integrity;
 mod log_store;
@@ -169,16 +170,14 @@ pub async fn restore(
     }
     let shared = Arc::new(Shared::new(1));
     let (mut log_store, mut state_machine, _history) = open(dir, shared, &Environment::system()).await?;
-    let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), 1);
+    let log_id = crate::raft_types::LogId::new(crate::raft_types::CommittedLeaderId::new(1), 1);
     let voters: std::collections::BTreeSet<_> = members.keys().copied().collect();
-    let membership = openraft::StoredMembership::new(Some(log_id), openraft::Membership::new(vec![voters], members));
+    let membership = openraft::Membership::new(vec![voters], members)
+        .map_err(|e| invalid("initial cluster", format!("not a valid membership: {e}")))?;
+    let membership = crate::raft_types::StoredMembership::new(Some(log_id), membership);
     let data = state_machine::snapshot_bytes(Some(log_id), membership.clone(), file.state)?;
-    let meta = openraft::SnapshotMeta {
-        last_log_id: Some(log_id),
-        last_membership: membership,
-        snapshot_id: "restored-1-1".into(),
-    };
-    state_machine.install_snapshot(&meta, Box::new(std::io::Cursor::new(data))).await?;
+    let meta = crate::raft_types::SnapshotMeta { last_log_id: Some(log_id), last_membership: membership };
+    state_machine.install_snapshot(&meta, std::io::Cursor::new(data)).await?;
     log_store.purge(log_id).await?;
     log_store.save_committed(Some(log_id)).await?;
     Ok(())

@@ -14,12 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
-use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, Vote};
+use openraft::{BasicNode, EntryPayload, Membership};
 
 use super::{open, Shared};
 use crate::environment::Environment;
 use crate::error::invalid;
-use crate::raft_types::{Entry, LogId, NodeId};
+use crate::raft_types::{CommittedLeaderId, Entry, LogId, NodeId, Vote};
 
 /// What `recover` found and wrote.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -113,9 +113,10 @@ pub async fn recover(dir: &Path, id: NodeId, advertise_addr: Option<String>) -> 
         })?,
     };
     let vote = log_store.read_vote().await?;
-    let term = vote.map_or(0, |vote| vote.leader_id().get_term()).max(last.leader_id.term) + 1;
-    let log_id = LogId::new(CommittedLeaderId::new(term, id), last.index + 1);
-    let alone = Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, BasicNode { addr: addr.clone() })]));
+    let term = vote.map_or(0, |vote| vote.leader_id.term).max(last.leader_id.term) + 1;
+    let log_id = LogId::new(CommittedLeaderId::new(term), last.index + 1);
+    let alone = Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, BasicNode { addr: addr.clone() })]))
+        .map_err(|e| invalid("--id", format!("a membership of member {id} alone: {e}")))?;
     // The vote first: an entry of a term the vote has not reached would be refused at start.
     log_store.save_vote(&Vote::new(term, id)).await?;
     log_store.write_entries([Entry { log_id, payload: EntryPayload::Membership(alone) }]).await?;

@@ -10,27 +10,27 @@
 //! file (or the leader's snapshot id). Builds stream the state into the file, so no encoded copy
 //! of it sits in memory or in a RocksDB memtable (at 1,000,000 users the encoded state is ~500
 //! MB); sending a snapshot to a follower still reads the file into memory
-//! (`get_current_snapshot`: openraft 0.9's chunked transfer takes a `Cursor<Vec<u8>>` here).
+//! (`get_current_snapshot`: the transfer sends the whole snapshot in one message).
 //! Data directories from before kept the bytes without a checksum, in `{snapshot_id}.json` or in
 //! RocksDB under `data`; they are still read, and the next snapshot replaces them.
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Write};
+use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    BasicNode, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
-    StoredMembership,
-};
+use futures::StreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use super::CF_SNAPSHOT;
 use crate::history::HistoryStore;
-use crate::raft_types::{Applied, ApplyResult, Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::raft_types::{
+    Applied, ApplyResult, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
 pub use crate::shared::Shared;
 use collective_statemachine::State;
 
@@ -44,9 +44,40 @@ pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     last_applied: Option<LogId>,
-    last_membership: StoredMembership<NodeId, BasicNode>,
+    last_membership: StoredMembership,
     state: State,
 }
+
+/// The snapshot metadata kept in RocksDB (`snapshot/meta`): openraft's, and the id naming the
+/// snapshot's file. Its JSON is what openraft 0.9's `SnapshotMeta` wrote, so data directories of
+/// builds on it still read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredMeta {
+    pub(crate) last_log_id: Option<LogId>,
+    pub(crate) last_membership: StoredMembership,
+    pub(crate) snapshot_id: String,
+}
+
+impl StoredMeta {
+    /// The metadata of a snapshot holding the state as of `last_log_id`; its id is unique per
+    /// snapshot, since the applied log id is.
+    pub(crate) fn new(last_log_id: Option<LogId>, last_membership: StoredMembership) -> StoredMeta {
+        let snapshot_id = match last_log_id {
+            Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
+            None => "empty".to_string(),
+        };
+        StoredMeta { last_log_id, last_membership, snapshot_id }
+    }
+
+    /// openraft's view of it.
+    pub(crate) fn raft(&self) -> SnapshotMeta {
+        SnapshotMeta { last_log_id: self.last_log_id, last_membership: self.last_membership.clone() }
+    }
+}
+
+/// Most entries applied under one hold of the state lock (`apply` reads openraft's stream in
+/// runs of at most this many).
+const APPLY_RUN_MAX: usize = 1_024;
 
 /// The first bytes of a snapshot file (and of a snapshot sent to a follower).
 pub const SNAPSHOT_MAGIC: &[u8] = b"collective-raft-snapshot-v2\n";
@@ -112,7 +143,7 @@ fn decode_snapshot(data: &[u8], source: &str, legacy: bool) -> Result<SnapshotBo
 /// The encoded snapshot holding `state` as of `last_applied` (for `snapshot restore`).
 pub(crate) fn snapshot_bytes(
     last_applied: Option<LogId>,
-    last_membership: StoredMembership<NodeId, BasicNode>,
+    last_membership: StoredMembership,
     state: State,
 ) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -122,7 +153,7 @@ pub(crate) fn snapshot_bytes(
 
 /// A stored snapshot: its metadata, the bytes of its file, and where they came from.
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
+    meta: StoredMeta,
     data: Vec<u8>,
     /// The file's path, or the RocksDB key of an older build, for errors.
     source: String,
@@ -149,7 +180,7 @@ pub struct StateMachineStore {
     snapshots: PathBuf,
     shared: Arc<Shared>,
     last_applied: Option<LogId>,
-    last_membership: StoredMembership<NodeId, BasicNode>,
+    last_membership: StoredMembership,
     /// Serialises snapshot writes, so a slow build never overwrites a newer installed snapshot.
     snapshot_write: Arc<std::sync::Mutex<()>>,
     /// The presence history, written as entries apply.
@@ -158,7 +189,7 @@ pub struct StateMachineStore {
 
 /// Builds one snapshot from a copy of the state taken when openraft asked for the builder.
 ///
-/// openraft 0.9 runs `build_snapshot` in a spawned task while entries keep being applied, so the
+/// openraft runs `build_snapshot` in a spawned task while entries keep being applied, so the
 /// builder must not read the live state: it would hold entries beyond `last_applied`, and a
 /// replica restored from it would apply them twice.
 pub struct SnapshotBuilder {
@@ -173,17 +204,17 @@ pub struct SnapshotBuilder {
     started: std::time::Instant,
 }
 
-fn history_error(error: crate::history::HistoryError) -> StorageError {
-    StorageIOError::new(ErrorSubject::StateMachine, ErrorVerb::Write, openraft::AnyError::new(&error)).into()
+fn history_error(error: crate::history::HistoryError) -> io::Error {
+    io::Error::other(format!("writing the presence history: {error}"))
 }
 
-fn snapshot_error(
-    meta: Option<&SnapshotMeta<NodeId, BasicNode>>,
-    verb: ErrorVerb,
-    error: impl std::error::Error + 'static,
-) -> StorageError {
-    StorageIOError::new(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, openraft::AnyError::new(&error))
-        .into()
+/// An error about the snapshot `meta` names (or about the current one), `verb` naming what was
+/// being done with it.
+fn snapshot_error(meta: Option<&StoredMeta>, verb: &str, error: impl std::fmt::Display) -> io::Error {
+    match meta {
+        Some(meta) => io::Error::other(format!("{verb} snapshot {}: {error}", meta.snapshot_id)),
+        None => io::Error::other(format!("{verb} the current snapshot: {error}")),
+    }
 }
 
 impl StateMachineStore {
@@ -226,15 +257,15 @@ impl StateMachineStore {
     }
 }
 
-fn read_meta(db: &DB) -> Result<Option<SnapshotMeta<NodeId, BasicNode>>, StorageError> {
+fn read_meta(db: &DB) -> io::Result<Option<StoredMeta>> {
     let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-    let bytes = db.get_cf(cf, KEY_SNAPSHOT_META).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
-    bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))).transpose()
+    let bytes = db.get_cf(cf, KEY_SNAPSHOT_META).map_err(|e| snapshot_error(None, "reading", e))?;
+    bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| snapshot_error(None, "reading", e))).transpose()
 }
 
 /// The file holding the snapshot `meta` describes (ids are ours, `term-index`, but are reduced to
 /// safe characters all the same: a leader's id names a file here).
-fn snapshot_path(dir: &Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> PathBuf {
+fn snapshot_path(dir: &Path, meta: &StoredMeta) -> PathBuf {
     let id: String = meta
         .snapshot_id
         .chars()
@@ -247,7 +278,7 @@ fn snapshot_path(dir: &Path, meta: &SnapshotMeta<NodeId, BasicNode>) -> PathBuf 
 /// The current snapshot. Its metadata is read and its file opened under the snapshot lock, so a
 /// build committing meanwhile cannot remove the file in between (an open file outlives its name).
 /// Older builds' snapshots are read too: `{id}.json` files, or bytes in RocksDB under `data`.
-fn read_stored(db: &DB, lock: &std::sync::Mutex<()>, dir: &Path) -> Result<Option<StoredSnapshot>, StorageError> {
+fn read_stored(db: &DB, lock: &std::sync::Mutex<()>, dir: &Path) -> io::Result<Option<StoredSnapshot>> {
     enum Found {
         File(std::fs::File, PathBuf, bool),
         RocksDb(Vec<u8>),
@@ -267,17 +298,15 @@ fn read_stored(db: &DB, lock: &std::sync::Mutex<()>, dir: &Path) -> Result<Optio
             Ok(found) => (meta, found),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-                let legacy =
-                    db.get_cf(cf, KEY_SNAPSHOT_DATA).map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Read, e))?;
+                let legacy = db.get_cf(cf, KEY_SNAPSHOT_DATA).map_err(|e| snapshot_error(Some(&meta), "reading", e))?;
                 let legacy = legacy.ok_or_else(|| {
-                    let missing = std::io::Error::other(format!("snapshot file {} missing", path.display()));
-                    snapshot_error(Some(&meta), ErrorVerb::Read, missing)
+                    snapshot_error(Some(&meta), "reading", format!("snapshot file {} missing", path.display()))
                 })?;
                 (meta, Found::RocksDb(legacy))
             }
             Err(error) => {
-                let error = std::io::Error::other(format!("snapshot file {}: {error}", path.display()));
-                return Err(snapshot_error(Some(&meta), ErrorVerb::Read, error));
+                let error = format!("snapshot file {}: {error}", path.display());
+                return Err(snapshot_error(Some(&meta), "reading", error));
             }
         }
     };
@@ -285,8 +314,7 @@ fn read_stored(db: &DB, lock: &std::sync::Mutex<()>, dir: &Path) -> Result<Optio
         Found::File(mut file, path, legacy) => {
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut file, &mut data).map_err(|e| {
-                let error = std::io::Error::other(format!("snapshot file {}: {e}", path.display()));
-                snapshot_error(Some(&meta), ErrorVerb::Read, error)
+                snapshot_error(Some(&meta), "reading", format!("snapshot file {}: {e}", path.display()))
             })?;
             StoredSnapshot { meta, data, source: format!("snapshot file {}", path.display()), legacy }
         }
@@ -318,12 +346,12 @@ fn commit_snapshot(
     db: &DB,
     lock: &std::sync::Mutex<()>,
     dir: &Path,
-    meta: &SnapshotMeta<NodeId, BasicNode>,
+    meta: &StoredMeta,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-    before_commit: impl FnOnce() -> Result<(), StorageError>,
-) -> Result<u64, StorageError> {
+    before_commit: impl FnOnce() -> io::Result<()>,
+) -> io::Result<u64> {
     static TEMPORARIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let error = |e: std::io::Error| snapshot_error(Some(meta), ErrorVerb::Write, e);
+    let error = |e: std::io::Error| snapshot_error(Some(meta), "writing", e);
     let path = snapshot_path(dir, meta);
     let temporary = path.with_extension(format!("{}.tmp", TEMPORARIES.fetch_add(1, Ordering::Relaxed)));
     let written = (|| {
@@ -353,13 +381,13 @@ fn commit_snapshot(
     })()
     .map_err(error)?;
     let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
-    let encoded = serde_json::to_vec(meta).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
+    let encoded = serde_json::to_vec(meta).map_err(|e| snapshot_error(Some(meta), "writing", e))?;
     let mut batch = WriteBatch::default();
     batch.put_cf(cf, KEY_SNAPSHOT_META, encoded);
     batch.delete_cf(cf, KEY_SNAPSHOT_DATA);
     let mut options = WriteOptions::default();
     options.set_sync(true);
-    db.write_opt(batch, &options).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
+    db.write_opt(batch, &options).map_err(|e| snapshot_error(Some(meta), "writing", e))?;
     // Older snapshots: nothing refers to them any more. Temporaries may be another writer's.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -375,17 +403,10 @@ fn commit_snapshot(
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // The id only has to be unique per snapshot; the applied log id is.
-        let snapshot_id = match self.body.last_applied {
-            Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
-            None => "empty".to_string(),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.body.last_applied,
-            last_membership: self.body.last_membership.clone(),
-            snapshot_id,
-        };
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let meta = StoredMeta::new(self.body.last_applied, self.body.last_membership.clone());
         let body = &self.body;
         let history = &self.history;
         let bytes = commit_snapshot(
@@ -396,7 +417,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             |writer| write_snapshot(writer, body),
             // The log up to the snapshot may be purged once it commits: the history of those
             // entries must be written first (the synced metadata write makes it durable).
-            || history.flush().map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Write, e)),
+            || history.flush().map_err(|e| snapshot_error(Some(&meta), "writing", e)),
         )?;
         let elapsed = self.started.elapsed();
         metrics::histogram!("collective_snapshot_build_seconds").record(elapsed.as_secs_f64());
@@ -405,81 +426,108 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             metrics::gauge!("collective_snapshot_bytes").set(bytes as f64);
             self.shared.snapshots.bytes.store(bytes, Ordering::Relaxed);
         }
-        // openraft 0.9 keeps only the metadata of a built snapshot (`core/sm/worker.rs`); whoever
+        // openraft keeps only the metadata of a built snapshot (`core/sm/worker.rs`); whoever
         // needs the bytes (a follower's transfer) reads them through `get_current_snapshot`. So
         // the encoded state is not read back into memory here.
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) })
+        Ok(Snapshot { meta: meta.raft(), snapshot: Cursor::new(Vec::new()) })
+    }
+}
+
+impl StateMachineStore {
+    /// Applies one run of entries under one hold of the state lock and publishes their events;
+    /// returns the responders to answer with their results, and whether the history must be
+    /// flushed.
+    fn apply_run(
+        &mut self,
+        run: Vec<EntryResponder<TypeConfig>>,
+    ) -> io::Result<(Vec<(openraft::storage::ApplyResponder<TypeConfig>, ApplyResult)>, bool)> {
+        let mut answers = Vec::new();
+        let mut published = Vec::new();
+        let mut flush_history = false;
+        let mut state = self.shared.state.write().expect("state lock");
+        for (entry, responder) in run {
+            self.last_applied = Some(entry.log_id);
+            let outcomes = match entry.payload {
+                EntryPayload::Blank => vec![],
+                EntryPayload::Membership(membership) => {
+                    self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    vec![]
+                }
+                EntryPayload::Normal(batch) => {
+                    let entry_start = published.len();
+                    let mut outcomes = Vec::with_capacity(batch.proposals.len());
+                    // The revision after each command: its last event's, or the one before it.
+                    let mut revision = state.revision;
+                    // Counted per entry: a labelled counter costs a registry lookup.
+                    let mut applied_counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+                    for (proposal, outcome) in batch.proposals.iter().zip(state.apply_batch(&batch)) {
+                        let outcome = outcome.map(|events| {
+                            revision = events.last().map(|e| e.revision).unwrap_or(revision);
+                            Applied { revision, events }
+                        });
+                        if let Ok(applied) = &outcome {
+                            published.extend(applied.events.iter().cloned());
+                        }
+                        let result = if outcome.is_ok() { "ok" } else { "rejected" };
+                        *applied_counts.entry((proposal.command.kind(), result)).or_default() += 1;
+                        outcomes.push(outcome);
+                    }
+                    for ((command, outcome), count) in applied_counts {
+                        metrics::counter!("collective_commands_applied_total", "command" => command, "outcome" => outcome).increment(count);
+                    }
+                    // One entry shares one time: its versions are exact at that time.
+                    let entry_events = &published[entry_start..];
+                    flush_history |= self.history.record(&state, entry_events).map_err(history_error)?;
+                    outcomes
+                }
+            };
+            if let Some(responder) = responder {
+                answers.push((responder, ApplyResult { outcomes }));
+            }
+            self.shared.check_invariants(&state);
+        }
+        self.shared.count_auth_failures(&published);
+        // Published under the state lock: a reader that saw revision R never gets a watch
+        // "from now" that starts at or below R.
+        self.shared.publish(published);
+        Ok((answers, flush_history))
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    async fn apply<S>(&mut self, entries: S) -> io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
-        I::IntoIter: openraft::OptionalSend,
+        S: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + openraft::OptionalSend,
     {
         let started = std::time::Instant::now();
-        let mut results = Vec::new();
-        let mut published = Vec::new();
+        let mut entries = entries.ready_chunks(APPLY_RUN_MAX);
+        let mut answers = Vec::new();
         let mut flush_history = false;
-        {
-            let mut state = self.shared.state.write().expect("state lock");
-            for entry in entries {
-                self.last_applied = Some(entry.log_id);
-                let outcomes = match entry.payload {
-                    EntryPayload::Blank => vec![],
-                    EntryPayload::Membership(membership) => {
-                        self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                        vec![]
-                    }
-                    EntryPayload::Normal(batch) => {
-                        let entry_start = published.len();
-                        let mut outcomes = Vec::with_capacity(batch.proposals.len());
-                        // The revision after each command: its last event's, or the one before it.
-                        let mut revision = state.revision;
-                        // Counted per entry: a labelled counter costs a registry lookup.
-                        let mut applied_counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
-                        for (proposal, outcome) in batch.proposals.iter().zip(state.apply_batch(&batch)) {
-                            let outcome = outcome.map(|events| {
-                                revision = events.last().map(|e| e.revision).unwrap_or(revision);
-                                Applied { revision, events }
-                            });
-                            if let Ok(applied) = &outcome {
-                                published.extend(applied.events.iter().cloned());
-                            }
-                            let result = if outcome.is_ok() { "ok" } else { "rejected" };
-                            *applied_counts.entry((proposal.command.kind(), result)).or_default() += 1;
-                            outcomes.push(outcome);
-                        }
-                        for ((command, outcome), count) in applied_counts {
-                            metrics::counter!("collective_commands_applied_total", "command" => command, "outcome" => outcome).increment(count);
-                        }
-                        // One entry shares one time: its versions are exact at that time.
-                        let entry_events = &published[entry_start..];
-                        flush_history |= self.history.record(&state, entry_events).map_err(history_error)?;
-                        outcomes
-                    }
-                };
-                results.push(ApplyResult { outcomes });
-                self.shared.check_invariants(&state);
-            }
-            self.shared.count_auth_failures(&published);
-            // Published under the state lock: a reader that saw revision R never gets a watch
-            // "from now" that starts at or below R.
-            self.shared.publish(published);
+        let mut applied = 0;
+        while let Some(run) = entries.next().await {
+            let run = run.into_iter().collect::<io::Result<Vec<_>>>()?;
+            applied += run.len();
+            let (run_answers, flush) = self.apply_run(run)?;
+            answers.extend(run_answers);
+            flush_history |= flush;
         }
         if flush_history {
             self.history.flush().map_err(history_error)?;
         }
-        metrics::counter!("collective_proposals_applied_total").increment(results.len() as u64);
+        // Answered once the history holds what the entries changed.
+        for (responder, result) in answers {
+            responder.send(result);
+        }
+        metrics::counter!("collective_proposals_applied_total").increment(applied as u64);
         metrics::histogram!("collective_apply_duration_seconds").record(started.elapsed().as_secs_f64());
-        Ok(results)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -501,22 +549,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> io::Result<()> {
         let started = std::time::Instant::now();
+        let meta = StoredMeta::new(meta.last_log_id, meta.last_membership.clone());
         let data = snapshot.into_inner();
         // Checked before anything is written: a snapshot damaged on the way (or on the leader's
         // disk) is refused, never installed.
         let source = format!("the snapshot {} received from the leader", meta.snapshot_id);
-        let body = decode_snapshot(&data, &source, false)
-            .map_err(|reason| snapshot_error(Some(meta), ErrorVerb::Read, std::io::Error::other(reason)))?;
+        let body =
+            decode_snapshot(&data, &source, false).map_err(|reason| snapshot_error(Some(&meta), "reading", reason))?;
         // The history is reset just before the commit: the synced metadata write makes it
         // durable through the shared WAL, so a crash never leaves a restored snapshot without its
         // history reset.
@@ -525,9 +566,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             &self.db,
             &self.snapshot_write,
             &self.snapshots,
-            meta,
+            &meta,
             |writer| writer.write_all(&data),
-            || history.reset_to(&body.state).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e)),
+            || history.reset_to(&body.state).map_err(|e| snapshot_error(Some(&meta), "writing", e)),
         )?;
         drop(data);
         self.restore(body);
@@ -541,24 +582,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         let Some(stored) = read_stored(&self.db, &self.snapshot_write, &self.snapshots)? else { return Ok(None) };
         // Checked before it is sent: a damaged file never reaches a follower. A snapshot of an
         // older build (no checksum) is sent in the current format, so followers can check it.
-        stored
-            .verify()
-            .map_err(|reason| snapshot_error(Some(&stored.meta), ErrorVerb::Read, std::io::Error::other(reason)))?;
+        stored.verify().map_err(|reason| snapshot_error(Some(&stored.meta), "reading", reason))?;
         let data = if stored.legacy {
-            let body = stored
-                .decode()
-                .map_err(|reason| snapshot_error(Some(&stored.meta), ErrorVerb::Read, std::io::Error::other(reason)))?;
+            let body = stored.decode().map_err(|reason| snapshot_error(Some(&stored.meta), "reading", reason))?;
             let mut data = Vec::new();
-            write_snapshot(&mut data, &body).map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Read, e))?;
+            write_snapshot(&mut data, &body).map_err(|e| snapshot_error(Some(&stored.meta), "reading", e))?;
             data
         } else {
             stored.data
         };
-        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(data)) }))
+        Ok(Some(Snapshot { meta: stored.meta.raft(), snapshot: Cursor::new(data) }))
     }
 }
 
@@ -583,7 +620,8 @@ mod tests {
             shared.reset(state);
             let snapshot = store.get_snapshot_builder().await.build_snapshot().await.unwrap();
             // As an older build stored it: the bytes under `data`, no file.
-            let path = snapshot_path(&store.snapshots, &snapshot.meta);
+            let meta = StoredMeta::new(snapshot.meta.last_log_id, snapshot.meta.last_membership.clone());
+            let path = snapshot_path(&store.snapshots, &meta);
             let file = std::fs::read(&path).unwrap();
             // Without the header and checksum, as older builds wrote it.
             let bytes = verified_body(&file, "test", false).unwrap().to_vec();
