@@ -222,6 +222,11 @@ impl Node {
             install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
             // Elections are started by `run_elections`, with a fresh random delay each time.
             enable_elect: false,
+            // Followers are sent an entry as soon as the leader's append is submitted, while the
+            // leader's own fsync runs. By default openraft tells replication only on the core's
+            // next turn, which for a lone write came with the leader's flush: the two fsyncs ran
+            // one after the other again. (Our proposer batches writes itself.)
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate()?);

@@ -92,7 +92,7 @@ pub const APPENDS_AWAITING_SYNC_MAX: usize = 4_096;
 pub struct LogStore {
     db: Arc<DB>,
     recent: Arc<Mutex<Recent>>,
-    /// Where the fsyncs run (`write_synced`, the syncer).
+    /// Where the fsyncs of `write_synced` run, and whether the syncer runs inline.
     environment: Environment,
     /// What this member acknowledged, recorded outside RocksDB after each synced write, so the
     /// next start can tell whether RocksDB lost any of it (`integrity.rs`).
@@ -114,40 +114,58 @@ struct Syncer {
 }
 
 impl Syncer {
-    /// The syncer: waits for appends written without `sync`, takes every one queued by then,
-    /// syncs the WAL once for all of them (RocksDB's WAL is one ordered file: a sync makes every
-    /// earlier write durable) and only then reports them flushed to openraft, which counts this
-    /// member's copy of an entry (as leader, in the commit quorum; as follower, in its answer to
-    /// the leader) from that report on. Group commit: while one fsync runs, the next appends
-    /// queue and share the next one. Ends when every clone of the store is dropped.
-    async fn run(self, mut queue: mpsc::Receiver<Unsynced>) {
-        let Syncer { db, environment, marker, truncations } = self;
+    /// Syncs the WAL once for every append in `waiting` (RocksDB's WAL is one ordered file: a
+    /// sync makes every earlier write durable) and only then reports them flushed to openraft,
+    /// which counts this member's copy of an entry (as leader, in the commit quorum; as
+    /// follower, in its answer to the leader) from that report on. Blocks for the fsync.
+    fn sync(&self, waiting: &mut Vec<Unsynced>) {
+        let started = Instant::now();
+        let synced = match self.db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            None => Err("the database was closed".to_string()),
+        };
+        metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+        if synced.is_ok() {
+            // Only once synced: the marker never claims more than the log holds.
+            let truncations = self.truncations.lock().expect("truncations lock");
+            let last = waiting.iter().filter(|append| append.truncations == *truncations).map(|a| a.last_index).max();
+            if let Some(Err(error)) = last.map(|index| self.marker.flushed(index)) {
+                tracing::error!(%error, marker = %self.marker.path().display(), "recording synced entries in the marker");
+            }
+        }
+        for append in waiting.drain(..) {
+            let result = synced.clone().map_err(|error| io_error("syncing the Raft log's write-ahead log", error));
+            append.callback.io_completed(result);
+        }
+    }
+
+    /// The syncer's thread: takes every append queued since the last sync and syncs them
+    /// together (group commit: while one fsync runs, the next appends queue for the next). A
+    /// thread of its own, not tokio's blocking pool: one hand-off per sync instead of a task
+    /// wake and a pool dispatch, which a lone write paid for on every member. Ends when every
+    /// clone of the store is dropped.
+    fn run_thread(self, mut queue: mpsc::Receiver<Unsynced>) {
         let mut waiting = Vec::new();
-        while queue.recv_many(&mut waiting, APPENDS_AWAITING_SYNC_MAX).await > 0 {
-            environment.log_sync.wait_released().await;
-            let started = Instant::now();
-            let db = db.clone();
-            let synced = environment
-                .blocking(move || match db.upgrade() {
-                    Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
-                    None => Err("the database was closed".to_string()),
-                })
-                .await;
-            metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
-            let synced = synced.map_err(|e| e.to_string()).and_then(|synced| synced);
-            if synced.is_ok() {
-                // Only once synced: the marker never claims more than the log holds.
-                let truncations = truncations.lock().expect("truncations lock");
-                let last =
-                    waiting.iter().filter(|append| append.truncations == *truncations).map(|a| a.last_index).max();
-                if let Some(Err(error)) = last.map(|index| marker.flushed(index)) {
-                    tracing::error!(%error, marker = %marker.path().display(), "recording synced entries in the marker");
+        while let Some(first) = queue.blocking_recv() {
+            waiting.push(first);
+            while waiting.len() < APPENDS_AWAITING_SYNC_MAX {
+                match queue.try_recv() {
+                    Ok(append) => waiting.push(append),
+                    Err(_) => break,
                 }
             }
-            for append in waiting.drain(..) {
-                let result = synced.clone().map_err(|error| io_error("syncing the Raft log's write-ahead log", error));
-                append.callback.io_completed(result);
-            }
+            futures::executor::block_on(self.environment.log_sync.wait_released());
+            self.sync(&mut waiting);
+        }
+    }
+
+    /// The syncer as a task on the calling runtime, syncing inline: the simulations', whose
+    /// steps must not depend on another thread's timing (`Environment::inline_blocking`).
+    async fn run_inline(self, mut queue: mpsc::Receiver<Unsynced>) {
+        let mut waiting = Vec::new();
+        while queue.recv_many(&mut waiting, APPENDS_AWAITING_SYNC_MAX).await > 0 {
+            self.environment.log_sync.wait_released().await;
+            self.sync(&mut waiting);
         }
     }
 }
@@ -171,7 +189,8 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    /// The log over `db`; starts its syncer (`Syncer::run`) on the current tokio runtime.
+    /// The log over `db`; starts its syncer (a thread, or a task of the current runtime in the
+    /// simulations).
     pub(crate) fn new(db: Arc<DB>, environment: Environment, marker: Arc<Marker>) -> LogStore {
         let (unsynced, queue) = mpsc::channel(APPENDS_AWAITING_SYNC_MAX);
         let store = LogStore { db, recent: Arc::default(), environment, marker, unsynced, truncations: Arc::default() };
@@ -183,7 +202,14 @@ impl LogStore {
             marker: store.marker.clone(),
             truncations: store.truncations.clone(),
         };
-        tokio::spawn(syncer.run(queue));
+        if store.environment.inline_blocking {
+            tokio::spawn(syncer.run_inline(queue));
+        } else {
+            let spawned =
+                std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || syncer.run_thread(queue));
+            // Without its syncer no append is ever reported flushed: the member cannot serve.
+            spawned.expect("starting the Raft log's syncer thread");
+        }
         store
     }
 
@@ -349,7 +375,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Writes the entries without `sync` and returns: openraft replicates them at once, and
-    /// counts this member's copy only once the syncer reports them flushed (`Syncer::run`).
+    /// counts this member's copy only once the syncer reports them flushed (`Syncer`).
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
