@@ -939,10 +939,15 @@ impl Node {
         outcomes
     }
 
-    /// On the leader: confirms leadership with a quorum and returns the log index a linearizable
-    /// read must see applied.
+    /// On the leader: the log index a linearizable read must see applied, once leadership is
+    /// confirmed. Within the leader's lease (a quorum acknowledged it less than
+    /// `election_timeout_max_ms` ago, and each of those followers refuses any other candidate's
+    /// vote for that long after hearing from it: openraft's `handle_vote_req`) no message is
+    /// needed; past it, openraft confirms with a heartbeat round shared by the reads waiting.
+    /// Safe while clocks run at about the same rate on the members (the lease is measured on
+    /// monotonic clocks, from the leader's send time, so the leader's ends first).
     pub async fn leader_read_index(&self) -> Result<u64, ApiError> {
-        match self.raft.get_read_log_id(openraft::ReadPolicy::ReadIndex).await {
+        match self.raft.get_read_log_id(openraft::ReadPolicy::LeaseRead).await {
             Ok((read_log_id, _)) => Ok(read_log_id.index()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Err(self.not_leader()),
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
@@ -969,8 +974,13 @@ impl Node {
         Ok(())
     }
 
-    /// A read index for a read arriving now, from a round shared with the reads around it.
+    /// A read index for a read arriving now: on the leader, from its lease; elsewhere, from a
+    /// round shared with the reads around it.
     pub async fn read_index(self: &Arc<Self>) -> Result<u64, ApiError> {
+        if self.leads() {
+            metrics::counter!("collective_linearizable_reads_total").increment(1);
+            return self.leader_read_index().await;
+        }
         let (mut outcome, start) = {
             let mut rounds = self.read_rounds.lock().expect("read rounds lock");
             let outcome = match &rounds.next {

@@ -75,6 +75,9 @@ impl StoredMeta {
     }
 }
 
+/// A client's write to answer once its entry applied: openraft's responder and the outcomes.
+type Answer = (openraft::storage::ApplyResponder<TypeConfig>, ApplyResult);
+
 /// Most entries applied under one hold of the state lock (`apply` reads openraft's stream in
 /// runs of at most this many).
 const APPLY_RUN_MAX: usize = 1_024;
@@ -437,10 +440,7 @@ impl StateMachineStore {
     /// Applies one run of entries under one hold of the state lock and publishes their events;
     /// returns the responders to answer with their results, and whether the history must be
     /// flushed.
-    fn apply_run(
-        &mut self,
-        run: Vec<EntryResponder<TypeConfig>>,
-    ) -> io::Result<(Vec<(openraft::storage::ApplyResponder<TypeConfig>, ApplyResult)>, bool)> {
+    fn apply_run(&mut self, run: Vec<EntryResponder<TypeConfig>>) -> io::Result<(Vec<Answer>, bool)> {
         let mut answers = Vec::new();
         let mut published = Vec::new();
         let mut flush_history = false;
