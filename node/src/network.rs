@@ -28,6 +28,25 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
 /// openraft as a partial success so it sends the rest next. Entries are batches of up to 1,024
 /// commands, so a fixed entry count cannot bound the size.
 pub const APPEND_ENTRIES_BYTES_MAX: usize = 4 << 20;
+/// Snapshot bytes per `InstallSnapshot` call: a large state (~500 MB encoded at 1,000,000 users)
+/// travels in parts, each well under `PEER_MESSAGE_BYTES_MAX`; the follower puts them together
+/// (`raft_service.rs`) and installs on the last.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 8 << 20;
+
+/// What travels beside each part of a snapshot: the leader's vote, the snapshot's metadata, where
+/// the part starts and whether it is the last.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SnapshotHeader {
+    /// The sending leader's vote.
+    pub vote: Vote,
+    /// The snapshot's metadata.
+    pub meta: crate::raft_types::SnapshotMeta,
+    /// Where this part's bytes start in the snapshot.
+    pub offset: u64,
+    /// Whether this is the last part (the follower installs the snapshot then).
+    pub done: bool,
+}
+
 /// How long establishing a connection to a peer may take.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// Most cached peer channels (peers come and go with membership changes).
@@ -202,15 +221,38 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         &mut self,
         vote: Vote,
         snapshot: Snapshot,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client()?;
-        // Snapshot bytes travel raw; only the small header is encoded.
-        let header = codec::encode(&(vote, &snapshot.meta)).expect("openraft messages encode");
-        let chunk = SnapshotChunk { header, data: snapshot.snapshot.into_inner() };
-        let response = client.install_snapshot(request(chunk, &option)).await.map_err(transport_error)?;
-        Ok(self.decode::<_, openraft::error::Fatal<TypeConfig>>(response.into_inner())?)
+        let data = snapshot.snapshot.into_inner();
+        let mut cancel = std::pin::pin!(cancel);
+        let mut offset = 0;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let done = end == data.len();
+            let header = SnapshotHeader { vote, meta: snapshot.meta.clone(), offset: offset as u64, done };
+            // Snapshot bytes travel raw; only the small header is encoded.
+            let header = codec::encode(&header).expect("openraft messages encode");
+            let chunk = SnapshotChunk { header, data: data[offset..end].to_vec() };
+            let response = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                response = client.install_snapshot(request(chunk, &option)) => response.map_err(transport_error)?,
+            };
+            let answer: Option<SnapshotResponse<TypeConfig>> =
+                self.decode::<_, openraft::error::Fatal<TypeConfig>>(response.into_inner())?;
+            match answer {
+                // After the last part; or at once, from a follower with a higher vote.
+                Some(answer) => return Ok(answer),
+                None if done => {
+                    return Err(StreamingError::Network(NetworkError::from_string(format!(
+                        "member {} did not answer the last part of the snapshot",
+                        self.target
+                    ))))
+                }
+                None => offset = end,
+            }
+        }
     }
 
     async fn vote(

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::codec;
+use crate::network::SnapshotHeader;
 use crate::node::Node;
-use crate::raft_types::{Snapshot, SnapshotMeta, Vote};
+use crate::raft_types::{Snapshot, SnapshotMeta, TypeConfig, Vote};
+use openraft::error::Fatal;
+use openraft::raft::SnapshotResponse;
 
 /// Largest snapshot a node accepts from a peer.
 pub const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
@@ -30,6 +33,54 @@ pub struct Forwarded {
 pub struct RaftService {
     /// The node.
     pub node: Arc<Node>,
+    /// The snapshot being received, part by part (`network::SnapshotHeader`).
+    receiving: std::sync::Mutex<SnapshotParts>,
+}
+
+/// The parts of a snapshot received so far: whose it is and its bytes.
+#[derive(Default)]
+pub struct SnapshotParts(Option<(Vote, SnapshotMeta, Vec<u8>)>);
+
+impl SnapshotParts {
+    /// Adds a part; the whole snapshot once it was the last. A part at offset 0 starts a new
+    /// snapshot; any other must continue the one being received (same leader vote and
+    /// metadata, right after its bytes), or everything received is dropped and the leader,
+    /// told so, starts again.
+    pub fn add(&mut self, header: SnapshotHeader, data: &[u8]) -> Result<Option<(Vote, Snapshot)>, Status> {
+        let end = header.offset.saturating_add(data.len() as u64);
+        if end > SNAPSHOT_BYTES_MAX {
+            self.0 = None;
+            return Err(Status::invalid_argument(format!(
+                "a snapshot of {end} bytes or more is over {SNAPSHOT_BYTES_MAX} bytes"
+            )));
+        }
+        if header.offset == 0 {
+            self.0 = Some((header.vote, header.meta.clone(), Vec::new()));
+        }
+        let follows = |(vote, meta, bytes): &(Vote, SnapshotMeta, Vec<u8>)| {
+            *vote == header.vote && *meta == header.meta && bytes.len() as u64 == header.offset
+        };
+        let Some((_, _, bytes)) = self.0.as_mut().filter(|current| follows(current)) else {
+            self.0 = None;
+            return Err(Status::failed_precondition(format!(
+                "the snapshot part at offset {} does not follow the parts received (the leader starts again)",
+                header.offset
+            )));
+        };
+        bytes.extend_from_slice(data);
+        if !header.done {
+            return Ok(None);
+        }
+        let (vote, meta, bytes) = self.0.take().expect("a snapshot being received");
+        Ok(Some((vote, Snapshot { meta, snapshot: std::io::Cursor::new(bytes) })))
+    }
+}
+
+impl RaftService {
+    /// The service of `node`.
+    pub fn new(node: Arc<Node>) -> RaftService {
+        RaftService { node, receiving: std::sync::Mutex::new(SnapshotParts::default()) }
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -70,19 +121,16 @@ impl RaftRpc for RaftService {
 
     async fn install_snapshot(&self, request: Request<SnapshotChunk>) -> Result<Response<Payload>, Status> {
         let chunk = request.into_inner();
-        let (vote, meta): (Vote, SnapshotMeta) = decode(&chunk.header)?;
-        if chunk.data.len() as u64 > SNAPSHOT_BYTES_MAX {
-            return Err(Status::invalid_argument(format!(
-                "a snapshot of {} bytes is over {SNAPSHOT_BYTES_MAX} bytes",
-                chunk.data.len()
-            )));
-        }
-        let snapshot = Snapshot { meta, snapshot: std::io::Cursor::new(chunk.data) };
+        let header: SnapshotHeader = decode(&chunk.header)?;
+        let received = self.receiving.lock().expect("snapshot parts lock").add(header, &chunk.data)?;
+        let Some((vote, snapshot)) = received else {
+            return Ok(encode(&Ok::<Option<SnapshotResponse<TypeConfig>>, Fatal<TypeConfig>>(None)));
+        };
         let response = self.node.raft.install_full_snapshot(vote, snapshot).await;
         if response.is_ok() {
             self.node.heard_from_leader();
         }
-        Ok(encode(&response))
+        Ok(encode(&response.map(Some)))
     }
 
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -119,5 +167,42 @@ impl RaftRpc for RaftService {
         }
         let index = self.node.read_index().await.map_err(Status::from)?;
         Ok(Response::new(ReadIndexResponse { index }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft_types::{CommittedLeaderId, LogId, StoredMembership};
+
+    fn header(term: u64, offset: u64, done: bool) -> SnapshotHeader {
+        let last_log_id = Some(LogId::new(CommittedLeaderId::new(term), 40));
+        let meta = SnapshotMeta { last_log_id, last_membership: StoredMembership::default() };
+        SnapshotHeader { vote: Vote::new_committed(term, 1), meta, offset, done }
+    }
+
+    #[test]
+    fn snapshot_parts_are_put_together_in_order_and_a_gap_starts_again() {
+        let mut parts = SnapshotParts::default();
+        assert!(parts.add(header(2, 0, false), b"abc").unwrap().is_none());
+        assert!(parts.add(header(2, 3, false), b"de").unwrap().is_none());
+        let (vote, snapshot) = parts.add(header(2, 5, true), b"f").unwrap().expect("the whole snapshot");
+        assert_eq!((vote, snapshot.snapshot.into_inner()), (Vote::new_committed(2, 1), b"abcdef".to_vec()));
+
+        // A part that does not follow (a gap, another leader's) drops what was received.
+        assert!(parts.add(header(2, 0, false), b"abc").unwrap().is_none());
+        let gap = parts.add(header(2, 4, false), b"x").unwrap_err();
+        assert_eq!(gap.code(), tonic::Code::FailedPrecondition, "{gap:?}");
+        assert!(parts.add(header(2, 3, true), b"d").is_err(), "a part after the refused one was taken");
+        assert!(parts.add(header(2, 0, false), b"abc").unwrap().is_none());
+        assert!(parts.add(header(3, 3, true), b"d").is_err(), "another leader's part was taken");
+
+        // A new snapshot replaces one half received; a whole one in one part.
+        assert!(parts.add(header(3, 0, false), b"abc").unwrap().is_none());
+        let (_, snapshot) = parts.add(header(4, 0, true), b"z").unwrap().expect("the whole snapshot");
+        assert_eq!(snapshot.snapshot.into_inner(), b"z".to_vec());
+
+        let over = parts.add(header(4, SNAPSHOT_BYTES_MAX, false), b"x").unwrap_err();
+        assert_eq!(over.code(), tonic::Code::InvalidArgument, "{over:?}");
     }
 }

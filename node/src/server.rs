@@ -167,7 +167,7 @@ where
         .serve_with_incoming(
             Services::new(ServiceSet {
                 presences: PresencesServer::new(PresenceService::new(node.clone())),
-                raft: RaftServer::new(RaftService { node: node.clone() })
+                raft: RaftServer::new(RaftService::new(node.clone()))
                     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
                 directory: DirectoryServer::new(DirectoryService { node: node.clone() }),

@@ -51,15 +51,8 @@ async fn sleep_ms(ms: u64) {
 
 /// Adds site `id`: one write through the leader.
 async fn add_site(leader: &str, id: u32) -> Result<(), tonic::Status> {
-    let site = pb::Site {
-        id,
-        name: format!("Site {id}"),
-        phone: "+1 555 0100".into(),
-        active: Some(true),
-        servers: vec![format!("cic{id}")],
-        ..pb::Site::default()
-    };
-    let mut request = tonic::Request::new(pb::AddSiteRequest { site: Some(site), password: "sim".into() });
+    let site = Some(crate::run::site(id));
+    let mut request = tonic::Request::new(pb::AddSiteRequest { site, password: "sim".into() });
     request.set_timeout(Duration::from_millis(5_000));
     DirectoryClient::new(net::channel(leader)).add_site(request).await.map(drop)
 }

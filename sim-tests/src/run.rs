@@ -476,6 +476,18 @@ fn certainly_not_applied(code: Code) -> bool {
     )
 }
 
+/// Site `id` as the simulations add it (password "sim").
+pub(crate) fn site(id: u32) -> pb::Site {
+    pb::Site {
+        id,
+        name: format!("Site {id}"),
+        phone: "+1 555 0100".into(),
+        active: Some(true),
+        servers: vec![format!("cic{id}")],
+        ..pb::Site::default()
+    }
+}
+
 fn user(i: usize, display_name: &str) -> pb::User {
     pb::User {
         username: format!("user{i}"),
@@ -503,15 +515,7 @@ async fn setup(world: SharedWorld, hosts: Vec<String>) -> turmoil::Result {
         let result = if step >= SITES + USERS {
             setup_routing(channels[attempt % channels.len()].clone(), step - SITES - USERS).await
         } else if step < SITES {
-            let id = step as u32 + 1;
-            let site = pb::Site {
-                id,
-                name: format!("Site {id}"),
-                phone: "+1 555 0100".into(),
-                active: Some(true),
-                servers: vec![format!("cic{id}")],
-                ..pb::Site::default()
-            };
+            let site = site(step as u32 + 1);
             directory
                 .add_site(deadline(pb::AddSiteRequest { site: Some(site), password: "sim".into() }))
                 .await
