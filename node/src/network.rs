@@ -242,7 +242,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             let answer: Option<SnapshotResponse<TypeConfig>> =
                 self.decode::<_, openraft::error::Fatal<TypeConfig>>(response.into_inner())?;
             match answer {
-                // After the last part; or at once, from a follower with a higher vote.
+                // The follower's answer to the last part (earlier parts are answered with none).
                 Some(answer) => return Ok(answer),
                 None if done => {
                     return Err(StreamingError::Network(NetworkError::from_string(format!(
