@@ -1,18 +1,25 @@
 //! The Raft transport over tonic: pooled lazy channels per peer address, a deadline on every RPC,
-//! and `Unreachable` on connection failures so openraft backs off before retrying. A snapshot
-//! travels whole, in one message: its bytes raw, its header encoded.
+//! and `Unreachable` on connection failures so openraft backs off before retrying. Replication
+//! to a follower runs on one long-lived `AppendStream` per session (a message each way per
+//! request, pipelined); heartbeats and votes are calls; a snapshot travels in parts.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use collective_client::Bearer;
 use collective_proto::raft::raft_client::RaftClient;
 use collective_proto::raft::{Payload, SnapshotChunk};
-use openraft::error::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use openraft::error::{Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::{BasicNode, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -170,6 +177,55 @@ impl Connection {
     }
 }
 
+/// A follower's answer to one request on an append stream: its result, or (its core stopped)
+/// unreachable, so that the leader backs off.
+fn stream_answer(target: NodeId, payload: &Payload) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+    let answer: Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>> =
+        codec::decode(&payload.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    answer.map_err(|e| RPCError::Unreachable(Unreachable::from_string(format!("member {target} cannot serve: {e}"))))
+}
+
+/// Requests sent on an append stream and not yet answered. `sent` wakes the reader waiting
+/// while none were outstanding, so that it starts the deadline of the answer.
+#[derive(Default)]
+struct Unanswered {
+    count: AtomicUsize,
+    sent: tokio::sync::Notify,
+}
+
+/// The encoded request for the longest prefix of `rpc`'s entries (halving) under
+/// `APPEND_ENTRIES_BYTES_MAX`, at least one entry, and how many entries it holds.
+fn fitting_prefix(rpc: &AppendEntriesRequest<TypeConfig>) -> (Payload, usize) {
+    let mut payload = encode(rpc);
+    let mut count = rpc.entries.len();
+    while payload.body.len() > APPEND_ENTRIES_BYTES_MAX && count > 1 {
+        count /= 2;
+        payload = encode(&AppendEntriesRequest::<TypeConfig> {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            leader_commit: rpc.leader_commit,
+            entries: rpc.entries[..count].to_vec(),
+        });
+    }
+    (payload, count)
+}
+
+/// `rpc` as consecutive requests, each under `APPEND_ENTRIES_BYTES_MAX` (or of one entry), each
+/// starting where the one before ends, all with its vote and commit (a follower commits no
+/// further than what it holds).
+fn split(mut rpc: AppendEntriesRequest<TypeConfig>) -> Vec<Payload> {
+    let mut parts = Vec::new();
+    loop {
+        let (payload, count) = fitting_prefix(&rpc);
+        parts.push(payload);
+        if count == rpc.entries.len() {
+            return parts;
+        }
+        rpc.prev_log_id = Some(rpc.entries[count - 1].log_id);
+        rpc.entries.drain(..count);
+    }
+}
+
 fn request<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(option.hard_ttl());
@@ -195,25 +251,99 @@ impl RaftNetworkV2<TypeConfig> for Connection {
 
     async fn append_entries(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut payload = encode(&rpc);
-        let mut cut = false;
-        while payload.body.len() > APPEND_ENTRIES_BYTES_MAX && rpc.entries.len() > 1 {
-            rpc.entries.truncate(rpc.entries.len() / 2);
-            payload = encode(&rpc);
-            cut = true;
-        }
+        let (payload, count) = fitting_prefix(&rpc);
         let mut client = self.client()?;
         let response = client.append_entries(request(payload, &option)).await.map_err(transport_error)?;
         let response = self.decode::<_, RaftError<TypeConfig>>(response.into_inner())?;
         Ok(match response {
             // Only a prefix was sent: openraft sends the rest from there.
-            AppendEntriesResponse::Success if cut => {
-                AppendEntriesResponse::PartialSuccess(rpc.entries.last().map(|entry| entry.log_id))
+            AppendEntriesResponse::Success if count < rpc.entries.len() => {
+                AppendEntriesResponse::PartialSuccess(Some(rpc.entries[count - 1].log_id))
             }
             response => response,
+        })
+    }
+
+    /// One `AppendStream` for the session: requests go out as openraft makes them (a large one
+    /// in consecutive parts, each answered), answers come back in order. An answer that takes
+    /// longer than the RPC deadline, counted from when the reader starts waiting for it, ends
+    /// the session with an error, as an overdue call would.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            // The stream opens with its first request. openraft makes each request after its
+            // backoff, so a member that cannot be reached is retried at that pace, not in a loop
+            // of failed connections.
+            let mut input = input;
+            let Some(first) = input.next().await else { return Ok(futures::stream::empty().boxed()) };
+            let input = futures::stream::once(futures::future::ready(first)).chain(input);
+            let mut client = self.client()?;
+            let target = self.target;
+            let deadline = option.hard_ttl();
+            let overdue = move || {
+                RPCError::Network(NetworkError::from_string(format!(
+                    "member {target} did not answer on its append stream within {} ms",
+                    deadline.as_millis()
+                )))
+            };
+            let unanswered = Arc::new(Unanswered::default());
+            let requests = {
+                let unanswered = unanswered.clone();
+                input.flat_map(move |rpc| {
+                    let parts = split(rpc);
+                    unanswered.count.fetch_add(parts.len(), Ordering::SeqCst);
+                    unanswered.sent.notify_one();
+                    futures::stream::iter(parts)
+                })
+            };
+            let answers = match tokio::time::timeout(deadline, client.append_stream(requests)).await {
+                Ok(opened) => opened.map_err(transport_error)?.into_inner(),
+                Err(_) => return Err(overdue()),
+            };
+            let answers = futures::stream::unfold(Some((answers, unanswered)), move |state| async move {
+                let (mut answers, unanswered) = state?;
+                let answer = loop {
+                    if unanswered.count.load(Ordering::SeqCst) == 0 {
+                        tokio::select! {
+                            answer = answers.message() => break answer,
+                            _ = unanswered.sent.notified() => continue,
+                        }
+                    }
+                    match tokio::time::timeout(deadline, answers.message()).await {
+                        Ok(answer) => break answer,
+                        Err(_) => return Some((Err(overdue()), None)),
+                    }
+                };
+                let answer = match answer {
+                    Ok(Some(payload)) => {
+                        unanswered.count.fetch_sub(1, Ordering::SeqCst);
+                        stream_answer(target, &payload)
+                    }
+                    Ok(None) => match unanswered.count.load(Ordering::SeqCst) {
+                        0 => return None,
+                        left => Err(RPCError::Network(NetworkError::from_string(format!(
+                            "member {target} ended its append stream with {left} requests unanswered"
+                        )))),
+                    },
+                    Err(status) => Err(transport_error(status)),
+                };
+                // openraft ends a session at its first error or refusal.
+                let go_on = matches!(answer, Ok(Ok(_)));
+                Some((answer, go_on.then_some((answers, unanswered))))
+            });
+            Ok(answers.boxed())
         })
     }
 
@@ -267,5 +397,59 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             *self.peers.outdated_at.lock().expect("outdated lock") = Some(tokio::time::Instant::now());
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft_types::{CommittedLeaderId, Entry, LogId};
+    use collective_statemachine::{Batch, Command, Principal, Proposal};
+
+    fn entry(index: u64, detail_bytes: usize) -> Entry {
+        let command = Command::SetStatus {
+            username: "alice".into(),
+            status_key: "Available".into(),
+            until_ms: None,
+            detail: "x".repeat(detail_bytes),
+        };
+        let proposal = Proposal { principal: Principal::Admin("root".into()), command };
+        let batch = Batch { at_ms: 1, proposals: vec![proposal].into() };
+        Entry { log_id: LogId::new(CommittedLeaderId::new(2), index), payload: openraft::EntryPayload::Normal(batch) }
+    }
+
+    #[test]
+    fn a_large_append_is_split_into_consecutive_requests_that_fit() {
+        let prev = Some(LogId::new(CommittedLeaderId::new(2), 9));
+        let commit = Some(LogId::new(CommittedLeaderId::new(2), 15));
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: prev,
+            leader_commit: commit,
+            entries: (10..20).map(|index| entry(index, 1 << 20)).collect(),
+        };
+        let parts: Vec<AppendEntriesRequest<TypeConfig>> =
+            split(rpc).iter().map(|payload| codec::decode(&payload.body).expect("a request")).collect();
+        assert!(parts.len() > 2, "ten 1 MiB entries in {} requests", parts.len());
+        let mut expected_prev = prev;
+        for part in &parts {
+            assert!(!part.entries.is_empty());
+            assert!(encode(part).body.len() <= APPEND_ENTRIES_BYTES_MAX, "a request over the limit");
+            assert_eq!(
+                (part.prev_log_id, part.leader_commit, part.vote),
+                (expected_prev, commit, Vote::new_committed(2, 1))
+            );
+            expected_prev = part.entries.last().map(|entry| entry.log_id);
+        }
+        let indexes: Vec<u64> =
+            parts.iter().flat_map(|part| part.entries.iter().map(|entry| entry.log_id.index)).collect();
+        assert_eq!(indexes, (10..20).collect::<Vec<_>>());
+
+        // One entry over the limit still travels, alone; a small request is not touched.
+        let one = AppendEntriesRequest::<TypeConfig> { entries: vec![entry(10, 5 << 20)], ..parts[0].clone() };
+        assert_eq!(split(one).len(), 1);
+        let small =
+            AppendEntriesRequest::<TypeConfig> { entries: vec![entry(10, 10), entry(11, 10)], ..parts[0].clone() };
+        assert_eq!(split(small.clone()), vec![encode(&small)]);
     }
 }

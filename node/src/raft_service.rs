@@ -1,21 +1,26 @@
 //! The internal gRPC service peers call: Raft messages, leader forwarding and read index.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use collective_proto::raft::raft_server::Raft as RaftRpc;
 use collective_proto::raft::{
     Payload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, TimeoutNowRequest, TimeoutNowResponse,
 };
 use collective_statemachine::{Command, Principal};
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 use crate::network::SnapshotHeader;
 use crate::node::Node;
 use crate::raft_types::{Snapshot, SnapshotMeta, TypeConfig, Vote};
 use openraft::error::Fatal;
-use openraft::raft::SnapshotResponse;
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, StreamAppendError};
+
+/// The follower's answers on an `AppendStream`, one per request.
+type Answers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
 
 /// Largest snapshot a node accepts from a peer.
 pub const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
@@ -93,6 +98,37 @@ fn encode<T: Serialize>(value: &T) -> Response<Payload> {
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
+    type AppendStreamStream = Answers;
+
+    async fn append_stream(&self, request: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
+        // openraft pipelines the stream: it hands each request to the core as it arrives and
+        // answers them in order, each once its entries are flushed. An undecodable request ends
+        // the stream: the answers to those before it, then the error naming it.
+        let refused = Arc::new(Mutex::new(None::<Status>));
+        let requests = request.into_inner().scan(refused.clone(), |refused, message| {
+            let request = message.and_then(|payload| decode::<AppendEntriesRequest<TypeConfig>>(&payload.body));
+            futures::future::ready(match request {
+                Ok(request) => Some(request),
+                Err(status) => {
+                    *refused.lock().expect("refusal lock") = Some(status);
+                    None
+                }
+            })
+        });
+        let node = self.node.clone();
+        let answers = self.node.raft.stream_append(requests).map(move |answer| {
+            // As for `append_entries`: anything but a refusal for a higher vote comes from the
+            // leader of this member's term.
+            if matches!(&answer, Ok(Ok(_)) | Ok(Err(StreamAppendError::Conflict(_)))) {
+                node.heard_from_leader();
+            }
+            Ok(Payload { body: codec::encode(&answer).expect("Raft responses encode") })
+        });
+        let refusal = futures::stream::once(async move { refused.lock().expect("refusal lock").take() })
+            .filter_map(|refusal| futures::future::ready(refusal.map(Err)));
+        Ok(Response::new(Box::pin(answers.chain(refusal))))
+    }
+
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = decode(&request.into_inner().body)?;
         let response = self.node.raft.append_entries(rpc).await;
