@@ -4,11 +4,8 @@
 //! request, pipelined); heartbeats and votes are calls; a snapshot travels in parts.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use collective_client::Bearer;
@@ -188,64 +185,6 @@ fn stream_answer(target: NodeId, payload: &Payload) -> Result<StreamAppendResult
     answer.map_err(|e| RPCError::Unreachable(Unreachable::from_string(format!("member {target} cannot serve: {e}"))))
 }
 
-/// How long an AppendEntries that carries only the leader's commit index waits on an append
-/// stream for the next request with entries, which carries the commit too and makes it
-/// redundant. A lone write's commit then reaches the followers with the next write instead of in
-/// messages of its own (a request and its answer per follower, a quarter of a lone write's peer
-/// messages); an idle follower applies a write this much later.
-pub const COMMIT_ONLY_DELAY_MS: u64 = 2;
-
-/// The leader's requests on an append stream, where a request without entries (the commit
-/// index alone) is held up to `COMMIT_ONLY_DELAY_MS` and dropped if another request comes first:
-/// that request carries a commit index at least as new and starts where the held one ends, and
-/// openraft counts acknowledgements by log id, so its answer acknowledges the held one too.
-struct DeferCommits<S> {
-    input: S,
-    held: Option<AppendEntriesRequest<TypeConfig>>,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    delay: Duration,
-    ended: bool,
-}
-
-impl<S> DeferCommits<S> {
-    fn new(input: S, delay: Duration) -> Self {
-        DeferCommits { input, held: None, deadline: Box::pin(tokio::time::sleep(delay)), delay, ended: false }
-    }
-}
-
-impl<S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin> Stream for DeferCommits<S> {
-    type Item = AppendEntriesRequest<TypeConfig>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if this.ended {
-                return Poll::Ready(this.held.take());
-            }
-            match this.input.poll_next_unpin(cx) {
-                Poll::Ready(Some(request)) if request.entries.is_empty() => {
-                    // A later commit replaces a held one; the first one's deadline stands.
-                    if this.held.is_none() {
-                        this.deadline.as_mut().reset(tokio::time::Instant::now() + this.delay);
-                    }
-                    this.held = Some(request);
-                }
-                Poll::Ready(Some(request)) => {
-                    this.held = None;
-                    return Poll::Ready(Some(request));
-                }
-                Poll::Ready(None) => this.ended = true,
-                Poll::Pending => {
-                    if this.held.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(this.held.take());
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
-    }
-}
-
 /// Requests sent on an append stream and not yet answered. `sent` wakes the reader waiting
 /// while none were outstanding, so that it starts the deadline of the answer.
 #[derive(Default)]
@@ -347,7 +286,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             // The stream opens with its first request. openraft makes each request after its
             // backoff, so a member that cannot be reached is retried at that pace, not in a loop
             // of failed connections.
-            let mut input = DeferCommits::new(input, Duration::from_millis(COMMIT_ONLY_DELAY_MS));
+            let mut input = input;
             let Some(first) = input.next().await else { return Ok(futures::stream::empty().boxed()) };
             let input = futures::stream::once(futures::future::ready(first)).chain(input);
             let mut client = self.client()?;
@@ -512,55 +451,5 @@ mod tests {
         let small =
             AppendEntriesRequest::<TypeConfig> { entries: vec![entry(10, 10), entry(11, 10)], ..parts[0].clone() };
         assert_eq!(split(small.clone()), vec![encode(&small)]);
-    }
-
-    fn commit_only(prev: u64, commit: u64) -> AppendEntriesRequest<TypeConfig> {
-        AppendEntriesRequest {
-            vote: Vote::new_committed(2, 1),
-            prev_log_id: Some(LogId::new(CommittedLeaderId::new(2), prev)),
-            leader_commit: Some(LogId::new(CommittedLeaderId::new(2), commit)),
-            entries: Vec::new(),
-        }
-    }
-
-    /// What a request is made of: prev index, commit index, the entries' indexes.
-    fn shape(request: Option<AppendEntriesRequest<TypeConfig>>) -> Option<(u64, u64, Vec<u64>)> {
-        request.map(|r| {
-            let index = |id: Option<LogId>| id.map_or(0, |id| id.index);
-            (index(r.prev_log_id), index(r.leader_commit), r.entries.iter().map(|e| e.log_id.index).collect())
-        })
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_commit_alone_waits_for_the_next_entries_and_goes_by_itself_when_none_come() {
-        let (requests, input) = tokio::sync::mpsc::unbounded_channel();
-        let mut deferred = DeferCommits::new(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(input),
-            Duration::from_millis(COMMIT_ONLY_DELAY_MS),
-        );
-        let delay = Duration::from_millis(COMMIT_ONLY_DELAY_MS);
-
-        // Entries go at once; a commit alone is replaced by the next entries (or a newer commit).
-        let with_entries = AppendEntriesRequest { entries: vec![entry(11, 10)], ..commit_only(10, 10) };
-        requests.send(with_entries.clone()).unwrap();
-        assert_eq!(shape(deferred.next().await), shape(Some(with_entries)));
-        requests.send(commit_only(11, 10)).unwrap();
-        requests.send(commit_only(11, 11)).unwrap();
-        let next = AppendEntriesRequest { entries: vec![entry(12, 10)], ..commit_only(11, 11) };
-        requests.send(next.clone()).unwrap();
-        assert_eq!(shape(deferred.next().await), shape(Some(next)));
-
-        // With nothing after it, a commit goes once the delay is over, not before.
-        requests.send(commit_only(12, 12)).unwrap();
-        let started = tokio::time::Instant::now();
-        assert_eq!(shape(deferred.next().await), shape(Some(commit_only(12, 12))));
-        assert_eq!(started.elapsed(), delay);
-
-        // The end of the session sends a held commit at once, then ends.
-        requests.send(commit_only(12, 13)).unwrap();
-        drop(requests);
-        assert_eq!(shape(deferred.next().await), shape(Some(commit_only(12, 13))));
-        assert_eq!(shape(deferred.next().await), shape(None));
-        assert_eq!(started.elapsed(), delay);
     }
 }
