@@ -273,7 +273,12 @@ async fn snapshot_save_wipe_restore_serves_the_same_revision() {
     // And it takes writes again.
     let mut directory = cluster.directory(1).await;
     directory.add_user(common::user("after", 1, "8888")).await.unwrap();
-    assert!(revision(&cluster).await > revision_saved);
+    // Member 0 shows it once it has applied it, which may be a moment after member 1 answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while revision(&cluster).await <= revision_saved {
+        assert!(std::time::Instant::now() < deadline, "member 0 never applied the write after the restore");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `collective cluster snapshot` on one member: the snapshot covers what it applied, is one file
