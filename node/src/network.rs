@@ -162,27 +162,16 @@ impl Connection {
     fn client(&self) -> Result<PeerClient, RPCError<TypeConfig>> {
         self.peers.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
-
-    /// The peer's answer: what its Raft returned, or (its core stopped) unreachable, so that the
-    /// leader backs off.
-    fn decode<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
-        &self,
-        payload: Payload,
-    ) -> Result<T, RPCError<TypeConfig>> {
-        let result: Result<T, E> =
-            codec::decode(&payload.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| {
-            RPCError::Unreachable(Unreachable::from_string(format!("member {} cannot serve: {e}", self.target)))
-        })
-    }
 }
 
-/// A follower's answer to one request on an append stream: its result, or (its core stopped)
-/// unreachable, so that the leader backs off.
-fn stream_answer(target: NodeId, payload: &Payload) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
-    let answer: Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>> =
-        codec::decode(&payload.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-    answer.map_err(|e| RPCError::Unreachable(Unreachable::from_string(format!("member {target} cannot serve: {e}"))))
+/// `target`'s answer: what its Raft returned, or (its core stopped) unreachable, so that the
+/// leader backs off.
+fn decode_answer<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+    target: NodeId,
+    payload: &Payload,
+) -> Result<T, RPCError<TypeConfig>> {
+    let result: Result<T, E> = codec::decode(&payload.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    result.map_err(|e| RPCError::Unreachable(Unreachable::from_string(format!("member {target} cannot serve: {e}"))))
 }
 
 /// Requests sent on an append stream and not yet answered. `sent` wakes the reader waiting
@@ -257,7 +246,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         let (payload, count) = fitting_prefix(&rpc);
         let mut client = self.client()?;
         let response = client.append_entries(request(payload, &option)).await.map_err(transport_error)?;
-        let response = self.decode::<_, RaftError<TypeConfig>>(response.into_inner())?;
+        let response = decode_answer::<_, RaftError<TypeConfig>>(self.target, &response.into_inner())?;
         Ok(match response {
             // Only a prefix was sent: openraft sends the rest from there.
             AppendEntriesResponse::Success if count < rpc.entries.len() => {
@@ -329,7 +318,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 let answer = match answer {
                     Ok(Some(payload)) => {
                         unanswered.count.fetch_sub(1, Ordering::SeqCst);
-                        stream_answer(target, &payload)
+                        decode_answer::<_, Fatal<TypeConfig>>(target, &payload)
                     }
                     Ok(None) => match unanswered.count.load(Ordering::SeqCst) {
                         0 => return None,
@@ -370,7 +359,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 response = client.install_snapshot(request(chunk, &option)) => response.map_err(transport_error)?,
             };
             let answer: Option<SnapshotResponse<TypeConfig>> =
-                self.decode::<_, openraft::error::Fatal<TypeConfig>>(response.into_inner())?;
+                decode_answer::<_, openraft::error::Fatal<TypeConfig>>(self.target, &response.into_inner())?;
             match answer {
                 // The follower's answer to the last part (earlier parts are answered with none).
                 Some(answer) => return Ok(answer),
@@ -392,7 +381,8 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut client = self.client()?;
         let response = client.vote(request(encode(&rpc), &option)).await.map_err(transport_error)?;
-        let response: VoteResponse<TypeConfig> = self.decode::<_, RaftError<TypeConfig>>(response.into_inner())?;
+        let response: VoteResponse<TypeConfig> =
+            decode_answer::<_, RaftError<TypeConfig>>(self.target, &response.into_inner())?;
         if !response.vote_granted && response.last_log_id > rpc.last_log_id {
             *self.peers.outdated_at.lock().expect("outdated lock") = Some(tokio::time::Instant::now());
         }
