@@ -461,6 +461,7 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
     let site_cert = (ca.join("site-7.pem"), ca.join("site-7.key"));
     let channel = tls_channel(&cluster.grpc[0], &ca_pem, Some((&site_cert.0, &site_cert.1))).await.unwrap();
     let mut raft = RaftClient::new(channel.clone());
+    let channel_of_site = channel.clone();
     let error = AuthClient::new(channel.clone()).who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
     assert_eq!(error.code(), Code::Unauthenticated, "site 7 does not exist yet: {error:?}");
     let password = write_file(certs.path(), "site7.password", "password-7");
@@ -480,8 +481,19 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
     let garbage = || collective_proto::raft::Payload { body: b"not json".to_vec() };
     let (member_cert, member_key) = (ca.join("node-n1.pem"), ca.join("node-n1.key"));
     let member = tls_channel(&cluster.grpc[0], &ca_pem, Some((&member_cert, &member_key))).await.unwrap();
-    let error = RaftClient::new(member).vote(garbage()).await.unwrap_err();
+    let error = RaftClient::new(member.clone()).vote(garbage()).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    // The replication stream likewise: an undecodable request ends it with the error naming it;
+    // a site never opens one.
+    let append_stream = |channel| async move {
+        let answers = RaftClient::new(channel).append_stream(tokio_stream::iter([garbage()])).await?;
+        answers.into_inner().message().await
+    };
+    let error = append_stream(member).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert!(error.message().contains("undecodable Raft payload"), "{error:?}");
+    let error = append_stream(channel_of_site).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
     let (stranger_cert, stranger_key) = (other_ca.join("node-n4.pem"), other_ca.join("node-n4.key"));
     match tls_channel(&cluster.grpc[0], &ca_pem, Some((&stranger_cert, &stranger_key))).await {
         Err(_) => {}
