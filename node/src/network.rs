@@ -4,8 +4,11 @@
 //! request, pipelined); heartbeats and votes are calls; a snapshot travels in parts.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use collective_client::Bearer;
@@ -73,6 +76,10 @@ pub struct Peers {
     /// When a peer last refused this member's vote request holding a newer log than it: this
     /// member cannot win an election now and stands back (`Node::run_elections`).
     outdated_at: Mutex<Option<tokio::time::Instant>>,
+    /// The log index up to which a commit held on an append stream (`DeferCommits`) goes at once:
+    /// raised when a follower needs to apply what the leader committed (its read-index round, a
+    /// write it handed on).
+    commits_wanted: tokio::sync::watch::Sender<u64>,
 }
 
 impl Peers {
@@ -89,7 +96,19 @@ impl Peers {
             tls,
             token: Bearer::new(peer_token).map_err(|e| invalid("peer token", e.to_string()))?,
             outdated_at: Mutex::new(None),
+            commits_wanted: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Sends at once every held commit index up to `index` (`DeferCommits`): a follower that
+    /// waits to apply it (a linearizable read there, a write it handed on) does not wait out
+    /// `COMMIT_ONLY_DELAY_MS`.
+    pub fn send_commits_up_to(&self, index: u64) {
+        self.commits_wanted.send_if_modified(|wanted| {
+            let raised = index > *wanted;
+            *wanted = (*wanted).max(index);
+            raised
+        });
     }
 
     /// When a peer last showed this member that its log is behind (a refused vote request).
@@ -172,6 +191,96 @@ fn decode_answer<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
 ) -> Result<T, RPCError<TypeConfig>> {
     let result: Result<T, E> = codec::decode(&payload.body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
     result.map_err(|e| RPCError::Unreachable(Unreachable::from_string(format!("member {target} cannot serve: {e}"))))
+}
+
+/// How long an AppendEntries that carries only the leader's commit index waits on an append
+/// stream for the next request with entries, which carries the commit too and makes it
+/// redundant. A lone write's commit then reaches the followers with the next write instead of in
+/// messages of its own (a request and its answer per follower, a quarter of a lone write's peer
+/// messages). A follower that needs the commit sooner asks for it (`Peers::send_commits_up_to`);
+/// otherwise an idle follower applies a write this much later.
+pub const COMMIT_ONLY_DELAY_MS: u64 = 2;
+
+/// The leader's requests on an append stream, where a request without entries (the commit
+/// index alone) is held up to `COMMIT_ONLY_DELAY_MS` and dropped if another request comes first:
+/// that request carries a commit index at least as new and starts where the held one ends, and
+/// openraft counts acknowledgements by log id, so its answer acknowledges the held one too. A
+/// commit up to the index in `wanted` is never held.
+struct DeferCommits<S> {
+    input: S,
+    held: Option<AppendEntriesRequest<TypeConfig>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    delay: Duration,
+    ended: bool,
+    /// `Peers::commits_wanted`, while its sender lives.
+    wanted: Option<tokio_stream::wrappers::WatchStream<u64>>,
+    wanted_index: u64,
+}
+
+impl<S> DeferCommits<S> {
+    fn new(input: S, delay: Duration, wanted: tokio::sync::watch::Receiver<u64>) -> Self {
+        DeferCommits {
+            input,
+            held: None,
+            deadline: Box::pin(tokio::time::sleep(delay)),
+            delay,
+            ended: false,
+            wanted: Some(tokio_stream::wrappers::WatchStream::new(wanted)),
+            wanted_index: 0,
+        }
+    }
+
+    /// Takes in the newest wanted index, registering for the next.
+    fn poll_wanted(&mut self, cx: &mut Context<'_>) {
+        while let Some(wanted) = self.wanted.as_mut() {
+            match wanted.poll_next_unpin(cx) {
+                Poll::Ready(Some(index)) => self.wanted_index = self.wanted_index.max(index),
+                Poll::Ready(None) => self.wanted = None,
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn wanted_now(&self, request: &AppendEntriesRequest<TypeConfig>) -> bool {
+        request.leader_commit.is_some_and(|commit| commit.index <= self.wanted_index)
+    }
+}
+
+impl<S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin> Stream for DeferCommits<S> {
+    type Item = AppendEntriesRequest<TypeConfig>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.poll_wanted(cx);
+        loop {
+            if this.ended {
+                return Poll::Ready(this.held.take());
+            }
+            if this.held.as_ref().is_some_and(|held| this.wanted_now(held)) {
+                return Poll::Ready(this.held.take());
+            }
+            match this.input.poll_next_unpin(cx) {
+                Poll::Ready(Some(request)) if request.entries.is_empty() => {
+                    // A later commit replaces a held one; the first one's deadline stands.
+                    if this.held.is_none() {
+                        this.deadline.as_mut().reset(tokio::time::Instant::now() + this.delay);
+                    }
+                    this.held = Some(request);
+                }
+                Poll::Ready(Some(request)) => {
+                    this.held = None;
+                    return Poll::Ready(Some(request));
+                }
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => {
+                    if this.held.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(this.held.take());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
 }
 
 /// Requests sent on an append stream and not yet answered. `sent` wakes the reader waiting
@@ -275,7 +384,8 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             // The stream opens with its first request. openraft makes each request after its
             // backoff, so a member that cannot be reached is retried at that pace, not in a loop
             // of failed connections.
-            let mut input = input;
+            let wanted = self.peers.commits_wanted.subscribe();
+            let mut input = DeferCommits::new(input, Duration::from_millis(COMMIT_ONLY_DELAY_MS), wanted);
             let Some(first) = input.next().await else { return Ok(futures::stream::empty().boxed()) };
             let input = futures::stream::once(futures::future::ready(first)).chain(input);
             let mut client = self.client()?;
@@ -441,5 +551,96 @@ mod tests {
         let small =
             AppendEntriesRequest::<TypeConfig> { entries: vec![entry(10, 10), entry(11, 10)], ..parts[0].clone() };
         assert_eq!(split(small.clone()), vec![encode(&small)]);
+    }
+
+    fn commit_only(prev: u64, commit: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(2), prev)),
+            leader_commit: Some(LogId::new(CommittedLeaderId::new(2), commit)),
+            entries: Vec::new(),
+        }
+    }
+
+    /// What a request is made of: prev index, commit index, the entries' indexes.
+    fn shape(request: Option<AppendEntriesRequest<TypeConfig>>) -> Option<(u64, u64, Vec<u64>)> {
+        request.map(|r| {
+            let index = |id: Option<LogId>| id.map_or(0, |id| id.index);
+            (index(r.prev_log_id), index(r.leader_commit), r.entries.iter().map(|e| e.log_id.index).collect())
+        })
+    }
+
+    type Requests = tokio::sync::mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>;
+
+    fn deferred(
+        wanted: tokio::sync::watch::Receiver<u64>,
+    ) -> (Requests, DeferCommits<tokio_stream::wrappers::UnboundedReceiverStream<AppendEntriesRequest<TypeConfig>>>)
+    {
+        let (requests, input) = tokio::sync::mpsc::unbounded_channel();
+        let input = tokio_stream::wrappers::UnboundedReceiverStream::new(input);
+        (requests, DeferCommits::new(input, Duration::from_millis(COMMIT_ONLY_DELAY_MS), wanted))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_alone_waits_for_the_next_entries_and_goes_by_itself_when_none_come() {
+        let (_wanted, nothing_wanted) = tokio::sync::watch::channel(0);
+        let (requests, mut deferred) = deferred(nothing_wanted);
+        let delay = Duration::from_millis(COMMIT_ONLY_DELAY_MS);
+
+        // Entries go at once; a commit alone is replaced by the next entries (or a newer commit).
+        let with_entries = AppendEntriesRequest { entries: vec![entry(11, 10)], ..commit_only(10, 10) };
+        requests.send(with_entries.clone()).unwrap();
+        assert_eq!(shape(deferred.next().await), shape(Some(with_entries)));
+        requests.send(commit_only(11, 10)).unwrap();
+        requests.send(commit_only(11, 11)).unwrap();
+        let next = AppendEntriesRequest { entries: vec![entry(12, 10)], ..commit_only(11, 11) };
+        requests.send(next.clone()).unwrap();
+        assert_eq!(shape(deferred.next().await), shape(Some(next)));
+
+        // With nothing after it, a commit goes once the delay is over, not before.
+        requests.send(commit_only(12, 12)).unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(shape(deferred.next().await), shape(Some(commit_only(12, 12))));
+        assert_eq!(started.elapsed(), delay);
+
+        // The end of the session sends a held commit at once, then ends.
+        requests.send(commit_only(12, 13)).unwrap();
+        drop(requests);
+        assert_eq!(shape(deferred.next().await), shape(Some(commit_only(12, 13))));
+        assert_eq!(shape(deferred.next().await), shape(None));
+        assert_eq!(started.elapsed(), delay);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_a_follower_waits_for_goes_at_once() {
+        let peers = Peers::new(Arc::new(|endpoint: Endpoint| endpoint.connect_lazy()), None, None).unwrap();
+        let (requests, mut deferred) = deferred(peers.commits_wanted.subscribe());
+        let started = tokio::time::Instant::now();
+
+        // Wanted before it is made: the commit is not held.
+        peers.send_commits_up_to(12);
+        requests.send(commit_only(11, 12)).unwrap();
+        assert_eq!(shape(deferred.next().await), shape(Some(commit_only(11, 12))));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+
+        // Wanted while held: it goes then, not at the end of the delay. A commit past the wanted
+        // index is held.
+        requests.send(commit_only(12, 13)).unwrap();
+        let mut next = std::pin::pin!(deferred.next());
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        tokio::time::advance(Duration::from_micros(500)).await;
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        peers.send_commits_up_to(13);
+        assert_eq!(shape(next.await), shape(Some(commit_only(12, 13))));
+        assert_eq!(started.elapsed(), Duration::from_micros(500));
+
+        // A lower wanted index than the one before changes nothing.
+        peers.send_commits_up_to(5);
+        requests.send(commit_only(13, 14)).unwrap();
+        assert_eq!(shape(deferred.next().await), shape(Some(commit_only(13, 14))));
+        // tokio's timer fires on whole milliseconds: the held commit goes within one of its delay.
+        let held = started.elapsed() - Duration::from_micros(500);
+        let delay = Duration::from_millis(COMMIT_ONLY_DELAY_MS);
+        assert!(held >= delay && held <= delay + Duration::from_millis(1), "held {held:?}");
     }
 }

@@ -86,6 +86,14 @@ impl RaftService {
     pub fn new(node: Arc<Node>) -> RaftService {
         RaftService { node, receiving: std::sync::Mutex::new(SnapshotParts::default()) }
     }
+
+    /// After a write handed on by a follower: the commits of what this leader applied go to the
+    /// followers now, not with the next entries, so the member that handed it on applies it
+    /// before long (a read there right after sees it).
+    fn send_commits_applied(&self) {
+        let applied = self.node.raft.metrics().borrow().last_applied.map_or(0, |applied| applied.index);
+        self.node.peers.send_commits_up_to(applied);
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -171,7 +179,9 @@ impl RaftRpc for RaftService {
 
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let forwarded: Forwarded = decode(&request.into_inner().body)?;
-        Ok(encode(&self.node.write_as_leader(forwarded.principal, forwarded.command).await))
+        let outcome = self.node.write_as_leader(forwarded.principal, forwarded.command).await;
+        self.send_commits_applied();
+        Ok(encode(&outcome))
     }
 
     async fn forward_batch(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -184,7 +194,9 @@ impl RaftRpc for RaftService {
             )));
         }
         // Queued together, so they share the leader's next log entry.
-        Ok(encode(&self.node.write_batch_as_leader(batch).await))
+        let outcomes = self.node.write_batch_as_leader(batch).await;
+        self.send_commits_applied();
+        Ok(encode(&outcomes))
     }
 
     async fn timeout_now(&self, request: Request<TimeoutNowRequest>) -> Result<Response<TimeoutNowResponse>, Status> {
@@ -202,6 +214,9 @@ impl RaftRpc for RaftService {
             return Err(Status::from(self.node.not_leader()));
         }
         let index = self.node.read_index().await.map_err(Status::from)?;
+        // The asking follower waits to apply up to `index`: a commit held for the next entries
+        // goes now.
+        self.node.peers.send_commits_up_to(index);
         Ok(Response::new(ReadIndexResponse { index }))
     }
 }
