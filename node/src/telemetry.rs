@@ -36,7 +36,7 @@ pub fn install() -> Result<(PrometheusHandle, metrics_process::Collector)> {
     metrics::gauge!(
         "collective_build_info",
         "version" => env!("CARGO_PKG_VERSION"),
-        "openraft" => "0.9",
+        "openraft" => "0.10",
     )
     .set(1.0);
     // Counters every member exports from the start, so a follower's series exist (at 0) before
