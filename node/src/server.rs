@@ -330,6 +330,7 @@ async fn report_backlog(node: Arc<Node>) {
     let mut interval = tokio::time::interval(Duration::from_millis(BACKLOG_REPORT_INTERVAL_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    let mut rules_reported = Reported::default();
     loop {
         interval.tick().await;
         let backlog: Vec<(u32, u64, u64, bool)> = {
@@ -382,9 +383,29 @@ async fn report_backlog(node: Arc<Node>) {
             let state = node.shared.state.read().expect("state lock");
             state.alerts.rules.values().map(|alert| (alert.rule.name.clone(), alert.raised)).collect()
         };
+        rules_reported.zero_gone(alerts.iter().map(|(rule, _)| rule.clone()).collect(), |rule| {
+            metrics::gauge!("collective_alert_raised", "rule" => rule).set(0.0);
+        });
         for (rule, raised) in alerts {
             metrics::gauge!("collective_alert_raised", "rule" => rule).set(if raised { 1.0 } else { 0.0 });
         }
+    }
+}
+
+/// The label values a gauge family was last reported with. The Prometheus exporter cannot drop
+/// a series (metrics-rs/metrics#243), so the series of a removed alert rule is set to 0 once: a
+/// rule removed while raised would otherwise read raised until the member restarts. (A removed
+/// site's series keep their last values: 0 would fire the site-lease-lost alert for it.)
+#[derive(Default)]
+struct Reported(std::collections::BTreeSet<String>);
+
+impl Reported {
+    /// Calls `zero` for each label value reported last time and missing from `now`.
+    fn zero_gone(&mut self, now: std::collections::BTreeSet<String>, mut zero: impl FnMut(String)) {
+        for gone in self.0.difference(&now) {
+            zero(gone.clone());
+        }
+        self.0 = now;
     }
 }
 
