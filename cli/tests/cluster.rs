@@ -535,6 +535,51 @@ async fn new_member_receives_a_snapshot_after_compaction_then_is_promoted_and_re
     assert_eq!(status.code(), tonic::Code::NotFound);
 }
 
+/// A snapshot larger than one `InstallSnapshot` part (8 MiB) reaches a new member in several
+/// parts, which it puts back together and installs: every user is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_several_parts_reaches_a_new_member_whole() {
+    const USERS: usize = 40_000;
+    let mut cluster = Cluster::start(3, &["--snapshot-after-entries", "100"]).await;
+    let leader = cluster.leader(0).await;
+    let load = std::process::Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc[leader], "bench", "load", "--sites", "2"])
+        .args(["--users", &USERS.to_string()])
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "bench load: {}", String::from_utf8_lossy(&load.stderr));
+    // More entries after the load, so the snapshot that compacts the log covers every user.
+    let mut directory = cluster.directory(leader).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut extra = 0;
+    loop {
+        let status = cluster.status(leader).await;
+        let chunk = collective::network::SNAPSHOT_CHUNK_BYTES as u64;
+        if status.snapshot_bytes > 2 * chunk && status.purged_index > 0 && extra >= 110 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no compacted snapshot over two parts: {status:?}");
+        let workgroup = pb::Workgroup { name: format!("Extra{extra}"), ..Default::default() };
+        directory.add_workgroup(pb::AddWorkgroupRequest { workgroup: Some(workgroup) }).await.unwrap();
+        extra += 1;
+    }
+
+    let joiner = cluster.spawn_joiner();
+    let _ = cluster.channel(joiner).await;
+    let mut admin = collective_proto::v1::cluster_client::ClusterClient::new(cluster.channel(leader).await);
+    let add = pb::MemberAddRequest { id: joiner as u64 + 1, addr: cluster.grpc[joiner].clone() };
+    admin.member_add(add).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let joined = cluster.status(joiner).await;
+        if joined.snapshot_index > 0 && joined.users as usize == USERS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new member has {joined:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Watch filters (user, workgroup, site) and the history queries, as a supervisor tool calls them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_filters_and_history_questions_over_grpc() {
