@@ -891,10 +891,16 @@ impl Node {
                 // so this is UNAVAILABLE, not NOT_LEADER.
                 now += Duration::from_secs(DEPOSED_HORIZON_S);
             }
-            let expired = self.waiting.expire(now, || if deposed { deposed_outcome() } else { timed_out(wait_ms) });
-            if expired > 0 {
-                metrics::counter!("collective_writes_timed_out_total").increment(expired as u64);
-            }
+            // Counted as each is answered, before its caller wakes: a caller that reads
+            // `/metrics` after its answer sees it counted (a test did, and lost the race).
+            self.waiting.expire(now, || {
+                metrics::counter!("collective_writes_timed_out_total").increment(1);
+                if deposed {
+                    deposed_outcome()
+                } else {
+                    timed_out(wait_ms)
+                }
+            });
         }
     }
 
