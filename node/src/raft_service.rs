@@ -87,12 +87,13 @@ impl RaftService {
         RaftService { node, receiving: std::sync::Mutex::new(SnapshotParts::default()) }
     }
 
-    /// After a write handed on by a follower: the commits of what this leader applied go to the
-    /// followers now, not with the next entries, so the member that handed it on applies it
-    /// before long (a read there right after sees it).
-    fn send_commits_applied(&self) {
-        let applied = self.node.raft.metrics().borrow().last_applied.map_or(0, |applied| applied.index);
-        self.node.peers.send_commits_up_to(applied);
+    /// After a write handed on by a follower: the commit of every entry in this leader's log
+    /// (the write's among them) goes to the followers now, not with the next entries, so the
+    /// member that handed it on applies it before long. The log's end, not `last_applied`:
+    /// openraft's metrics may not show the apply yet when the write is answered.
+    fn send_commits_logged(&self) {
+        let logged = self.node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        self.node.peers.send_commits_up_to(logged);
     }
 }
 
@@ -180,7 +181,7 @@ impl RaftRpc for RaftService {
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let forwarded: Forwarded = decode(&request.into_inner().body)?;
         let outcome = self.node.write_as_leader(forwarded.principal, forwarded.command).await;
-        self.send_commits_applied();
+        self.send_commits_logged();
         Ok(encode(&outcome))
     }
 
@@ -195,7 +196,7 @@ impl RaftRpc for RaftService {
         }
         // Queued together, so they share the leader's next log entry.
         let outcomes = self.node.write_batch_as_leader(batch).await;
-        self.send_commits_applied();
+        self.send_commits_logged();
         Ok(encode(&outcomes))
     }
 
