@@ -44,6 +44,9 @@ pub enum BenchCommand {
     /// Fill the collective to a scale (sites, workgroups, users with skills), then report each
     /// member's memory and snapshot figures.
     Load(super::bench_load::LoadArgs),
+    /// How long an append and its fdatasync take in a directory, into a growing file (as
+    /// RocksDB's WAL) and into one written beforehand. Local: needs no cluster.
+    Disk(super::bench_disk::DiskArgs),
 }
 
 /// The closed-loop load options every request benchmark shares.
@@ -220,6 +223,7 @@ pub async fn run(client: &Client, command: BenchCommand, format: Format) -> anyh
         BenchCommand::Board(args) => super::bench_board::board(client, args, format).await,
         BenchCommand::Load(args) => super::bench_load::load(client, args, format).await,
         BenchCommand::Failover(args) => super::bench_failover::failover(client, args, format).await,
+        BenchCommand::Disk(args) => super::bench_disk::disk(args, format).await,
     }
 }
 

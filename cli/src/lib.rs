@@ -4,6 +4,7 @@
 pub mod alert;
 pub mod bench;
 pub mod bench_board;
+pub mod bench_disk;
 pub mod bench_failover;
 pub mod bench_load;
 pub mod bench_messages;
@@ -201,7 +202,7 @@ pub enum Command {
     Login(security::LoginArgs),
     /// The principal these credentials authenticate as.
     Whoami,
-    /// Benchmarks against a running cluster.
+    /// Benchmarks against a running cluster (and `bench disk`, of this machine's disk).
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,

@@ -597,6 +597,42 @@ fn bench_failover_names_a_pid_it_cannot_use() {
     assert!(stderr.contains("--pids: process 4294967295"), "{stderr}");
 }
 
+/// `bench disk` needs no cluster: it times appends with fdatasync in the given directory, into a
+/// growing file and into one written beforehand, leaves nothing behind, and names bad input.
+#[test]
+fn bench_disk_times_synced_appends_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_collective"))
+            .args(["--endpoints", "127.0.0.1:1", "-w", "json", "bench", "disk"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--dir", dir.path().to_str().unwrap(), "--count", "20", "--size", "64"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let modes: Vec<&str> = report["modes"].as_array().unwrap().iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["append", "written-before"]);
+    for mode in report["modes"].as_array().unwrap() {
+        assert_eq!(mode["writes"], 20, "{mode}");
+        assert_eq!(mode["bytes_per_write"], 64, "{mode}");
+        assert!(mode["p50_ms"].as_f64().unwrap() > 0.0, "{mode}");
+        assert!(mode["max_ms"].as_f64().unwrap() >= mode["p99_ms"].as_f64().unwrap(), "{mode}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the measured file is removed");
+
+    let missing = dir.path().join("missing");
+    let output = run(&["--dir", missing.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--dir") && stderr.contains("not a directory"), "{stderr}");
+    let output = run(&["--dir", dir.path().to_str().unwrap(), "--count", "1000000", "--size", "4096"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at most 1073741824 bytes"), "{stderr}");
+}
+
 /// `endpoint health|status` asks each endpoint on its own: a dead one is named and makes the
 /// command fail; the live ones agree on one leader and report their database size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
