@@ -738,13 +738,27 @@ async fn a_member_whose_disk_fills_up_exits_and_the_others_keep_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_forwarded_to_a_paused_leader_is_answered_once_a_new_leader_is_seen() {
     let cluster = Cluster::start(3, &[]).await;
-    let leader = cluster.leader(0).await;
-    let follower = (leader + 1) % 3;
-    cluster.directory(follower).await.add_site(site(1, "Indianapolis")).await.unwrap();
-    let mut directory = cluster.directory(follower).await;
-    cluster.signal(leader, "STOP");
-    let status = directory.add_user(user("paused", 1, "8001")).await.unwrap_err();
-    cluster.signal(leader, "CONT");
+    cluster.directory(cluster.leader(0).await).await.add_site(site(1, "Indianapolis")).await.unwrap();
+    // The premise: the member paused is the leader the follower forwards to. Under a loaded CI
+    // an election can move the lead between reading it and the pause (seen: the write then
+    // committed under the other leader), so the follower's own view is read after the pause,
+    // and the scenario starts again if the lead had already moved.
+    let mut attempt = 0;
+    let (leader, status) = loop {
+        attempt += 1;
+        assert!(attempt <= 5, "the lead moved before every pause");
+        let leader = cluster.wait_for_leader(&[0, 1, 2]).await;
+        let follower = (leader + 1) % 3;
+        let mut directory = cluster.directory(follower).await;
+        cluster.signal(leader, "STOP");
+        if cluster.status(follower).await.leader_id != leader as u64 + 1 {
+            cluster.signal(leader, "CONT");
+            continue;
+        }
+        let result = directory.add_user(user("paused", 1, "8001")).await;
+        cluster.signal(leader, "CONT");
+        break (leader, result.unwrap_err());
+    };
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("was replaced") && status.message().contains("unknown"), "{status:?}");
     // Another leader serves, and the write may or may not have applied: a retry settles it.
