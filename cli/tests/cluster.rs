@@ -739,10 +739,10 @@ async fn a_member_whose_disk_fills_up_exits_and_the_others_keep_serving() {
 async fn a_write_forwarded_to_a_paused_leader_is_answered_once_a_new_leader_is_seen() {
     let cluster = Cluster::start(3, &[]).await;
     cluster.directory(cluster.leader(0).await).await.add_site(site(1, "Indianapolis")).await.unwrap();
-    // The premise: the member paused is the leader the follower forwards to. Under a loaded CI
-    // an election can move the lead between reading it and the pause (seen: the write then
-    // committed under the other leader), so the follower's own view is read after the pause,
-    // and the scenario starts again if the lead had already moved.
+    // The premise: the member paused is the leader the follower forwards to. Once, in a loaded
+    // CI run, the write succeeded: a paused leader commits nothing, so the lead had moved before
+    // the pause. The follower's own view is read after the pause, and the scenario starts again
+    // if it names another leader.
     let mut attempt = 0;
     let (leader, status) = loop {
         attempt += 1;
