@@ -621,6 +621,13 @@ fn bench_disk_times_synced_appends_and_cleans_up() {
         assert!(mode["max_ms"].as_f64().unwrap() >= mode["p99_ms"].as_f64().unwrap(), "{mode}");
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the measured file is removed");
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["bench", "disk", "--dir", dir.path().to_str().unwrap(), "--count", "5"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    let rows: Vec<&str> = table.lines().map(|line| line.split_whitespace().next().unwrap_or("")).collect();
+    assert_eq!(rows, ["mode", "append", "written-before"], "{table}");
 
     let missing = dir.path().join("missing");
     let output = run(&["--dir", missing.to_str().unwrap()]);
