@@ -17,6 +17,7 @@ use collective::network::{Network, Peers};
 use collective::raft_types::Raft;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{BasicNode, StorageError};
+use std::os::unix::fs::FileExt;
 use tempfile::TempDir;
 
 struct Builder;
@@ -188,7 +189,8 @@ async fn add_site_one(raft: &Raft) {
 }
 
 /// A single member with site 1 and `users` users, shut down as a kill would leave it: the
-/// entries are in the write-ahead log only (RocksDB flushes no memtable at close).
+/// entries in the log files, RocksDB's writes in its write-ahead log only (it flushes no
+/// memtable at close).
 async fn written_member(dir: &std::path::Path, users: u64) {
     let raft = single_node(dir, Arc::new(Shared::new(100))).await;
     raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
@@ -234,19 +236,51 @@ async fn a_damaged_write_ahead_log_refuses_the_start() {
     assert!(error.contains("collective member remove"), "{error}");
 }
 
-/// The write-ahead log cut short (what a lost tail looks like to RocksDB: a torn last record,
-/// which it opens without): the acknowledged marker shows the entries are gone, and the start is
-/// refused.
+/// The newest segment of a data directory's log files, and how many bytes of it were written
+/// (the rest is preallocated zeros).
+fn newest_segment(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    let segment = std::fs::read_dir(dir.join(store::LOG_DIR))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .expect("a log segment");
+    let bytes = std::fs::read(&segment).unwrap();
+    let written = bytes.iter().rposition(|byte| *byte != 0).map_or(0, |last| last + 1);
+    (segment, written)
+}
+
+/// The log files cut short (what a lost tail looks like: a torn last record, which a start
+/// opens without): the acknowledged marker shows the entries are gone, and the start is
+/// refused, naming the newest segment.
 #[tokio::test]
-async fn a_truncated_write_ahead_log_refuses_the_start() {
+async fn a_log_cut_short_refuses_the_start() {
     let dir = TempDir::new().unwrap();
     written_member(dir.path(), 200).await;
-    let wal = newest_wal(dir.path());
-    let length = std::fs::metadata(&wal).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(length * 2 / 3).unwrap();
+    let (segment, written) = newest_segment(dir.path());
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(written as u64 * 2 / 3).unwrap();
     let error = open_error(dir.path()).await;
     assert!(error.contains("lost records") && error.contains(store::MARKER_FILE), "{error}");
-    assert!(error.contains("acknowledged entries up to"), "{error}");
+    assert!(error.contains("acknowledged entries up to") && error.contains(&segment.display().to_string()), "{error}");
+}
+
+/// Bytes flipped inside an acknowledged record of the log files: its checksum fails, the log
+/// ends before it, and the marker shows that entries it acknowledged are gone: refused.
+#[tokio::test]
+async fn a_damaged_log_record_refuses_the_start() {
+    let dir = TempDir::new().unwrap();
+    written_member(dir.path(), 200).await;
+    let (segment, written) = newest_segment(dir.path());
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&segment).unwrap();
+    let at = written as u64 / 2;
+    let mut bytes = [0u8; 32];
+    file.read_exact_at(&mut bytes, at).unwrap();
+    bytes.iter_mut().for_each(|byte| *byte ^= 0x5a);
+    file.write_all_at(&bytes, at).unwrap();
+    let error = open_error(dir.path()).await;
+    assert!(error.contains("lost records") && error.contains("collective member remove"), "{error}");
+    let kept = std::fs::read(&segment).unwrap();
+    assert_eq!(&kept[at as usize..at as usize + 32], &bytes, "a refused start leaves the damaged file as it was");
 }
 
 /// A power loss tears the last record, whose fsync never returned (so it was never
@@ -265,10 +299,10 @@ async fn a_torn_unacknowledged_last_record_still_opens() {
         add_users(&raft, 20, 21).await;
         raft.shutdown().await.unwrap();
     }
-    let wal = newest_wal(dir.path());
-    let length = std::fs::metadata(&wal).unwrap().len();
-    assert!(length > 64, "the last write went to {}", wal.display());
-    std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(length - 16).unwrap();
+    let (segment, written) = newest_segment(dir.path());
+    assert!(written > 64, "the last write went to {}", segment.display());
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&[0u8; 16], written as u64 - 16).unwrap();
     std::fs::write(dir.path().join(store::MARKER_FILE), marker).unwrap();
     let shared = Arc::new(Shared::new(100));
     let raft = single_node(dir.path(), shared.clone()).await;
@@ -276,6 +310,47 @@ async fn a_torn_unacknowledged_last_record_still_opens() {
     raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.unwrap();
     assert!(shared.state.read().unwrap().users.len() >= 20, "the acknowledged users survived");
     raft.shutdown().await.unwrap();
+}
+
+/// A data directory of a build that kept the log in RocksDB (`CF_LOGS`): the start moves the
+/// entries into the log files and the member serves them; RocksDB keeps none. The log files
+/// found beside such a log (a move a crash interrupted, here cut short) are written again from
+/// RocksDB's entries, which are the log until they are moved.
+#[tokio::test]
+async fn a_log_kept_in_rocksdb_moves_into_the_log_files() {
+    use openraft::storage::RaftLogReader;
+    let dir = TempDir::new().unwrap();
+    written_member(dir.path(), 20).await;
+    let entries = {
+        let (mut log, _sm, _history) =
+            store::open(dir.path(), Arc::new(Shared::new(100)), &Environment::system()).await.unwrap();
+        log.try_get_log_entries(0..u64::MAX).await.unwrap()
+    };
+    assert!(entries.len() > 20, "{} entries", entries.len());
+    {
+        let families = [store::CF_LOGS, store::CF_META, store::CF_SNAPSHOT, collective::history::CF_HISTORY];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), families).unwrap();
+        let logs = db.cf_handle(store::CF_LOGS).unwrap();
+        for entry in &entries {
+            db.put_cf(logs, entry.log_id.index.to_be_bytes(), collective::codec::encode(entry).unwrap()).unwrap();
+        }
+        db.flush_wal(true).unwrap();
+    }
+    let (segment, written) = newest_segment(dir.path());
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(written as u64 / 3).unwrap();
+
+    let shared = Arc::new(Shared::new(100));
+    let raft = single_node(dir.path(), shared.clone()).await;
+    raft.wait(Some(Duration::from_secs(10))).current_leader(1, "re-elected on the moved log").await.unwrap();
+    raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.unwrap();
+    assert_eq!(shared.state.read().unwrap().users.len(), 20, "every user written before the move");
+    add_users(&raft, 20, 25).await;
+    raft.shutdown().await.unwrap();
+    drop(raft);
+    let families = [store::CF_LOGS, store::CF_META, store::CF_SNAPSHOT, collective::history::CF_HISTORY];
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), families).unwrap();
+    let left = db.iterator_cf(db.cf_handle(store::CF_LOGS).unwrap(), rocksdb::IteratorMode::Start).count();
+    assert_eq!(left, 0, "RocksDB keeps no log entry once they are moved");
 }
 
 /// A snapshot file edited so it is still valid JSON (an email changed): its SHA-256 no longer

@@ -32,7 +32,7 @@ pub enum Fault {
     CrashLeader,
     /// A majority of the nodes crash at once and restart together.
     CrashMajority,
-    /// The node crashes, its newest write-ahead log is cut or has bytes flipped, and it restarts
+    /// The node crashes, its newest log file is cut or has bytes flipped, and it restarts
     /// when the fault heals: it must refuse to start, or start with all it acknowledged. At
     /// most one per run (a refused member stays down); later ones are plain crashes.
     DamageLog(u64),
@@ -85,28 +85,40 @@ fn host(id: u64) -> String {
     format!("n{id}")
 }
 
-/// Cuts the newest non-empty write-ahead log of a data directory to half its length, or flips
-/// 32 bytes in its second half (as a disk or a careless operator might).
-fn damage_newest_wal(dir: &std::path::Path, rng: &mut StdRng) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut logs: Vec<_> = entries
+/// The newest file of `dir` with extension `extension` that holds more than 64 bytes, with the
+/// length of what was written in it (trailing zeros are preallocated space, not written).
+fn newest_written(dir: &std::path::Path, extension: &str) -> Option<(std::path::PathBuf, Vec<u8>, usize)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
         .flatten()
         .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|e| e == "log"))
-        .filter(|path| std::fs::metadata(path).is_ok_and(|m| m.len() > 64))
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
         .collect();
-    logs.sort();
-    let Some(wal) = logs.pop() else { return };
-    let Ok(mut bytes) = std::fs::read(&wal) else { return };
+    files.sort();
+    files.into_iter().rev().find_map(|path| {
+        let bytes = std::fs::read(&path).ok()?;
+        let written = bytes.iter().rposition(|byte| *byte != 0).map_or(0, |last| last + 1);
+        (written > 64).then_some((path, bytes, written))
+    })
+}
+
+/// Damages a data directory's newest log: most often the newest Raft log segment, else
+/// RocksDB's newest write-ahead log (the vote, the metadata). Cuts what was written to half, or
+/// flips 32 bytes in its second half (as a disk or a careless operator might).
+fn damage_newest_log(dir: &std::path::Path, rng: &mut StdRng) {
+    let segment = newest_written(&dir.join(collective::store::LOG_DIR), "seg");
+    let wal = newest_written(dir, "log");
+    let chosen = if rng.gen_bool(0.75) { segment.or(wal) } else { wal.or(segment) };
+    let Some((path, mut bytes, written)) = chosen else { return };
     if rng.gen_bool(0.5) {
-        bytes.truncate(bytes.len() / 2);
+        bytes.truncate(written / 2);
     } else {
-        let at = rng.gen_range(bytes.len() / 2..bytes.len() - 32);
+        let at = rng.gen_range(written / 2..written - 32);
         for byte in &mut bytes[at..at + 32] {
             *byte ^= 0x5a;
         }
     }
-    let _ = std::fs::write(&wal, bytes);
+    let _ = std::fs::write(&path, bytes);
 }
 
 /// What healing a fault takes.
@@ -229,7 +241,7 @@ impl Injector {
                 if self.damaged.is_none() {
                     let dir = self.data_root.join(host(id));
                     let acknowledged = collective::store::acknowledged_index(&dir);
-                    damage_newest_wal(&dir, &mut self.rng);
+                    damage_newest_log(&dir, &mut self.rng);
                     self.damaged = Some(Damage { host: host(id), at_ms: now_ms, acknowledged });
                 }
                 vec![Undo::Restart(vec![host(id)])]

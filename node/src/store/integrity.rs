@@ -1,6 +1,6 @@
 //! What a start checks before the member may take part: that RocksDB opened without dropping
-//! anything, and that it still holds everything the member acknowledged (the marker, `marker.rs`),
-//! with no hole between the purged log, the snapshot and the log.
+//! anything, and that it and the log files still hold everything the member acknowledged (the
+//! marker, `marker.rs`), with no hole between the purged log, the snapshot and the log.
 //!
 //! A member that forgot an entry it acknowledged, or its vote, can make a committed entry vanish
 //! or elect a second leader in one term: Raft's safety rests on never forgetting. So every check
@@ -9,10 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{IteratorMode, DB};
+use rocksdb::DB;
 
+use super::log_files::LogFiles;
 use super::marker::{Acknowledged, Marker};
-use super::{CF_LOGS, CF_META, CF_SNAPSHOT};
+use super::{CF_META, CF_SNAPSHOT};
 use crate::raft_types::{LogId, Vote};
 
 /// The way out of every refusal: the member's data cannot be trusted, so it rejoins empty and
@@ -45,7 +46,7 @@ pub enum Damaged {
     /// The log ends before an index the member acknowledged.
     #[error(
         "the Raft log in {dir} ends at index {found:?}, but {marker} records that this member acknowledged \
-         entries up to {acknowledged}: its write-ahead log lost records (truncated or damaged; newest: {wal}); \
+         entries up to {acknowledged}: its log files lost records (cut short or damaged; newest: {newest}); \
          {WAY_OUT}"
     )]
     LostEntries {
@@ -53,8 +54,8 @@ pub enum Damaged {
         dir: PathBuf,
         /// The marker file.
         marker: String,
-        /// The newest `*.log` file.
-        wal: String,
+        /// The newest log segment (`log_files.rs`).
+        newest: String,
         /// The last index the log holds (entries or purged).
         found: Option<u64>,
         /// The last index the member acknowledged.
@@ -99,7 +100,7 @@ pub(crate) fn newest_wal(dir: &Path) -> String {
     newest.map(|path| path.display().to_string()).unwrap_or_else(|| "none".into())
 }
 
-/// What RocksDB holds of the Raft bookkeeping.
+/// What the log files and RocksDB hold of the Raft bookkeeping.
 struct Found {
     first_index: Option<u64>,
     last_index: Option<u64>,
@@ -108,40 +109,27 @@ struct Found {
     snapshot: Option<LogId>,
 }
 
-fn read_found(db: &DB) -> Result<Found, String> {
-    fn family<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-        db.cf_handle(name).expect("column family created at open")
+fn meta(db: &DB, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    db.get_cf(db.cf_handle(family).expect("column family created at open"), key).map_err(|e| e.to_string())
+}
+
+/// The last purged log id RocksDB holds.
+pub(crate) fn last_purged(db: &DB) -> Result<Option<LogId>, String> {
+    match meta(db, CF_META, super::log_store::KEY_LAST_PURGED)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("the last purged log id: {e}")),
+        None => Ok(None),
     }
-    let cf = |name: &str| family(db, name);
-    let index_of = |key: &[u8]| -> Result<u64, String> {
-        let key: [u8; 8] = key.try_into().map_err(|_| format!("a log key of {} bytes", key.len()))?;
-        Ok(u64::from_be_bytes(key))
-    };
-    // Every key, in order: a record lost in the middle of a WAL (a zeroed block, a cut older
-    // WAL) leaves a hole that the first and last index alone would not show. The log holds
-    // about `snapshot_after_entries` entries, which the start re-applies anyway.
-    let (mut first_index, mut last_index) = (None, None);
-    for item in db.iterator_cf(cf(CF_LOGS), IteratorMode::Start) {
-        let (key, _) = item.map_err(|e| e.to_string())?;
-        let index = index_of(&key)?;
-        if let Some(last) = last_index.filter(|last: &u64| index != last + 1) {
-            return Err(format!("entries {}..{index} are missing between {last} and {index}", last + 1));
-        }
-        first_index.get_or_insert(index);
-        last_index = Some(index);
-    }
-    let meta = |family: &str, key: &[u8]| -> Result<Option<Vec<u8>>, String> {
-        db.get_cf(cf(family), key).map_err(|e| e.to_string())
-    };
-    let last_purged: Option<LogId> = match meta(CF_META, super::log_store::KEY_LAST_PURGED)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("the last purged log id: {e}"))?,
-        None => None,
-    };
-    let vote: Option<Vote> = match meta(CF_META, super::log_store::KEY_VOTE)? {
+}
+
+/// Reads the bookkeeping. The log files' entries follow one another without a gap (their open
+/// checks it: a record lost in the middle of the log shows there).
+fn read_found(db: &DB, files: &LogFiles) -> Result<Found, String> {
+    let bounds = files.bounds();
+    let vote: Option<Vote> = match meta(db, CF_META, super::log_store::KEY_VOTE)? {
         Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| format!("the saved vote: {e}"))?),
         None => None,
     };
-    let snapshot = match meta(CF_SNAPSHOT, super::state_machine::KEY_SNAPSHOT_META)? {
+    let snapshot = match meta(db, CF_SNAPSHOT, super::state_machine::KEY_SNAPSHOT_META)? {
         Some(bytes) => {
             let meta: super::state_machine::StoredMeta =
                 serde_json::from_slice(&bytes).map_err(|e| format!("the snapshot metadata: {e}"))?;
@@ -149,18 +137,26 @@ fn read_found(db: &DB) -> Result<Found, String> {
         }
         None => None,
     };
-    Ok(Found { first_index, last_index, last_purged, vote, snapshot })
+    Ok(Found {
+        first_index: bounds.map(|(first, _)| first),
+        last_index: bounds.map(|(_, last)| last),
+        last_purged: last_purged(db)?,
+        vote,
+        snapshot,
+    })
 }
 
-/// Checks RocksDB's content against the marker and itself, then records it in the marker.
+/// Checks the log files' and RocksDB's content against the marker and itself, then records it
+/// in the marker.
 pub(crate) fn check(
     dir: &Path,
     wal: &str,
     db: &DB,
+    files: &LogFiles,
     marker: &Marker,
     acknowledged: Option<Acknowledged>,
 ) -> Result<(), Damaged> {
-    let found = read_found(db).map_err(|what| Damaged::Hole { dir: dir.into(), what })?;
+    let found = read_found(db, files).map_err(|what| Damaged::Hole { dir: dir.into(), what })?;
     let purged_index = found.last_purged.map(|log_id| log_id.index);
     let last_index = found.last_index.max(purged_index);
     let marker_name = marker.path().display().to_string();
@@ -169,7 +165,7 @@ pub(crate) fn check(
             return Err(Damaged::LostEntries {
                 dir: dir.into(),
                 marker: marker_name,
-                wal: wal.to_string(),
+                newest: files.newest(),
                 found: last_index,
                 acknowledged: index,
             });

@@ -1,10 +1,11 @@
-//! `LogStore`: openraft's `RaftLogStorage` on RocksDB, fsync before acknowledge, with the most
-//! recent entries also kept decoded in memory ([`Recent`]).
+//! `LogStore`: openraft's `RaftLogStorage`: entries in the log files (`log_files.rs`), the vote
+//! and the purge point in RocksDB, fsync before acknowledge, with the most recent entries also
+//! kept decoded in memory ([`Recent`]).
 //!
 //! openraft reads every entry back at least twice after appending it: to apply it, and on the
-//! leader once per follower to replicate it. Decoding each from RocksDB cost more than a tenth of
-//! a member's CPU under write load; the cache serves those reads with a clone, which shares the
-//! entry's commands (`Batch.proposals` is an `Arc`).
+//! leader once per follower to replicate it. Decoding each from storage cost more than a tenth
+//! of a member's CPU under write load; the cache serves those reads with a clone, which shares
+//! the entry's commands (`Batch.proposals` is an `Arc`).
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -15,13 +16,14 @@ use std::time::Instant;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::log_files::LogFiles;
 use super::marker::Marker;
-use super::{index_key, CF_LOGS, CF_META};
+use super::CF_META;
 use crate::codec;
 use crate::environment::Environment;
 use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
@@ -36,8 +38,8 @@ pub const RECENT_ENTRIES_MAX: usize = 1_024;
 pub const RECENT_BYTES_MAX: usize = 4 << 20;
 
 /// The last entries appended, decoded: a contiguous run of the log's tail. It only ever holds
-/// what RocksDB holds (filled after the write, emptied of a range before it is deleted), so a
-/// read may take any part of it and the rest from RocksDB.
+/// what the log files hold (filled after the write, emptied of a range before it is removed),
+/// so a read may take any part of it and the rest from the files.
 #[derive(Default)]
 struct Recent {
     /// Entries with consecutive indexes, each with its encoded size.
@@ -86,16 +88,18 @@ impl Recent {
 /// submits at most a few batches ahead of the flushes).
 pub const APPENDS_AWAITING_SYNC_MAX: usize = 4_096;
 
-/// The Raft log. Cheap to clone: clones share the database, the cache of recent entries and the
-/// syncer.
+/// The Raft log. Cheap to clone: clones share the files, the database, the cache of recent
+/// entries and the syncer.
 #[derive(Clone)]
 pub struct LogStore {
+    files: Arc<LogFiles>,
+    /// The vote, the purge point and the committed id (`CF_META`).
     db: Arc<DB>,
     recent: Arc<Mutex<Recent>>,
     /// Where the fsyncs of `write_synced` run, and whether the syncer runs inline.
     environment: Environment,
-    /// What this member acknowledged, recorded outside RocksDB after each synced write, so the
-    /// next start can tell whether RocksDB lost any of it (`integrity.rs`).
+    /// What this member acknowledged, recorded beside the log after each synced write, so the
+    /// next start can tell whether the log lost any of it (`integrity.rs`).
     marker: Arc<Marker>,
     /// Appends written but not yet synced, in order, for the syncer (`append`).
     unsynced: mpsc::Sender<Unsynced>,
@@ -107,22 +111,22 @@ pub struct LogStore {
 
 /// What the syncer needs of the store.
 struct Syncer {
-    db: std::sync::Weak<DB>,
+    files: std::sync::Weak<LogFiles>,
     environment: Environment,
     marker: Arc<Marker>,
     truncations: Arc<Mutex<u64>>,
 }
 
 impl Syncer {
-    /// Syncs the WAL once for every append in `waiting` (RocksDB's WAL is one ordered file: a
-    /// sync makes every earlier write durable) and only then reports them flushed to openraft,
+    /// Syncs the log files once for every append in `waiting` (a sync makes every earlier
+    /// append durable) and only then reports them flushed to openraft,
     /// which counts this member's copy of an entry (as leader, in the commit quorum; as
     /// follower, in its answer to the leader) from that report on. Blocks for the fsync.
     fn sync(&self, waiting: &mut Vec<Unsynced>) {
         let started = Instant::now();
-        let synced = match self.db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
-            None => Err("the database was closed".to_string()),
+        let synced = match self.files.upgrade() {
+            Some(files) => files.sync().map_err(|e| e.to_string()),
+            None => Err("the log files were closed".to_string()),
         };
         metrics::histogram!("collective_disk_wal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
         if synced.is_ok() {
@@ -134,7 +138,7 @@ impl Syncer {
             }
         }
         for append in waiting.drain(..) {
-            let result = synced.clone().map_err(|error| io_error("syncing the Raft log's write-ahead log", error));
+            let result = synced.clone().map_err(|error| io_error("syncing the Raft log", error));
             append.callback.io_completed(result);
         }
     }
@@ -170,7 +174,7 @@ impl Syncer {
     }
 }
 
-/// An append written to RocksDB without `sync`, waiting for the WAL's next fsync.
+/// An append written to the log files without `sync`, waiting for the next fsync.
 struct Unsynced {
     last_index: u64,
     /// `truncations` when it was written.
@@ -189,15 +193,17 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    /// The log over `db`; starts its syncer (a thread, or a task of the current runtime in the
-    /// simulations).
-    pub(crate) fn new(db: Arc<DB>, environment: Environment, marker: Arc<Marker>) -> LogStore {
+    /// The log in `files`, its metadata in `db`; starts its syncer (a thread, or a task of the
+    /// current runtime in the simulations).
+    pub(crate) fn new(files: LogFiles, db: Arc<DB>, environment: Environment, marker: Arc<Marker>) -> LogStore {
         let (unsynced, queue) = mpsc::channel(APPENDS_AWAITING_SYNC_MAX);
-        let store = LogStore { db, recent: Arc::default(), environment, marker, unsynced, truncations: Arc::default() };
+        let files = Arc::new(files);
+        let recent = Arc::default();
+        let store = LogStore { files, db, recent, environment, marker, unsynced, truncations: Arc::default() };
         let syncer = Syncer {
-            // Weak: a dropped store closes its database at once (a restart reopens it in the
-            // same process), whether or not the syncer has run since.
-            db: Arc::downgrade(&store.db),
+            // Weak: a dropped store closes its files at once (a restart reopens them in the same
+            // process), whether or not the syncer has run since.
+            files: Arc::downgrade(&store.files),
             environment: store.environment.clone(),
             marker: store.marker.clone(),
             truncations: store.truncations.clone(),
@@ -217,78 +223,74 @@ impl LogStore {
         self.recent.lock().expect("recent entries lock")
     }
 
-    /// Entries of `range` from `start` on, from RocksDB.
+    /// Entries of `range` from `start` on, from the log files.
     fn read_entries(&self, start: u64, range: &impl RangeBounds<u64>, entries: &mut Vec<Entry>) -> io::Result<()> {
-        let iter = self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::From(&index_key(start), Direction::Forward));
-        for item in iter {
-            let (key, value) = item.map_err(|e| io_error("reading the Raft log", e))?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().expect("log keys are 8 bytes"));
-            if !range.contains(&index) {
-                break;
-            }
-            entries.push(codec::decode(&value).map_err(|e| io_error(&format!("decoding log entry {index}"), e))?);
+        let end = match range.end_bound() {
+            Bound::Included(index) => *index,
+            Bound::Excluded(0) => return Ok(()),
+            Bound::Excluded(index) => *index - 1,
+            Bound::Unbounded => u64::MAX,
+        };
+        for (index, bytes) in self.files.read(start, end)? {
+            entries.push(codec::decode(&bytes).map_err(|e| io_error(&format!("decoding log entry {index}"), e))?);
         }
         Ok(())
     }
 
-    /// Writes a batch and syncs the WAL, on the blocking pool (`Environment::blocking`; inline
-    /// in the simulations), so the fsync (~4 ms here, stalls near 100 ms) holds no runtime
-    /// worker: inline, it took one of the two workers from every gRPC call for as long as it
-    /// lasted.
-    async fn write_synced(&self, batch: WriteBatch) -> io::Result<()> {
-        let db = self.db.clone();
+    /// Runs `work` on the log files on the blocking pool (`Environment::blocking`; inline in
+    /// the simulations), so an fsync (stalls near 100 ms here) holds no runtime worker: inline,
+    /// it took one of the two workers from every gRPC call for as long as it lasted.
+    async fn on_files(
+        &self,
+        what: &str,
+        work: impl FnOnce(&LogFiles) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<()> {
+        let files = self.files.clone();
         self.environment
-            .blocking(move || db.write_opt(batch, &synced()))
+            .blocking(move || work(&files))
             .await
-            .map_err(|e| io_error("writing the Raft log", e))?
-            .map_err(|e| io_error("writing the Raft log", e))
+            .map_err(|e| io_error(what, e))?
+            .map_err(|e| io_error(what, e))
     }
 
-    /// Writes `entries` in one `WriteBatch`, without `sync`: RocksDB serves them at once (the
-    /// leader replicates them while they reach the disk), and the WAL's next sync makes them
-    /// durable. Records them in the cache. Returns the last index written.
+    /// Writes `entries` into the log files without `sync`: they are served at once (the leader
+    /// replicates them while they reach the disk), and the next sync makes them durable.
+    /// Records them in the cache. Returns the last index written.
     fn write_unsynced(&self, entries: impl IntoIterator<Item = Entry>) -> io::Result<Option<u64>> {
-        let mut batch = WriteBatch::default();
+        let mut encoded = Vec::new();
         let mut written = Vec::new();
-        let mut last_index = None;
         for entry in entries {
-            last_index = Some(entry.log_id.index);
             let value = codec::encode(&entry).map_err(|e| io_error("encoding a log entry", e))?;
-            batch.put_cf(self.cf(CF_LOGS), index_key(entry.log_id.index), &value);
-            written.push((entry, value.len()));
+            encoded.push((entry.log_id.index, value));
+            written.push(entry);
         }
         metrics::histogram!("collective_log_append_batch_entries").record(written.len() as f64);
-        self.db.write(batch).map_err(|e| io_error("writing the Raft log", e))?;
+        self.files.append(&encoded).map_err(|e| io_error("writing the Raft log", e))?;
         let mut recent = self.recent();
-        for (entry, size) in written {
-            recent.push(entry, size);
+        for (entry, (_, value)) in written.into_iter().zip(&encoded) {
+            recent.push(entry, value.len());
         }
-        Ok(last_index)
+        Ok(encoded.last().map(|(index, _)| *index))
     }
 
     /// Appends `entries` and syncs them before returning, recording them in the marker (the
-    /// offline `recover` uses it).
+    /// offline `recover` and the migration of a log kept in RocksDB use it).
     pub(crate) async fn write_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
         let last_index = self.write_unsynced(entries)?;
-        let db = self.db.clone();
-        self.environment
-            .blocking(move || db.flush_wal(true))
-            .await
-            .map_err(|e| io_error("syncing the Raft log", e))?
-            .map_err(|e| io_error("syncing the Raft log", e))?;
+        self.on_files("syncing the Raft log", |files| files.sync()).await?;
         match last_index {
             Some(index) => self.marker.flushed(index),
             None => Ok(()),
         }
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column family created at open")
+    fn meta(&self) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(CF_META).expect("column family created at open")
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         let what = || format!("reading {} from the Raft metadata", String::from_utf8_lossy(key));
-        let bytes = self.db.get_cf(self.cf(CF_META), key).map_err(|e| io_error(&what(), e))?;
+        let bytes = self.db.get_cf(self.meta(), key).map_err(|e| io_error(&what(), e))?;
         bytes.map(|bytes| serde_json::from_slice(&bytes).map_err(|e| io_error(&what(), e))).transpose()
     }
 
@@ -296,7 +298,7 @@ impl LogStore {
         let what = || format!("writing {} to the Raft metadata", String::from_utf8_lossy(key));
         let bytes = serde_json::to_vec(value).map_err(|e| io_error(&what(), e))?;
         let options = if sync { synced() } else { WriteOptions::default() };
-        self.db.put_cf_opt(self.cf(CF_META), key, bytes, &options).map_err(|e| io_error(&what(), e))
+        self.db.put_cf_opt(self.meta(), key, bytes, &options).map_err(|e| io_error(&what(), e))
     }
 }
 
@@ -324,8 +326,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 }
             }
         }
-        // Before the cache, or appended after the lock was released: RocksDB has it (usually the
-        // cache answered the whole range, and RocksDB is not asked).
+        // Before the cache, or appended after the lock was released: the files have it (usually
+        // the cache answered the whole range, and the files are not read).
         if range.contains(&next) {
             self.read_entries(next, &range, &mut entries)?;
         }
@@ -341,12 +343,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
-        let last = self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::End).next();
+        let last = match self.files.bounds() {
+            Some((_, last)) => self.files.read(last, last)?.pop(),
+            None => None,
+        };
         let last_log_id = match last {
             None => None,
-            Some(item) => {
-                let (_, value) = item.map_err(|e| io_error("reading the Raft log", e))?;
-                let entry: Entry = codec::decode(&value).map_err(|e| io_error("decoding the last log entry", e))?;
+            Some((_, bytes)) => {
+                let entry: Entry = codec::decode(&bytes).map_err(|e| io_error("decoding the last log entry", e))?;
                 Some(entry.log_id)
             }
         };
@@ -358,8 +362,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    /// Synced before it returns: RocksDB's WAL is ordered, so the vote's sync also makes every
-    /// append written before it durable.
+    /// Synced before it returns (RocksDB's WAL).
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         self.put_meta(KEY_VOTE, vote, true)?;
         self.marker.voted(vote)
@@ -370,8 +373,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
+    /// The committed id saved, or the last entry held (or purged) if that is earlier: the committed id is in
+    /// RocksDB and the entries in the log files, so a power loss can keep the id (RocksDB's WAL
+    /// synced by a later vote or snapshot) and lose the entries' last unsynced writes. Every
+    /// entry held up to the saved id is committed (this member saved it only over a log that
+    /// matched the leader's), so the start applies those and learns the rest from the leader.
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        let Some(committed) = self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten() else { return Ok(None) };
+        let held = self.get_log_state().await?.last_log_id;
+        Ok(Some(committed).min(held))
     }
 
     /// Writes the entries without `sync` and returns: openraft replicates them at once, and
@@ -397,17 +407,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let first_removed = last_log_id.map_or(0, |log_id| log_id.index + 1);
-        // Out of the marker and the cache before RocksDB: a crash in between leaves the marker
-        // behind the log (never ahead), and no read finds an entry RocksDB no longer has.
+        // Out of the marker and the cache before the files: a crash in between leaves the marker
+        // behind the log (never ahead), and no read finds an entry the files no longer have.
         {
             let mut truncations = self.truncations.lock().expect("truncations lock");
             *truncations += 1;
             self.marker.truncating(first_removed)?;
         }
         self.recent().truncate(first_removed);
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_LOGS), index_key(first_removed), index_key(u64::MAX));
-        self.write_synced(batch).await
+        self.on_files("truncating the Raft log", move |files| files.truncate_from(first_removed)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
@@ -415,9 +423,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // leaves some of them behind.
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
         self.recent().purge(log_id.index);
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_LOGS), index_key(0), index_key(log_id.index + 1));
-        self.db.write(batch).map_err(|e| io_error("purging the Raft log", e))
+        self.files.purge_through(log_id.index).map_err(|e| io_error("purging the Raft log", e))
     }
 }
 

@@ -1,17 +1,20 @@
-//! RocksDB storage for openraft: one database, three column families.
+//! Storage for openraft: the log's entries in files of their own (`raft-log/`, `log_files.rs`),
+//! everything else in one RocksDB database:
 //!
-//! - `logs`: log entries keyed by big-endian index, values in `crate::codec` (JSON from older
-//!   builds still reads).
+//! - `logs`: empty; where builds before the log files kept the entries (keyed by big-endian
+//!   index). A start moves any it finds into the log files (`migrate_rocksdb_log`).
 //! - `meta`: vote, last purged log id, committed log id.
 //! - `snapshot`: the metadata of the latest state machine snapshot, whose body is a file in
 //!   `snapshots/` beside the database (`state_machine.rs`).
 //! - `history`: the presence history index (`crate::history`).
 //!
 //! Durability: an append is written without `sync` and reported flushed to openraft only after
-//! the WAL's next sync (`log_store.rs`, its syncer); votes and truncations are written with
-//! `sync = true`. Many entries share one `WriteBatch`, and queued appends share one fsync.
+//! the log files' next sync (`log_store.rs`, its syncer); truncations are synced before they
+//! return, votes and purge points written to RocksDB with `sync = true`. Queued appends share
+//! one fsync.
 
 mod integrity;
+mod log_files;
 mod log_store;
 mod marker;
 mod recover;
@@ -24,15 +27,17 @@ use crate::environment::Environment;
 use crate::error::{invalid, Error};
 use crate::history::{HistoryStore, CF_HISTORY};
 pub use integrity::{Damaged, REFUSED};
+use log_files::LogFiles;
+pub use log_files::LOG_DIR;
 pub use log_store::LogStore;
 pub use marker::{acknowledged_index, MARKER_FILE};
 pub use recover::{recover, Recovered};
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 pub use state_machine::{Shared, StateMachineStore};
 
 /// Memory all memtables of a node's RocksDB may take together.
 pub const MEMTABLES_BYTES_MAX: usize = 64 << 20;
-/// Column family of log entries.
+/// Column family where builds before the log files kept the entries.
 pub const CF_LOGS: &str = "logs";
 /// Column family of Raft metadata.
 pub const CF_META: &str = "meta";
@@ -78,11 +83,54 @@ pub async fn open(
         _ => Error::Database { dir: dir.into(), source },
     })?;
     let db = Arc::new(db);
-    integrity::check(dir, &wal, &db, &marker, acknowledged)?;
-    let log_store = LogStore::new(db.clone(), environment.clone(), Arc::new(marker));
+    let hole = |what: String| Error::from(Damaged::Hole { dir: dir.into(), what });
+    let purged = integrity::last_purged(&db).map_err(hole)?;
+    let files = LogFiles::open(&dir.join(LOG_DIR), log_files::SEGMENT_BYTES, purged.map(|p| p.index)).map_err(hole)?;
+    migrate_rocksdb_log(&db, &files).map_err(hole)?;
+    integrity::check(dir, &wal, &db, &files, &marker, acknowledged)?;
+    let log_dir = dir.join(LOG_DIR);
+    files.clear_torn_tail().map_err(|source| Error::Io { field: "data_dir".into(), path: log_dir, source })?;
+    let log_store = LogStore::new(files, db.clone(), environment.clone(), Arc::new(marker));
     let history = HistoryStore::new(db.clone());
     let state_machine = StateMachineStore::open(db, dir, shared, history.clone()).await?;
     Ok((log_store, state_machine, history))
+}
+
+/// Moves a log kept in RocksDB (`CF_LOGS`, builds before the log files) into the log files:
+/// they are cleared and written again from RocksDB's entries, synced, and only then are
+/// RocksDB's deleted (synced). A crash in between repeats it at the next start: while RocksDB
+/// holds entries, they are the log. Entries that do not follow one another are a hole.
+fn migrate_rocksdb_log(db: &DB, files: &LogFiles) -> Result<(), String> {
+    let logs = db.cf_handle(CF_LOGS).expect("column family created at open");
+    let mut entries = db.iterator_cf(logs, IteratorMode::Start).peekable();
+    if entries.peek().is_none() {
+        return Ok(());
+    }
+    files.clear().map_err(|e| format!("clearing the log files to move the log out of RocksDB: {e}"))?;
+    let mut chunk = Vec::new();
+    let mut last = None;
+    for item in entries {
+        let (key, value) = item.map_err(|e| format!("reading the log kept in RocksDB: {e}"))?;
+        let key: [u8; 8] = key.as_ref().try_into().map_err(|_| format!("a log key of {} bytes", key.len()))?;
+        let index = u64::from_be_bytes(key);
+        if let Some(last) = last.filter(|last: &u64| index != last + 1) {
+            return Err(format!("entries {}..{index} are missing between {last} and {index}", last + 1));
+        }
+        last = Some(index);
+        chunk.push((index, value.to_vec()));
+        if chunk.len() == 1_024 {
+            files.append(&chunk).map_err(|e| e.to_string())?;
+            chunk.clear();
+        }
+    }
+    files.append(&chunk).and_then(|()| files.sync()).map_err(|e| e.to_string())?;
+    let mut synced = WriteOptions::default();
+    synced.set_sync(true);
+    let last = last.expect("at least one entry");
+    db.delete_range_cf_opt(logs, index_key(0), index_key(last + 1), &synced)
+        .map_err(|e| format!("deleting the log kept in RocksDB once moved: {e}"))?;
+    tracing::info!(entries_up_to = last, "moved the Raft log out of RocksDB into its own files");
+    Ok(())
 }
 
 /// Bytes of the files under `dir` (the database, its write-ahead logs, snapshot files), as far

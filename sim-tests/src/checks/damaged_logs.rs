@@ -1,5 +1,6 @@
-//! (i) A member restarted on a damaged write-ahead log (the `DamageLog` fault) either refuses to
-//! start, or starts with every entry it had acknowledged: never serves a log that forgot one.
+//! (i) A member restarted on a damaged log (the `DamageLog` fault: a Raft log segment, or
+//! RocksDB's write-ahead log) either refuses to start, or starts with every entry it had
+//! acknowledged: never serves a log that forgot one.
 
 use super::Violation;
 use crate::faults::Damage;
