@@ -76,7 +76,7 @@ async fn acknowledged_writes_survive_drop_and_reopen() {
     let written = 25u64;
     {
         let raft = single_node(dir.path(), Arc::new(Shared::new(100))).await;
-        raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
+        initialize(&raft).await;
         for i in 0..written {
             let proposal = Proposal { principal: Principal::System, command: add_workgroup(&format!("wg{i}")) };
             let batch = Batch { at_ms: 1_000 + i, proposals: vec![proposal].into() };
@@ -129,7 +129,7 @@ async fn history_survives_a_crash(snapshot_half_way: bool) {
     let users = 10u64;
     {
         let (raft, history) = single_node_with_history(dir.path(), Arc::new(Shared::new(100))).await;
-        raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
+        initialize(&raft).await;
         add_site_one(&raft).await;
         let half = add_users(&raft, 0, users / 2).await;
         if snapshot_half_way {
@@ -172,6 +172,13 @@ async fn history_gathered_before_a_snapshot_and_a_purge_survives_a_crash() {
     history_survives_a_crash(true).await;
 }
 
+/// Initializes a one-member cluster and waits until the member leads (its first vote is saved
+/// with an fsync before it does).
+async fn initialize(raft: &Raft) {
+    raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
+    raft.wait(Some(Duration::from_secs(10))).current_leader(1, "leading after initialize").await.unwrap();
+}
+
 /// Adds site 1, which `add_users` needs.
 async fn add_site_one(raft: &Raft) {
     let site = Command::AddSite(SiteSpec {
@@ -193,7 +200,7 @@ async fn add_site_one(raft: &Raft) {
 /// memtable at close).
 async fn written_member(dir: &std::path::Path, users: u64) {
     let raft = single_node(dir, Arc::new(Shared::new(100))).await;
-    raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
+    initialize(&raft).await;
     add_site_one(&raft).await;
     add_users(&raft, 0, users).await;
     raft.shutdown().await.unwrap();
@@ -360,7 +367,7 @@ async fn an_edited_snapshot_refuses_the_start() {
     let dir = TempDir::new().unwrap();
     {
         let raft = single_node(dir.path(), Arc::new(Shared::new(100))).await;
-        raft.initialize(BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })])).await.unwrap();
+        initialize(&raft).await;
         add_site_one(&raft).await;
         add_users(&raft, 0, 5).await;
         raft.trigger().snapshot().await.unwrap();

@@ -36,6 +36,9 @@ pub const LOG_DIR: &str = "raft-log";
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 /// Bytes before each record's payload.
 const HEADER_BYTES: usize = 16;
+/// Largest first index a segment's name may carry (far beyond any log; keeps index arithmetic
+/// on a damaged or foreign name from overflowing).
+const FIRST_INDEX_MAX: u64 = 1 << 62;
 /// Zeros written at a time when a tail is cleared.
 const ZEROS_BYTES: usize = 1 << 20;
 const EXTENSION: &str = "seg";
@@ -67,6 +70,8 @@ pub(crate) struct LogFiles {
     dir: PathBuf,
     segment_bytes: u64,
     segments: Mutex<Vec<Segment>>,
+    /// Segments found wholly purged at open, removed by `finish_open`.
+    stale: Mutex<Vec<PathBuf>>,
     /// The first index not purged: entries before it may stay in a segment that holds later
     /// ones, but are not read.
     readable_from: AtomicU64,
@@ -136,10 +141,10 @@ fn preallocate(file: &File, bytes: u64) -> io::Result<()> {
 
 impl LogFiles {
     /// Opens the log files under `dir` (created if missing) with segments of `segment_bytes`:
-    /// removes segments wholly at or below `purged` (a purge the crash interrupted) and checks
-    /// that the others follow one another. What follows the last good record is left as it is
-    /// until [`LogFiles::clear_torn_tail`] (after the marker's check: a refused directory keeps
-    /// its evidence). `Err` names a hole (for `Damaged::Hole`) or an I/O failure.
+    /// sets aside segments wholly at or below `purged` (a purge a crash interrupted), checks
+    /// that the others follow one another, and syncs them. Nothing is removed or zeroed until
+    /// [`LogFiles::finish_open`] (after the marker's check: a refused directory keeps its
+    /// evidence). `Err` names a hole (for `Damaged::Hole`) or an I/O failure.
     pub(crate) fn open(dir: &Path, segment_bytes: u64, purged: Option<u64>) -> Result<LogFiles, String> {
         let io = |what: &str, error: io::Error| format!("{what} {}: {error}", dir.display());
         if !dir.exists() {
@@ -162,11 +167,13 @@ impl LogFiles {
                 .and_then(|stem| stem.to_str())
                 .filter(|_| path.extension().is_some_and(|e| e == EXTENSION))
                 .and_then(|stem| stem.parse::<u64>().ok())
+                .filter(|first| *first <= FIRST_INDEX_MAX)
                 .ok_or_else(|| format!("{} is not a log segment (<first index>.{EXTENSION})", path.display()))?;
             found.push((first, path));
         }
         found.sort();
         let mut segments: Vec<Segment> = Vec::new();
+        let mut stale = Vec::new();
         let count = found.len();
         for (position, (first, path)) in found.into_iter().enumerate() {
             let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -193,7 +200,8 @@ impl LogFiles {
                 torn: torn.map(|dirty| end as u64..(end + dirty + 1) as u64),
             };
             if purged.is_some_and(|purged| segment.last().is_none_or(|last| last <= purged) && first <= purged) {
-                std::fs::remove_file(&segment.path).map_err(|e| format!("removing {}: {e}", segment.path.display()))?;
+                // Removed once the start's checks pass (a damaged segment can look purged).
+                stale.push(segment.path);
                 continue;
             }
             if let Some(previous) = segments.last() {
@@ -208,13 +216,28 @@ impl LogFiles {
             }
             segments.push(segment);
         }
+        // What was read is what the start will acknowledge (the marker, openraft's flushed
+        // index): make it durable, as it may be only in the page cache after a process crash.
+        for segment in &segments {
+            segment.file.sync_data().map_err(|e| format!("syncing {}: {e}", segment.path.display()))?;
+        }
         let readable_from = AtomicU64::new(purged.map_or(0, |purged| purged + 1));
-        Ok(LogFiles { dir: dir.to_path_buf(), segment_bytes, segments: Mutex::new(segments), readable_from })
+        Ok(LogFiles {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            segments: Mutex::new(segments),
+            stale: Mutex::new(stale),
+            readable_from,
+        })
     }
 
-    /// Zeroes (and syncs) what followed the newest segment's last good record at open, before
-    /// anything is appended after it.
-    pub(crate) fn clear_torn_tail(&self) -> io::Result<()> {
+    /// Once the start's checks passed: removes the segments found wholly purged, and zeroes
+    /// (and syncs) what followed the newest segment's last good record, before anything is
+    /// appended after it.
+    pub(crate) fn finish_open(&self) -> io::Result<()> {
+        for path in self.stale.lock().expect("stale segments lock").drain(..) {
+            std::fs::remove_file(&path).map_err(|e| context(format!("removing {}", path.display()), e))?;
+        }
         Self::clear_torn(&mut self.segments())
     }
 
@@ -403,12 +426,13 @@ impl LogFiles {
         Ok(())
     }
 
-    /// Removes every segment (before a migration rewrites them).
+    /// Removes every segment, those set aside as purged too (before a migration rewrites them:
+    /// a rewritten segment may take a set-aside one's name).
     pub(crate) fn clear(&self) -> io::Result<()> {
         let mut segments = self.segments();
-        for segment in segments.drain(..) {
-            std::fs::remove_file(&segment.path)
-                .map_err(|e| context(format!("removing {}", segment.path.display()), e))?;
+        let stale = self.stale.lock().expect("stale segments lock").split_off(0);
+        for path in segments.drain(..).map(|segment| segment.path).chain(stale) {
+            std::fs::remove_file(&path).map_err(|e| context(format!("removing {}", path.display()), e))?;
         }
         sync_dir(&self.dir)
     }
@@ -467,7 +491,7 @@ mod tests {
         file.write_all_at(&[7u8; 100], 100_000).unwrap();
         let files = LogFiles::open(dir.path(), 1 << 20, None).unwrap();
         assert_eq!(files.bounds(), Some((1, 9)));
-        files.clear_torn_tail().unwrap();
+        files.finish_open().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes[tenth as usize..].iter().all(|b| *b == 0), "the tail was zeroed");
         append(&files, 10..=11, 100);
@@ -556,6 +580,8 @@ mod tests {
         // The purge point was recorded (up to 95), the crash came before any file was removed.
         let files = LogFiles::open(dir.path(), SMALL, Some(95)).unwrap();
         assert_eq!(files.bounds(), Some((96, 100)));
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() > 1, "nothing is removed before the checks");
+        files.finish_open().unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the segment holding 96..=100 is left");
     }
 }

@@ -362,8 +362,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    /// Synced before it returns (RocksDB's WAL).
+    /// Synced before it returns (RocksDB's WAL), and the log files first: openraft takes a
+    /// saved vote as flushing every append before it (its I/O ids order a vote after them, and a
+    /// follower's answer waits for the flushed id to pass its entries), as RocksDB's one ordered
+    /// WAL once did. Votes are rare; the sync is one `fdatasync`.
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        // The same gate as the syncer's: a simulation holding this member's fsyncs holds this one.
+        self.environment.log_sync.wait_released().await;
+        self.on_files("syncing the Raft log before a vote", |files| files.sync()).await?;
         self.put_meta(KEY_VOTE, vote, true)?;
         self.marker.voted(vote)
     }

@@ -1,16 +1,17 @@
 //! The acknowledged marker: the last log index this member reported flushed and the last vote it
-//! saved, kept in a small file beside RocksDB (`raft-acknowledged`), so a start can check that
-//! RocksDB still holds what the member acknowledged.
+//! saved, kept in a small file beside RocksDB and the log files (`raft-acknowledged`), so a start
+//! can check that they still hold what the member acknowledged.
 //!
-//! Why outside RocksDB: a damaged or truncated write-ahead log loses its newest records, and
-//! with them anything kept inside the same database (the vote, the last purged id, the snapshot
-//! metadata). RocksDB's recovery refuses a record whose checksum fails, but a WAL cut at a record
-//! boundary replays cleanly: only a record of what was acknowledged, kept elsewhere, tells.
+//! Why a file of its own: a damaged or cut log loses its newest records (in RocksDB's WAL, with
+//! them the vote, the last purged id, the snapshot metadata). A record whose checksum fails
+//! shows, but a log cut at a record boundary reads cleanly, and a torn tail is tolerated: only a
+//! record of what was acknowledged, kept elsewhere, tells.
 //!
-//! The file is written (in place, one sector, not fsynced) only *after* the RocksDB write it
-//! describes was synced, so it never claims more than the log durably holds: a crash or a power
-//! loss can only leave it behind the log, never ahead. Writing it costs a `pwrite` of 512 bytes
-//! into the page cache per append, no fsync.
+//! The file is written (in place, one sector, not fsynced) only *after* the write it describes
+//! was synced, so it never claims more than the log durably holds: a crash or a power loss can
+//! only leave it behind the log, never ahead. Writing it costs a `pwrite` of 512 bytes into the
+//! page cache per append, no fsync; a truncation, which moves it back, syncs it before the log
+//! is truncated.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -124,15 +125,17 @@ impl Marker {
         self.write(&current)
     }
 
-    /// Records that entries at and after `index` are being removed (before RocksDB removes them,
-    /// so a crash in between leaves the marker behind the log, never ahead).
+    /// Records that entries at and after `index` are being removed, synced before the log
+    /// removes them, so a crash or a power loss in between leaves the marker behind the log,
+    /// never ahead (truncations are rare: one `fdatasync` each).
     pub fn truncating(&self, index: u64) -> std::io::Result<()> {
         let mut current = self.current.lock().expect("marker lock");
         if current.last_index.is_none_or(|last| last < index) {
             return Ok(());
         }
         current.last_index = index.checked_sub(1);
-        self.write(&current)
+        self.write(&current)?;
+        self.file.sync_data()
     }
 
     /// Records a vote that was saved with `sync`.

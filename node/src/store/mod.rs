@@ -89,7 +89,7 @@ pub async fn open(
     migrate_rocksdb_log(&db, &files).map_err(hole)?;
     integrity::check(dir, &wal, &db, &files, &marker, acknowledged)?;
     let log_dir = dir.join(LOG_DIR);
-    files.clear_torn_tail().map_err(|source| Error::Io { field: "data_dir".into(), path: log_dir, source })?;
+    files.finish_open().map_err(|source| Error::Io { field: "data_dir".into(), path: log_dir, source })?;
     let log_store = LogStore::new(files, db.clone(), environment.clone(), Arc::new(marker));
     let history = HistoryStore::new(db.clone());
     let state_machine = StateMachineStore::open(db, dir, shared, history.clone()).await?;
