@@ -271,6 +271,27 @@ async fn a_log_cut_short_refuses_the_start() {
     assert!(error.contains("acknowledged entries up to") && error.contains(&segment.display().to_string()), "{error}");
 }
 
+/// A file in the log's directory that is not a segment: the start stops and names it, but
+/// does not call the data damaged (nothing says an entry was lost; moving the file away is the
+/// fix, not rebuilding the member).
+#[tokio::test]
+async fn a_foreign_file_among_the_log_files_is_named_not_taken_for_damage() {
+    let dir = TempDir::new().unwrap();
+    written_member(dir.path(), 5).await;
+    let foreign = dir.path().join(store::LOG_DIR).join("notes.txt");
+    std::fs::write(&foreign, "kept here by mistake").unwrap();
+    let error = open_error(dir.path()).await;
+    assert!(error.contains(&foreign.display().to_string()) && error.contains("is not a log segment"), "{error}");
+    assert!(!error.contains(store::REFUSED), "{error}");
+    std::fs::remove_file(&foreign).unwrap();
+    let shared = Arc::new(Shared::new(100));
+    let raft = single_node(dir.path(), shared.clone()).await;
+    raft.wait(Some(Duration::from_secs(10))).current_leader(1, "leading once the file is gone").await.unwrap();
+    raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.unwrap();
+    assert_eq!(shared.state.read().unwrap().users.len(), 5);
+    raft.shutdown().await.unwrap();
+}
+
 /// Bytes flipped inside an acknowledged record of the log files: its checksum fails, the log
 /// ends before it, and the marker shows that entries it acknowledged are gone: refused.
 #[tokio::test]

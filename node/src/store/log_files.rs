@@ -139,14 +139,24 @@ fn preallocate(file: &File, bytes: u64) -> io::Result<()> {
     }
 }
 
+/// Why the log files could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// A segment ends before the next one begins: entries are missing, the log is damaged.
+    Hole(String),
+    /// The files cannot be used as they are (read, written, listed; a file that is not a
+    /// segment): nothing says the log is damaged.
+    Unusable(String),
+}
+
 impl LogFiles {
     /// Opens the log files under `dir` (created if missing) with segments of `segment_bytes`:
     /// sets aside segments wholly at or below `purged` (a purge a crash interrupted), checks
     /// that the others follow one another, and syncs them. Nothing is removed or zeroed until
     /// [`LogFiles::finish_open`] (after the marker's check: a refused directory keeps its
-    /// evidence). `Err` names a hole (for `Damaged::Hole`) or an I/O failure.
-    pub(crate) fn open(dir: &Path, segment_bytes: u64, purged: Option<u64>) -> Result<LogFiles, String> {
-        let io = |what: &str, error: io::Error| format!("{what} {}: {error}", dir.display());
+    /// evidence).
+    pub(crate) fn open(dir: &Path, segment_bytes: u64, purged: Option<u64>) -> Result<LogFiles, OpenError> {
+        let io = |what: &str, error: io::Error| OpenError::Unusable(format!("{what} {}: {error}", dir.display()));
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
             // The directory's own entry, so a segment synced into it is not lost with it.
@@ -168,7 +178,9 @@ impl LogFiles {
                 .filter(|_| path.extension().is_some_and(|e| e == EXTENSION))
                 .and_then(|stem| stem.parse::<u64>().ok())
                 .filter(|first| *first <= FIRST_INDEX_MAX)
-                .ok_or_else(|| format!("{} is not a log segment (<first index>.{EXTENSION})", path.display()))?;
+                .ok_or_else(|| {
+                    OpenError::Unusable(format!("{} is not a log segment (<first index>.{EXTENSION})", path.display()))
+                })?;
             found.push((first, path));
         }
         found.sort();
@@ -176,7 +188,8 @@ impl LogFiles {
         let mut stale = Vec::new();
         let count = found.len();
         for (position, (first, path)) in found.into_iter().enumerate() {
-            let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| OpenError::Unusable(format!("reading {}: {e}", path.display())))?;
             let mut offsets = Vec::new();
             let mut end = 0usize;
             while let Some(payload) = decode_record(&bytes, end, first + offsets.len() as u64) {
@@ -187,7 +200,7 @@ impl LogFiles {
                 .read(true)
                 .write(true)
                 .open(&path)
-                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+                .map_err(|e| OpenError::Unusable(format!("opening {}: {e}", path.display())))?;
             let newest = position + 1 == count;
             let torn = bytes[end..].iter().rposition(|byte| *byte != 0).filter(|_| newest);
             let segment = Segment {
@@ -207,11 +220,11 @@ impl LogFiles {
             if let Some(previous) = segments.last() {
                 let expected = previous.last().map_or(previous.first, |last| last + 1);
                 if first != expected {
-                    return Err(format!(
+                    return Err(OpenError::Hole(format!(
                         "{} ends before entry {expected} (damaged or cut short), but {} starts at {first}",
                         previous.path.display(),
                         segment.path.display()
-                    ));
+                    )));
                 }
             }
             segments.push(segment);
@@ -219,7 +232,10 @@ impl LogFiles {
         // What was read is what the start will acknowledge (the marker, openraft's flushed
         // index): make it durable, as it may be only in the page cache after a process crash.
         for segment in &segments {
-            segment.file.sync_data().map_err(|e| format!("syncing {}: {e}", segment.path.display()))?;
+            segment
+                .file
+                .sync_data()
+                .map_err(|e| OpenError::Unusable(format!("syncing {}: {e}", segment.path.display())))?;
         }
         let readable_from = AtomicU64::new(purged.map_or(0, |purged| purged + 1));
         Ok(LogFiles {
@@ -550,7 +566,7 @@ mod tests {
         drop(files);
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&[0x5a; 8], 2 * (HEADER_BYTES as u64 + 200) + 20).unwrap();
-        let error = LogFiles::open(dir.path(), SMALL, None).err().expect("refused");
+        let Some(OpenError::Hole(error)) = LogFiles::open(dir.path(), SMALL, None).err() else { panic!("not a hole") };
         assert!(error.contains("ends before entry 3") && error.contains(&path.display().to_string()), "{error}");
     }
 

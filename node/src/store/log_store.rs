@@ -96,7 +96,7 @@ pub struct LogStore {
     /// The vote, the purge point and the committed id (`CF_META`).
     db: Arc<DB>,
     recent: Arc<Mutex<Recent>>,
-    /// Where the fsyncs of `write_synced` run, and whether the syncer runs inline.
+    /// Where the fsyncs of `on_files` run, and whether the syncer runs inline.
     environment: Environment,
     /// What this member acknowledged, recorded beside the log after each synced write, so the
     /// next start can tell whether the log lost any of it (`integrity.rs`).
@@ -274,7 +274,7 @@ impl LogStore {
     }
 
     /// Appends `entries` and syncs them before returning, recording them in the marker (the
-    /// offline `recover` and the migration of a log kept in RocksDB use it).
+    /// offline `recover` uses it).
     pub(crate) async fn write_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
         let last_index = self.write_unsynced(entries)?;
         self.on_files("syncing the Raft log", |files| files.sync()).await?;
@@ -379,11 +379,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
-    /// The committed id saved, or the last entry held (or purged) if that is earlier: the committed id is in
-    /// RocksDB and the entries in the log files, so a power loss can keep the id (RocksDB's WAL
-    /// synced by a later vote or snapshot) and lose the entries' last unsynced writes. Every
-    /// entry held up to the saved id is committed (this member saved it only over a log that
-    /// matched the leader's), so the start applies those and learns the rest from the leader.
+    /// The committed id saved, or the last entry held (or purged) if that is earlier: the
+    /// committed id is in RocksDB and the entries in the log files, so a power loss can keep the
+    /// id (RocksDB's WAL synced by a later vote or snapshot) and lose the entries' last unsynced
+    /// writes. Every entry held up to the saved id is committed (this member saved it only over
+    /// a log that matched the leader's), so the start applies those and learns the rest from the
+    /// leader.
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
         let Some(committed) = self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten() else { return Ok(None) };
         let held = self.get_log_state().await?.last_log_id;

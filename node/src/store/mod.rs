@@ -27,8 +27,8 @@ use crate::environment::Environment;
 use crate::error::{invalid, Error};
 use crate::history::{HistoryStore, CF_HISTORY};
 pub use integrity::{Damaged, REFUSED};
-use log_files::LogFiles;
 pub use log_files::LOG_DIR;
+use log_files::{LogFiles, OpenError};
 pub use log_store::LogStore;
 pub use marker::{acknowledged_index, MARKER_FILE};
 pub use recover::{recover, Recovered};
@@ -84,9 +84,14 @@ pub async fn open(
     })?;
     let db = Arc::new(db);
     let hole = |what: String| Error::from(Damaged::Hole { dir: dir.into(), what });
+    let log_error = |error: OpenError| match error {
+        OpenError::Hole(what) => hole(what),
+        OpenError::Unusable(reason) => invalid("data_dir", reason),
+    };
     let purged = integrity::last_purged(&db).map_err(hole)?;
-    let files = LogFiles::open(&dir.join(LOG_DIR), log_files::SEGMENT_BYTES, purged.map(|p| p.index)).map_err(hole)?;
-    migrate_rocksdb_log(&db, &files).map_err(hole)?;
+    let files =
+        LogFiles::open(&dir.join(LOG_DIR), log_files::SEGMENT_BYTES, purged.map(|p| p.index)).map_err(log_error)?;
+    migrate_rocksdb_log(&db, &files).map_err(log_error)?;
     integrity::check(dir, &wal, &db, &files, &marker, acknowledged)?;
     let log_dir = dir.join(LOG_DIR);
     files.finish_open().map_err(|source| Error::Io { field: "data_dir".into(), path: log_dir, source })?;
@@ -100,35 +105,40 @@ pub async fn open(
 /// they are cleared and written again from RocksDB's entries, synced, and only then are
 /// RocksDB's deleted (synced). A crash in between repeats it at the next start: while RocksDB
 /// holds entries, they are the log. Entries that do not follow one another are a hole.
-fn migrate_rocksdb_log(db: &DB, files: &LogFiles) -> Result<(), String> {
+fn migrate_rocksdb_log(db: &DB, files: &LogFiles) -> Result<(), OpenError> {
+    let unusable = |what: &str, error: &dyn std::fmt::Display| OpenError::Unusable(format!("{what}: {error}"));
     let logs = db.cf_handle(CF_LOGS).expect("column family created at open");
     let mut entries = db.iterator_cf(logs, IteratorMode::Start).peekable();
     if entries.peek().is_none() {
         return Ok(());
     }
-    files.clear().map_err(|e| format!("clearing the log files to move the log out of RocksDB: {e}"))?;
+    files.clear().map_err(|e| unusable("clearing the log files to move the log out of RocksDB", &e))?;
     let mut chunk = Vec::new();
     let mut last = None;
     for item in entries {
-        let (key, value) = item.map_err(|e| format!("reading the log kept in RocksDB: {e}"))?;
-        let key: [u8; 8] = key.as_ref().try_into().map_err(|_| format!("a log key of {} bytes", key.len()))?;
+        let (key, value) = item.map_err(|e| unusable("reading the log kept in RocksDB", &e))?;
+        let key: [u8; 8] =
+            key.as_ref().try_into().map_err(|_| OpenError::Hole(format!("a log key of {} bytes", key.len())))?;
         let index = u64::from_be_bytes(key);
         if let Some(last) = last.filter(|last: &u64| index != last + 1) {
-            return Err(format!("entries {}..{index} are missing between {last} and {index}", last + 1));
+            return Err(OpenError::Hole(format!(
+                "entries {}..{index} are missing between {last} and {index}",
+                last + 1
+            )));
         }
         last = Some(index);
         chunk.push((index, value.to_vec()));
         if chunk.len() == 1_024 {
-            files.append(&chunk).map_err(|e| e.to_string())?;
+            files.append(&chunk).map_err(|e| unusable("moving the log out of RocksDB", &e))?;
             chunk.clear();
         }
     }
-    files.append(&chunk).and_then(|()| files.sync()).map_err(|e| e.to_string())?;
+    files.append(&chunk).and_then(|()| files.sync()).map_err(|e| unusable("moving the log out of RocksDB", &e))?;
     let mut synced = WriteOptions::default();
     synced.set_sync(true);
     let last = last.expect("at least one entry");
     db.delete_range_cf_opt(logs, index_key(0), index_key(last + 1), &synced)
-        .map_err(|e| format!("deleting the log kept in RocksDB once moved: {e}"))?;
+        .map_err(|e| unusable("deleting the log kept in RocksDB once moved", &e))?;
     tracing::info!(entries_up_to = last, "moved the Raft log out of RocksDB into its own files");
     Ok(())
 }
