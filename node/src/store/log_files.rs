@@ -113,8 +113,9 @@ fn decode_record(bytes: &[u8], offset: usize, index: u64) -> Option<std::ops::Ra
     (length > 0 && found == index && checksum(index, payload) == crc).then_some(start..start + length)
 }
 
+/// `super::sync_dir`, naming the directory in its error.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all().map_err(|e| context(format!("syncing directory {}", dir.display()), e))
+    super::sync_dir(dir).map_err(|e| context(format!("syncing directory {}", dir.display()), e))
 }
 
 /// Writes zeros over `from..to` of `file`.
@@ -247,18 +248,14 @@ impl LogFiles {
         })
     }
 
-    /// Once the start's checks passed: removes the segments found wholly purged, and zeroes
-    /// (and syncs) what followed the newest segment's last good record, before anything is
-    /// appended after it.
+    /// Once the start's checks passed, and before anything is appended: removes the segments
+    /// found wholly purged, and zeroes (and syncs) what followed the newest segment's last good
+    /// record. `store::open` calls it; nothing else opens the log files.
     pub(crate) fn finish_open(&self) -> io::Result<()> {
         for path in self.stale.lock().expect("stale segments lock").drain(..) {
             std::fs::remove_file(&path).map_err(|e| context(format!("removing {}", path.display()), e))?;
         }
-        Self::clear_torn(&mut self.segments())
-    }
-
-    fn clear_torn(segments: &mut [Segment]) -> io::Result<()> {
-        for segment in segments.iter_mut() {
+        for segment in self.segments().iter_mut() {
             if let Some(range) = segment.torn.take() {
                 zero(&segment.file, range.start, range.end)
                     .and_then(|()| segment.file.sync_data())
@@ -320,20 +317,17 @@ impl LogFiles {
     /// purge past its end, it may start anywhere).
     pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)]) -> io::Result<()> {
         let mut segments = self.segments();
-        Self::clear_torn(&mut segments)?;
         let mut buffer = Vec::new();
         let mut pending: Vec<u64> = Vec::new();
+        let last = segments.iter().rev().find_map(Segment::last);
+        let mut expected = last.map(|last| last + 1).or_else(|| segments.last().map(|s| s.first));
         for (index, payload) in entries {
-            let record_bytes = (HEADER_BYTES + payload.len()) as u64;
-            let next = segments.iter().rev().find_map(Segment::last).map(|last| last + 1);
-            let next = next.or_else(|| segments.last().map(|s| s.first));
-            let expected = next.map(|next| next + pending.len() as u64);
-            if expected.is_some_and(|expected| expected != *index) {
-                return Err(io::Error::other(format!(
-                    "log entry {index} does not follow the last one written ({})",
-                    expected.map_or(0, |e| e - 1)
-                )));
+            if let Some(expected) = expected.filter(|expected| expected != index) {
+                let message = format!("log entry {index} does not follow the last one written ({})", expected - 1);
+                return Err(io::Error::other(message));
             }
+            expected = Some(index + 1);
+            let record_bytes = (HEADER_BYTES + payload.len()) as u64;
             let fits = segments.last().is_some_and(|s| s.end + buffer.len() as u64 + record_bytes <= s.capacity);
             if !fits {
                 self.write_pending(&mut segments, &mut buffer, &mut pending)?;

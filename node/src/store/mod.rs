@@ -157,6 +157,11 @@ pub fn data_size_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Makes `dir`'s entries durable (a file created, renamed or removed in it).
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Big-endian bytes of a log index, so keys sort in index order.
 pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

@@ -380,7 +380,7 @@ fn commit_snapshot(
     before_commit()?;
     (|| {
         std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(dir)?.sync_all()
+        super::sync_dir(dir)
     })()
     .map_err(error)?;
     let cf = db.cf_handle(CF_SNAPSHOT).expect("column family created at open");
