@@ -9,7 +9,10 @@
 # table of medians over RUNS runs with the ratio collective/etcd, and the CPU per request of each
 # system's members plus the bench (`bench --cpu-of`). Stops all it starts. SEND_TO=leader
 # (default) sends both systems' writes to their leader, SEND_TO=all spreads them over the
-# members, whose followers hand them on (`bench presence --send-to`).
+# members, whose followers hand them on (`bench presence --send-to`). TRANSPORT=h2 (default)
+# sends both systems' unary writes straight over HTTP/2 connections, TRANSPORT=tonic through
+# tonic's channel, which costs the bench about twice the CPU per call on the cores it shares
+# with the members (`bench presence --transport`).
 #   RUNS=3 DURATION=10 CLIENTS="1 64 1000" WORKLOADS="presence presence-stream read" deploy/bench-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,7 @@ DURATION="${DURATION:-10}"
 CLIENTS="${CLIENTS:-1 64 1000}"
 WORKLOADS="${WORKLOADS:-presence presence-stream read}"
 SEND_TO="${SEND_TO:-leader}"
+TRANSPORT="${TRANSPORT:-h2}"
 deploy/install-deps.sh
 if ! command -v etcd >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -72,9 +76,9 @@ for run in $(seq 1 "$RUNS"); do
         echo "run $run: $workload, $target, $clients clients" >&2
         # The bench's workload and options; rows are labelled with this script's workload name.
         case "$workload" in
-          presence) command=(presence --send-to "$SEND_TO") ;;
+          presence) command=(presence --send-to "$SEND_TO" --transport "$TRANSPORT") ;;
           presence-stream) command=(presence --send-to "$SEND_TO")
-            [ "$target" = collective ] && command+=(--api stream) ;;
+            if [ "$target" = collective ]; then command+=(--api stream); else command+=(--transport "$TRANSPORT"); fi ;;
           *) command=("$workload") ;;
         esac
         "$BIN" --endpoints "$endpoints" -w json bench "${command[@]}" --target "$target" --clients "$clients" \

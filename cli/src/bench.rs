@@ -14,6 +14,7 @@ use collective_proto::v1::presences_client::PresencesClient;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
+use super::bench_h2::{EtcdPutRequest, H2Channel, ETCD_PUT};
 use super::client::{Client, Conn};
 use super::output::Format;
 use super::submit::Submitter;
@@ -183,6 +184,21 @@ pub struct PresenceArgs {
     /// streamed put: its target takes only `unary`.
     #[arg(long, value_enum, default_value = "unary")]
     pub api: Api,
+    /// How unary calls travel: through tonic's channel (TLS, tokens, reconnection), or straight
+    /// over plaintext HTTP/2 connections, which costs the bench less CPU per call where it shares
+    /// the cores with the members it measures. The same for either target.
+    #[arg(long, value_enum, default_value = "tonic")]
+    pub transport: Transport,
+}
+
+/// How a write benchmark's unary calls travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// tonic's channel, as the CLI's other commands use it.
+    Tonic,
+    /// One HTTP/2 connection each, the calling task sending and reading its own frames
+    /// (plaintext only; `cli/src/bench_h2.rs`).
+    H2,
 }
 
 /// How a write benchmark sends its changes to collective.
@@ -564,6 +580,10 @@ enum Sink {
     Stream(Arc<Submitter>),
     /// etcd: one put of the equivalent serialized presence record per change.
     Etcd(Box<etcd_client::KvClient>),
+    /// collective's unary calls over `--transport h2`.
+    CollectiveH2(H2Channel),
+    /// etcd's puts over `--transport h2`.
+    EtcdH2(H2Channel),
 }
 
 impl Op {
@@ -594,6 +614,25 @@ impl Op {
     }
 }
 
+impl Op {
+    /// The etcd put standing for this change: the key and the serialized presence record.
+    fn etcd_put(self) -> (String, String) {
+        let (user, status_key, logged_on, on_phone) = match self {
+            Op::SetStatus { user, status_key } => (user, status_key, false, false),
+            Op::LogOn { user } => (user, "Available", true, false),
+            Op::LogOff { user } => (user, "Available", false, false),
+            Op::StartInteraction { user, .. } => (user, "Available", true, true),
+            Op::EndInteraction { user, .. } => (user, "Available", true, false),
+        };
+        let record = serde_json::json!({
+            "username": format!("bench{user}"), "status_key": status_key, "detail": "",
+            "current_site": if logged_on { BENCH_SITE_ID } else { 0 }, "on_phone": on_phone,
+            "since_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        });
+        (format!("presence/bench{user}"), record.to_string())
+    }
+}
+
 impl Sink {
     /// Executes one change; the error is the gRPC code (or etcd's error kind).
     async fn execute(&mut self, op: Op) -> Result<(), String> {
@@ -612,22 +651,23 @@ impl Sink {
                 submitter.submit(op.change()).await.map(|_| ()).map_err(|status| format!("{:?}", status.code()))
             }
             Sink::Etcd(kv) => {
-                let (user, status_key, logged_on, on_phone) = match op {
-                    Op::SetStatus { user, status_key } => (user, status_key, false, false),
-                    Op::LogOn { user } => (user, "Available", true, false),
-                    Op::LogOff { user } => (user, "Available", false, false),
-                    Op::StartInteraction { user, .. } => (user, "Available", true, true),
-                    Op::EndInteraction { user, .. } => (user, "Available", true, false),
-                };
-                let record = serde_json::json!({
-                    "username": format!("bench{user}"), "status_key": status_key, "detail": "",
-                    "current_site": if logged_on { BENCH_SITE_ID } else { 0 }, "on_phone": on_phone,
-                    "since_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-                });
-                kv.put(format!("presence/bench{user}"), record.to_string(), None)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("etcd: {e}"))
+                let (key, value) = op.etcd_put();
+                kv.put(key, value, None).await.map(|_| ()).map_err(|e| format!("etcd: {e}"))
+            }
+            Sink::CollectiveH2(channel) => match op.change() {
+                Change::SetStatus(request) => channel.unary("/collective.v1.Presences/SetStatus", &request).await,
+                Change::LogOn(request) => channel.unary("/collective.v1.Presences/LogOn", &request).await,
+                Change::LogOff(request) => channel.unary("/collective.v1.Presences/LogOff", &request).await,
+                Change::StartInteraction(request) => {
+                    channel.unary("/collective.v1.Presences/StartInteraction", &request).await
+                }
+                Change::EndInteraction(request) => {
+                    channel.unary("/collective.v1.Presences/EndInteraction", &request).await
+                }
+            },
+            Sink::EtcdH2(channel) => {
+                let (key, value) = op.etcd_put();
+                channel.unary(ETCD_PUT, &EtcdPutRequest { key: key.into_bytes(), value: value.into_bytes() }).await
             }
         }
     }
@@ -685,6 +725,14 @@ pub(super) async fn presence_workers(
     }
     let endpoints = client.endpoints();
     let connection_count = args.load.connection_count();
+    if args.transport == Transport::H2 {
+        if args.api == Api::Stream {
+            anyhow::bail!("--transport h2 carries unary calls; --api stream runs over tonic (use --transport tonic)");
+        }
+        if args.target == Target::Collective && client.uses_tls() {
+            anyhow::bail!("--transport h2 speaks plaintext HTTP/2; with --cacert use --transport tonic");
+        }
+    }
     let mut sinks = Vec::new();
     match args.target {
         Target::Collective => {
@@ -694,7 +742,13 @@ pub(super) async fn presence_workers(
                 SendTo::All => None,
             };
             for index in 0..connection_count {
-                let conn = client.dedicated(leader.unwrap_or(index as usize)).await?;
+                let index = leader.unwrap_or(index as usize);
+                if args.transport == Transport::H2 {
+                    let endpoint = &endpoints[index % endpoints.len()];
+                    sinks.push(Sink::CollectiveH2(H2Channel::connect(endpoint, client.authorization()).await?));
+                    continue;
+                }
+                let conn = client.dedicated(index).await?;
                 sinks.push(match args.api {
                     Api::Unary => Sink::Collective(PresencesClient::new(conn)),
                     Api::Stream => Sink::Stream(Arc::new(Submitter::open(conn).await?)),
@@ -711,6 +765,10 @@ pub(super) async fn presence_workers(
             };
             for index in 0..connection_count {
                 let endpoint = endpoints[leader.unwrap_or(index as usize % endpoints.len())].clone();
+                if args.transport == Transport::H2 {
+                    sinks.push(Sink::EtcdH2(H2Channel::connect(&endpoint, None).await?));
+                    continue;
+                }
                 let etcd = etcd_client::Client::connect([endpoint.clone()], None)
                     .await
                     .map_err(|e| anyhow::anyhow!("etcd at {endpoint}: {e}"))?;
@@ -726,6 +784,8 @@ pub(super) async fn presence_workers(
                 Sink::Collective(presences) => Sink::Collective(presences.clone()),
                 Sink::Stream(submitter) => Sink::Stream(submitter.clone()),
                 Sink::Etcd(kv) => Sink::Etcd(kv.clone()),
+                Sink::CollectiveH2(channel) => Sink::CollectiveH2(channel.clone()),
+                Sink::EtcdH2(channel) => Sink::EtcdH2(channel.clone()),
             },
             workload: Workload {
                 rng: rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64)),

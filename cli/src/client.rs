@@ -201,6 +201,17 @@ impl Client {
         &self.endpoints
     }
 
+    /// Whether connections use TLS (`--cacert`).
+    pub fn uses_tls(&self) -> bool {
+        self.transport.tls.is_some()
+    }
+
+    /// The `authorization` header every call carries, if there is a token.
+    pub fn authorization(&self) -> Option<http::HeaderValue> {
+        let value = self.transport.credentials.header()?;
+        http::HeaderValue::from_bytes(value.as_encoded_bytes()).ok()
+    }
+
     /// A connection of its own to endpoint `index` (modulo their count), for benchmark workers.
     pub async fn dedicated(&self, index: usize) -> anyhow::Result<Conn> {
         let endpoint = &self.endpoints[index % self.endpoints.len()];

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_board;
 pub mod bench_disk;
 pub mod bench_failover;
+pub mod bench_h2;
 pub mod bench_load;
 pub mod bench_messages;
 pub mod bench_read;

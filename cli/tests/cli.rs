@@ -553,6 +553,16 @@ async fn bench_load_and_a_counted_presence_run() {
     let (success, _, error) = cli(&cluster, &["bench", "presence", "--target", "etcd", "--api", "stream"]);
     assert!(!success && error.contains("etcd has no streamed put"), "{error}");
 
+    // Straight over HTTP/2 instead of tonic's channel: the same count, no errors. It carries
+    // unary calls only.
+    let direct =
+        run(&["presence", "--clients", "8", "--users", "20", "--count", "300", "--warmup", "0", "--transport", "h2"]);
+    assert_eq!(direct["workload"], "presence", "{direct}");
+    assert!(direct["ok"].as_u64().unwrap() >= 300, "{direct}");
+    assert_eq!(direct["errors"], serde_json::json!({}), "{direct}");
+    let (success, _, error) = cli(&cluster, &["bench", "presence", "--transport", "h2", "--api", "stream"]);
+    assert!(!success && error.contains("--transport h2 carries unary calls"), "{error}");
+
     // Spread over the members, followers hand the writes on; they all succeed.
     let spread =
         run(&["presence", "--clients", "4", "--users", "20", "--count", "100", "--warmup", "0", "--send-to", "all"]);

@@ -98,6 +98,18 @@ async fn sites_authenticate_and_change_only_what_is_theirs() {
     admin.add_user(user("bob", 2, "2001")).await.unwrap();
     let mut admin_presence = PresencesClient::new(with_token(&cluster, 0, ADMIN_TOKEN).await);
     admin_presence.log_on(pb::LogOnRequest { username: "bob".into(), site: 2, server: String::new() }).await.unwrap();
+    // The bench's direct HTTP/2 transport carries the administrator's token as tonic's channel
+    // does: every write is accepted.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_collective"))
+        .args(["--endpoints", &cluster.grpc.join(","), "-w", "json", "bench", "presence", "--transport", "h2"])
+        .args(["--clients", "4", "--users", "10", "--count", "50", "--warmup", "0"])
+        .env("COLLECTIVE_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert!(report["ok"].as_u64().unwrap() >= 50, "{report}");
 
     // A forged session for an existing site fails its MAC.
     let forged = format!("cst1.1.99999999999999.0000000000000000.{}", "00".repeat(32));

@@ -23,6 +23,11 @@ impl Bearer {
             .map_err(|_| BadToken)?;
         Ok(Bearer(value))
     }
+
+    /// The `authorization` header's value, if there is a token.
+    pub fn header(&self) -> Option<&MetadataValue<Ascii>> {
+        self.0.as_ref()
+    }
 }
 
 impl Interceptor for Bearer {
