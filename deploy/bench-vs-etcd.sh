@@ -10,9 +10,10 @@
 # system's members plus the bench (`bench --cpu-of`). Stops all it starts. SEND_TO=leader
 # (default) sends both systems' writes to their leader, SEND_TO=all spreads them over the
 # members, whose followers hand them on (`bench presence --send-to`). TRANSPORT=h2 (default)
-# sends both systems' unary writes straight over HTTP/2 connections, TRANSPORT=tonic through
-# tonic's channel, which costs the bench about twice the CPU per call on the cores it shares
-# with the members (`bench presence --transport`).
+# sends both systems' unary calls straight over HTTP/2 connections, TRANSPORT=tonic through
+# tonic's channel and etcd-client's, which cost the bench about twice the CPU per call on the
+# cores it shares with the members, and etcd-client more than ours (`bench presence
+# --transport`, `bench read --transport`).
 #   RUNS=3 DURATION=10 CLIENTS="1 64 1000" WORKLOADS="presence presence-stream read" deploy/bench-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +80,7 @@ for run in $(seq 1 "$RUNS"); do
           presence) command=(presence --send-to "$SEND_TO" --transport "$TRANSPORT") ;;
           presence-stream) command=(presence --send-to "$SEND_TO")
             if [ "$target" = collective ]; then command+=(--api stream); else command+=(--transport "$TRANSPORT"); fi ;;
+          read) command=(read --transport "$TRANSPORT") ;;
           *) command=("$workload") ;;
         esac
         "$BIN" --endpoints "$endpoints" -w json bench "${command[@]}" --target "$target" --clients "$clients" \

@@ -725,13 +725,8 @@ pub(super) async fn presence_workers(
     }
     let endpoints = client.endpoints();
     let connection_count = args.load.connection_count();
-    if args.transport == Transport::H2 {
-        if args.api == Api::Stream {
-            anyhow::bail!("--transport h2 carries unary calls; --api stream runs over tonic (use --transport tonic)");
-        }
-        if args.target == Target::Collective && client.uses_tls() {
-            anyhow::bail!("--transport h2 speaks plaintext HTTP/2; with --cacert use --transport tonic");
-        }
+    if args.transport == Transport::H2 && args.api == Api::Stream {
+        anyhow::bail!("--transport h2 carries unary calls; --api stream runs over tonic (use --transport tonic)");
     }
     let mut sinks = Vec::new();
     match args.target {
@@ -745,7 +740,7 @@ pub(super) async fn presence_workers(
                 let index = leader.unwrap_or(index as usize);
                 if args.transport == Transport::H2 {
                     let endpoint = &endpoints[index % endpoints.len()];
-                    sinks.push(Sink::CollectiveH2(H2Channel::connect(endpoint, client.authorization()).await?));
+                    sinks.push(Sink::CollectiveH2(H2Channel::open(client, args.target, endpoint).await?));
                     continue;
                 }
                 let conn = client.dedicated(index).await?;
@@ -766,7 +761,7 @@ pub(super) async fn presence_workers(
             for index in 0..connection_count {
                 let endpoint = endpoints[leader.unwrap_or(index as usize % endpoints.len())].clone();
                 if args.transport == Transport::H2 {
-                    sinks.push(Sink::EtcdH2(H2Channel::connect(&endpoint, None).await?));
+                    sinks.push(Sink::EtcdH2(H2Channel::open(client, args.target, &endpoint).await?));
                     continue;
                 }
                 let etcd = etcd_client::Client::connect([endpoint.clone()], None)

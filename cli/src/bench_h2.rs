@@ -14,6 +14,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE, TE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 
+use super::bench::Target;
+use super::client::Client;
+
 /// One HTTP/2 connection to a member; clones share it.
 #[derive(Clone)]
 pub(super) struct H2Channel {
@@ -23,9 +26,21 @@ pub(super) struct H2Channel {
 }
 
 impl H2Channel {
+    /// A connection to `endpoint` of `target` for `--transport h2`, with the CLI's bearer token
+    /// for collective; refused when the CLI speaks TLS to collective.
+    pub(super) async fn open(client: &Client, target: Target, endpoint: &str) -> anyhow::Result<H2Channel> {
+        match target {
+            Target::Collective if client.uses_tls() => {
+                anyhow::bail!("--transport h2 speaks plaintext HTTP/2; with --cacert use --transport tonic")
+            }
+            Target::Collective => H2Channel::connect(endpoint, client.authorization()).await,
+            Target::Etcd => H2Channel::connect(endpoint, None).await,
+        }
+    }
+
     /// Connects to `endpoint` (`host:port` or `http://host:port`) and drives the connection in a
     /// task of its own until every clone is dropped.
-    pub(super) async fn connect(endpoint: &str, authorization: Option<HeaderValue>) -> anyhow::Result<H2Channel> {
+    async fn connect(endpoint: &str, authorization: Option<HeaderValue>) -> anyhow::Result<H2Channel> {
         let address = match endpoint.split_once("://") {
             None => endpoint,
             Some(("http", address)) => address,
@@ -121,6 +136,18 @@ pub(super) struct EtcdPutRequest {
 
 /// The method of an etcd put.
 pub(super) const ETCD_PUT: &str = "/etcdserverpb.KV/Put";
+
+/// etcd's `RangeRequest`, the fields the bench sets: one key, linearizable or serializable.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct EtcdRangeRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bool, tag = "7")]
+    pub serializable: bool,
+}
+
+/// The method of an etcd get.
+pub(super) const ETCD_RANGE: &str = "/etcdserverpb.KV/Range";
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,8 @@ use collective_proto::v1 as pb;
 use collective_proto::v1::presences_client::PresencesClient;
 use rand::{Rng, SeedableRng};
 
-use super::bench::{closed_loop, measure_window, prepare, print_report, Load, Pacer, Tally, Target, Worker};
+use super::bench::{closed_loop, measure_window, prepare, print_report, Load, Pacer, Tally, Target, Transport, Worker};
+use super::bench_h2::{EtcdRangeRequest, H2Channel, ETCD_RANGE};
 use super::client::{Client, Conn};
 use super::output::Format;
 
@@ -40,6 +41,10 @@ pub struct ReadArgs {
     /// This collective, or an etcd cluster given by --endpoints (gets of `presence/benchN`).
     #[arg(long, value_enum, default_value = "collective")]
     pub target: Target,
+    /// How the reads travel: through tonic's channel, or straight over plaintext HTTP/2
+    /// connections (as `bench presence --transport`).
+    #[arg(long, value_enum, default_value = "tonic")]
+    pub transport: Transport,
 }
 
 #[derive(Args, Debug)]
@@ -120,16 +125,26 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
         anyhow::bail!("--users must be positive");
     }
     let connection_count = args.load.connection_count();
-    let connections = connect(client, args.target, connection_count).await?;
+    // Over `--transport h2` one tonic connection prepares the users; the reads have their own.
+    let direct = args.transport == Transport::H2;
+    let connections = connect(client, args.target, if direct { 1 } else { connection_count }).await?;
     match &connections {
         Connections::Collective(_) => prepare(client, args.users).await?,
         Connections::Etcd(clients) => prepare_etcd(&mut clients[0].clone(), args.users).await?,
+    }
+    let mut channels = Vec::new();
+    if direct {
+        let endpoints = client.endpoints();
+        for index in 0..connection_count as usize {
+            channels.push(H2Channel::open(client, args.target, &endpoints[index % endpoints.len()]).await?);
+        }
     }
     let workers = (0..args.load.clients)
         .map(|index| {
             let slot = index as usize % connection_count as usize;
             ReadWorker {
                 reader: match &connections {
+                    _ if direct => Reader::H2(args.target, channels[slot].clone()),
                     Connections::Collective(conns) => Reader::Collective(PresencesClient::new(conns[slot].clone())),
                     Connections::Etcd(clients) => Reader::Etcd(Box::new(clients[slot].kv_client())),
                 },
@@ -166,6 +181,8 @@ impl Worker for ReadWorker {
 enum Reader {
     Collective(PresencesClient<Conn>),
     Etcd(Box<etcd_client::KvClient>),
+    /// Either target over `--transport h2`.
+    H2(Target, H2Channel),
 }
 
 impl Reader {
@@ -179,6 +196,14 @@ impl Reader {
             Reader::Etcd(kv) => {
                 let options = serializable.then(|| etcd_client::GetOptions::new().with_serializable());
                 kv.get(format!("presence/bench{user}"), options).await.map(|_| ()).map_err(|e| format!("etcd: {e}"))
+            }
+            Reader::H2(Target::Collective, channel) => {
+                let request = pb::GetPresenceRequest { usernames: vec![format!("bench{user}")], serializable };
+                channel.unary("/collective.v1.Presences/GetPresence", &request).await
+            }
+            Reader::H2(Target::Etcd, channel) => {
+                let request = EtcdRangeRequest { key: format!("presence/bench{user}").into_bytes(), serializable };
+                channel.unary(ETCD_RANGE, &request).await
             }
         }
     }

@@ -562,6 +562,25 @@ async fn bench_load_and_a_counted_presence_run() {
     assert_eq!(direct["errors"], serde_json::json!({}), "{direct}");
     let (success, _, error) = cli(&cluster, &["bench", "presence", "--transport", "h2", "--api", "stream"]);
     assert!(!success && error.contains("--transport h2 carries unary calls"), "{error}");
+    // Reads of the bench users, through tonic's channel and straight over HTTP/2.
+    for transport in ["tonic", "h2"] {
+        let read = run(&[
+            "read",
+            "--clients",
+            "4",
+            "--users",
+            "20",
+            "--count",
+            "100",
+            "--warmup",
+            "0",
+            "--transport",
+            transport,
+        ]);
+        assert_eq!(read["workload"], "read", "{read}");
+        assert!(read["ok"].as_u64().unwrap() >= 100, "{read}");
+        assert_eq!(read["errors"], serde_json::json!({}), "{read}");
+    }
 
     // Spread over the members, followers hand the writes on; they all succeed.
     let spread =
