@@ -612,9 +612,7 @@ impl Op {
             }
         }
     }
-}
 
-impl Op {
     /// The etcd put standing for this change: the key and the serialized presence record.
     fn etcd_put(self) -> (String, String) {
         let (user, status_key, logged_on, on_phone) = match self {

@@ -1,5 +1,5 @@
 //! Unary gRPC calls straight over one HTTP/2 connection (the `h2` crate), for `bench presence
-//! --transport h2`, against collective or etcd alike.
+//! --transport h2` and `bench read --transport h2`, against collective or etcd alike.
 //!
 //! Why: on this 2-core machine the bench shares the cores with the members it measures, so its
 //! own CPU per call lowers what it reports. Through tonic's channel a unary call passes through
@@ -8,7 +8,8 @@
 //! bench's 22 µs per write at 1,000 clients). Here the calling task sends the request and its
 //! one message itself and reads the answer's frames; only h2's connection task runs besides.
 //! Plaintext only, with the CLI's bearer token if it has one; no reconnection: a call on a lost
-//! connection fails as `Unavailable`.
+//! connection fails as `Unavailable`, one not answered within [`CALL_TIMEOUT`] as
+//! `DeadlineExceeded` (the deadline the bench gives tonic's channel too).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE, TE};
@@ -16,6 +17,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 
 use super::bench::Target;
 use super::client::Client;
+
+/// How long a call may take.
+pub(super) const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One HTTP/2 connection to a member; clones share it.
 #[derive(Clone)]
@@ -74,6 +78,13 @@ impl H2Channel {
     /// Calls the unary method `path` (`/package.Service/Method`) with `message`; the error is the
     /// gRPC code's name, as the bench's other transports report it.
     pub(super) async fn unary(&self, path: &'static str, message: &impl prost::Message) -> Result<(), String> {
+        match tokio::time::timeout(CALL_TIMEOUT, self.call(path, message)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("{:?}", tonic::Code::DeadlineExceeded)),
+        }
+    }
+
+    async fn call(&self, path: &'static str, message: &impl prost::Message) -> Result<(), String> {
         let unavailable = |_| format!("{:?}", tonic::Code::Unavailable);
         let mut body = BytesMut::with_capacity(5 + message.encoded_len());
         body.put_u8(0); // not compressed
