@@ -726,6 +726,7 @@ pub(super) async fn presence_workers(
     if args.transport == Transport::H2 && args.api == Api::Stream {
         anyhow::bail!("--transport h2 carries unary calls; --api stream runs over tonic (use --transport tonic)");
     }
+    super::bench_h2::check(client, args.target, args.transport)?;
     let mut sinks = Vec::new();
     match args.target {
         Target::Collective => {

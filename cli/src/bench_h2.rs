@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE, TE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 
-use super::bench::Target;
+use super::bench::{Target, Transport};
 use super::client::Client;
 
 /// How long a call may take.
@@ -34,14 +34,20 @@ pub(super) struct H2Channel {
     authorization: Option<HeaderValue>,
 }
 
+/// Refuses `--transport h2` where it cannot go, before a bench touches the cluster (creates its
+/// users): collective over TLS.
+pub(super) fn check(client: &Client, target: Target, transport: Transport) -> anyhow::Result<()> {
+    if transport == Transport::H2 && target == Target::Collective && client.uses_tls() {
+        anyhow::bail!("--transport h2 speaks plaintext HTTP/2; with --cacert use --transport tonic");
+    }
+    Ok(())
+}
+
 impl H2Channel {
-    /// A connection to `endpoint` of `target` for `--transport h2`, with the CLI's bearer token
-    /// for collective; refused when the CLI speaks TLS to collective.
+    /// A connection to `endpoint` of `target` for `--transport h2` (after [`check`]), with the
+    /// CLI's bearer token for collective.
     pub(super) async fn open(client: &Client, target: Target, endpoint: &str) -> anyhow::Result<H2Channel> {
         match target {
-            Target::Collective if client.uses_tls() => {
-                anyhow::bail!("--transport h2 speaks plaintext HTTP/2; with --cacert use --transport tonic")
-            }
             Target::Collective => H2Channel::connect(endpoint, client.authorization()).await,
             Target::Etcd => H2Channel::connect(endpoint, None).await,
         }
@@ -292,6 +298,23 @@ mod tests {
         // Without the token the same call is refused.
         let mut stranger = H2Channel { authorization: None, ..channel.clone() };
         assert_eq!(stranger.unary("/t/token", &message).await, Err("Unauthenticated".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_call_on_a_connection_the_server_dropped_is_unavailable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(tcp).await.unwrap();
+            // Takes the first call and goes away without answering it.
+            let _call = connection.accept().await;
+        });
+        let mut channel = H2Channel::connect(&address, None).await.unwrap();
+        let message = EtcdPutRequest { key: b"k".to_vec(), value: b"v".to_vec() };
+        assert_eq!(channel.unary("/t/ok", &message).await, Err("Unavailable".to_string()));
+        server.await.unwrap();
+        assert_eq!(channel.unary("/t/ok", &message).await, Err("Unavailable".to_string()));
     }
 
     #[tokio::test]

@@ -124,6 +124,7 @@ pub async fn read(client: &Client, args: ReadArgs, format: Format) -> anyhow::Re
     if args.users == 0 {
         anyhow::bail!("--users must be positive");
     }
+    super::bench_h2::check(client, args.target, args.transport)?;
     let connection_count = args.load.connection_count();
     // Over `--transport h2` one tonic connection prepares the users; the reads have their own.
     let direct = args.transport == Transport::H2;

@@ -468,6 +468,13 @@ async fn members_use_mutual_tls_and_strangers_are_kept_out() {
     let stdout = String::from_utf8_lossy(&whoami.stdout);
     assert!(whoami.status.success(), "{}", String::from_utf8_lossy(&whoami.stderr));
     assert!(stdout.contains("admin:ops") && stdout.contains("certificate"), "{stdout}");
+    // The bench's direct HTTP/2 transport is plaintext: refused with TLS, saying what to use.
+    let bench = cli(&tls_args(&["bench", "presence", "--transport", "h2", "--count", "10"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&bench.stderr);
+    assert!(!bench.status.success() && stderr.contains("with --cacert use --transport tonic"), "{stderr}");
 
     // A site's certificate is a principal for the client API, never for the Raft service.
     let site_cert = (ca.join("site-7.pem"), ca.join("site-7.key"));
