@@ -770,7 +770,8 @@ async fn a_write_forwarded_to_a_paused_leader_is_answered_once_a_new_leader_is_s
 
 /// `/metrics` fits Prometheus as etcd's does: every family has `# HELP`, the fsync and apply
 /// histograms have etcd's buckets, build and process metrics are there, the leader reports each
-/// follower's lag, and a follower exports the proposal counters too.
+/// follower's lag, and a follower exports the proposal counters too. A site's series follow the
+/// site: renumbered, its old series end at once on every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_have_help_buckets_build_process_and_follower_lag() {
     let cluster = Cluster::start(3, &[]).await;
@@ -814,6 +815,23 @@ async fn metrics_have_help_buckets_build_process_and_follower_lag() {
     let on_follower = http_get(&cluster.http[follower], "/metrics");
     for counter in ["collective_proposals_committed_total ", "collective_proposals_forwarded_total "] {
         assert!(on_follower.contains(counter), "follower lacks {counter}:\n{on_follower}");
+    }
+    for series in ["collective_site_lease_alive{site=\"1\"} 0", "collective_site_queue_messages{site=\"1\"} 0"] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+    }
+    let mut directory = cluster.directory(leader).await;
+    directory.change_site_id(pb::ChangeSiteIdRequest { old: 1, new: 7 }).await.unwrap();
+    for member in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = http_get(&cluster.http[member], "/metrics");
+            let old_gone = !metrics.contains("{site=\"1\"}");
+            if old_gone && metrics.contains("collective_site_lease_alive{site=\"7\"} 0") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "member {member} still shows site 1 or not site 7:\n{metrics}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

@@ -324,33 +324,15 @@ const DB_SIZE_REPORT_TICKS: u64 = 10;
 /// How often the per-site message backlog gauges are refreshed.
 pub const BACKLOG_REPORT_INTERVAL_MS: u64 = 1_000;
 
-/// Keeps `collective_site_queue_messages{site}` and `collective_site_queue_bytes{site}` current
-/// (every site, so a drained queue reads 0), and `collective_open_requests`.
+/// Keeps `collective_open_requests`, the routing totals, the process's memory and the data
+/// directory's size current (the per-site and per-rule families are read from the state at
+/// each scrape: `telemetry::render_state_families`).
 async fn report_backlog(node: Arc<Node>) {
     let mut interval = tokio::time::interval(Duration::from_millis(BACKLOG_REPORT_INTERVAL_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
-    let mut rules_reported = Reported::default();
     loop {
         interval.tick().await;
-        let backlog: Vec<(u32, u64, u64, bool)> = {
-            let state = node.shared.state.read().expect("state lock");
-            state
-                .sites
-                .keys()
-                .map(|site| {
-                    let queue = state.messaging.queues.get(site);
-                    let (messages, bytes) = queue.map_or((0, 0), |q| (q.deliveries.len() as u64, q.bytes));
-                    (*site, messages, bytes, state.leases.contains_key(site))
-                })
-                .collect()
-        };
-        for (site, messages, bytes, leased) in backlog {
-            let site = site.to_string();
-            metrics::gauge!("collective_site_queue_messages", "site" => site.clone()).set(messages as f64);
-            metrics::gauge!("collective_site_queue_bytes", "site" => site.clone()).set(bytes as f64);
-            metrics::gauge!("collective_site_lease_alive", "site" => site).set(if leased { 1.0 } else { 0.0 });
-        }
         let (open, routing) = {
             let state = node.shared.state.read().expect("state lock");
             let index = &state.routing.index;
@@ -378,34 +360,6 @@ async fn report_backlog(node: Arc<Node>) {
         metrics::gauge!("collective_routing_agents_available").set(routing.1 as f64);
         metrics::gauge!("collective_routing_routed").set(routing.2 as f64);
         metrics::gauge!("collective_routing_accepted").set(routing.3 as f64);
-        // One series per rule (at most 64): 1 while raised.
-        let alerts: Vec<(String, bool)> = {
-            let state = node.shared.state.read().expect("state lock");
-            state.alerts.rules.values().map(|alert| (alert.rule.name.clone(), alert.raised)).collect()
-        };
-        rules_reported.zero_gone(alerts.iter().map(|(rule, _)| rule.clone()).collect(), |rule| {
-            metrics::gauge!("collective_alert_raised", "rule" => rule).set(0.0);
-        });
-        for (rule, raised) in alerts {
-            metrics::gauge!("collective_alert_raised", "rule" => rule).set(if raised { 1.0 } else { 0.0 });
-        }
-    }
-}
-
-/// The label values a gauge family was last reported with. The Prometheus exporter cannot drop
-/// a series (metrics-rs/metrics#243), so the series of a removed alert rule is set to 0 once: a
-/// rule removed while raised would otherwise read raised until the member restarts. (A removed
-/// site's series keep their last values: 0 would fire the site-lease-lost alert for it.)
-#[derive(Default)]
-struct Reported(std::collections::BTreeSet<String>);
-
-impl Reported {
-    /// Calls `zero` for each label value reported last time and missing from `now`.
-    fn zero_gone(&mut self, now: std::collections::BTreeSet<String>, mut zero: impl FnMut(String)) {
-        for gone in self.0.difference(&now) {
-            zero(gone.clone());
-        }
-        self.0 = now;
     }
 }
 
@@ -422,6 +376,7 @@ async fn serve_http(
 ) {
     let ready_node = node.clone();
     let live_node = node.clone();
+    let metrics_node = node.clone();
     let app = axum::Router::new()
         // Liveness never depends on quorum: the process answers and its Raft core runs.
         .route(
@@ -460,7 +415,12 @@ async fn serve_http(
             get(move || {
                 // Process metrics are read when scraped, as Prometheus' own client libraries do.
                 process.collect();
-                std::future::ready(prometheus.render())
+                let mut text = prometheus.render();
+                crate::telemetry::render_state_families(
+                    &metrics_node.shared.state.read().expect("state lock"),
+                    &mut text,
+                );
+                std::future::ready(text)
             }),
         )
         .merge(crate::board::routes(node.clone()));

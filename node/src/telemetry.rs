@@ -6,6 +6,10 @@
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use std::fmt::Write as _;
+
+use collective_statemachine::State;
+
 use crate::error::Result;
 
 /// etcd's `etcd_disk_wal_fsync_duration_seconds` and backend commit buckets: 1 ms to 8.192 s,
@@ -106,7 +110,6 @@ fn describe() {
         "Users the directory source's polls created, updated or removed, and entries refused, by kind."
     );
     describe_gauge!("collective_source_entries", "Entries the last directory source poll on this member read.");
-    describe_gauge!("collective_alert_raised", "1 while the alert rule is raised, else 0, by rule.");
     describe_counter!(
         "collective_alert_webhook_deliveries_total",
         "Alert webhook POSTs by the leader, by outcome (ok: 2xx; failed: retried)."
@@ -136,9 +139,6 @@ fn describe() {
     describe_counter!("collective_linearizable_reads_total", "Linearizable reads served by this member.");
     describe_counter!("collective_read_index_rounds_total", "Read-index rounds (one serves many reads).");
     describe_gauge!("collective_open_requests", "Inter-site requests waiting for their response.");
-    describe_gauge!("collective_site_queue_messages", "Messages queued for each site (label site).");
-    describe_gauge!("collective_site_queue_bytes", Unit::Bytes, "Bytes queued for each site (label site).");
-    describe_gauge!("collective_site_lease_alive", "1 while a site (label site) holds a live lease, else 0.");
     describe_gauge!("collective_routing_queued", "Interactions waiting in a workgroup queue.");
     describe_gauge!("collective_routing_agents_available", "Agents eligible for routing.");
     describe_gauge!("collective_routing_routed", "Interactions routed since the state began.");
@@ -148,4 +148,68 @@ fn describe() {
         Unit::Bytes,
         "Resident memory of this member (also process_resident_memory_bytes)."
     );
+}
+
+/// The gauge families whose label sets follow the replicated state: one series per site and
+/// per alert rule. They are rendered from the state at each scrape, as a collector of
+/// Prometheus' own client libraries does, and appended to the exporter's text. The exporter
+/// cannot drop a series (metrics-rs/metrics#243): recorded through it, a removed or renumbered
+/// site kept its last values and a removed rule read 0 until the member restarted, where
+/// Prometheus should see the series end.
+pub fn render_state_families(state: &State, out: &mut String) {
+    let queue = |site: &u32| state.messaging.queues.get(site);
+    let sites = || state.sites.keys();
+    let help = "Messages queued for each site (label site).";
+    let messages = sites().map(|site| (site.to_string(), queue(site).map_or(0, |q| q.deliveries.len() as u64)));
+    gauge_family(out, "collective_site_queue_messages", help, "site", messages);
+    let help = "Bytes queued for each site (label site).";
+    let bytes = sites().map(|site| (site.to_string(), queue(site).map_or(0, |q| q.bytes)));
+    gauge_family(out, "collective_site_queue_bytes", help, "site", bytes);
+    let help = "1 while a site (label site) holds a live lease, else 0.";
+    let alive = sites().map(|site| (site.to_string(), u64::from(state.leases.contains_key(site))));
+    gauge_family(out, "collective_site_lease_alive", help, "site", alive);
+    let help = "1 while the alert rule (label rule) is raised, else 0.";
+    let rules = state.alerts.rules.values().map(|alert| (alert.rule.name.as_str(), u64::from(alert.raised)));
+    gauge_family(out, "collective_alert_raised", help, "rule", rules);
+}
+
+/// One gauge family in the text exposition format, a series per label value.
+fn gauge_family<L: AsRef<str>>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: impl Iterator<Item = (L, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (label_value, value) in series {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape_label(label_value.as_ref()));
+    }
+    out.push('\n');
+}
+
+/// A label value as the text exposition format writes it: backslash, double quote and line
+/// feed escaped (rule names are chosen by users).
+fn escape_label(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_for_the_text_format() {
+        assert_eq!(escape_label("plain rule"), "plain rule");
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }
