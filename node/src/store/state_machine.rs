@@ -472,8 +472,8 @@ impl StateMachineStore {
                                 published.extend(events.iter().cloned());
                                 outcomes.push(Ok(Applied { revision, events }));
                             }
-                            // A copy of every event for the answer and one for the hub was a
-                            // tenth of a follower's applying (perf, 1,000 streamed clients).
+                            // Copying the events into an answer no one reads, then dropping
+                            // it, was 9 % of a follower's applying (perf, 1,000 streamed clients).
                             Ok(events) => published.extend(events),
                             Err(rejection) if answering => outcomes.push(Err(rejection)),
                             Err(_) => {}
