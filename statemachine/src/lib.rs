@@ -44,6 +44,7 @@ pub mod rejection;
 pub mod routing;
 pub mod site;
 pub mod small;
+pub mod sorted_map;
 pub mod source;
 pub mod state;
 pub mod user;

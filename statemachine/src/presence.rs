@@ -1,6 +1,6 @@
 //! Presence: where a user is logged on, which status it is in, and whether it is on the phone.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,7 @@ pub struct StatusDeadlines(BTreeSet<(u64, Name)>);
 
 impl StatusDeadlines {
     /// The deadlines of `presence`.
-    pub fn of(presence: &BTreeMap<Name, Presence>) -> StatusDeadlines {
+    pub fn of(presence: &crate::sorted_map::SortedMap<Name, Presence>) -> StatusDeadlines {
         let deadlines = presence
             .iter()
             .filter(|(_, p)| !p.overdue)

@@ -246,7 +246,7 @@ type QueueEntry = (Reverse<u32>, u64, String);
 pub struct RoutingIndex {
     /// The eligible agents, per workgroup, in the orders the strategies read.
     pub eligible: director::Index,
-    tracked: BTreeMap<String, Tracked>,
+    tracked: crate::sorted_map::SortedMap<String, Tracked>,
     at_site: BTreeMap<SiteId, BTreeSet<String>>,
     counts: BTreeMap<String, AgentCounts>,
     /// Queued interactions per workgroup: highest priority first, then arrival.

@@ -13,11 +13,13 @@ use crate::rejection::Rejection;
 use crate::routing::Routing;
 use crate::site::{Site, SiteId};
 use crate::small::{Name, VecSet};
+use crate::sorted_map::SortedMap;
 use crate::user::{key_of, key_ref, User};
 use crate::workgroup::Workgroup;
 
-/// The whole replicated state. Every map is a `BTreeMap` so iteration order never depends on
-/// hashing, and the snapshot bytes of equal states are equal.
+/// The whole replicated state. Every map iterates in key order (a `BTreeMap`, or a `SortedMap`
+/// for those every write looks up by name) so iteration order never depends on hashing, and the
+/// snapshot bytes of equal states are equal.
 ///
 /// Serde goes through `remote = "Self"` so that deserialising (a snapshot, a fixture) rebuilds
 /// the derived routing index before anyone reads the state.
@@ -33,7 +35,7 @@ pub struct State {
     /// Lowercase site name → id.
     pub site_names: BTreeMap<String, SiteId>,
     /// Users by lowercase username.
-    pub users: BTreeMap<Name, User>,
+    pub users: SortedMap<Name, User>,
     /// Lowercase email → lowercase username.
     pub emails: BTreeMap<Name, Name>,
     /// Extension → lowercase usernames that have it.
@@ -41,9 +43,9 @@ pub struct State {
     /// Workgroups by lowercase name.
     pub workgroups: BTreeMap<String, Workgroup>,
     /// Status catalog by key.
-    pub catalog: BTreeMap<String, StatusDef>,
+    pub catalog: SortedMap<String, StatusDef>,
     /// Presence by lowercase username; exactly one per user.
-    pub presence: BTreeMap<Name, Presence>,
+    pub presence: SortedMap<Name, Presence>,
     /// Live site leases by site id.
     #[serde(default)]
     pub leases: BTreeMap<SiteId, Lease>,
@@ -96,12 +98,12 @@ impl State {
             last_at_ms: 0,
             sites: BTreeMap::new(),
             site_names: BTreeMap::new(),
-            users: BTreeMap::new(),
+            users: SortedMap::new(),
             emails: BTreeMap::new(),
             extensions: BTreeMap::new(),
             workgroups: BTreeMap::new(),
             catalog: seed_catalog().into_iter().map(|def| (def.key.clone(), def)).collect(),
-            presence: BTreeMap::new(),
+            presence: SortedMap::new(),
             leases: BTreeMap::new(),
             messaging: Messaging::default(),
             routing: Routing::default(),

@@ -110,12 +110,16 @@ impl State {
             self.site_names.insert(key_of(&site.name), new);
             self.sites.insert(new, site);
         }
-        for user in self.users.values_mut().filter(|user| user.home_site == old) {
-            user.home_site = new;
-        }
-        for logon in self.presence.values_mut().filter_map(|p| p.logon.as_mut()).filter(|logon| logon.site == old) {
-            logon.site = new;
-        }
+        self.users.for_each_value_mut(|user| {
+            if user.home_site == old {
+                user.home_site = new;
+            }
+        });
+        self.presence.for_each_value_mut(|presence| {
+            if let Some(logon) = presence.logon.as_mut().filter(|logon| logon.site == old) {
+                logon.site = new;
+            }
+        });
         if let Some(lease) = self.leases.remove(&old) {
             self.leases.insert(new, lease);
         }
