@@ -3,7 +3,6 @@
 //! "who was available in W at T" and "time in each status" without replaying events.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -137,15 +136,17 @@ impl<'a> PresenceVersionRef<'a> {
 
 /// The versions to record after `records` were applied and `state` reached: per touched user
 /// (lowercase key), the entry time, the revision of its last event, and its version (a deleted
-/// user gets a tombstone). Several changes at one entry time collapse into the last.
+/// user gets a tombstone), in key order. Several changes at one entry time collapse into the last.
 pub fn versions<'a>(
     state: &'a State,
     records: &'a [EventRecord],
 ) -> Vec<(Cow<'a, str>, u64, u64, PresenceVersionRef<'a>)> {
-    let mut touched: BTreeMap<Cow<'a, str>, (u64, u64, &'a str)> = BTreeMap::new();
+    // Each touch in the order of the records; sorted by user below, the last touch of each user
+    // kept. (A B-tree of the touched users was 11 % of applying an entry of 1,024 changes.)
+    let mut touched: Vec<(Cow<'a, str>, usize, u64, u64, &'a str)> = Vec::with_capacity(records.len());
     for record in records {
         let mut touch = |username: &'a str| {
-            touched.insert(key_ref(username), (record.at_ms, record.revision, username));
+            touched.push((key_ref(username), touched.len(), record.at_ms, record.revision, username));
         };
         match &record.event {
             Event::SiteIdChanged { new, .. } => {
@@ -173,9 +174,12 @@ pub fn versions<'a>(
             }
         }
     }
+    // By user, the latest touch first; then only each user's first entry stays.
+    touched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    touched.dedup_by(|later, first| later.0 == first.0);
     touched
         .into_iter()
-        .map(|(user_key, (at_ms, revision, username))| {
+        .map(|(user_key, _, at_ms, revision, username)| {
             let version = PresenceVersionRef::of(state, &user_key)
                 .unwrap_or_else(|| PresenceVersionRef::deleted(username, at_ms));
             (user_key, at_ms, revision, version)
