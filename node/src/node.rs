@@ -65,7 +65,11 @@ type Outcome = Result<Applied, ApiError>;
 /// Waits for the next item, then takes whatever else is queued, up to `max` in all; `None` once
 /// the queue is closed.
 async fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let mut batch = vec![queue.recv().await?];
+    let first = queue.recv().await?;
+    // Sized for what is queued: grown by doubling, a batch of a few hundred writes was copied
+    // several times over (perf: the proposer's `memcpy`, 2 % of a loaded leader).
+    let mut batch = Vec::with_capacity((queue.len() + 1).min(max));
+    batch.push(first);
     while batch.len() < max {
         match queue.try_recv() {
             Ok(next) => batch.push(next),
@@ -506,10 +510,13 @@ impl Node {
     /// Proposes one batch and answers its callers; true when it committed.
     async fn propose(&self, pending: Vec<Pending>) -> bool {
         let count = pending.len();
-        let (proposals, waiters): (Vec<Proposal>, Vec<_>) = pending.into_iter().map(|p| (p.proposal, p.waiter)).unzip();
+        let waiters: Vec<Option<u64>> = pending.iter().map(|p| p.waiter).collect();
+        // Straight into the entry's shared slice (an exact-size iterator: one allocation, each
+        // proposal moved once), not through a `Vec` copied into it.
+        let proposals: Arc<[Proposal]> = pending.into_iter().map(|p| p.proposal).collect();
         // The entry's time is the leader's clock; `apply` never lets the state's time go back
         // (a new leader's clock may be behind, and two batches may commit out of stamp order).
-        let batch = Batch { at_ms: self.now_ms(), proposals: proposals.into() };
+        let batch = Batch { at_ms: self.now_ms(), proposals };
         metrics::histogram!("collective_proposal_batch_commands").record(count as f64);
         let term = self.raft.metrics().borrow().current_term;
         // A proposal openraft never answers (seen: a member restarted as the leader of its old
