@@ -23,14 +23,19 @@ use std::marker::PhantomData;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Most entries a decoded map reserves room for before it has read them.
+const ENTRIES_RESERVED_MAX: usize = 1 << 22;
+
 /// The index's hasher: foldhash (fast on short keys), with its fixed seed.
 type Hasher = foldhash::fast::FixedState;
 
 /// A map sorted by key, with hashed lookups. Each key is held twice (in the index and the
-/// order), which for the inline `Name`s of the per-user maps is 24 bytes more per user.
+/// order), which for the inline `Name`s of the per-user maps is 24 bytes more per user. Values
+/// are boxed: a hash table has up to twice as many slots as entries, and with users (~200
+/// bytes) in the slots a million users took ~340 MiB more than the B-tree (`bench-scale.sh`).
 #[derive(Clone)]
 pub struct SortedMap<K, V> {
-    values: HashMap<K, V, Hasher>,
+    values: HashMap<K, Box<V>, Hasher>,
     order: BTreeSet<K>,
 }
 
@@ -61,7 +66,7 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.values.get(key)
+        self.values.get(key).map(|value| &**value)
     }
 
     /// The value of `key`, to change.
@@ -69,7 +74,7 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.values.get_mut(key)
+        self.values.get_mut(key).map(|value| &mut **value)
     }
 
     /// Whether `key` has a value.
@@ -82,11 +87,12 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
 
     /// Sets the value of `key`; the value it replaces, if any.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let replaced = self.values.insert(key.clone(), value);
-        if replaced.is_none() {
-            self.order.insert(key);
+        if let Some(held) = self.values.get_mut(&key) {
+            return Some(std::mem::replace(held, value));
         }
-        replaced
+        self.values.insert(key.clone(), Box::new(value));
+        self.order.insert(key);
+        None
     }
 
     /// Removes `key`; its value, if it had one.
@@ -96,7 +102,7 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
     {
         let removed = self.values.remove(key)?;
         self.order.remove(key);
-        Some(removed)
+        Some(*removed)
     }
 
     /// The keys, in order.
@@ -130,7 +136,7 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
 /// The entries of a [`SortedMap`], in key order.
 pub struct Iter<'a, K, V> {
     keys: std::collections::btree_set::Iter<'a, K>,
-    values: &'a HashMap<K, V, Hasher>,
+    values: &'a HashMap<K, Box<V>, Hasher>,
 }
 
 impl<K, V> Clone for Iter<'_, K, V> {
@@ -144,7 +150,7 @@ impl<'a, K: Hash + Eq, V> Iterator for Iter<'a, K, V> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let key = self.keys.next()?;
-        Some((key, &self.values[key]))
+        Some((key, &*self.values[key]))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -155,7 +161,7 @@ impl<'a, K: Hash + Eq, V> Iterator for Iter<'a, K, V> {
 impl<K: Hash + Eq, V> DoubleEndedIterator for Iter<'_, K, V> {
     fn next_back(&mut self) -> Option<Self::Item> {
         let key = self.keys.next_back()?;
-        Some((key, &self.values[key]))
+        Some((key, &*self.values[key]))
     }
 }
 
@@ -241,6 +247,9 @@ where
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
                 let mut map = SortedMap::new();
+                // Sized once for a snapshot's entries, not grown (and rehashed) by doubling; a
+                // length no snapshot has is not trusted with memory up front.
+                map.values.reserve(access.size_hint().unwrap_or(0).min(ENTRIES_RESERVED_MAX));
                 // Like a `BTreeMap`'s: a repeated key keeps its last value.
                 while let Some((key, value)) = access.next_entry()? {
                     map.insert(key, value);
