@@ -15,6 +15,7 @@
 //! created, not ones a caller can choose to make lookups collide.
 
 use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::Hash;
@@ -87,12 +88,14 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
 
     /// Sets the value of `key`; the value it replaces, if any.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if let Some(held) = self.values.get_mut(&key) {
-            return Some(std::mem::replace(held, value));
+        match self.values.entry(key) {
+            Entry::Occupied(mut held) => Some(std::mem::replace(&mut **held.get_mut(), value)),
+            Entry::Vacant(slot) => {
+                self.order.insert(slot.key().clone());
+                slot.insert(Box::new(value));
+                None
+            }
         }
-        self.values.insert(key.clone(), Box::new(value));
-        self.order.insert(key);
-        None
     }
 
     /// Removes `key`; its value, if it had one.
@@ -125,11 +128,6 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
         for key in &self.order {
             change(self.values.get_mut(key).expect("every ordered key has a value"));
         }
-    }
-
-    /// The first entry in key order.
-    pub fn first_key_value(&self) -> Option<(&K, &V)> {
-        self.iter().next()
     }
 }
 
