@@ -17,6 +17,7 @@
 //! - `m/oldest_ms` → the earliest time this node answers for (BE u64)
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use collective_statemachine::history::{versions, PresenceVersion};
@@ -186,6 +187,35 @@ fn write_version_key(out: &mut Vec<u8>, user_key: &str, at_ms: u64, revision: u6
     out.extend_from_slice(&revision.to_be_bytes());
 }
 
+/// Steps a few versions before seeking: a seek costs about ten steps, and most users keep few
+/// versions.
+const PRUNE_STEPS_BEFORE_SEEK: usize = 8;
+
+/// Moves `versions` from one of a user's versions to the first key after the user's last
+/// (`last_of_user`, from `last_version_key`).
+fn skip_user(versions: &mut rocksdb::DBRawIterator<'_>, last_of_user: &[u8]) {
+    for _ in 0..PRUNE_STEPS_BEFORE_SEEK {
+        versions.next();
+        if versions.key().is_none_or(|key| key > last_of_user) {
+            return;
+        }
+    }
+    versions.seek(last_of_user);
+    if versions.key() == Some(last_of_user) {
+        versions.next();
+    }
+}
+
+/// The greatest key a version of `user` (a user key as stored) can have.
+fn last_version_key(user: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(USER_PREFIX.len() + user.len() + 17);
+    key.extend_from_slice(USER_PREFIX);
+    key.extend_from_slice(user);
+    key.push(0);
+    key.extend_from_slice(&[0xff; 16]);
+    key
+}
+
 /// Splits a version key into (user key, at_ms).
 fn parse_key(key: &[u8]) -> Option<(&[u8], u64)> {
     let rest = key.strip_prefix(USER_PREFIX)?;
@@ -199,7 +229,11 @@ fn parse_key(key: &[u8]) -> Option<(&[u8], u64)> {
 pub struct HistoryStore {
     db: Arc<DB>,
     /// Held by `prune` and `reset_to`, which both move `oldest_ms`: neither may undo the other.
-    oldest_lock: Mutex<()>,
+    /// It holds the prune floor: every stored version older than it is a user's baseline, which
+    /// a prune up to the floor would keep (0 when not known: after an open or a reset).
+    oldest_lock: Mutex<u64>,
+    /// The earliest time of a version gathered since the last prune began (`u64::MAX`: none).
+    gathered_since_prune_ms: AtomicU64,
     /// Encoded versions not yet written.
     pending: Mutex<Pending>,
     /// Held while pending versions are written and by `reset_to`, so a flush that took versions
@@ -212,7 +246,8 @@ impl HistoryStore {
     pub fn new(db: Arc<DB>) -> Arc<HistoryStore> {
         Arc::new(HistoryStore {
             db,
-            oldest_lock: Mutex::new(()),
+            oldest_lock: Mutex::new(0),
+            gathered_since_prune_ms: AtomicU64::new(u64::MAX),
             pending: Mutex::new(Pending::default()),
             write_lock: Mutex::new(()),
         })
@@ -268,6 +303,9 @@ impl HistoryStore {
     /// releasing the state lock, so readers do not wait for the write).
     pub fn record(&self, state: &State, records: &[EventRecord]) -> Result<bool, HistoryError> {
         let versions = versions(state, records);
+        if let Some(earliest) = versions.iter().map(|(_, at_ms, _, _)| *at_ms).min() {
+            self.gathered_since_prune_ms.fetch_min(earliest, Ordering::Relaxed);
+        }
         let mut pending = self.pending();
         let before = pending.len();
         for (user_key, at_ms, revision, version) in &versions {
@@ -283,7 +321,8 @@ impl HistoryStore {
     /// After a snapshot replaced the state wholesale: this node knows nothing before the
     /// snapshot's time, so every user gets a baseline version there and answers start there.
     pub fn reset_to(&self, state: &State) -> Result<(), HistoryError> {
-        let _guard = self.oldest_lock.lock().expect("history lock");
+        let mut floor = self.oldest_lock.lock().expect("history lock");
+        *floor = 0;
         let _write = self.write_lock.lock().expect("history write lock");
         // Versions of the state the snapshot replaces: the reset below supersedes them.
         *self.pending() = Pending::default();
@@ -403,14 +442,31 @@ impl HistoryStore {
 
     /// Forgets what is older than `cutoff_ms`, keeping per user the last version before it (the
     /// baseline later answers need). Returns the number of versions deleted.
+    ///
+    /// It visits each user once and reads only the versions before the cutoff: within a user,
+    /// versions are in time order, so at the first one from the cutoff on it skips to the next
+    /// user (`skip_user`). (Reading every version, as it once did, made a node with months of history read all
+    /// of it every minute.) When no version but the baselines is older than the cutoff (the
+    /// floor), nothing can be deleted and it only moves `oldest_ms`.
     pub fn prune(&self, cutoff_ms: u64) -> Result<u64, HistoryError> {
+        let mut floor = self.oldest_lock.lock().expect("history lock");
+        // Versions gathered from here on count towards the next floor; any flushed below are
+        // also seen by this pass, which only makes the floor lower (safe).
+        let gathered = self.gathered_since_prune_ms.swap(u64::MAX, Ordering::Relaxed);
+        *floor = (*floor).min(gathered);
         self.flush()?;
-        let _guard = self.oldest_lock.lock().expect("history lock");
         if cutoff_ms <= self.oldest_ms()? {
             return Ok(0);
         }
         let mut batch = WriteBatch::default();
+        if cutoff_ms <= *floor {
+            batch.put_cf(self.cf(), KEY_OLDEST, cutoff_ms.to_be_bytes());
+            self.db.write(batch).map_err(storage)?;
+            return Ok(0);
+        }
         let mut deleted = 0u64;
+        // The earliest version kept that is not a baseline: the next floor.
+        let mut next_floor = u64::MAX;
         // The last version seen of the current user before the cutoff: superseded by a later
         // one of the same user, or dropped when it is a tombstone (nothing to answer from it).
         let mut previous: Option<(Vec<u8>, Vec<u8>, bool)> = None;
@@ -422,26 +478,34 @@ impl HistoryStore {
                 }
             }
         };
-        for item in self.db.iterator_cf(self.cf(), IteratorMode::From(USER_PREFIX, Direction::Forward)) {
-            let (key, value) = item.map_err(storage)?;
-            let Some((user, at_ms)) = parse_key(&key) else { break };
-            let same_user = previous.as_ref().is_some_and(|(u, _, _)| u.as_slice() == user);
+        let mut versions = self.db.raw_iterator_cf(self.cf());
+        versions.seek(USER_PREFIX);
+        while let Some(key) = versions.key() {
+            let Some((user, at_ms)) = parse_key(key) else { break };
             if at_ms >= cutoff_ms {
-                // A later version exists: the previous one stays as this user's baseline.
-                if same_user {
-                    previous = None;
-                } else {
-                    settle(previous.take(), false, &mut batch);
+                // This user's versions from here on are all kept; the one before (if any) stays
+                // as the baseline.
+                next_floor = next_floor.min(at_ms);
+                let same_user = previous.as_ref().is_some_and(|(u, _, _)| u.as_slice() == user);
+                let ended = previous.take();
+                if !same_user {
+                    settle(ended, false, &mut batch);
                 }
+                let last_of_user = last_version_key(user);
+                skip_user(&mut versions, &last_of_user);
                 continue;
             }
-            settle(previous.take(), same_user, &mut batch);
-            let tombstone = decode_version(&value).map(|v| v.deleted).unwrap_or(false);
-            previous = Some((user.to_vec(), key.to_vec(), tombstone));
+            let same_user = previous.as_ref().is_some_and(|(u, _, _)| u.as_slice() == user);
+            let tombstone = versions.value().map(|value| decode_version(value).map(|v| v.deleted).unwrap_or(false));
+            let current = (user.to_vec(), key.to_vec(), tombstone.unwrap_or(false));
+            settle(previous.replace(current), same_user, &mut batch);
+            versions.next();
         }
+        versions.status().map_err(storage)?;
         settle(previous.take(), false, &mut batch);
         batch.put_cf(self.cf(), KEY_OLDEST, cutoff_ms.to_be_bytes());
         self.db.write(batch).map_err(storage)?;
+        *floor = next_floor;
         Ok(deleted)
     }
 

@@ -348,9 +348,14 @@ impl Node {
                 cutoff = base + now.saturating_sub(base) / 2;
             }
             let history = self.history.clone();
-            match self.environment.blocking(move || history.prune(cutoff)).await {
-                Ok(Ok(deleted)) if deleted > 0 => tracing::info!(deleted, cutoff, "pruned presence history"),
-                Ok(Ok(_)) => {}
+            let started = std::time::Instant::now();
+            let pruned = self.environment.blocking(move || history.prune(cutoff)).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match pruned {
+                Ok(Ok(deleted)) if deleted > 0 => {
+                    tracing::info!(deleted, cutoff, elapsed_ms, "pruned presence history")
+                }
+                Ok(Ok(_)) => tracing::debug!(cutoff, elapsed_ms, "presence history: nothing to prune"),
                 Ok(Err(error)) => tracing::warn!(%error, "pruning presence history"),
                 Err(error) => tracing::warn!(%error, "pruning presence history"),
             }

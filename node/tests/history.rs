@@ -158,3 +158,100 @@ async fn history_matches_brute_force_replay() {
         }
     }
 }
+
+/// The stored versions as the specification has them: per user, by (time, revision), whether
+/// each is a tombstone.
+#[derive(Default)]
+struct Model(BTreeMap<String, BTreeMap<(u64, u64), bool>>);
+
+impl Model {
+    fn record(&mut self, state: &State, records: &[collective_statemachine::EventRecord]) {
+        for (user, at_ms, revision, version) in collective_statemachine::history::versions(state, records) {
+            self.0.entry(user.into_owned()).or_default().insert((at_ms, revision), version.deleted);
+        }
+    }
+
+    /// Pruning at `cutoff` keeps, per user, every version from the cutoff on and the last one
+    /// before it (in time: an event may carry a time before its entry's, such as a status that
+    /// became overdue), unless that one is a tombstone with nothing after it. Returns how many
+    /// it deleted.
+    fn prune(&mut self, cutoff: u64) -> u64 {
+        let mut deleted = 0;
+        for versions in self.0.values_mut() {
+            let later = versions.range((cutoff, 0)..).count();
+            let mut older: Vec<_> = versions.range(..(cutoff, 0)).map(|(key, tombstone)| (*key, *tombstone)).collect();
+            if older.last().is_some_and(|(_, tombstone)| !tombstone || later > 0) {
+                older.pop();
+            }
+            for (key, _) in older {
+                versions.remove(&key);
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+}
+
+/// Prunes at rising cutoffs, between writes, after a reopen and again at the same time: every
+/// answer from the cutoff on stays the brute force's, and each prune deletes exactly the versions
+/// the specification (`Model::prune`) deletes, none skipped by the per-user seek or the floor.
+#[tokio::test]
+async fn repeated_prunes_delete_what_the_specification_does() {
+    for seed in 11..=14u64 {
+        let steps = timeline(seed, 600);
+        let (first, last) = (steps[0].0, steps.last().unwrap().0);
+        let at = |eighths: u64| first + (last - first) * eighths / 8;
+        let dir = TempDir::new().unwrap();
+        let mut history = open(dir.path()).await;
+        let mut model = Model::default();
+        let mut deleted = 0;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut recorded = 0;
+        // (record the steps up to this time, then prune at this cutoff, reopening first?)
+        let plan = [
+            (at(3), at(1), false),
+            (at(3), at(1), false),
+            (at(3), at(1) + 1, false),
+            (at(5), at(2), false),
+            (at(5), at(2), true),
+            (at(5), at(3), false),
+            (at(8), at(4), false),
+            (at(8), at(6), true),
+            (at(8), at(6) + 1, false),
+        ];
+        for (record_until, cutoff, reopen) in plan {
+            while recorded < steps.len() && steps[recorded].0 <= record_until {
+                history.record(&steps[recorded].1, &steps[recorded].2).unwrap();
+                model.record(&steps[recorded].1, &steps[recorded].2);
+                recorded += 1;
+            }
+            if reopen {
+                drop(history);
+                history = open(dir.path()).await;
+            }
+            let pruned = history.prune(cutoff).unwrap();
+            assert_eq!(pruned, model.prune(cutoff), "seed {seed}: versions deleted by pruning at {cutoff}");
+            deleted += pruned;
+            for _ in 0..10 {
+                let at_ms = rng.gen_range(cutoff..record_until + 1);
+                check_presence(&history, &state_at(&steps[..recorded], at_ms), at_ms);
+            }
+            let from = rng.gen_range(cutoff..record_until);
+            let key = format!("user{}", rng.gen_range(0..USERS));
+            assert_eq!(
+                history.durations(&key, from, record_until).unwrap(),
+                brute_durations(&steps[..recorded], &key, from, record_until),
+                "seed {seed} durations of {key} after pruning at {cutoff}"
+            );
+        }
+        assert_eq!(recorded, steps.len());
+        // Just past the floor, the earliest version kept that is not a baseline: the prune must
+        // not take that version for one it may skip.
+        let floor = model.0.values().flat_map(|versions| versions.range((at(6) + 1, 0)..).next()).min().unwrap();
+        let cutoff = floor.0 .0 + 1;
+        let pruned = history.prune(cutoff).unwrap();
+        assert_eq!(pruned, model.prune(cutoff), "seed {seed}: versions deleted by pruning just past the floor");
+        deleted += pruned;
+        assert!(deleted > 0, "seed {seed}: the plan deletes nothing");
+    }
+}
