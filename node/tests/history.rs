@@ -255,3 +255,43 @@ async fn repeated_prunes_delete_what_the_specification_does() {
         assert!(deleted > 0, "seed {seed}: the plan deletes nothing");
     }
 }
+
+/// Builds before the history compacted universally left its files in levels (level compaction,
+/// dynamic level sizes, so the bottom level). Such a data directory still opens, and answers
+/// what it answered.
+#[tokio::test]
+async fn a_history_compacted_in_levels_opens_and_answers() {
+    let steps = timeline(21, 400);
+    let last = steps.last().unwrap().0;
+    let dir = TempDir::new().unwrap();
+    let history = open(dir.path()).await;
+    for (index, (_, state, records)) in steps.iter().enumerate() {
+        history.record(state, records).unwrap();
+        if index % 100 == 99 {
+            history.flush().unwrap();
+        }
+    }
+    drop(history);
+    // Reopened as those builds opened it, and compacted into the bottom level, with one more
+    // flush above it.
+    {
+        let mut options = rocksdb::Options::default();
+        options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+        options.set_track_and_verify_wals_in_manifest(true);
+        let families = rocksdb::DB::list_cf(&options, dir.path()).unwrap();
+        let db = rocksdb::DB::open_cf(&options, dir.path(), &families).unwrap();
+        let cf = db.cf_handle(collective::history::CF_HISTORY).unwrap();
+        db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        let levels = db.property_value_cf(cf, "rocksdb.levelstats").unwrap().unwrap();
+        let bottom = levels.lines().find(|line| line.trim_start().starts_with('6')).unwrap();
+        assert_ne!(bottom.split_whitespace().nth(1), Some("0"), "nothing in the bottom level:\n{levels}");
+        db.put_cf(cf, b"m/written-above-the-bottom-level", b"x").unwrap();
+        db.flush_cf(cf).unwrap();
+    }
+    let history = open(dir.path()).await;
+    for _ in 0..3 {
+        check_presence(&history, &state_at(&steps, last), last);
+        let middle = steps[steps.len() / 2].0;
+        check_presence(&history, &state_at(&steps, middle), middle);
+    }
+}
