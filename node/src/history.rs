@@ -445,9 +445,9 @@ impl HistoryStore {
     ///
     /// It visits each user once and reads only the versions before the cutoff: within a user,
     /// versions are in time order, so at the first one from the cutoff on it skips to the next
-    /// user (`skip_user`). (Reading every version, as it once did, made a node with months of history read all
-    /// of it every minute.) When no version but the baselines is older than the cutoff (the
-    /// floor), nothing can be deleted and it only moves `oldest_ms`.
+    /// user (`skip_user`); reading every version, as it once did, read a node's whole history
+    /// every minute. When no version but the baselines is older than the cutoff (the floor),
+    /// nothing can be deleted and it only moves `oldest_ms`.
     pub fn prune(&self, cutoff_ms: u64) -> Result<u64, HistoryError> {
         let mut floor = self.oldest_lock.lock().expect("history lock");
         // Versions gathered from here on count towards the next floor; any flushed below are
@@ -482,11 +482,11 @@ impl HistoryStore {
         versions.seek(USER_PREFIX);
         while let Some(key) = versions.key() {
             let Some((user, at_ms)) = parse_key(key) else { break };
+            let same_user = previous.as_ref().is_some_and(|(u, _, _)| u.as_slice() == user);
             if at_ms >= cutoff_ms {
                 // This user's versions from here on are all kept; the one before (if any) stays
                 // as the baseline.
                 next_floor = next_floor.min(at_ms);
-                let same_user = previous.as_ref().is_some_and(|(u, _, _)| u.as_slice() == user);
                 let ended = previous.take();
                 if !same_user {
                     settle(ended, false, &mut batch);
@@ -495,7 +495,6 @@ impl HistoryStore {
                 skip_user(&mut versions, &last_of_user);
                 continue;
             }
-            let same_user = previous.as_ref().is_some_and(|(u, _, _)| u.as_slice() == user);
             let tombstone = versions.value().map(|value| decode_version(value).map(|v| v.deleted).unwrap_or(false));
             let current = (user.to_vec(), key.to_vec(), tombstone.unwrap_or(false));
             settle(previous.replace(current), same_user, &mut batch);
