@@ -37,6 +37,10 @@ pub use state_machine::{Shared, StateMachineStore};
 
 /// Memory all memtables of a node's RocksDB may take together.
 pub const MEMTABLES_BYTES_MAX: usize = 64 << 20;
+/// The history's memtable: half of [`MEMTABLES_BYTES_MAX`], as it takes most writes.
+const HISTORY_MEMTABLE_BYTES: usize = MEMTABLES_BYTES_MAX / 2;
+/// Sorted runs of the history before universal compaction merges some.
+const HISTORY_RUNS_BEFORE_MERGE: i32 = 8;
 /// Column family where builds before the log files kept the entries.
 pub const CF_LOGS: &str = "logs";
 /// Column family of Raft metadata.
@@ -83,6 +87,13 @@ pub async fn open(
             // on disk while a full merge runs. Opening a database that level compaction wrote
             // works: each level is taken as one sorted run.
             family.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+            // Fewer, larger sorted runs: a flush of twice the memtable and a merge only once
+            // eight runs have gathered (RocksDB's default is four) halved the history's
+            // compaction (7.6 and 5.8 s against 2.9 and 3.1 s of `rocksdb:low` over six stream
+            // runs, three members). A history question reads a few more runs, which it rarely
+            // asks of more than one user.
+            family.set_write_buffer_size(HISTORY_MEMTABLE_BYTES);
+            family.set_level_zero_file_num_compaction_trigger(HISTORY_RUNS_BEFORE_MERGE);
         }
         ColumnFamilyDescriptor::new(name, family)
     });
