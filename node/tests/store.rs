@@ -405,3 +405,35 @@ async fn an_edited_snapshot_refuses_the_start() {
     let error = open_error(dir.path()).await;
     assert!(error.contains(&file.display().to_string()) && error.contains("SHA-256"), "{error}");
 }
+
+/// The committed id is saved at most once per interval of the environment's clock (openraft
+/// reports every commit): a save within it keeps the earlier id, which only means applying less at
+/// the next start, and the next save after it writes the newest.
+#[tokio::test]
+async fn the_committed_id_is_saved_at_most_once_per_interval() {
+    use collective::raft_types::{CommittedLeaderId, Entry, LogId};
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = TempDir::new().unwrap();
+    let now_ms = Arc::new(AtomicU64::new(1_000_000));
+    let mut environment = Environment::system();
+    let clock = now_ms.clone();
+    environment.clock = Arc::new(move || clock.load(Ordering::Relaxed));
+    let (mut log, _state_machine, _history) =
+        store::open(dir.path(), Arc::new(Shared::new(100)), &environment).await.unwrap();
+    let id = |index| LogId::new(CommittedLeaderId::new(1), index);
+    let entries = (1..=3).map(|index| Entry { log_id: id(index), payload: openraft::EntryPayload::Blank });
+    log.append(entries, IOFlushed::noop()).await.unwrap();
+
+    log.save_committed(Some(id(1))).await.unwrap();
+    now_ms.fetch_add(99, Ordering::Relaxed);
+    log.save_committed(Some(id(2))).await.unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), Some(id(1)), "a save within the interval keeps the earlier id");
+    now_ms.fetch_add(1, Ordering::Relaxed);
+    log.save_committed(Some(id(3))).await.unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), Some(id(3)), "the first save after the interval writes");
+    now_ms.fetch_sub(50_000, Ordering::Relaxed);
+    log.save_committed(Some(id(2))).await.unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), Some(id(2)), "a clock set back saves at once");
+}
