@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -32,11 +33,17 @@ type Hasher = foldhash::fast::FixedState;
 
 /// A map sorted by key, with hashed lookups. Each key is held twice (in the index and the
 /// order), which for the inline `Name`s of the per-user maps is 24 bytes more per user. Values
-/// are boxed: a hash table has up to twice as many slots as entries, and with users (~200
-/// bytes) in the slots a million users took ~340 MiB more than the B-tree (`bench-scale.sh`).
+/// are behind a pointer: a hash table has up to twice as many slots as entries, and with users
+/// (~200 bytes) in the slots a million users took ~340 MiB more than the B-tree
+/// (`bench-scale.sh`).
+///
+/// The pointer is shared (`Arc`), copied on write: a clone of the map copies the index and the
+/// order but not the values, and a value is copied only when one of the two maps changes it
+/// while the other still holds it. A snapshot clones the state while applying waits: with every
+/// value copied that took ~5.7 s at a million users, most of it faulting in fresh pages.
 #[derive(Clone)]
 pub struct SortedMap<K, V> {
-    values: HashMap<K, Box<V>, Hasher>,
+    values: HashMap<K, Arc<V>, Hasher>,
     order: BTreeSet<K>,
 }
 
@@ -46,7 +53,7 @@ impl<K, V> Default for SortedMap<K, V> {
     }
 }
 
-impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
+impl<K: Ord + Hash + Clone, V: Clone> SortedMap<K, V> {
     /// An empty map.
     pub fn new() -> Self {
         SortedMap::default()
@@ -70,12 +77,12 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
         self.values.get(key).map(|value| &**value)
     }
 
-    /// The value of `key`, to change.
+    /// The value of `key`, to change (copied first if a clone of the map still shares it).
     pub fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
     {
-        self.values.get_mut(key).map(|value| &mut **value)
+        self.values.get_mut(key).map(Arc::make_mut)
     }
 
     /// Whether `key` has a value.
@@ -89,10 +96,10 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
     /// Sets the value of `key`; the value it replaces, if any.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.values.entry(key) {
-            Entry::Occupied(mut held) => Some(std::mem::replace(&mut **held.get_mut(), value)),
+            Entry::Occupied(mut held) => Some(unshared(std::mem::replace(held.get_mut(), Arc::new(value)))),
             Entry::Vacant(slot) => {
                 self.order.insert(slot.key().clone());
-                slot.insert(Box::new(value));
+                slot.insert(Arc::new(value));
                 None
             }
         }
@@ -105,7 +112,7 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
     {
         let removed = self.values.remove(key)?;
         self.order.remove(key);
-        Some(*removed)
+        Some(unshared(removed))
     }
 
     /// The keys, in order.
@@ -126,15 +133,20 @@ impl<K: Ord + Hash + Clone, V> SortedMap<K, V> {
     /// Changes every value, in key order (a lookup each: the hash order is never walked).
     pub fn for_each_value_mut(&mut self, mut change: impl FnMut(&mut V)) {
         for key in &self.order {
-            change(self.values.get_mut(key).expect("every ordered key has a value"));
+            change(Arc::make_mut(self.values.get_mut(key).expect("every ordered key has a value")));
         }
     }
+}
+
+/// The value an entry held: moved out if no clone of the map shares it, else copied.
+fn unshared<V: Clone>(value: Arc<V>) -> V {
+    Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone())
 }
 
 /// The entries of a [`SortedMap`], in key order.
 pub struct Iter<'a, K, V> {
     keys: std::collections::btree_set::Iter<'a, K>,
-    values: &'a HashMap<K, Box<V>, Hasher>,
+    values: &'a HashMap<K, Arc<V>, Hasher>,
 }
 
 impl<K, V> Clone for Iter<'_, K, V> {
@@ -165,7 +177,7 @@ impl<K: Hash + Eq, V> DoubleEndedIterator for Iter<'_, K, V> {
 
 impl<K: Hash + Eq, V> ExactSizeIterator for Iter<'_, K, V> {}
 
-impl<'a, K: Ord + Hash + Clone, V> IntoIterator for &'a SortedMap<K, V> {
+impl<'a, K: Ord + Hash + Clone, V: Clone> IntoIterator for &'a SortedMap<K, V> {
     type Item = (&'a K, &'a V);
     type IntoIter = Iter<'a, K, V>;
 
@@ -174,7 +186,7 @@ impl<'a, K: Ord + Hash + Clone, V> IntoIterator for &'a SortedMap<K, V> {
     }
 }
 
-impl<K: Ord + Hash + Clone, V> FromIterator<(K, V)> for SortedMap<K, V> {
+impl<K: Ord + Hash + Clone, V: Clone> FromIterator<(K, V)> for SortedMap<K, V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
         let mut map = SortedMap::new();
         map.extend(entries);
@@ -182,7 +194,7 @@ impl<K: Ord + Hash + Clone, V> FromIterator<(K, V)> for SortedMap<K, V> {
     }
 }
 
-impl<K: Ord + Hash + Clone, V> Extend<(K, V)> for SortedMap<K, V> {
+impl<K: Ord + Hash + Clone, V: Clone> Extend<(K, V)> for SortedMap<K, V> {
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, entries: I) {
         for (key, value) in entries {
             self.insert(key, value);
@@ -190,7 +202,7 @@ impl<K: Ord + Hash + Clone, V> Extend<(K, V)> for SortedMap<K, V> {
     }
 }
 
-impl<K, V, Q> std::ops::Index<&Q> for SortedMap<K, V>
+impl<K, V: Clone, Q> std::ops::Index<&Q> for SortedMap<K, V>
 where
     K: Ord + Hash + Clone + Borrow<Q>,
     Q: Hash + Eq + ?Sized,
@@ -211,14 +223,14 @@ impl<K: Hash + Eq, V: PartialEq> PartialEq for SortedMap<K, V> {
 
 impl<K: Hash + Eq, V: Eq> Eq for SortedMap<K, V> {}
 
-impl<K: Ord + Hash + Clone + fmt::Debug, V: fmt::Debug> fmt::Debug for SortedMap<K, V> {
+impl<K: Ord + Hash + Clone + fmt::Debug, V: Clone + fmt::Debug> fmt::Debug for SortedMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
 }
 
 /// Serialised as a map in key order: the bytes of the `BTreeMap` it replaced.
-impl<K: Ord + Hash + Clone + Serialize, V: Serialize> Serialize for SortedMap<K, V> {
+impl<K: Ord + Hash + Clone + Serialize, V: Clone + Serialize> Serialize for SortedMap<K, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.iter())
     }
@@ -227,7 +239,7 @@ impl<K: Ord + Hash + Clone + Serialize, V: Serialize> Serialize for SortedMap<K,
 impl<'de, K, V> Deserialize<'de> for SortedMap<K, V>
 where
     K: Ord + Hash + Clone + Deserialize<'de>,
-    V: Deserialize<'de>,
+    V: Clone + Deserialize<'de>,
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Entries<K, V>(PhantomData<(K, V)>);
@@ -235,7 +247,7 @@ where
         impl<'de, K, V> Visitor<'de> for Entries<K, V>
         where
             K: Ord + Hash + Clone + Deserialize<'de>,
-            V: Deserialize<'de>,
+            V: Clone + Deserialize<'de>,
         {
             type Value = SortedMap<K, V>;
 
@@ -292,5 +304,22 @@ mod tests {
         assert!(!map.contains_key("a"));
         *map.get_mut("b").unwrap() += 1;
         assert_eq!(map.get("b"), Some(&4));
+    }
+
+    #[test]
+    fn a_clone_keeps_its_values_while_the_original_changes() {
+        let mut map: SortedMap<String, Vec<u32>> =
+            [("a".to_string(), vec![1]), ("b".to_string(), vec![2]), ("c".to_string(), vec![3])].into_iter().collect();
+        let clone = map.clone();
+        map.get_mut("a").unwrap().push(10);
+        assert_eq!(map.insert("b".to_string(), vec![20]), Some(vec![2]));
+        map.for_each_value_mut(|value| value.push(0));
+        assert_eq!(map.remove("a"), Some(vec![1, 10, 0]));
+        assert_eq!(map.remove("c"), Some(vec![3, 0]));
+        assert_eq!(
+            clone.iter().collect::<Vec<_>>(),
+            [(&"a".to_string(), &vec![1]), (&"b".to_string(), &vec![2]), (&"c".to_string(), &vec![3])]
+        );
+        assert_eq!(map.iter().collect::<Vec<_>>(), [(&"b".to_string(), &vec![20, 0])]);
     }
 }
