@@ -495,8 +495,8 @@ impl HistoryStore {
                 skip_user(&mut versions, &last_of_user);
                 continue;
             }
-            let tombstone = versions.value().map(|value| decode_version(value).map(|v| v.deleted).unwrap_or(false));
-            let current = (user.to_vec(), key.to_vec(), tombstone.unwrap_or(false));
+            let tombstone = versions.value().and_then(|value| decode_version(value).ok()).is_some_and(|v| v.deleted);
+            let current = (user.to_vec(), key.to_vec(), tombstone);
             settle(previous.replace(current), same_user, &mut batch);
             versions.next();
         }

@@ -76,8 +76,9 @@ pub async fn open(
     options.set_paranoid_checks(true);
     let families = [CF_LOGS, CF_META, CF_SNAPSHOT, CF_HISTORY].map(|name| {
         let mut family = Options::default();
-        family.set_write_buffer_size(MEMTABLES_BYTES_MAX / 4);
-        if name == CF_HISTORY {
+        if name != CF_HISTORY {
+            family.set_write_buffer_size(MEMTABLES_BYTES_MAX / 4);
+        } else {
             // History keys lead with the user, so every flush spans the whole key range. With
             // level compaction (dynamic level sizes) each L0 compaction merged into the whole
             // history while it was under the base level's 256 MiB: compaction CPU grew run after
@@ -90,8 +91,8 @@ pub async fn open(
             // Fewer, larger sorted runs: a flush of twice the memtable and a merge only once
             // eight runs have gathered (RocksDB's default is four) halved the history's
             // compaction (7.6 and 5.8 s against 2.9 and 3.1 s of `rocksdb:low` over six stream
-            // runs, three members). A history question reads a few more runs, which it rarely
-            // asks of more than one user.
+            // runs, three members). A history question may read up to eight runs instead of
+            // four.
             family.set_write_buffer_size(HISTORY_MEMTABLE_BYTES);
             family.set_level_zero_file_num_compaction_trigger(HISTORY_RUNS_BEFORE_MERGE);
         }
