@@ -6,6 +6,7 @@ use clap::Parser;
 /// system (`collective::memory`): glibc kept every freed peak in its per-thread arenas (Argon2id's
 /// 19 MiB blocks on the blocking pool alone held ~350 MiB), and mimalloc purges only when the
 /// freeing thread allocates again, so a snapshot's transient copy of the state stayed resident.
+/// Its options (larger thread caches) are built in: `.cargo/config.toml`.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
