@@ -609,6 +609,30 @@ async fn bench_load_and_a_counted_presence_run() {
 
 /// `bench failover` refuses what it cannot kill and restart before it touches any cluster: a
 /// process that is not `collective serve` (no `--id`), or one that does not exist.
+/// The binary runs with the jemalloc options `.cargo/config.toml` builds into it, and an
+/// operator's `_RJEM_MALLOC_CONF` still overrides them (jemalloc prints its options at exit
+/// with `stats_print`).
+#[test]
+fn the_binary_runs_with_its_built_in_allocator_options() {
+    let options = |environment: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_collective"))
+            .arg("--version")
+            .env("_RJEM_MALLOC_CONF", environment)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let built_in = env!("JEMALLOC_SYS_WITH_MALLOC_CONF");
+    let printed = options("stats_print:true");
+    for option in built_in.split(',') {
+        let (name, value) = option.split_once(':').unwrap();
+        assert!(printed.contains(&format!("opt.{name}: {value}\n")), "{option} not in effect:\n{printed}");
+    }
+    let printed = options("stats_print:true,tcache_nslots_small_max:512");
+    assert!(printed.contains("opt.tcache_nslots_small_max: 512\n"), "{printed}");
+}
+
 #[test]
 fn bench_failover_names_a_pid_it_cannot_use() {
     let run = |pid: String| {
